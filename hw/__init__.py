@@ -1,0 +1,1 @@
+"""terwin.hw: Amaranth components of the accelerators and their board builds."""

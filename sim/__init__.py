@@ -1,0 +1,1 @@
+"""terwin.sim: the NumPy golden reference, the exact cycle model, and the cocotb benches."""

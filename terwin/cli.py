@@ -1,0 +1,59 @@
+"""The `terwin` command line.
+
+Each subcommand lives in `terwin.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`;
+modules are imported only when their command runs, so `terwin inspect` never imports torch.
+A `TerwinError` (a user's mistake) prints one line on stderr and exits 2; anything else is a bug.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import TerwinError
+
+COMMANDS = {
+    "compress": "train and compress the digits CNN into an integer model file",
+    "inspect": "print a model file: layers, shapes, sparsity, bits",
+    "generate": "generate Verilog, memory images and a manifest for a model",
+    "verify": "run the RTL under Icarus Verilog (cocotb) and compare every output with the reference",
+    "simulate": "predict per-layer cycles with the exact cycle model",
+    "build": "build a bitstream with Yosys/nextpnr for a board",
+    "report": "write a readable report (HTML + Markdown) from a demo folder",
+    "demo": "run the whole flow on the digits demo: compress, generate, verify, simulate, build, report",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"terwin.commands.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="terwin", description=__doc__.splitlines()[0])
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"terwin {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            _module(name).add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        parser = build_parser(only=command if command in COMMANDS else None)
+        args = parser.parse_args(argv)
+        return int(_module(args.command).run(args) or 0)
+    except TerwinError as e:
+        print(f"terwin {command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"terwin {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""`terwin inspect FILE`: the model's layers, shapes, sparsity and stored bits."""
+from __future__ import annotations
+
+import json
+
+from terwin import fileformat
+from terwin.stats import model_stats
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="a .terwin model file")
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+
+
+def run(args) -> int:
+    dep = fileformat.load(args.model)
+    stats = model_stats(dep)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    spec = dep.spec
+    print(f"{args.model}: terwin model, format v{fileformat.FORMAT_VERSION}, sha256 {fileformat.file_checksum(args.model)[:16]}")
+    print(f"spec {spec.name}: {spec.pe_rows}x{spec.pe_cols} PEs, {spec.act_bits}-bit activations, "
+          f"{spec.weight_format} weights, {spec.clock_mhz:g} MHz target")
+    print(f"input {'x'.join(map(str, dep.input_shape))}, scale {dep.input_scale:g}; family {dep.meta.get('family', '?')}")
+    head = f"{'layer':<10} {'kind':<16} {'in':>10} {'out':>10} {'weights':>8} {'nonzero':>8} {'tiles':>11} {'sparsity':>8} {'bits':>8}"
+    print(head)
+    print("-" * len(head))
+    for row in stats["layers"]:
+        tiles = f"{row['tiles_kept']}/{row['tiles']}" if row.get("tiles") else "-"
+        sp = f"{row['sparsity']:.3f}" if row.get("weights") else "-"
+        print(f"{row['name']:<10} {row['kind']:<16} {row['in']:>10} {row['out']:>10} {row.get('weights', 0):>8} "
+              f"{row.get('nonzero', 0):>8} {tiles:>11} {sp:>8} {row.get('weight_bits_stored', 0):>8}")
+    t = stats["totals"]
+    print(f"total: {t['weights']} weights, {t['nonzero']} nonzero, {t['weight_bits_stored']} stored weight bits "
+          f"(+{t['requant_bits']} bias/requant bits), compression {t['compression_ratio']:.1f}x vs 32-bit float")
+    return 0

@@ -1,0 +1,227 @@
+"""`Deployment`: an integer-only model for one `HardwareSpec`.
+
+Layers are plain frozen dataclasses holding NumPy integer arrays. `Deployment.validate()` checks
+every shape, range and mask against the spec; the file format (`terwin.fileformat`) calls it on
+load so an inconsistent file fails with one line naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Union
+
+import numpy as np
+
+from .errors import FormatError
+from .spec import HardwareSpec
+from .tiling import TileGrid
+
+WEIGHT_CODES = ("ternary", "int")
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Requant:
+    """Fields shared by the layers that end in the integer contract's requantizer."""
+    bias: np.ndarray        # int64 [out], in accumulator units
+    multiplier: np.ndarray  # int64 [out], signed
+    shift: np.ndarray       # int64 [out], >= 1
+    relu: bool = True       # False: the layer outputs acc + bias unclamped (class scores)
+    weight_scale: tuple[float, ...] = ()  # informational: float value of one weight unit, per layer (1) or per channel
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Conv2d(_Requant):
+    kind: ClassVar[str] = "conv2d"
+    name: str
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    weight: np.ndarray                 # int8 [out, in, k, k]
+    weight_code: str = "ternary"       # "ternary": codes in {-1, 0, +1}; "int": signed weight_bits
+    weight_bits: int = 2
+    tile_mask: np.ndarray | None = None  # uint8 [og, tg, cg]: 1 = tile kept (ternary engine)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.in_shape
+        return (self.out_channels, conv_out_size(h, self.kernel, self.stride, self.padding),
+                conv_out_size(w, self.kernel, self.stride, self.padding))
+
+    def tile_grid(self, spec: HardwareSpec) -> TileGrid:
+        return TileGrid.for_weight(self.weight.shape, spec)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Linear(_Requant):
+    kind: ClassVar[str] = "linear"
+    name: str
+    in_shape: tuple[int, int, int]     # (C, H, W) of the input; flattened C-major as torch does
+    out_channels: int
+    weight: np.ndarray                 # int8 [out, C*H*W]
+    weight_code: str = "ternary"
+    weight_bits: int = 2
+    tile_mask: np.ndarray | None = None
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return (self.out_channels, 1, 1)
+
+    def tile_grid(self, spec: HardwareSpec) -> TileGrid:
+        return TileGrid.for_weight(self.weight.shape, spec, in_shape=self.in_shape)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class MaxPool2d:
+    kind: ClassVar[str] = "maxpool2d"
+    name: str
+    in_shape: tuple[int, int, int]
+    kernel: int = 2
+    stride: int = 2
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.in_shape
+        return (c, conv_out_size(h, self.kernel, self.stride, 0), conv_out_size(w, self.kernel, self.stride, 0))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class WinogradConv2d(_Requant):
+    """A 3x3, stride-1 convolution computed as F(m x m, 3x3) on integers.
+
+    weight holds the Winograd-domain weights U[out, in, m+2, m+2] (signed weight_bits integers);
+    zeros are multiplications the engine skips. The output of one m x m tile is
+    Y = A^T (sum_c U[o, c] * (B^T d_c B)) A, then the requantizer.
+    """
+    kind: ClassVar[str] = "winograd_conv2d"
+    name: str
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    padding: int = 1
+    tile: int = 2
+    weight: np.ndarray                 # int [out, in, tile+2, tile+2]
+    weight_bits: int = 8
+
+    kernel: ClassVar[int] = 3
+    stride: ClassVar[int] = 1
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.in_shape
+        return (self.out_channels, conv_out_size(h, 3, 1, self.padding), conv_out_size(w, 3, 1, self.padding))
+
+
+Layer = Union[Conv2d, Linear, MaxPool2d, WinogradConv2d]
+LAYER_TYPES: dict[str, type] = {cls.kind: cls for cls in (Conv2d, Linear, MaxPool2d, WinogradConv2d)}
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Deployment:
+    """An integer model for one spec. The network input x (floats) is quantized once:
+    q = clamp(floor(x / input_scale + 1/2), 0, 2**act_bits - 1)."""
+    spec: HardwareSpec
+    input_shape: tuple[int, int, int]
+    input_scale: float
+    layers: tuple[Layer, ...]
+    class_names: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].out_shape if self.layers else self.input_shape
+
+    @property
+    def weighted_layers(self):
+        return [layer for layer in self.layers if hasattr(layer, "weight")]
+
+    def replace(self, **changes) -> "Deployment":
+        return dataclasses.replace(self, **changes)
+
+    # -- consistency ---------------------------------------------------------------------
+
+    def validate(self) -> "Deployment":
+        """Raise FormatError naming the first inconsistent field; return self when all is well."""
+        spec = self.spec
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise FormatError(f"input_shape must be (C, H, W) with positive sizes, not {self.input_shape}")
+        if not (np.isfinite(self.input_scale) and self.input_scale > 0):
+            raise FormatError(f"input_scale must be a positive number, not {self.input_scale}")
+        if not self.layers:
+            raise FormatError("layers: a deployment needs at least one layer")
+        shape = self.input_shape
+        names = set()
+        for i, layer in enumerate(self.layers):
+            where = f"layers[{i}] ({layer.name})"
+            if layer.name in names:
+                raise FormatError(f"{where}.name: duplicate layer name")
+            names.add(layer.name)
+            if tuple(layer.in_shape) != tuple(shape):
+                raise FormatError(f"{where}.in_shape: {tuple(layer.in_shape)} does not match the previous output {tuple(shape)}")
+            _validate_layer(layer, spec, where, last=i == len(self.layers) - 1)
+            shape = layer.out_shape
+            if min(shape) < 1:
+                raise FormatError(f"{where}: output shape {shape} is empty")
+        return self
+
+
+def _check_array(arr, where: str, *, shape, lo=None, hi=None):
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu":
+        raise FormatError(f"{where}: must be an integer array")
+    if tuple(arr.shape) != tuple(shape):
+        raise FormatError(f"{where}: shape {tuple(arr.shape)} does not match the expected {tuple(shape)}")
+    if arr.size and lo is not None and int(arr.min()) < lo:
+        raise FormatError(f"{where}: value {int(arr.min())} is below the allowed minimum {lo}")
+    if arr.size and hi is not None and int(arr.max()) > hi:
+        raise FormatError(f"{where}: value {int(arr.max())} is above the allowed maximum {hi}")
+
+
+def _validate_layer(layer, spec: HardwareSpec, where: str, *, last: bool):
+    if isinstance(layer, MaxPool2d):
+        if layer.kernel < 1 or layer.stride < 1:
+            raise FormatError(f"{where}: kernel and stride must be positive")
+        return
+    out = layer.out_channels
+    if isinstance(layer, WinogradConv2d):
+        if layer.tile != spec.winograd_tile:
+            raise FormatError(f"{where}.tile: F({layer.tile}x{layer.tile},3x3) does not match the spec's winograd_tile {spec.winograd_tile}")
+        n = layer.tile + 2
+        wb = layer.weight_bits
+        _check_array(layer.weight, f"{where}.weight", shape=(out, layer.in_shape[0], n, n),
+                     lo=-(1 << (wb - 1)), hi=(1 << (wb - 1)) - 1)
+    else:
+        if layer.weight_code not in WEIGHT_CODES:
+            raise FormatError(f"{where}.weight_code: must be one of {', '.join(WEIGHT_CODES)}, not {layer.weight_code!r}")
+        if isinstance(layer, Conv2d):
+            expected = (out, layer.in_shape[0], layer.kernel, layer.kernel)
+            if layer.stride < 1 or layer.padding < 0 or layer.kernel < 1:
+                raise FormatError(f"{where}: kernel and stride must be positive, padding not negative")
+        else:
+            expected = (out, int(np.prod(layer.in_shape)))
+        if layer.weight_code == "ternary":
+            lo, hi = -1, 1
+            if layer.weight_bits != 2:
+                raise FormatError(f"{where}.weight_bits: ternary codes are 2 bits, not {layer.weight_bits}")
+        else:
+            lo, hi = -(1 << (layer.weight_bits - 1)), (1 << (layer.weight_bits - 1)) - 1
+        _check_array(layer.weight, f"{where}.weight", shape=expected, lo=lo, hi=hi)
+        if layer.tile_mask is not None:
+            grid = layer.tile_grid(spec)
+            _check_array(layer.tile_mask, f"{where}.tile_mask", shape=grid.shape, lo=0, hi=1)
+            pruned_nonzero = grid.occupied(layer.weight) & (layer.tile_mask == 0)
+            if pruned_nonzero.any():
+                og, tg, cg = (int(v) for v in np.argwhere(pruned_nonzero)[0])
+                raise FormatError(f"{where}.tile_mask: tile ({og}, {tg}, {cg}) is marked pruned but holds nonzero weights")
+    _check_array(layer.bias, f"{where}.bias", shape=(out,), lo=-(1 << 40), hi=(1 << 40))
+    _check_array(layer.multiplier, f"{where}.multiplier", shape=(out,), lo=-(1 << 31), hi=(1 << 31) - 1)
+    _check_array(layer.shift, f"{where}.shift", shape=(out,), lo=1, hi=62)
+    if not layer.relu and not last:
+        raise FormatError(f"{where}.relu: only the last layer may output raw scores")

@@ -1,0 +1,164 @@
+"""`HardwareSpec`: the accelerator's shape, shared by every stage of terwin.
+
+A spec is frozen and validated on construction. Everything that follows from its fields
+(lanes, accumulator widths, tile shapes) is a property or a method here, computed in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SpecError
+
+WEIGHT_FORMATS = ("ternary", "winograd")
+
+
+def _is_pow2(n: int) -> bool:
+    return isinstance(n, int) and n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareSpec:
+    """Shape of one accelerator instance.
+
+    pe_rows: output channels computed in parallel (rows of the PE array).
+    pe_cols: input lanes per PE row per cycle (columns of the PE array).
+    act_bits: width of the unsigned activations between layers.
+    weight_format: "ternary" (adder/subtractor PEs) or "winograd" (sparse Winograd engine).
+    winograd_tile: output tile m of F(m x m, 3x3); only 2 is offered.
+    winograd_weight_bits: signed width of the Winograd-domain weights.
+    mult_lanes: multipliers of the Winograd engine's sparse multiply stage.
+    clock_mhz: target clock.
+    """
+
+    pe_rows: int = 8
+    pe_cols: int = 8
+    act_bits: int = 8
+    weight_format: str = "ternary"
+    winograd_tile: int = 2
+    winograd_weight_bits: int = 8
+    mult_lanes: int = 4
+    clock_mhz: float = 24.0
+
+    def __post_init__(self):
+        for name in ("pe_rows", "pe_cols", "mult_lanes"):
+            value = getattr(self, name)
+            if not _is_pow2(value) or value > 64:
+                raise SpecError(f"{name} must be a power of two between 1 and 64, not {value!r}")
+        if not isinstance(self.act_bits, int) or not 2 <= self.act_bits <= 16:
+            raise SpecError(f"act_bits must be an integer from 2 to 16, not {self.act_bits!r}")
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise SpecError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, not {self.weight_format!r}")
+        if self.winograd_tile != 2:
+            raise SpecError(f"winograd_tile must be 2 (only F(2x2,3x3) is offered), not {self.winograd_tile!r}")
+        if not isinstance(self.winograd_weight_bits, int) or not 2 <= self.winograd_weight_bits <= 16:
+            raise SpecError(f"winograd_weight_bits must be an integer from 2 to 16, not {self.winograd_weight_bits!r}")
+        if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
+                or not 0 < self.clock_mhz <= 1000:
+            raise SpecError(f"clock_mhz must be a number in (0, 1000], not {self.clock_mhz!r}")
+
+    # -- derived figures -------------------------------------------------------------------
+
+    @property
+    def lanes(self) -> int:
+        """Weights consumed by the PE array per cycle (one PE tile)."""
+        return self.pe_rows * self.pe_cols
+
+    @property
+    def act_max(self) -> int:
+        return (1 << self.act_bits) - 1
+
+    @property
+    def winograd_input_tile(self) -> int:
+        """Side of the input tile of F(m x m, 3x3): m + 3 - 1."""
+        return self.winograd_tile + 2
+
+    def accumulator_bits(self, *, fan_in: int, weight_max: int, bias_max: int = 0) -> int:
+        """Signed width that holds any sum of `fan_in` products act*weight plus a bias, without overflow.
+
+        |sum| <= fan_in * act_max * weight_max + bias_max; one more bit for the sign.
+        """
+        bound = fan_in * self.act_max * weight_max + bias_max
+        return max(2, bound.bit_length() + 1)
+
+    # -- serialization ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HardwareSpec":
+        if not isinstance(data, dict):
+            raise SpecError(f"a spec must be a JSON object, not {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown spec field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "HardwareSpec":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"spec is not valid JSON: {e.msg} at line {e.lineno}") from None
+        return cls.from_dict(data)
+
+    @property
+    def digest(self) -> str:
+        """Short stable hash: names build folders and test ids."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        for preset_name, preset in PRESETS.items():
+            if preset == self:
+                return preset_name
+        return f"spec-{self.digest}"
+
+    def replace(self, **changes) -> "HardwareSpec":
+        return dataclasses.replace(self, **changes)
+
+
+PE4X4 = HardwareSpec(pe_rows=4, pe_cols=4)
+PE8X8 = HardwareSpec(pe_rows=8, pe_cols=8)
+PE8X16 = HardwareSpec(pe_rows=8, pe_cols=16)
+WINOGRAD = HardwareSpec(pe_rows=8, pe_cols=8, weight_format="winograd", mult_lanes=4)
+
+PRESETS: dict[str, HardwareSpec] = {
+    "pe4x4": PE4X4,
+    "pe8x8": PE8X8,
+    "pe8x16": PE8X16,
+    "winograd": WINOGRAD,
+}
+DEFAULT_PRESET = "pe8x8"
+
+
+def load_spec(ref: str | None, *, default: str = DEFAULT_PRESET) -> HardwareSpec:
+    """A preset name or the path of a spec JSON file."""
+    if ref is None:
+        ref = default
+    if ref in PRESETS:
+        return PRESETS[ref]
+    path = Path(ref)
+    if not path.suffix == ".json" and not path.exists():
+        raise SpecError(f"unknown spec {ref!r}: give a preset ({', '.join(PRESETS)}) or a .json file")
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {ref}: {e.strerror}") from None
+    return HardwareSpec.from_json(text)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["HardwareSpec", "PRESETS", "DEFAULT_PRESET", "PE4X4", "PE8X8", "PE8X16", "WINOGRAD",
+           "load_spec", "ceil_div"]

@@ -1,0 +1,83 @@
+"""Random but well-formed `Deployment`s: for hardware tests and cycle-model benchmarks without training.
+
+Requantization is calibrated on random inputs layer by layer, so activations spread over the whole
+unsigned range instead of saturating or vanishing: the hardware sees realistic values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import intmath
+from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
+from .spec import HardwareSpec
+
+# (kind, arg): ("conv", out_channels) 3x3 pad 1, ("wconv", out_channels) Winograd 3x3 pad 1,
+# ("pool", 2), ("linear", out_features) last, raw scores.
+DIGITS_TOPOLOGY = (("conv", 16), ("conv", 32), ("pool", 2), ("conv", 32), ("pool", 2), ("linear", 10))
+
+
+def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPOLOGY,
+                      input_shape=(1, 8, 8), tile_sparsity: float = 0.5, zero_fraction: float = 0.1,
+                      winograd_density: float = 0.4, calibration_images: int = 32) -> Deployment:
+    from terwin.sim import reference  # the reference is the calibration oracle
+
+    rng = np.random.default_rng(seed)
+    act_max = spec.act_max
+    x = rng.integers(0, act_max + 1, size=(calibration_images, *input_shape), dtype=np.int64)
+    layers = []
+    shape = tuple(input_shape)
+    for i, (kind, arg) in enumerate(topology):
+        name = f"{kind}{i}"
+        last = i == len(topology) - 1
+        if kind == "pool":
+            layer = MaxPool2d(name=name, in_shape=shape, kernel=arg, stride=arg)
+        else:
+            out = arg
+            if kind == "wconv":
+                n = spec.winograd_tile + 2
+                lim = (1 << (spec.winograd_weight_bits - 1)) - 1
+                u = rng.integers(-lim, lim + 1, size=(out, shape[0], n, n))
+                u[rng.random(u.shape) >= winograd_density] = 0
+                proto = WinogradConv2d(name=name, in_shape=shape, out_channels=out, tile=spec.winograd_tile,
+                                       weight=u.astype(np.int16 if lim > 127 else np.int8),
+                                       weight_bits=spec.winograd_weight_bits, **_unit_requant(out))
+            else:
+                wshape = (out, shape[0], 3, 3) if kind == "conv" else (out, int(np.prod(shape)))
+                w = rng.choice(np.array([-1, 1], dtype=np.int8), size=wshape)
+                w[rng.random(wshape) < zero_fraction] = 0
+                cls = Conv2d if kind == "conv" else Linear
+                extra = dict(kernel=3, stride=1, padding=1) if kind == "conv" else {}
+                proto = cls(name=name, in_shape=shape, out_channels=out, weight=w, **extra, **_unit_requant(out))
+                grid = proto.tile_grid(spec)
+                mask = (rng.random(grid.shape) >= tile_sparsity).astype(np.uint8)
+                mask[:, 0, 0] = 1  # every output group keeps a tile
+                w = (w * grid.expand(mask).reshape(wshape)).astype(np.int8)
+                proto = cls(name=name, in_shape=shape, out_channels=out, weight=w, tile_mask=mask,
+                            **extra, **_unit_requant(out))
+            acc = reference.layer_acc(proto, x)
+            bias = rng.integers(-4, 5, size=out) * max(1, int(np.std(acc)) // 8)
+            if last:
+                layer = _with(proto, bias=bias.astype(np.int64), relu=False)
+            else:
+                # map roughly the 98th percentile of positive (acc + bias) to the top of the range
+                hi = np.percentile(np.maximum(acc + bias.reshape(1, -1, 1, 1), 1), 98, axis=(0, 2, 3))
+                ms = [intmath.fit_multiplier(act_max / max(h, 1.0)) for h in hi]
+                layer = _with(proto, bias=bias.astype(np.int64),
+                              multiplier=np.array([m for m, _ in ms], dtype=np.int64),
+                              shift=np.array([s for _, s in ms], dtype=np.int64))
+        x = reference.run_layer(layer, x, act_bits=spec.act_bits)
+        layers.append(layer)
+        shape = layer.out_shape
+    dep = Deployment(spec=spec, input_shape=tuple(input_shape), input_scale=1.0 / act_max, layers=tuple(layers),
+                     meta={"family": "synthetic", "seed": seed})
+    return dep.validate()
+
+
+def _unit_requant(out: int) -> dict:
+    return dict(bias=np.zeros(out, dtype=np.int64), multiplier=np.ones(out, dtype=np.int64),
+                shift=np.ones(out, dtype=np.int64))
+
+
+def _with(layer, **changes):
+    import dataclasses
+    return dataclasses.replace(layer, **changes)
