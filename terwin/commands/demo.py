@@ -1,10 +1,74 @@
-"""`terwin demo` — not built yet (see the open issues)."""
+"""`terwin demo`: the whole flow on the built-in default, the digits demo.
+
+compress (ternary at several tile sparsities, and Winograd) -> generate -> verify -> simulate ->
+build (iCE40) -> report, each stage through the same subcommands a user runs, into one folder.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
 from terwin.errors import TerwinError
+from terwin.progress import Progress
+
+DEFAULT_SPARSITIES = (0.0, 0.5, 0.75)
+DEMO_MODEL = "ternary-50"
 
 
 def add_arguments(parser):
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
+    parser.add_argument("--images", default="100",
+                        help="test images to run through the RTL simulation: a number or 'all' (default: 100)")
+    parser.add_argument("--board", default="icebreaker", help="board to build for (default: icebreaker)")
+    parser.add_argument("--no-build", action="store_true", help="skip the bitstream build")
+    parser.add_argument("--no-winograd", action="store_true", help="skip the Winograd family")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _run(argv: list[str]) -> None:
+    from terwin.cli import main
+    rc = main(argv)
+    if rc == 1:
+        raise TerwinError(f"'terwin {' '.join(argv)}' found a mismatch (exit 1); see its output above")
+    if rc:
+        raise TerwinError(f"'terwin {' '.join(argv)}' failed with exit status {rc}")
 
 
 def run(args) -> int:
-    raise TerwinError("'demo' is not implemented yet")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = []
+    for sparsity in DEFAULT_SPARSITIES:
+        name = f"ternary-{round(sparsity * 100)}"
+        stages.append((f"compress {name}", ["compress", "--family", "ternary", "--tile-sparsity", str(sparsity),
+                                            "--seed", str(args.seed), "--out", str(out / name)]))
+    model = out / DEMO_MODEL / "model.terwin"
+    stages += [
+        ("generate", ["generate", str(model), "--out", str(out / DEMO_MODEL / "rtl")]),
+        ("verify", ["verify", str(model), "--images", str(args.images), "--json", str(out / DEMO_MODEL / "verify.json")]),
+        ("simulate", ["simulate", str(model), "--json", str(out / DEMO_MODEL / "simulate.json")]),
+    ]
+    if not args.no_winograd:
+        wmodel = out / "winograd" / "model.terwin"
+        stages += [
+            ("compress winograd", ["compress", "--family", "winograd", "--seed", str(args.seed), "--out", str(out / "winograd")]),
+            ("verify winograd", ["verify", str(wmodel), "--images", str(args.images),
+                                 "--json", str(out / "winograd" / "verify.json")]),
+            ("simulate winograd", ["simulate", str(wmodel), "--json", str(out / "winograd" / "simulate.json")]),
+        ]
+    if not args.no_build:
+        stages.append((f"build {args.board}", ["build", str(model), "--board", args.board,
+                                               "--out", str(out / DEMO_MODEL / f"build-{args.board}")]))
+    stages.append(("report", ["report", str(out)]))
+
+    progress = Progress("demo", every=0)
+    timings = {}
+    for i, (label, argv) in enumerate(stages, 1):
+        progress.note(f"({i}/{len(stages)}) {label}: terwin {' '.join(argv)}")
+        start = time.monotonic()
+        _run(argv)
+        timings[label] = round(time.monotonic() - start, 1)
+    (out / "demo.json").write_text(json.dumps({"stages_seconds": timings}, indent=2) + "\n")
+    progress.note(f"done in {sum(timings.values()):.0f}s: open {out / 'report.html'}")
+    return 0
