@@ -1,0 +1,364 @@
+"""Board-level hardware: an 8N1 UART and the top that puts an accelerator on a real board.
+
+The accelerator (`terwin.hw.engine.build_top(dep)`, or any component with the same ports) takes
+activations on `i_stream` and gives class scores on `o_stream`. On a board it is wrapped so that
+nothing can be optimised away: its input comes from a UART, its output goes back over the UART.
+
+Host protocol (8N1, `DEFAULT_BAUD` by default):
+
+* the host sends one byte per input activation, (C, H, W) raster order; a byte above the
+  accelerator's `2**act_bits - 1` is clamped to it (the integer contract's input clamp);
+* the board answers with every class score, in class order, as `score_bytes` bytes each:
+  the score sign-extended to `8 * score_bytes` bits, little-endian.
+
+`UARTBridge` is that wiring alone (simulation-friendly: no clocks, no pins); `BoardTop` adds the
+board's clock (a PLL to the target frequency), reset, the UART pins and LEDs, for `platform.build`.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, ClockDomain, Const, Instance, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+DEFAULT_BAUD = 115_200
+
+
+def uart_divisor(clk_hz: float, baud: int) -> int:
+    """Clock cycles per UART bit, rounded to the nearest integer."""
+    divisor = round(clk_hz / baud)
+    if divisor < 4:
+        raise ValueError(f"a {clk_hz / 1e6:g} MHz clock is too slow for {baud} baud (fewer than 4 cycles per bit)")
+    return divisor
+
+
+def score_bytes(score_bits: int) -> int:
+    """Bytes per class score on the UART."""
+    return -(-score_bits // 8)
+
+
+class UARTRx(wiring.Component):
+    """8N1 receiver. `rx` idles high; each byte is sampled mid-bit, `divisor` cycles per bit.
+
+    A received byte is offered on `o_stream` until taken. `error` goes high (and stays high until
+    reset) on a framing error (stop bit low) or an overrun (a byte arrived before the last one
+    was taken; the new byte is dropped).
+    """
+
+    o_stream: Out(stream.Signature(8))
+    rx: In(1, init=1)
+    error: Out(1)
+
+    def __init__(self, *, divisor: int):
+        if not isinstance(divisor, int) or divisor < 4:
+            raise ValueError(f"divisor must be an integer of at least 4, not {divisor!r}")
+        self._divisor = divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        div = self._divisor
+        rx = Signal(init=1)
+        m.submodules.rx_sync = FFSynchronizer(self.rx, rx, init=1)
+
+        timer = Signal(range(div))
+        bits = Signal(range(8))
+        shreg = Signal(8)
+
+        with m.If(self.o_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(0)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~rx):
+                    m.d.sync += timer.eq(div // 2 - 1)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(rx):  # a glitch, not a start bit
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [timer.eq(div - 1), bits.eq(0)]
+                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), timer.eq(div - 1), bits.eq(bits + 1)]
+                    with m.If(bits == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(~rx):
+                    m.d.sync += self.error.eq(1)
+                    m.next = "BREAK"
+                with m.Else():
+                    with m.If(self.o_stream.valid & ~self.o_stream.ready):
+                        m.d.sync += self.error.eq(1)
+                    with m.Else():
+                        m.d.sync += [self.o_stream.payload.eq(shreg), self.o_stream.valid.eq(1)]
+                    m.next = "IDLE"
+            with m.State("BREAK"):  # wait for the line to go idle after a framing error
+                with m.If(rx):
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """8N1 transmitter: takes a byte from `i_stream` whenever idle; `tx` idles high."""
+
+    i_stream: In(stream.Signature(8))
+    tx: Out(1, init=1)
+
+    def __init__(self, *, divisor: int):
+        if not isinstance(divisor, int) or divisor < 4:
+            raise ValueError(f"divisor must be an integer of at least 4, not {divisor!r}")
+        self._divisor = divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        div = self._divisor
+        frame = Signal(10, init=(1 << 10) - 1)  # stop bit, 8 data bits LSB first, start bit
+        left = Signal(range(11))
+        timer = Signal(range(div))
+        m.d.comb += self.tx.eq(frame[0])
+
+        with m.If(left == 0):
+            m.d.comb += self.i_stream.ready.eq(1)
+            with m.If(self.i_stream.valid):
+                m.d.sync += [frame.eq(Cat(Const(0, 1), self.i_stream.payload, Const(1, 1))),
+                             left.eq(10), timer.eq(div - 1)]
+        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Else():
+            m.d.sync += [frame.eq(Cat(frame[1:], Const(1, 1))), left.eq(left - 1), timer.eq(div - 1)]
+        return m
+
+
+class ScoreSerializer(wiring.Component):
+    """Signed scores in, bytes out: each score sign-extended to `score_bytes(width)` bytes, LSB first."""
+
+    def __init__(self, score_shape):
+        self._shape = score_shape
+        self._bytes = score_bytes(score_shape.width)
+        super().__init__({
+            "i_stream": In(stream.Signature(score_shape)),
+            "o_stream": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        word = Signal(8 * self._bytes)
+        left = Signal(range(self._bytes + 1))
+        m.d.comb += [self.o_stream.payload.eq(word[:8]), self.o_stream.valid.eq(left != 0)]
+        with m.If(left == 0):
+            m.d.comb += self.i_stream.ready.eq(1)
+            with m.If(self.i_stream.valid):
+                m.d.sync += [word.eq(self.i_stream.payload), left.eq(self._bytes)]  # signed: sign-extends
+        with m.Elif(self.o_stream.ready):
+            m.d.sync += [word.eq(word >> 8), left.eq(left - 1)]
+        return m
+
+
+class UARTBridge(wiring.Component):
+    """The accelerator `core` between a UART receiver and transmitter (see the module docstring).
+
+    `core` must have `i_stream` (unsigned activations, at most 8 bits), `o_stream` (signed scores)
+    and `busy` ports, as `terwin.hw.engine.build_top` gives.
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    rx_error: Out(1)
+
+    def __init__(self, core: wiring.Component, *, divisor: int):
+        members = core.signature.members
+        for port in ("i_stream", "o_stream", "busy"):
+            if port not in members:
+                raise TypeError(f"the accelerator has no {port!r} port")
+        self.act_shape = members["i_stream"].signature.members["payload"].shape
+        self.score_shape = members["o_stream"].signature.members["payload"].shape
+        if self.act_shape.signed or self.act_shape.width > 8:
+            raise ValueError(f"the UART bridge sends one byte per activation; activations of shape "
+                             f"{self.act_shape!r} do not fit in a byte")
+        if not self.score_shape.signed:
+            raise ValueError(f"class scores must be signed, not {self.score_shape!r}")
+        self.core = core
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def score_bytes(self) -> int:
+        return score_bytes(self.score_shape.width)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.uart_rx = rx = UARTRx(divisor=self._divisor)
+        m.submodules.uart_tx = tx = UARTTx(divisor=self._divisor)
+        m.submodules.serializer = ser = ScoreSerializer(self.score_shape)
+
+        act_max = (1 << self.act_shape.width) - 1
+        byte = rx.o_stream.payload
+        m.d.comb += [
+            rx.rx.eq(self.rx),
+            self.tx.eq(tx.tx),
+            self.busy.eq(core.busy),
+            self.rx_error.eq(rx.error),
+            core.i_stream.valid.eq(rx.o_stream.valid),
+            core.i_stream.payload.eq(Mux(byte > act_max, act_max, byte)),
+            rx.o_stream.ready.eq(core.i_stream.ready),
+        ]
+        wiring.connect(m, core.o_stream, ser.i_stream)
+        wiring.connect(m, ser.o_stream, tx.i_stream)
+        return m
+
+
+# -- clocks ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PLLSetting:
+    """One PLL configuration: `out_hz` is what it really makes from `in_hz`."""
+    in_hz: float
+    out_hz: float
+    params: dict
+
+
+def ice40_pll(in_hz: float, target_hz: float) -> PLLSetting:
+    """SB_PLL40 (SIMPLE feedback) dividers giving the frequency closest to `target_hz`.
+
+    f_pfd = f_in / (DIVR + 1) in [10, 133] MHz, f_vco = f_pfd * (DIVF + 1) in [533, 1066] MHz,
+    f_out = f_vco / 2**DIVQ in [16, 275] MHz (iCE40 sysCLOCK PLL limits).
+    """
+    best = None
+    for divr in range(16):
+        pfd = in_hz / (divr + 1)
+        if not 10e6 <= pfd <= 133e6:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not 533e6 <= vco <= 1066e6:
+                continue
+            for divq in range(1, 7):
+                out = vco / (1 << divq)
+                if not 16e6 <= out <= 275e6:
+                    continue
+                key = (abs(out - target_hz), divr)
+                if best is None or key < best[0]:
+                    best = (key, out, divr, divf, divq, pfd)
+    if best is None:
+        raise ValueError(f"no iCE40 PLL setting makes {target_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz")
+    _, out, divr, divf, divq, pfd = best
+    filter_range = next(i for i, top in enumerate((17e6, 26e6, 44e6, 66e6, 101e6, float("inf")), 1) if pfd < top)
+    return PLLSetting(in_hz, out, dict(DIVR=divr, DIVF=divf, DIVQ=divq, FILTER_RANGE=filter_range))
+
+
+def ecp5_pll(in_hz: float, target_hz: float) -> PLLSetting:
+    """EHXPLLL dividers (feedback from CLKOP) giving the frequency closest to `target_hz`.
+
+    f_pfd = f_in / CLKI_DIV >= 3.125 MHz, f_out = f_pfd * CLKFB_DIV in [3.125, 400] MHz,
+    f_vco = f_out * CLKOP_DIV in [400, 800] MHz (ECP5 sysCLOCK PLL limits).
+    """
+    best = None
+    for clki in range(1, 129):
+        pfd = in_hz / clki
+        if pfd < 3.125e6:
+            break
+        for clkfb in range(1, 81):
+            out = pfd * clkfb
+            if not 3.125e6 <= out <= 400e6:
+                continue
+            for clkop in range(1, 129):
+                vco = out * clkop
+                if 400e6 <= vco <= 800e6:
+                    key = (abs(out - target_hz), abs(vco - 600e6))
+                    if best is None or key < best[0]:
+                        best = (key, out, clki, clkfb, clkop)
+                    break
+    if best is None:
+        raise ValueError(f"no ECP5 PLL setting makes {target_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz")
+    _, out, clki, clkfb, clkop = best
+    return PLLSetting(in_hz, out, dict(CLKI_DIV=clki, CLKFB_DIV=clkfb, CLKOP_DIV=clkop))
+
+
+class BoardTop(wiring.Component):
+    """What goes on the board: clock and reset, the UART pins, the bridge, and LEDs.
+
+    `core` is the accelerator; `clock_hz` the frequency it should run at: the board clock goes
+    through a PLL to the closest frequency the PLL makes (`self.pll.out_hz`), or is used as it is
+    when that is the board clock itself. LED 0 lights while the accelerator is busy, LED 1 on a
+    UART receive error.
+    """
+
+    def __init__(self, core: wiring.Component, *, family: str, board_clk_hz: float, clock_hz: float,
+                 baud: int = DEFAULT_BAUD):
+        if family not in ("ice40", "ecp5"):
+            raise ValueError(f"family must be ice40 or ecp5, not {family!r}")
+        self.family = family
+        if abs(clock_hz - board_clk_hz) < 1:
+            self.pll = None
+            self.clk_hz = board_clk_hz
+        else:
+            self.pll = (ice40_pll if family == "ice40" else ecp5_pll)(board_clk_hz, clock_hz)
+            self.clk_hz = self.pll.out_hz
+        self.baud = baud
+        self.bridge = UARTBridge(core, divisor=uart_divisor(self.clk_hz, baud))
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        clk_pin = platform.request(platform.default_clk, dir="-")
+        locked = Signal()
+        if self.pll is None:
+            from amaranth.lib import io
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
+            m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
+        elif self.family == "ice40":
+            p = self.pll.params
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE",
+                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"],
+                i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
+        else:
+            p = self.pll.params
+            from amaranth.lib import io
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_FEEDBK_PATH="CLKOP",
+                p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
+                p_CLKOP_ENABLE="ENABLED", p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0,
+                i_CLKI=clk_buf.i, i_CLKFB=cd_sync.clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
+                i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
+                o_CLKOP=cd_sync.clk, o_LOCK=locked)
+        if self.pll is not None:
+            platform.add_clock_constraint(cd_sync.clk, self.clk_hz)
+
+        # Hold reset until the clock is stable and ~20 us more: iCE40 block RAMs read as zero for
+        # a few microseconds after configuration.
+        por_cycles = max(16, int(20e-6 * self.clk_hz))
+        m.domains.por = cd_por = ClockDomain("por", reset_less=True, local=True)
+        m.d.comb += cd_por.clk.eq(cd_sync.clk)
+        timer = Signal(range(por_cycles + 1))
+        with m.If(~locked):
+            m.d.por += timer.eq(0)
+        with m.Elif(timer != por_cycles):
+            m.d.por += timer.eq(timer + 1)
+        m.d.comb += cd_sync.rst.eq(timer != por_cycles)
+
+        m.submodules.bridge = bridge = self.bridge
+        uart = platform.request("uart", 0)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        led_busy = platform.request("led", 0)
+        led_err = platform.request("led", 1)
+        m.d.comb += [led_busy.o.eq(bridge.busy), led_err.o.eq(bridge.rx_error)]
+        return m
