@@ -340,8 +340,7 @@ class BoardTop(wiring.Component):
                 i_CLKI=clk_buf.i, i_CLKFB=cd_sync.clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
                 i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
                 o_CLKOP=cd_sync.clk, o_LOCK=locked)
-        if self.pll is not None:
-            platform.add_clock_constraint(cd_sync.clk, self.clk_hz)
+        # nextpnr derives the PLL output's clock constraint from the board clock's.
 
         # Hold reset until the clock is stable and ~20 us more: iCE40 block RAMs read as zero for
         # a few microseconds after configuration.

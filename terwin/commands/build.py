@@ -1,10 +1,37 @@
-"""`terwin build` — not built yet (see the open issues)."""
-from terwin.errors import TerwinError
+"""`terwin build MODEL --board BOARD --out DIR`: a bitstream with the open flow (yowasp Yosys and nextpnr).
+
+Writes DIR/terwin.bin (iCE40) or DIR/terwin.bit (ECP5), DIR/report.json and the tools' files in
+DIR/build/. The accelerator sits between a UART receiver and transmitter (see `terwin.hw.boards`).
+"""
+from __future__ import annotations
+
+from terwin.build import BOARDS, DEFAULT_SEED
 
 
 def add_arguments(parser):
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("model", help="model file (.terwin)")
+    parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="board to build for")
+    parser.add_argument("--out", required=True, help="output folder for the bitstream and report.json")
+    parser.add_argument("--clock-mhz", type=float, default=None,
+                        help="target clock in MHz (default: the spec's clock_mhz); the board clock goes "
+                             "through a PLL to the closest frequency it can make")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"nextpnr placement seed (default: {DEFAULT_SEED})")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def run(args) -> int:
-    raise TerwinError("'build' is not implemented yet")
+    from terwin import fileformat
+    from terwin.build import build_model
+    from terwin.errors import TerwinError
+
+    if args.clock_mhz is not None and not 0 < args.clock_mhz <= 1000:
+        raise TerwinError(f"--clock-mhz must be in (0, 1000], not {args.clock_mhz:g}")
+    dep = fileformat.load(args.model)
+    report = build_model(dep, board=args.board, out_dir=args.out, clock_mhz=args.clock_mhz, seed=args.seed,
+                         quiet=args.quiet)
+    timing = "met" if report["timing_met"] else "NOT met"
+    print(f"{report['board']} ({report['device']}): {report['luts']} LUTs ({report['logic_cells']} logic cells), "
+          f"{report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs; "
+          f"fmax {report['fmax_mhz']} MHz, target {report['target_mhz']:g} MHz: timing {timing}")
+    print(f"bitstream: {args.out}/{report['bitstream']} (sha256 {report['bitstream_sha256'][:16]}...)")
+    return 0

