@@ -1,0 +1,74 @@
+"""Bit layouts of the ternary engine, in one place.
+
+The hardware (`amaranth.lib.data` views) and the memory-image packer (`terwin.hw.memimage`) take the
+field offsets from these factories, so no module slices magic offsets by hand.
+
+Ternary code (2 bits): bit 0 `nonzero`, bit 1 `negative`: 0b00 -> 0, 0b01 -> +1, 0b11 -> -1
+(0b10 is never written and decodes as 0).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+TERNARY_CODE = data.StructLayout({"nonzero": 1, "negative": 1})
+CODE_OF = {0: 0b00, 1: 0b01, -1: 0b11}
+
+
+def lanes_layout(spec, width: int, *, is_signed: bool = False) -> data.ArrayLayout:
+    """`pe_cols` lanes of `width`-bit values."""
+    return data.ArrayLayout(signed(width) if is_signed else unsigned(width), spec.pe_cols)
+
+
+def tile_codes_layout(spec) -> data.ArrayLayout:
+    """codes[row][lane] of one PE tile."""
+    return data.ArrayLayout(data.ArrayLayout(TERNARY_CODE, spec.pe_cols), spec.pe_rows)
+
+
+def weight_word_layout(spec, *, lm_bits: int, coff_bits: int) -> data.StructLayout:
+    """One kept tile in the weight memory.
+
+    codes: the tile's ternary codes; lm: row of the lane map (which kernel tap / channel each lane
+    reads); coff: address offset of the tile's channel group; last: last kept tile of its output group.
+    """
+    return data.StructLayout({
+        "codes": tile_codes_layout(spec),
+        "lm": unsigned(max(1, lm_bits)),
+        "coff": unsigned(max(1, coff_bits)),
+        "last": 1,
+    })
+
+
+def lane_map_layout(spec, *, k_bits: int, aoff_bits: int) -> data.ArrayLayout:
+    """Per lane: kernel row/col of the tap it reads and its address offset from the pixel base."""
+    lane = data.StructLayout({"ky": unsigned(k_bits), "kx": unsigned(k_bits), "aoff": unsigned(aoff_bits)})
+    return data.ArrayLayout(lane, spec.pe_cols)
+
+
+def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int) -> data.StructLayout:
+    """Per output channel requantization constants."""
+    return data.StructLayout({"bias": signed(bias_bits), "mult": signed(mult_bits), "shift": unsigned(shift_bits)})
+
+
+def pack(layout, value) -> int:
+    """Pack a nested Python value (dicts for structs, lists for arrays, ints for leaves) into an int."""
+    if isinstance(layout, data.StructLayout):
+        out = 0
+        for name, field in layout:
+            out |= pack(field.shape, value[name]) << field.offset
+        return out
+    if isinstance(layout, data.ArrayLayout):
+        out = 0
+        step = data.Layout.cast(layout.elem_shape).size if isinstance(layout.elem_shape, data.Layout) \
+            else layout.elem_shape.width
+        for i, item in enumerate(value):
+            out |= pack(layout.elem_shape, item) << (i * step)
+        return out
+    shape = layout.as_shape() if hasattr(layout, "as_shape") else layout
+    width = shape.width
+    v = int(value)
+    lo = -(1 << (width - 1)) if shape.signed else 0
+    hi = (1 << (width - 1)) - 1 if shape.signed else (1 << width) - 1
+    if not lo <= v <= hi:
+        raise ValueError(f"value {v} does not fit {shape}")
+    return v & ((1 << width) - 1)

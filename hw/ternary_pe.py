@@ -1,0 +1,61 @@
+"""The ternary PE array: `pe_rows` rows of `pe_cols` lanes that add, subtract or skip an activation.
+
+All rows see the same `pe_cols` activations (one tile per cycle); row r sums its lanes through a
+registered adder tree. Latency: `1 + log2(pe_cols)` enabled cycles (products, then one register per
+tree level). `en` low freezes every stage (the accelerator's global stall).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+
+
+def pe_sum_bits(spec) -> int:
+    """Signed width of one row's tile sum: |sum| <= pe_cols * act_max."""
+    return spec.accumulator_bits(fan_in=spec.pe_cols, weight_max=1)
+
+
+class TernaryPEArray(wiring.Component):
+    def __init__(self, spec):
+        self._spec = spec
+        self.latency = 1 + (spec.pe_cols - 1).bit_length()
+        super().__init__({
+            "en": In(1),
+            "acts": In(layouts.lanes_layout(spec, spec.act_bits)),
+            "codes": In(layouts.tile_codes_layout(spec)),
+            "sums": Out(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        spec = self._spec
+        width = pe_sum_bits(spec)
+        for r in range(spec.pe_rows):
+            level = []
+            for lane in range(spec.pe_cols):
+                code = self.codes[r][lane]
+                a = self.acts[lane]
+                p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}")
+                with m.If(self.en):
+                    with m.If(~code.nonzero):
+                        m.d.sync += p.eq(0)
+                    with m.Elif(code.negative):
+                        m.d.sync += p.eq(-a)
+                    with m.Else():
+                        m.d.sync += p.eq(a)
+                level.append(p)
+            depth = 0
+            while len(level) > 1:
+                depth += 1
+                nxt = []
+                for i in range(0, len(level), 2):
+                    s = Signal(signed(min(width, spec.act_bits + 1 + depth)), name=f"sum_r{r}_d{depth}_{i // 2}")
+                    with m.If(self.en):
+                        m.d.sync += s.eq(level[i] + level[i + 1])
+                    nxt.append(s)
+                level = nxt
+            m.d.comb += self.sums[r].eq(level[0])
+        return m
