@@ -18,7 +18,7 @@ board's clock (a PLL to the target frequency), reset, the UART pins and LEDs, fo
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, ClockDomain, Const, Instance, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -316,7 +316,6 @@ class BoardTop(wiring.Component):
         clk_pin = platform.request(platform.default_clk, dir="-")
         locked = Signal()
         if self.pll is None:
-            from amaranth.lib import io
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
             m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
         elif self.family == "ice40":
@@ -329,7 +328,6 @@ class BoardTop(wiring.Component):
                 o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
         else:
             p = self.pll.params
-            from amaranth.lib import io
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
             m.submodules.pll = Instance(
                 "EHXPLLL",
@@ -355,9 +353,11 @@ class BoardTop(wiring.Component):
         m.d.comb += cd_sync.rst.eq(timer != por_cycles)
 
         m.submodules.bridge = bridge = self.bridge
-        uart = platform.request("uart", 0)
-        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
-        led_busy = platform.request("led", 0)
-        led_err = platform.request("led", 1)
-        m.d.comb += [led_busy.o.eq(bridge.busy), led_err.o.eq(bridge.rx_error)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.led_busy = led_busy = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led_err = led_err = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [bridge.rx.eq(rx_buf.i), tx_buf.o.eq(bridge.tx),
+                     led_busy.o.eq(bridge.busy), led_err.o.eq(bridge.rx_error)]
         return m
