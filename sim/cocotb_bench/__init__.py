@@ -1,0 +1,1 @@
+"""cocotb testbenches for the generated accelerator tops (run by `terwin.sim.rtl`)."""
