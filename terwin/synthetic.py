@@ -18,7 +18,10 @@ DIGITS_TOPOLOGY = (("conv", 16), ("conv", 32), ("pool", 2), ("conv", 32), ("pool
 
 def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPOLOGY,
                       input_shape=(1, 8, 8), tile_sparsity: float = 0.5, zero_fraction: float = 0.1,
-                      winograd_density: float = 0.4, calibration_images: int = 32) -> Deployment:
+                      winograd_density: float = 0.4, calibration_images: int = 32,
+                      linear_int_bits: int | None = None) -> Deployment:
+    """`linear_int_bits`: when set, "linear" layers get signed integer weights of that width
+    (weight_code "int", no tile mask, `zero_fraction` of them zero) instead of ternary tiles."""
     from terwin.sim import reference  # the reference is the calibration oracle
 
     rng = np.random.default_rng(seed)
@@ -41,6 +44,12 @@ def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPO
                 proto = WinogradConv2d(name=name, in_shape=shape, out_channels=out, tile=spec.winograd_tile,
                                        weight=u.astype(np.int16 if lim > 127 else np.int8),
                                        weight_bits=spec.winograd_weight_bits, **_unit_requant(out))
+            elif kind == "linear" and linear_int_bits is not None:
+                lim = (1 << (linear_int_bits - 1)) - 1
+                w = rng.integers(-lim, lim + 1, size=(out, int(np.prod(shape))))
+                w[rng.random(w.shape) < zero_fraction] = 0
+                proto = Linear(name=name, in_shape=shape, out_channels=out, weight=w.astype(np.int16 if lim > 127 else np.int8),
+                               weight_code="int", weight_bits=linear_int_bits, **_unit_requant(out))
             else:
                 wshape = (out, shape[0], 3, 3) if kind == "conv" else (out, int(np.prod(shape)))
                 w = rng.choice(np.array([-1, 1], dtype=np.int8), size=wshape)

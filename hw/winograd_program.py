@@ -1,0 +1,372 @@
+"""Compile a Winograd `Deployment` into the Winograd engine's program: weight streams, schedule, widths.
+
+NumPy only (no Amaranth at import time): the cycle model (`terwin.sim.cycles_winograd`) and the
+hardware (`terwin.hw.winograd_top`) read the same schedule from here, so they cannot drift apart.
+
+Compressed weight stream (one per multiplier lane)
+---------------------------------------------------
+A *target* is one accumulator the multiply stage produces per output tile:
+
+* `WinogradConv2d`: target t = o * 16 + i * 4 + j, the Winograd-domain sum M[o, i, j] = sum_c U[o, c, i, j] * V[c, i, j];
+* `Linear` (sparse integer MAC on the same multipliers): target t = o, the dot product sum_n W[o, n] * x[n].
+
+Only nonzero weights are stored. Each is one *item* `(w, addr, last)`: the signed weight, the
+address of its operand in the operand memory (V[c, i, j] at c * 16 + i * 4 + j for Winograd layers,
+activation n at n for linear layers) and a flag marking the last item of a (partial) sum. The items
+of all targets, in target order and channels ascending within a target, are dealt onto the
+`mult_lanes` lanes by McNaughton's wrap-around rule: ceil(nnz / mult_lanes) items a lane, so the
+lanes finish together; a target crossing a lane boundary is split into pieces (at most one per
+lane). Lane l's weight memory holds its items of every layer one after the other
+(`item_base[layer][l]`, `len(lane_items[l])`). A lane writes the partial sum of its k-th piece into
+its own accumulator bank at address k; the *target map* (one entry per target: for every lane,
+present and k) tells the output side which bank entries to add to get M[t] (a target without
+nonzero weights reads as 0).
+
+Schedule (a list of phases, each a fixed number of cycles)
+-----------------------------------------------------------
+For a Winograd layer with T output tiles (ceil(Ho/2) * ceil(Wo/2), row-major):
+
+    IN(0) MULT(0)  IN(1) OUT(0) MULT(1)  ...  IN(T-1) OUT(T-2) MULT(T-1)  DRAIN  OUT(T-1)
+
+* IN(t): 16 * C + IN_TAIL cycles: read the 4x4 input tile of every channel (one pixel a cycle,
+  zeros outside the map), V = B^T d B, write V into the operand memory;
+* MULT(t): max over lanes of the lane's item count: every lane issues one item a cycle;
+* DRAIN: MULT_LATENCY cycles while the last products reach the accumulator banks (it overlaps the
+  next IN for every tile but the last);
+* OUT(t): 16 * O + OUT_TAIL_W cycles: read M[o] (16 values a channel), Y = A^T M A, requantize and
+  write the 2x2 outputs inside the map.
+
+A linear layer is one tile: IN (copy the N input activations into the operand memory, N + 1
+cycles), MULT, DRAIN, OUT (O + OUT_TAIL_L cycles; the last layer pushes raw scores into the output
+FIFO). A max-pool layer is one POOL phase of (outputs * k * k + 1) cycles.
+`mac_cycles` of a layer = its MULT and DRAIN cycles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from terwin import winograd
+from terwin.deployment import Deployment, Linear, MaxPool2d, WinogradConv2d
+from terwin.errors import TerwinError
+from terwin.intmath import MULTIPLIER_BITS, signed_bits
+from terwin.spec import ceil_div
+
+# Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
+IN_TAIL = 18        # after the last pixel read: read latency 1, transform register 1, 16 operand writes
+MULT_LATENCY = 2    # after the last item issue: operand read 1, product register 1 (bank written at its end)
+OUT_TAIL_W = 11     # after the last M read: map 1, bank 1, transform 1, serializer 4 -> requantizer 4
+OUT_TAIL_L = 8      # linear: map 1, bank 1, bypass 1, serializer 1, requantizer 4 (write in the last)
+POOL_TAIL = 1       # read latency
+
+OPS = ("IN_W", "MULT", "DRAIN", "OUT_W", "IN_L", "OUT_L", "POOL")
+OP = {name: i for i, name in enumerate(OPS)}
+
+
+def _bits(n: int) -> int:
+    """Unsigned width holding 0..n."""
+    return max(1, int(n).bit_length())
+
+
+@dataclass
+class Stage:
+    """One layer as the engine runs it."""
+    index: int
+    name: str
+    kind: str                        # "wconv", "linear", "pool"
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    src: int                         # activation buffer read (0/1)
+    dst: int                         # activation buffer written (0/1); -1: output FIFO (raw scores)
+    padding: int = 0
+    pool_k: int = 1
+    pool_s: int = 1
+    tiles_y: int = 1
+    tiles_x: int = 1
+    targets_per_out: int = 1         # 16 (Winograd) or 1 (linear)
+    issue: int = 0                   # MULT cycles per tile: max lane item count
+    nonzero: int = 0                 # nonzero weights (Winograd: nnz(U))
+    lane_items: list = field(default_factory=list)    # per lane: list of (w, addr, last)
+    lane_targets: list = field(default_factory=list)  # per lane: list of target ids
+    item_base: list = field(default_factory=list)     # per lane
+    map_base: int = 0
+    param_base: int = 0
+    operand_max: int = 0             # bound on |operand|
+    acc_max: int = 0                 # bound on |M|
+    y_max: int = 0                   # bound on |Y| (the requantizer's input)
+    raw: bool = False
+
+    @property
+    def tiles(self) -> int:
+        return self.tiles_y * self.tiles_x
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_shape[0]
+
+    @property
+    def nonzero_multiplies(self) -> int:
+        """Multiplies the layer needs: nnz(U) x output tiles (Winograd), nnz(W) (linear)."""
+        return self.nonzero * self.tiles
+
+
+@dataclass(frozen=True)
+class Phase:
+    op: int
+    stage: int
+    length: int
+    ty: int = 0
+    tx: int = 0
+    arm: int = 0     # start the lanes' decoders in this phase's last cycle (the next phase is MULT)
+
+
+@dataclass
+class Program:
+    spec: object
+    stages: list[Stage]
+    phases: list[Phase]
+    lanes: int
+    items: list                # per lane: list of (w, addr, last) for every layer
+    target_map: list           # per target of every layer: per lane (present, k) of its partial sum
+    params: list               # {bias, mult, shift} per output channel of every weighted layer
+    act_bits: int
+    act_depth: int             # depth of each of the two activation buffers
+    operand_depth: int
+    operand_bits: int          # signed
+    weight_bits: int           # signed
+    acc_bits: int              # signed, lane accumulators and banks
+    y_bits: int                # signed, requantizer input
+    bias_bits: int
+    mult_bits: int
+    shift_bits: int
+    bank_depth: int
+    n_scores: int
+    input_shape: tuple[int, int, int]
+
+    @property
+    def addr_bits(self) -> int:
+        return _bits(self.operand_depth - 1)
+
+    @property
+    def k_bits(self) -> int:
+        return _bits(self.bank_depth - 1)
+
+    @property
+    def item_depth(self) -> int:
+        return max(1, max(len(items) for items in self.items))
+
+    def stage_cycles(self) -> list[dict]:
+        """Per stage: cycles, mac_cycles (MULT + DRAIN) and ideal_mac_cycles."""
+        out = []
+        for n, s in enumerate(self.stages):
+            ph = [p for p in self.phases if p.stage == n]
+            cycles = sum(p.length for p in ph)
+            mac = sum(p.length for p in ph if p.op in (OP["MULT"], OP["DRAIN"]))
+            ideal = ceil_div(s.nonzero_multiplies, self.lanes) if s.kind != "pool" else 0
+            out.append({"name": s.name, "cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
+        return out
+
+
+def _wrap_lanes(target_items: dict[int, list], lanes: int) -> tuple[list[list], list[list[int]]]:
+    """McNaughton's wrap-around rule: deal the items of the targets, in target order, onto the lanes,
+    ceil(total / lanes) items a lane; a target that crosses a lane boundary is split into pieces
+    (at most one per lane, each ending with a `last` item whose partial sum the lane writes).
+
+    Returns per-lane items and per-lane piece targets (the target of each piece, in order)."""
+    total = sum(len(v) for v in target_items.values())
+    cap = max(1, -(-total // lanes))
+    lane_items: list[list] = [[] for _ in range(lanes)]
+    lane_targets: list[list[int]] = [[] for _ in range(lanes)]
+    lane = 0
+    for t in sorted(target_items):
+        rest = target_items[t]
+        while rest:
+            room = cap - len(lane_items[lane])
+            if room == 0:
+                lane += 1
+                continue
+            piece, rest = rest[:room], rest[room:]
+            lane_items[lane].extend((w, a, int(k == len(piece) - 1)) for k, (w, a) in enumerate(piece))
+            lane_targets[lane].append(t)
+    return lane_items, lane_targets
+
+
+def encode_layer(layer, lanes: int):
+    """Targets of a Winograd or linear layer -> (per-lane items, per-lane piece targets, targets_per_out).
+
+    Items are (w, addr, last) as described in the module docstring.
+    """
+    if isinstance(layer, WinogradConv2d):
+        u = np.asarray(layer.weight, dtype=np.int64)
+        o, c, n, _ = u.shape
+        per_out = n * n
+        flat = u.transpose(0, 2, 3, 1).reshape(o * per_out, c)       # [target, channel]
+        addr = (np.arange(c)[None, :] * per_out + np.arange(per_out)[:, None])  # [pos, channel]
+        addr = np.tile(addr, (o, 1))
+    else:
+        flat = np.asarray(layer.weight, dtype=np.int64)                # [o, n]
+        per_out = 1
+        addr = np.tile(np.arange(flat.shape[1])[None, :], (flat.shape[0], 1))
+    target_items = {}
+    for t in range(flat.shape[0]):
+        nz = np.flatnonzero(flat[t])
+        if nz.size:
+            target_items[t] = [(int(flat[t, j]), int(addr[t, j])) for j in nz]
+    lane_items, lane_targets = _wrap_lanes(target_items, lanes)
+    return lane_items, lane_targets, per_out
+
+
+def decode_lane_items(lane_items, lane_targets, *, n_targets: int, n_operands: int) -> np.ndarray:
+    """Inverse of `encode_layer`: the dense weight matrix [target, operand address]."""
+    dense = np.zeros((n_targets, n_operands), dtype=np.int64)
+    for items, targets in zip(lane_items, lane_targets):
+        k = 0
+        for w, a, last in items:
+            if dense[targets[k], a]:
+                raise ValueError(f"weight ({targets[k]}, {a}) appears twice in the stream")
+            dense[targets[k], a] = w
+            k += last
+        if k != len(targets):
+            raise ValueError("a lane's last flags do not match its target list")
+    return dense
+
+
+def compile_program(dep: Deployment) -> Program:
+    """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
+    spec = dep.spec
+    if spec.weight_format != "winograd":
+        raise TerwinError(f"the Winograd engine cannot run a {spec.weight_format!r} model")
+    lanes = spec.mult_lanes
+    act_max = spec.act_max
+    bt, _, at = winograd.matrices(spec.winograd_tile, 3)
+    v_gain = int(np.abs(bt).sum(axis=1).max()) ** 2     # |V| <= v_gain * act_max
+    y_gain = int(np.abs(at).sum(axis=1).max()) ** 2     # |Y| <= y_gain * max|M|
+    layers = list(dep.layers)
+    stages: list[Stage] = []
+    cur = 0
+    for i, layer in enumerate(layers):
+        last = i == len(layers) - 1
+        if isinstance(layer, MaxPool2d):
+            kind = "pool"
+        elif isinstance(layer, WinogradConv2d):
+            kind = "wconv"
+            if not layer.relu:
+                raise TerwinError(f"layer {layer.name}: the Winograd engine outputs class scores from a linear layer; "
+                                  f"a Winograd convolution must end in a ReLU")
+        elif isinstance(layer, Linear):
+            kind = "linear"
+            if layer.weight_code not in ("int", "ternary"):
+                raise TerwinError(f"layer {layer.name}: unknown weight code {layer.weight_code!r}")
+        else:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine runs winograd_conv2d, maxpool2d and linear "
+                              f"layers, not {layer.kind} (use a ternary spec for spatial convolutions)")
+        if last and kind != "linear":
+            raise TerwinError(f"layer {layer.name}: the Winograd engine needs a linear classifier as the last layer, "
+                              f"not {layer.kind}")
+        if not last and kind == "linear" and not layer.relu:
+            raise TerwinError(f"layer {layer.name}: only the last layer may output raw scores")
+        raw = last
+        s = Stage(index=i, name=layer.name, kind=kind, in_shape=tuple(layer.in_shape),
+                  out_shape=tuple(layer.out_shape), src=cur, dst=-1 if raw else 1 - cur, raw=raw)
+        if kind == "pool":
+            s.pool_k, s.pool_s = layer.kernel, layer.stride
+        else:
+            if kind == "wconv":
+                m = layer.tile
+                s.padding = layer.padding
+                s.tiles_y = ceil_div(s.out_shape[1], m)
+                s.tiles_x = ceil_div(s.out_shape[2], m)
+                s.operand_max = v_gain * act_max
+            else:
+                s.operand_max = act_max
+            s.lane_items, s.lane_targets, s.targets_per_out = encode_layer(layer, lanes)
+            s.nonzero = int(np.count_nonzero(layer.weight))
+            s.issue = max(1, max(len(items) for items in s.lane_items))
+            w = np.abs(np.asarray(layer.weight, dtype=np.int64))
+            if kind == "wconv":
+                per_target = w.sum(axis=1).max() if w.size else 0
+                s.acc_max = int(per_target) * s.operand_max
+                s.y_max = y_gain * s.acc_max
+            else:
+                s.acc_max = int(w.sum(axis=1).max() if w.size else 0) * s.operand_max
+                s.y_max = s.acc_max
+        stages.append(s)
+        if not raw:
+            cur = s.dst
+
+    # memories
+    items: list[list] = [[] for _ in range(lanes)]
+    target_map: list = []
+    params: list = []
+    for s in stages:
+        if s.kind == "pool":
+            continue
+        layer = layers[s.index]
+        s.item_base = [len(items[l]) for l in range(lanes)]
+        for l in range(lanes):
+            items[l].extend(s.lane_items[l])
+        s.map_base = len(target_map)
+        n_targets = s.out_channels * s.targets_per_out
+        entries = [[(0, 0)] * lanes for _ in range(n_targets)]
+        for l, targets in enumerate(s.lane_targets):
+            for k, t in enumerate(targets):
+                entries[t][l] = (1, k)
+        target_map.extend(entries)
+        s.param_base = len(params)
+        for o in range(s.out_channels):
+            params.append({"bias": int(layer.bias[o]),
+                           "mult": int(layer.multiplier[o]) if not s.raw else 0,
+                           "shift": int(layer.shift[o]) if not s.raw else 1})
+
+    phases: list[Phase] = []
+    for n, s in enumerate(stages):
+        if s.kind == "pool":
+            c, ho, wo = s.out_shape
+            phases.append(Phase(OP["POOL"], n, c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL))
+            continue
+        if s.kind == "linear":
+            n_in = int(np.prod(s.in_shape))
+            phases += [Phase(OP["IN_L"], n, n_in + 1, arm=1), Phase(OP["MULT"], n, s.issue),
+                       Phase(OP["DRAIN"], n, MULT_LATENCY), Phase(OP["OUT_L"], n, s.out_channels + OUT_TAIL_L)]
+            continue
+        c_in = s.in_shape[0]
+        in_len = 16 * c_in + IN_TAIL
+        out_len = 16 * s.out_channels + OUT_TAIL_W
+        coords = [(ty, tx) for ty in range(s.tiles_y) for tx in range(s.tiles_x)]
+        for t, (ty, tx) in enumerate(coords):
+            if t == 0:
+                phases.append(Phase(OP["IN_W"], n, in_len, ty, tx, arm=1))
+            else:
+                phases.append(Phase(OP["IN_W"], n, in_len, ty, tx))
+                pty, ptx = coords[t - 1]
+                phases.append(Phase(OP["OUT_W"], n, out_len, pty, ptx, arm=1))
+            phases.append(Phase(OP["MULT"], n, s.issue, ty, tx))
+        phases.append(Phase(OP["DRAIN"], n, MULT_LATENCY))
+        phases.append(Phase(OP["OUT_W"], n, out_len, *coords[-1]))
+
+    weighted = [s for s in stages if s.kind != "pool"]
+    act_sizes = [int(np.prod(dep.input_shape))] + [int(np.prod(s.out_shape)) for s in stages if not s.raw]
+    operand_depth = max(16 * s.in_shape[0] if s.kind == "wconv" else int(np.prod(s.in_shape)) for s in weighted)
+    operand_max = max(s.operand_max for s in weighted)
+    wmax = max(int(np.abs(np.asarray(layers[s.index].weight)).max(initial=0)) for s in weighted)
+    wmin = min(int(np.asarray(layers[s.index].weight).min(initial=0)) for s in weighted)
+    acc_max = max(max(s.acc_max for s in weighted), 1)
+    y_max = max(max(s.y_max for s in weighted), 1)
+    biases = [p["bias"] for p in params] + [0]
+    mults = [p["mult"] for p in params] + [0]
+    last = stages[-1]
+    return Program(
+        spec=spec, stages=stages, phases=phases, lanes=lanes, items=items, target_map=target_map, params=params,
+        act_bits=spec.act_bits, act_depth=max(act_sizes), operand_depth=operand_depth,
+        operand_bits=signed_bits(-operand_max, operand_max),
+        weight_bits=signed_bits(min(wmin, -1), max(wmax, 1)),
+        acc_bits=signed_bits(-acc_max, acc_max), y_bits=signed_bits(-y_max, y_max),
+        bias_bits=signed_bits(min(biases), max(biases)), mult_bits=max(MULTIPLIER_BITS, signed_bits(min(mults), max(mults))),
+        shift_bits=_bits(max(p["shift"] for p in params)),
+        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)),
+        n_scores=last.out_channels, input_shape=tuple(dep.input_shape))
+
+
+__all__ = ["Program", "Stage", "Phase", "OPS", "OP", "compile_program", "encode_layer", "decode_lane_items",
+           "IN_TAIL", "MULT_LATENCY", "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL"]

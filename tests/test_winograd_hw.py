@@ -1,0 +1,272 @@
+"""Winograd engine components in Amaranth's simulator, against NumPy.
+
+Input transform, output transform, the weight-stream encoder/decoder and the sparse multiply
+stage; streams are driven with random valid/ready pauses.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from terwin import winograd
+from terwin.hw.winograd_mult import SparseMultiplyStage, WeightDecoder
+from terwin.hw.winograd_program import compile_program, decode_lane_items, encode_layer
+from terwin.hw.winograd_transform import InputTransform, OutputTransform
+from terwin.spec import PRESETS, ceil_div
+from terwin.synthetic import random_deployment
+
+TOPOLOGY = (("wconv", 16), ("wconv", 16), ("pool", 2), ("linear", 10))
+
+
+def small_dep(seed=0, *, density=0.4, spec=PRESETS["winograd"], topology=TOPOLOGY, input_shape=(1, 8, 8)):
+    return random_deployment(spec, seed=seed, topology=topology, winograd_density=density,
+                             linear_int_bits=8, input_shape=input_shape)
+
+
+async def stream_put(ctx, port, payloads, rng, *, pause=0.3):
+    """Offer `payloads` on a stream, pausing `valid` at random."""
+    for payload in payloads:
+        while rng.random() < pause:
+            ctx.set(port.valid, 0)
+            await ctx.tick()
+        ctx.set(port.valid, 1)
+        ctx.set(port.payload, payload)
+        await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def stream_get(ctx, port, count, rng, *, pause=0.3, out=None):
+    """Take `count` payloads from a stream, pausing `ready` at random."""
+    out = [] if out is None else out
+    while len(out) < count:
+        ready = int(rng.random() >= pause)
+        ctx.set(port.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+        if ready and valid:
+            out.append(payload)
+    ctx.set(port.ready, 0)
+    return out
+
+
+def run_sim(dut, *benches, deadline=100_000):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    done = []
+    for bench in benches:
+        async def wrapped(ctx, bench=bench):
+            await bench(ctx)
+            done.append(bench)
+        sim.add_testbench(wrapped)
+
+    async def watchdog(ctx):
+        for _ in range(deadline):
+            if len(done) == len(benches):
+                return
+            await ctx.tick()
+        raise AssertionError(f"simulation did not finish in {deadline} cycles")
+    sim.add_testbench(watchdog, background=True)
+    sim.run()
+
+
+def tile_value(view, n):
+    return np.array([[int(view[i][j]) for j in range(n)] for i in range(n)], dtype=np.int64)
+
+
+# -- transforms ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("act_bits", [8, 4])
+def test_input_transform_matches_numpy(act_bits):
+    bt, _, _ = winograd.matrices()
+    rng = np.random.default_rng(act_bits)
+    act_max = (1 << act_bits) - 1
+    tiles = [rng.integers(0, act_max + 1, size=(4, 4)) for _ in range(40)]
+    tiles += [np.full((4, 4), act_max), np.zeros((4, 4), dtype=np.int64),
+              np.array([[act_max * ((i + j) % 2) for j in range(4)] for i in range(4)])]
+    dut = InputTransform(act_bits=act_bits)
+    got = []
+
+    async def producer(ctx):
+        await stream_put(ctx, dut.i_stream, [t.tolist() for t in tiles], np.random.default_rng(1))
+
+    async def consumer(ctx):
+        await stream_get(ctx, dut.o_stream, len(tiles), np.random.default_rng(2), out=got)
+
+    run_sim(dut, producer, consumer)
+    for n, (d, v) in enumerate(zip(tiles, got)):
+        expected = bt @ d @ bt.T
+        assert (tile_value(v, 4) == expected).all(), f"tile {n}: expected\n{expected}\ngot\n{tile_value(v, 4)}"
+    # the width is enough for the extreme tiles (a truncation would have failed above)
+    assert dut.v_bits == 11 if act_bits == 8 else dut.v_bits == 7
+
+
+def test_output_transform_matches_numpy():
+    _, _, at = winograd.matrices()
+    acc_bits = 20
+    rng = np.random.default_rng(3)
+    lim = 1 << (acc_bits - 1)
+    tiles = [rng.integers(-lim, lim, size=(4, 4)) for _ in range(40)]
+    tiles += [np.full((4, 4), lim - 1), np.full((4, 4), -lim), np.array([[(-1) ** (i + j) * (lim - 1)
+                                                                          for j in range(4)] for i in range(4)])]
+    dut = OutputTransform(acc_bits=acc_bits)
+    got = []
+
+    async def producer(ctx):
+        await stream_put(ctx, dut.i_stream, [t.tolist() for t in tiles], np.random.default_rng(4))
+
+    async def consumer(ctx):
+        await stream_get(ctx, dut.o_stream, len(tiles), np.random.default_rng(5), out=got)
+
+    run_sim(dut, producer, consumer)
+    for n, (mm, y) in enumerate(zip(tiles, got)):
+        expected = at @ mm @ at.T
+        assert (tile_value(y, 2) == expected).all(), f"tile {n}: expected\n{expected}\ngot\n{tile_value(y, 2)}"
+
+
+def test_transform_full_throughput():
+    """With ready held high, one tile enters and one leaves every cycle (latency 1)."""
+    dut = InputTransform(act_bits=8)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for n in range(6):
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(dut.i_stream.payload, [[n] * 4] * 4)
+            _, _, ready, valid, out = await ctx.tick().sample(dut.i_stream.ready, dut.o_stream.valid,
+                                                               dut.o_stream.payload)
+            assert ready == 1
+            seen.append((valid, int(out[1][1])))
+    run_sim(dut, bench)
+    # B^T d B of a constant tile n has V[1][1] = 4n; it leaves one cycle after it enters
+    assert seen == [(0, 0)] + [(1, 4 * n) for n in range(5)]
+
+
+# -- weight stream -----------------------------------------------------------------------------------
+
+def dense_targets(layer):
+    """[target, operand address] matrix of a Winograd or linear layer, as the encoder defines it."""
+    w = np.asarray(layer.weight, dtype=np.int64)
+    if w.ndim == 4:
+        o, c = w.shape[:2]
+        dense = np.zeros((o * 16, c * 16), dtype=np.int64)
+        for oo in range(o):
+            for pos in range(16):
+                dense[oo * 16 + pos, np.arange(c) * 16 + pos] = w[oo, :, pos // 4, pos % 4]
+        return dense
+    return w
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+@pytest.mark.parametrize("density", [0.05, 0.4, 1.0])
+def test_encoder_round_trip_and_balance(lanes, density):
+    dep = small_dep(seed=7, density=density)
+    for layer in dep.weighted_layers:
+        items, targets, _ = encode_layer(layer, lanes)
+        dense = dense_targets(layer)
+        back = decode_lane_items(items, targets, n_targets=dense.shape[0], n_operands=dense.shape[1])
+        assert (back == dense).all(), f"{layer.name}: decoded stream differs from the weights"
+        nnz = int(np.count_nonzero(layer.weight))
+        assert sum(len(i) for i in items) == nnz  # zeros are never stored
+        assert max(len(i) for i in items) == max(1, ceil_div(nnz, lanes)) or nnz == 0
+        for lane_targets in targets:  # at most one piece of a target per lane
+            assert len(lane_targets) == len(set(lane_targets))
+
+
+@pytest.mark.parametrize("layer_no", [0, 1])
+def test_decoder_streams_layer_items_under_back_pressure(layer_no):
+    dep = small_dep(seed=2)
+    program = compile_program(dep)
+    from terwin.hw.winograd_layouts import item_layout
+    layout = item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)
+    weighted = [s for s in program.stages if s.kind != "pool"]
+    lane = 1
+    dut = WeightDecoder(layout=layout, items=[{"w": w, "addr": a, "last": l} for w, a, l in program.items[lane]],
+                        bases=[s.item_base[lane] for s in weighted],
+                        counts=[len(s.lane_items[lane]) for s in weighted])
+    expected = weighted[layer_no].lane_items[lane]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.layer, layer_no)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await stream_get(ctx, dut.o_stream, len(expected), np.random.default_rng(9), out=got)
+        for _ in range(3):
+            assert ctx.get(dut.o_stream.valid) == 0 and ctx.get(dut.busy) == 0, "decoder emitted past the layer"
+            await ctx.tick()
+    run_sim(dut, bench)
+    assert [(int(v.w), int(v.addr), int(v.last)) for v in got] == expected
+
+
+def test_decoder_issues_one_item_per_cycle():
+    dep = small_dep(seed=2)
+    program = compile_program(dep)
+    from terwin.hw.winograd_layouts import item_layout
+    layout = item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)
+    weighted = [s for s in program.stages if s.kind != "pool"]
+    dut = WeightDecoder(layout=layout, items=[{"w": w, "addr": a, "last": l} for w, a, l in program.items[0]],
+                        bases=[s.item_base[0] for s in weighted], counts=[len(s.lane_items[0]) for s in weighted])
+    n = len(weighted[1].lane_items[0])
+    valid_cycles = []
+
+    async def bench(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        ctx.set(dut.layer, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for cycle in range(n + 5):
+            valid_cycles.append(ctx.get(dut.o_stream.valid))
+            await ctx.tick()
+    run_sim(dut, bench)
+    # the first item is offered the cycle after start, then one a cycle with no gap
+    assert valid_cycles == [1] * n + [0] * 5
+
+
+# -- sparse multiply stage ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_sparse_multiply_stage_matches_numpy(lanes):
+    spec = PRESETS["winograd"].replace(mult_lanes=lanes)
+    dep = small_dep(seed=5, spec=spec)
+    program = compile_program(dep)
+    dut = SparseMultiplyStage(program)
+    weighted = [s for s in program.stages if s.kind != "pool"]
+    rng = np.random.default_rng(11)
+    lim = (1 << (program.operand_bits - 1)) - 1
+    results = {}
+
+    async def bench(ctx):
+        for n, s in enumerate(weighted):
+            layer = dep.layers[s.index]
+            dense = dense_targets(layer)
+            operands = rng.integers(-lim if s.kind == "wconv" else 0, lim + 1, size=dense.shape[1])
+            for a, v in enumerate(operands):
+                ctx.set(dut.v_write.en, 1)
+                ctx.set(dut.v_write.addr, a)
+                ctx.set(dut.v_write.data, int(v))
+                await ctx.tick()
+            ctx.set(dut.v_write.en, 0)
+            ctx.set(dut.layer, n)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles = 0
+            while ctx.get(dut.busy):
+                cycles += 1
+                await ctx.tick()
+            assert cycles == s.issue, f"{s.name}: {cycles} multiply cycles, expected {s.issue}"
+            await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY)  # drain (MULT_LATENCY)
+            got = []
+            for t in range(dense.shape[0]):
+                ctx.set(dut.m_read.addr, s.map_base + t)
+                await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY)
+                got.append(ctx.get(dut.m_read.data))
+            results[s.name] = (np.array(got, dtype=np.int64), dense @ operands)
+
+    run_sim(dut, bench, deadline=200_000)
+    for name, (got, expected) in results.items():
+        bad = np.flatnonzero(got != expected)
+        assert bad.size == 0, f"{name}: {bad.size} wrong sums, first target {bad[:1]}: {got[bad[:1]]} vs {expected[bad[:1]]}"
