@@ -80,13 +80,17 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, *, padding: int, m: int = 
         bt, _, at = transforms(m, dtype=x.dtype, device=x.device)
     else:
         bt, at = integer_transforms(m, device=x.device)
+    n_in = m + 2
     u = u.to(x.dtype)
     d, ho, wo = input_tiles(x, padding=padding, m=m)
-    n, _, ty, tx = d.shape[:4]
-    v = bt @ d @ bt.T                                        # B^T d B      [N, C, ty, tx, n, n]
-    mm = torch.einsum("ocij,nctxij->notxij", u, v)           # sum_c U * V  [N, O, ty, tx, n, n]
-    y = at @ mm @ at.T                                       # A^T M A      [N, O, ty, tx, m, m]
-    y = y.permute(0, 1, 2, 4, 3, 5).reshape(n, u.shape[0], ty * m, tx * m)
+    n, c, ty, tx = d.shape[:4]
+    o = u.shape[0]
+    # row-major vec(B^T d B) = (B^T kron B^T) vec(d), and likewise for A^T M A: three plain matmuls
+    d = d.permute(0, 2, 3, 1, 4, 5).reshape(n * ty * tx, c, n_in * n_in)
+    v = d @ torch.kron(bt, bt).T                                          # B^T d B      [T, C, n*n]
+    mm = torch.bmm(v.permute(2, 0, 1), u.reshape(o, c, -1).permute(2, 1, 0))  # sum_c U * V  [n*n, T, O]
+    y = mm.permute(1, 2, 0) @ torch.kron(at, at).T                        # A^T M A      [T, O, m*m]
+    y = y.reshape(n, ty, tx, o, m, m).permute(0, 3, 1, 4, 2, 5).reshape(n, o, ty * m, tx * m)
     return y[:, :, :ho, :wo]
 
 
