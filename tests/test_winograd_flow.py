@@ -1,0 +1,142 @@
+"""`terwin compress --family winograd` end to end (tiny epochs): report, statistics, file round-trip, inspect, CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from terwin import cli, fileformat
+from terwin.algo import winograd_flow, winograd_int
+from terwin.algo.data import load_digits_split
+from terwin.deployment import Linear, MaxPool2d, WinogradConv2d
+from terwin.errors import TerwinError
+from terwin.sim import reference
+from terwin.spec import PE8X8, WINOGRAD
+
+TINY = 0.05  # every stage runs 1-2 epochs
+REPORT_KEYS = {"float_accuracy", "accuracy", "winograd_sparsity", "spatial_sparsity", "mult_reduction",
+               "reference_mismatches", "test_images", "mode", "placement"}
+
+
+@pytest.fixture(scope="module")
+def liu():
+    return winograd_flow.compress(WINOGRAD, winograd_flow.options(winograd_epochs_scale=TINY, winograd_sparsity=0.65))
+
+
+@pytest.fixture(scope="module")
+def joint():
+    return winograd_flow.compress(WINOGRAD, winograd_flow.options(mode="joint", winograd_epochs_scale=TINY,
+                                                                  spatial_sparsity=0.5, winograd_sparsity=0.6))
+
+
+def _expected_mults(dep):
+    direct = wino = 0
+    for layer in dep.layers:
+        if isinstance(layer, WinogradConv2d):
+            o, ho, wo = layer.out_shape
+            direct += 9 * layer.in_shape[0] * o * ho * wo
+            wino += np.count_nonzero(layer.weight) * math.ceil(ho / 2) * math.ceil(wo / 2)
+    return direct, wino
+
+
+@pytest.mark.parametrize("which", ["liu", "joint"])
+def test_compress_report_and_model(which, request):
+    dep, report = request.getfixturevalue(which)
+    assert REPORT_KEYS <= set(report), sorted(REPORT_KEYS - set(report))
+    assert report["mode"] == which and dep.meta == {"family": "winograd", "mode": which}
+    assert dep.spec == WINOGRAD and dep.input_scale == 1 / 16
+    assert [type(layer) for layer in dep.layers] == [WinogradConv2d, WinogradConv2d, MaxPool2d, WinogradConv2d,
+                                                     MaxPool2d, Linear]
+    assert report["reference_mismatches"] == 0 and report["test_images"] == 450
+    target = 0.65 if which == "liu" else 0.6
+    zeros = sum(layer.weight.size - np.count_nonzero(layer.weight) for layer in dep.layers
+                if isinstance(layer, WinogradConv2d))
+    total = sum(layer.weight.size for layer in dep.layers if isinstance(layer, WinogradConv2d))
+    assert report["winograd_sparsity"] == zeros / total >= target - 1e-3
+    direct, wino = _expected_mults(dep)
+    assert report["mult_reduction"] == pytest.approx(direct / wino)
+    # even output sizes: mult_reduction = 2.25 / (1 - s) when every layer has the same sparsity
+    assert report["mult_reduction"] >= 2.25 / (1 - target) * 0.99
+    # accuracy is the reference's on the test split (well above chance even after 1-2 epochs per stage)
+    split = load_digits_split()
+    q = reference.quantize_input(dep, split.x_test)
+    assert report["accuracy"] == pytest.approx(float((reference.predict(dep, q) == split.y_test).mean()))
+    assert report["accuracy"] > 0.5
+    assert [row["runs_on"].split(":")[0] for row in report["placement"][:2]] == ["Winograd engine"] * 2
+    json.dumps(report)  # the report is JSON-serialisable
+
+
+def test_joint_mode_reports_spatial_sparsity(joint, liu):
+    dep, report = joint
+    assert report["spatial_sparsity"] == pytest.approx(0.5)
+    assert report["target_spatial_sparsity"] == 0.5 and "joint_coefficients" in report
+    assert liu[1]["spatial_sparsity"] is None  # Liu mode has no spatial kernels left
+
+
+def test_file_round_trip_keeps_every_bit(liu, tmp_path):
+    dep, _ = liu
+    path = tmp_path / "model.terwin"
+    fileformat.save(dep, path)
+    back = fileformat.load(path)
+    assert back.spec == dep.spec and back.meta == dep.meta and back.input_scale == dep.input_scale
+    for a, b in zip(dep.layers, back.layers):
+        assert type(a) is type(b) and a.name == b.name
+        for field in ("weight", "bias", "multiplier", "shift"):
+            if hasattr(a, field):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), f"{a.name}.{field}"
+        if isinstance(a, WinogradConv2d):
+            assert (a.tile, a.weight_bits, a.padding) == (b.tile, b.weight_bits, b.padding)
+            assert a.weight_scale == pytest.approx(b.weight_scale)
+    q = np.random.default_rng(0).integers(0, 17, size=(20, 1, 8, 8))
+    assert np.array_equal(reference.forward(dep, q), reference.forward(back, q))
+    assert np.array_equal(winograd_int.forward(back, q), reference.forward(dep, q))
+
+
+def test_inspect_shows_the_winograd_layers(liu, tmp_path, capsys):
+    dep, report = liu
+    path = tmp_path / "model.terwin"
+    fileformat.save(dep, path)
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "winograd_conv2d" in line]
+    assert len(rows) == 3, out
+    assert "family winograd" in out
+    conv1 = dep.layers[1]
+    assert f"{np.count_nonzero(conv1.weight)}" in rows[1]
+
+
+def test_cli_compress_writes_model_and_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["compress", "--family", "winograd", "--mode", "liu", "--winograd-sparsity", "0.6",
+                   "--winograd-epochs-scale", str(TINY), "--weight-bits", "6", "--quiet", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "compress.json").read_text())
+    for key in REPORT_KEYS | {"checksum", "family", "spec", "seed"}:
+        assert key in report, key
+    assert report["family"] == "winograd" and report["weight_bits"] == 6 and report["reference_mismatches"] == 0
+    dep = fileformat.load(out / "model.terwin")
+    assert dep.spec.winograd_weight_bits == 6
+    wl = [layer for layer in dep.layers if isinstance(layer, WinogradConv2d)]
+    assert all(layer.weight_bits == 6 and np.abs(layer.weight).max() <= 31 for layer in wl)
+    assert "model.terwin" in capsys.readouterr().out
+
+
+def test_bad_options_are_one_line_user_errors(tmp_path, capsys):
+    with pytest.raises(TerwinError, match="--weight-bits"):
+        winograd_flow.compress(WINOGRAD, winograd_flow.options(weight_bits=20))
+    with pytest.raises(TerwinError, match="weight_format"):
+        winograd_flow.compress(PE8X8, winograd_flow.options())
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compress", "--family", "winograd", "--winograd-sparsity", "1.5", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "fraction in [0, 1)" in capsys.readouterr().err
+
+
+def test_compress_is_deterministic_for_a_seed():
+    args = winograd_flow.options(winograd_epochs_scale=0.02, winograd_sparsity=0.5)
+    a, ra = winograd_flow.compress(WINOGRAD, args)
+    b, rb = winograd_flow.compress(WINOGRAD, args)
+    for la, lb in zip(a.layers, b.layers):
+        if hasattr(la, "weight"):
+            assert np.array_equal(la.weight, lb.weight) and np.array_equal(la.bias, lb.bias)
+    assert ra["accuracy"] == rb["accuracy"]
