@@ -62,6 +62,9 @@ BOARDS: dict[str, Board] = {
                        ("YOSYS", "NEXTPNR_ECP5", "ECPPACK")),
 }
 
+# Yosys synth_<family> options: iCE40 multipliers go to the UP5K's DSPs only when asked.
+SYNTH_OPTS = {"ice40": ("-dsp",), "ecp5": ()}
+
 # nextpnr cell types -> the report's resource names
 RESOURCES = {
     "ice40": {"ICESTORM_LC": "logic cells", "ICESTORM_RAM": "block RAMs", "ICESTORM_DSP": "DSPs",
@@ -102,7 +105,9 @@ def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, see
         raise TerwinError(f"the board top sends one byte per activation: act_bits {dep.spec.act_bits} > 8")
     target = float(clock_mhz if clock_mhz is not None else dep.spec.clock_mhz)
     core = build_top(dep)
+    cycles = _cycle_figures(dep)
     meta = {
+        **cycles,
         "model_checksum": fileformat.checksum(dep),
         "spec": dep.spec.to_dict(),
         "spec_name": dep.spec.name,
@@ -114,8 +119,30 @@ def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, see
                         extra=meta)
 
 
+def dense_macs(dep) -> int:
+    """MACs of one image through the dense (unpruned) network: the work an image represents."""
+    import numpy as np
+    total = 0
+    for layer in dep.weighted_layers:
+        _, h, w = layer.out_shape
+        per_pixel = int(np.prod(layer.weight.shape[1:]))
+        if getattr(layer, "kind", "") == "winograd_conv2d":
+            per_pixel = layer.in_shape[0] * 9   # the 3x3 convolution it computes
+        total += layer.out_channels * per_pixel * (h * w if layer.kind != "linear" else 1)
+    return total
+
+
+def _cycle_figures(dep) -> dict:
+    """Cycles per image from the exact cycle model (compute + input/output stream cycles)."""
+    from terwin.sim import cycles
+    pred = cycles.predict(dep)
+    return {"cycles_per_image": int(pred["cycles"]) + int(pred["io_cycles"]), "compute_cycles": int(pred["cycles"]),
+            "mac_cycles": int(pred["mac_cycles"]), "ideal_mac_cycles": int(pred["ideal_mac_cycles"]),
+            "dense_macs_per_image": dense_macs(dep)}
+
+
 def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEFAULT_SEED,
-                 quiet: bool = False, extra: dict | None = None) -> dict:
+                 quiet: bool = False, extra: dict | None = None, synth_opts: list[str] | None = None) -> dict:
     """Build any component with the accelerator's ports (`i_stream`, `o_stream`, `busy`) for `board`."""
     from terwin.hw.boards import DEFAULT_BAUD, BoardTop
 
@@ -141,7 +168,8 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
     progress.note(f"elaborating for {platform.device} at {top.clk_hz / 1e6:.3f} MHz "
                   f"(board clock {board_clk_hz / 1e6:g} MHz, target {clock_mhz:g} MHz)")
     name = DESIGN_NAME
-    synth_opts = ["-dsp"] if info.family == "ice40" else []
+    if synth_opts is None:
+        synth_opts = list(SYNTH_OPTS[info.family])
     nextpnr_opts = ["--seed", str(seed), "--report", f"{name}.nextpnr.json", "--timing-allow-fail"]
     plan = platform.prepare(
         top, name=name, emit_src=False,
@@ -173,11 +201,17 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
                  "score_bytes": bridge.score_bytes, "score_bits": bridge.score_shape.width,
                  "score_encoding": "signed, sign-extended, little-endian"},
         "seed": seed,
+        "synth_opts": synth_opts,
         "toolchain": tool_versions(env, info),
         "build_seconds": round(time.monotonic() - started, 1),
         **(extra or {}),
     }
     report["timing_met"] = report["fmax_mhz"] is not None and report["fmax_mhz"] >= report["target_mhz"]
+    if report.get("cycles_per_image") and report["fmax_mhz"]:
+        ips = report["fmax_mhz"] * 1e6 / report["cycles_per_image"]
+        report["images_per_s_at_fmax"] = round(ips, 1)
+        report["gops_at_fmax"] = round(2 * report["dense_macs_per_image"] * ips / 1e9, 4)
+        report["gops_per_klut"] = round(report["gops_at_fmax"] / (report["luts"] / 1000), 4) if report["luts"] else None
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     progress.note(f"done: {report['luts']} LUTs, {report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs, "
                   f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}) -> {dest}")
