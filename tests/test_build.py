@@ -94,3 +94,22 @@ def test_small_rom_fits_and_reports(tmp_path):
     bitstream = tmp_path / "terwin.bin"
     assert report["bitstream_sha256"] == hashlib.sha256(bitstream.read_bytes()).hexdigest()
     assert report["model_checksum"] == "x" * 64
+
+
+@pytest.mark.build
+def test_accelerator_build_is_deterministic(tmp_path):
+    """The same model and options give the same bitstream, byte for byte (iCE40)."""
+    from terwin.build import build_model
+    from terwin.spec import PRESETS
+    from terwin.synthetic import random_deployment
+    from terwin import fileformat
+
+    dep = random_deployment(PRESETS["pe4x4"], seed=5, input_shape=(1, 6, 6),
+                            topology=(("conv", 8), ("pool", 2), ("linear", 5)))
+    first = build_model(dep, board="icebreaker", out_dir=tmp_path / "a", clock_mhz=24, quiet=True)
+    second = build_model(dep, board="icebreaker", out_dir=tmp_path / "b", clock_mhz=24, quiet=True)
+    assert (tmp_path / "a" / "terwin.bin").read_bytes() == (tmp_path / "b" / "terwin.bin").read_bytes()
+    assert first["bitstream_sha256"] == second["bitstream_sha256"]
+    assert first["model_checksum"] == fileformat.checksum(dep)
+    assert first["fits"] and first["brams"] >= 1 and first["cycles_per_image"] > 0
+    assert first["uart"]["score_bytes"] * 8 >= first["uart"]["score_bits"]
