@@ -1,0 +1,76 @@
+"""Freeze a trained ternary `DigitsNet` into a `terwin.deployment.Deployment`.
+
+Per conv block (conv -> BN -> ReLU -> quant), with s_in the input activation scale, α the layer's
+ternary scale, (k, c) the eval-mode batch norm as y = k·x + c and s_out the output scale:
+
+    float output / s_out = (k α s_in / s_out) · (acc + c / (k α s_in))
+
+so multiplier/shift = fit_multiplier(k α s_in / s_out) and bias = round(c / (k α s_in)) in
+accumulator units: the batch norm is folded into the requantizer, the weights stay ternary.
+The linear head outputs raw scores acc + round(b / (α s_in)) (relu=False); its multiplier/shift
+hold α s_in, the float value of one score unit, for information only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
+from terwin.spec import HardwareSpec
+
+from .quant import bn_affine, fit_requant
+from .ternary import ternary_codes
+
+
+def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarray] | None = None,
+                   meta: dict | None = None, class_names=tuple(str(i) for i in range(10))) -> Deployment:
+    """The integer model of a trained, ternarized `DigitsNet` (eval-mode batch norm, frozen scales).
+
+    tile_masks: uint8 [og, tg, cg] per layer name (from `TilePruner.tile_masks()`); kept tiles whose
+    ternary codes are all zero are dropped from the mask too (the controller skips them for free).
+    Layers without a mask get one computed from their codes.
+    """
+    tile_masks = tile_masks or {}
+    layers = []
+    shape = tuple(model.input_shape)
+    s_in = float(model.input_scale)
+    for name, block in zip(model.block_names, model.blocks):
+        if block.kind == "pool":
+            layer = MaxPool2d(name=name, in_shape=shape, kernel=block.size, stride=block.size)
+        elif block.kind == "conv":
+            codes, alpha = ternary_codes(block.conv)
+            k, c = bn_affine(block.bn)
+            s_out = block.act.scale
+            alpha_ch = np.broadcast_to(alpha, k.shape)
+            bias, mult, shift = fit_requant(k / s_out, c / s_out, acc_scale=alpha_ch * s_in)
+            proto = Conv2d(name=name, in_shape=shape, out_channels=codes.shape[0], kernel=3, stride=1, padding=1,
+                           weight=codes, bias=bias, multiplier=mult, shift=shift, relu=True,
+                           weight_scale=tuple(float(a) for a in alpha))
+            layer = _with_mask(proto, spec, tile_masks.get(name))
+            s_in = s_out
+        elif block.kind == "linear":
+            codes, alpha = ternary_codes(block.fc)
+            fc_bias = block.fc.bias.detach().double().numpy() if block.fc.bias is not None else np.zeros(codes.shape[0])
+            alpha_ch = np.broadcast_to(alpha, fc_bias.shape)
+            bias, mult, shift = fit_requant(np.ones_like(fc_bias), fc_bias, acc_scale=alpha_ch * s_in)
+            proto = Linear(name=name, in_shape=shape, out_channels=codes.shape[0], weight=codes, bias=bias,
+                           multiplier=mult, shift=shift, relu=False, weight_scale=tuple(float(a) for a in alpha))
+            layer = _with_mask(proto, spec, tile_masks.get(name))
+        else:
+            raise TypeError(f"cannot export a {type(block).__name__}")
+        layers.append(layer)
+        shape = layer.out_shape
+    meta = {"family": "ternary", **(meta or {})}
+    dep = Deployment(spec=spec, input_shape=tuple(model.input_shape), input_scale=float(model.input_scale),
+                     layers=tuple(layers), class_names=tuple(class_names), meta=meta)
+    return dep.validate()
+
+
+def _with_mask(layer, spec: HardwareSpec, mask):
+    import dataclasses
+    grid = layer.tile_grid(spec)
+    occupied = grid.occupied(layer.weight)
+    keep = occupied if mask is None else (np.asarray(mask).astype(bool) & occupied)
+    return dataclasses.replace(layer, tile_mask=keep.astype(np.uint8))
+
+
+__all__ = ["export_ternary"]

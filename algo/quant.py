@@ -1,0 +1,158 @@
+"""Quantization pieces shared by the compression families: activation fake quantization,
+batch-norm folding and requantization fitting.
+
+The integer contract (DESIGN.md, `terwin.intmath`) rounds half up: q = floor(x / scale + 1/2).
+The fake quantizers here round the same way, so the float model in quantized mode sees the values
+the integer model will compute (up to the requantizer's 16-bit multiplier).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from terwin import intmath
+
+
+class _RoundHalfUpSTE(torch.autograd.Function):
+    """floor(x + 1/2) forward; the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
+    return _RoundHalfUpSTE.apply(x)
+
+
+def fake_quantize(x: torch.Tensor, scale: float | torch.Tensor, *, bits: int) -> torch.Tensor:
+    """Unsigned fake quantization: clamp(floor(x / scale + 1/2), 0, 2**bits - 1) * scale.
+
+    Straight-through: the gradient passes where the value lies inside the range and is zero where
+    the clamp cut it.
+    """
+    qmax = (1 << bits) - 1
+    q = torch.clamp(round_half_up_ste(x / scale), 0, qmax)
+    return q * scale
+
+
+class ActQuant(nn.Module):
+    """Unsigned `bits`-bit activation quantizer after a ReLU, with a per-layer scale.
+
+    The scale is `running_max / (2**bits - 1)`, where `running_max` is an exponential moving
+    average of the batch maximum, updated in training mode while `calibrating` is on.
+    With `enabled` off the module is the identity (float training); it still tracks the maximum so
+    that switching quantization on starts from a calibrated scale.
+    """
+
+    def __init__(self, bits: int, *, momentum: float = 0.1):
+        super().__init__()
+        self.bits = bits
+        self.momentum = momentum
+        self.enabled = False
+        self.calibrating = True
+        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def scale(self) -> float:
+        """Float value of one activation unit."""
+        top = float(self.running_max)
+        return (top if top > 0 else 1.0) / ((1 << self.bits) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.calibrating:
+            with torch.no_grad():
+                batch_max = x.detach().max()
+                if not bool(self.initialized):
+                    self.running_max.copy_(batch_max)
+                    self.initialized.fill_(True)
+                else:
+                    self.running_max.lerp_(batch_max, self.momentum)
+        if not self.enabled:
+            return x
+        return fake_quantize(x, self.scale, bits=self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, enabled={self.enabled}, scale={self.scale:.4g}"
+
+
+class InputQuant(nn.Module):
+    """The network input's fixed quantization (scale 1/16 for the digits: q = pixel exactly)."""
+
+    def __init__(self, scale: float, bits: int):
+        super().__init__()
+        self.scale = scale
+        self.bits = bits
+        self.enabled = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(x, self.scale, bits=self.bits) if self.enabled else x
+
+
+def set_quantization(model: nn.Module, *, enabled: bool, calibrating: bool | None = None) -> None:
+    """Switch every activation/input quantizer of `model` on or off (and freeze or free its scale)."""
+    for m in model.modules():
+        if isinstance(m, (ActQuant, InputQuant)):
+            m.enabled = enabled
+        if isinstance(m, ActQuant) and calibrating is not None:
+            m.calibrating = calibrating
+
+
+# -- batch norm ------------------------------------------------------------------------------
+
+def bn_affine(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode batch norm as a per-channel affine map y = k * x + c, in float64."""
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
+    k = gamma / torch.sqrt(var + bn.eps)
+    c = beta - mean * k
+    return k.numpy(), c.numpy()
+
+
+def fold_bn(weight, bias, bn) -> tuple[np.ndarray, np.ndarray]:
+    """Fold an eval-mode batch norm into the preceding conv/linear: returns float64 (weight, bias)
+    such that conv(x, weight) + bias == bn(conv(x, W) + b)."""
+    k, c = bn_affine(bn)
+    w = np.asarray(weight.detach().double() if isinstance(weight, torch.Tensor) else weight, dtype=np.float64)
+    if bias is None:
+        b = np.zeros(w.shape[0])
+    else:
+        b = np.asarray(bias.detach().double() if isinstance(bias, torch.Tensor) else bias, dtype=np.float64)
+    return w * k.reshape(-1, *([1] * (w.ndim - 1))), k * b + c
+
+
+# -- requantization ----------------------------------------------------------------------------
+
+BIAS_LIMIT = 1 << 40  # Deployment.validate's bound on |bias|
+
+
+def fit_requant(scale, shift_float, *, acc_scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer (bias, multiplier, shift) per channel for the float map out = scale * acc_float + shift_float.
+
+    `acc_scale` is the float value of one accumulator unit (input scale x weight scale), `scale` the
+    per-channel factor applied to the float accumulator (folded batch norm / output scale), so the
+    requantizer computes q = ((acc + bias) * m + 2**(s-1)) >> s with
+    m / 2**s ~ scale * acc_scale and bias = round(shift_float / (scale * acc_scale)) in accumulator units.
+    """
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    shift_float = np.broadcast_to(np.asarray(shift_float, dtype=np.float64), scale.shape)
+    total = scale * acc_scale
+    ms = [intmath.fit_multiplier(float(t)) for t in total]
+    m = np.array([v for v, _ in ms], dtype=np.int64)
+    s = np.array([v for _, v in ms], dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(total != 0, shift_float / np.where(total != 0, total, 1.0), 0.0)
+    b = np.clip(np.floor(b + 0.5), -BIAS_LIMIT, BIAS_LIMIT).astype(np.int64)
+    return b, m, s
+
+
+__all__ = ["ActQuant", "InputQuant", "fake_quantize", "round_half_up_ste", "set_quantization",
+           "bn_affine", "fold_bn", "fit_requant"]
