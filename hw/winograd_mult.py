@@ -119,7 +119,8 @@ class SparseMultiplyStage(wiring.Component):
     * `v_write`: writes the operand memory (V of every input channel, or a linear layer's inputs);
     * `start` with `layer` (a weighted-layer number): every lane streams that layer's items;
       `busy` is high while any lane has items left;
-    * `m_read`: M of a target (its global number: the layer's map base + t), two cycles after `addr`.
+    * `m_read`: M of a target (its global number: the layer's map base + t), two cycles after `addr`
+      (with `en`; while `en` is low the output holds still).
     """
     READ_LATENCY = 2
 
@@ -149,7 +150,7 @@ class SparseMultiplyStage(wiring.Component):
             shape=self.map, depth=len(p.target_map),
             init=[[{"present": a, "k": k} for a, k in entry] for entry in p.target_map])
         map_rp = tmap.read_port()
-        m.d.comb += [map_rp.addr.eq(self.m_read.addr), map_rp.en.eq(1)]
+        m.d.comb += [map_rp.addr.eq(self.m_read.addr), map_rp.en.eq(self.m_read.en)]
 
         busy = []
         bank_data = []

@@ -54,9 +54,9 @@ from terwin.intmath import MULTIPLIER_BITS, signed_bits
 from terwin.spec import ceil_div
 
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
-IN_TAIL = 17        # after the last pixel read: read latency 1, then 16 operand writes from the transform register
+IN_TAIL = 19        # after the last pixel read: read 1, window register 1, transform register 1, 16 operand writes
 MULT_LATENCY = 2    # after the last item issue: operand read 1, product register 1 (bank written at its end)
-OUT_TAIL_W = 10     # after the last M read: map 1, bank 1, transform 1, 4 outputs through the requantizer (4)
+OUT_TAIL_W = 12     # after the last M read: map 1, bank 1, window 1, transform 1, 4 outputs through the requantizer (4)
 OUT_TAIL_L = 7      # linear: map 1, bank 1, parameter read 1, requantizer 4
 POOL_TAIL = 1       # read latency
 

@@ -176,8 +176,9 @@ class WinogradAccelerator(wiring.Component):
         # -- activation read (IN_W, IN_L, POOL): address per stage, data one cycle later ----------
         rd_addr = Signal(act_abits)
         rd_inside = Signal()
+        rd_en = Signal()   # a read this cycle (the data and address stay still otherwise)
         for b in range(2):
-            m.d.comb += [acts_rd[b].addr.eq(rd_addr), acts_rd[b].en.eq(1)]
+            m.d.comb += [acts_rd[b].addr.eq(rd_addr), acts_rd[b].en.eq(rd_en)]
         src1 = Signal()
         inside1 = Signal()
         m.d.sync += [src1.eq(K["src"]), inside1.eq(rd_inside)]
@@ -198,7 +199,7 @@ class WinogradAccelerator(wiring.Component):
         c_in_max = max(s.in_shape[0] for s in stages)
         px_issue = Signal()
         px_valid1, px_last1 = Signal(), Signal()
-        window = [Signal(unsigned(spec.act_bits), name=f"win{i}") for i in range(15)]
+        window = [Signal(unsigned(spec.act_bits), name=f"win{i}") for i in range(16)]
         coord_max = max(max(s.in_shape[1:]) for s in stages) + 4
         cbits = signed_bits(-coord_max, coord_max)
         ky, kx = cnt[2:4], cnt[0:2]
@@ -211,14 +212,22 @@ class WinogradAccelerator(wiring.Component):
             x = Signal(signed(cbits), name=f"ix_{s.name}")
             with m.If(in_w & (stage == n)):
                 m.d.comb += [y.eq(phase.ty * 2 - s.padding + ky), x.eq(phase.tx * 2 - s.padding + kx),
-                             px_issue.eq(cnt < 16 * c),
+                             px_issue.eq(cnt < 16 * c), rd_en.eq(1),
                              rd_inside.eq((y >= 0) & (y < h) & (x >= 0) & (x < w)),
                              rd_addr.eq(chan * (h * w) + y * w + x)]
-        m.d.sync += [px_valid1.eq(px_issue), px_last1.eq(px_issue & (cnt[0:4] == 15))]
+        px_pos1 = Signal(4)
+        px_feed = Signal()
+        m.d.sync += [px_valid1.eq(px_issue), px_last1.eq(px_issue & (cnt[0:4] == 15)), px_pos1.eq(cnt[0:4]),
+                     px_feed.eq(px_last1)]
+        # each pixel goes to its own window register (no shifting: one register changes a cycle, and
+        # the transform's inputs change only then); the full window enters the transform a cycle later
         with m.If(px_valid1):
-            m.d.sync += [window[i].eq(window[i + 1]) for i in range(14)] + [window[14].eq(pixel)]
-        flat_in = window + [pixel]
-        m.d.comb += ixf.i_stream.valid.eq(px_last1)
+            with m.Switch(px_pos1):
+                for i in range(16):
+                    with m.Case(i):
+                        m.d.sync += window[i].eq(pixel)
+        flat_in = window
+        m.d.comb += ixf.i_stream.valid.eq(px_feed)
         for i in range(4):
             for j in range(4):
                 m.d.comb += ixf.i_stream.payload[i][j].eq(flat_in[i * 4 + j])
@@ -244,7 +253,7 @@ class WinogradAccelerator(wiring.Component):
                 if s.kind == "linear":
                     n_lin = s.in_shape[0] * s.in_shape[1] * s.in_shape[2]
                     with m.If(stage == n):
-                        m.d.comb += [rd_addr.eq(cnt), rd_inside.eq(1), px_issue.eq(0)]
+                        m.d.comb += [rd_addr.eq(cnt), rd_inside.eq(1), rd_en.eq(1)]
                         m.d.sync += cp_valid1.eq(cnt < n_lin)
         with m.Else():
             m.d.sync += cp_valid1.eq(0)
@@ -257,7 +266,7 @@ class WinogradAccelerator(wiring.Component):
         out_l = running & (op == OP["OUT_L"])
         o_max = max(s.out_channels for s in stages)
         rd_valid = Signal()
-        m.d.comb += mult.m_read.addr.eq(K["map_base"] + cnt)
+        m.d.comb += [mult.m_read.addr.eq(K["map_base"] + cnt), mult.m_read.en.eq(rd_valid)]
         for n, s in enumerate(stages):
             if s.kind == "wconv":
                 with m.If(out_w & (stage == n)):
@@ -272,18 +281,23 @@ class WinogradAccelerator(wiring.Component):
                      tag[1][0].eq(tag[0][0]), tag[1][1].eq(tag[0][1]), tag[1][2].eq(tag[0][2])]
         m_valid, m_t, m_lin = tag[1]
         m_val = mult.m_read.data
-        m_window = [Signal(signed(p.acc_bits), name=f"mwin{i}") for i in range(15)]
+        m_window = [Signal(signed(p.acc_bits), name=f"mwin{i}") for i in range(16)]
         with m.If(m_valid & ~m_lin):
-            m.d.sync += [m_window[i].eq(m_window[i + 1]) for i in range(14)] + [m_window[14].eq(m_val)]
-        flat_m = m_window + [m_val]
-        feed_w = m_valid & ~m_lin & (m_t[0:4] == 15)
+            with m.Switch(m_t[0:4]):
+                for i in range(16):
+                    with m.Case(i):
+                        m.d.sync += m_window[i].eq(m_val)
+        flat_m = m_window
+        feed_w = Signal()
+        o_w = Signal(range(max(o_max, 2)))
+        m.d.sync += [feed_w.eq(m_valid & ~m_lin & (m_t[0:4] == 15)), o_w.eq(m_t[4:])]
         m.d.comb += oxf.i_stream.valid.eq(feed_w)
         for i in range(4):
             for j in range(4):
                 m.d.comb += oxf.i_stream.payload[i][j].eq(flat_m[i * 4 + j])
         # parameters: read when a channel's M is complete, held while its outputs are requantized
         o_of = Signal(range(max(o_max, 2)))
-        m.d.comb += o_of.eq(Mux(m_lin, m_t, m_t[4:]))
+        m.d.comb += o_of.eq(Mux(feed_w, o_w, m_t))
         feed_l = m_valid & m_lin
         m.d.comb += [prd.addr.eq(K["param_base"] + o_of), prd.en.eq(feed_w | feed_l)]
         o_hold = Signal.like(o_of)
@@ -350,7 +364,7 @@ class WinogradAccelerator(wiring.Component):
                     pky, pkx = Signal(range(k), name=f"pky_{s.name}"), Signal(range(k), name=f"pkx_{s.name}")
                     m.d.comb += [pky.eq(pk // k), pkx.eq(pk % k)] if k > 1 else [pky.eq(0), pkx.eq(0)]
                     m.d.comb += [p_issue.eq(cnt < c * ho * wo * k * k), p_first.eq(pk == 0), p_last.eq(pk == k * k - 1),
-                                 rd_inside.eq(1),
+                                 rd_inside.eq(1), rd_en.eq(1),
                                  rd_addr.eq(pch * (h * w) + (poy * st + pky) * w + pox * st + pkx),
                                  p_dest.eq(pch * (ho * wo) + poy * wo + pox)]
                     with m.If(pk != k * k - 1):

@@ -5,7 +5,7 @@ The engine's controller walks a schedule of fixed-length phases compiled from th
 loop. Per layer:
 
 * Winograd conv, T output tiles, C inputs, O outputs, nnz = nnz(U), L = mult_lanes:
-  cycles = T * (16 C + 17) + T * (16 O + 10) + T * ceil(nnz / L) + 2,
+  cycles = T * (16 C + 19) + T * (16 O + 12) + T * ceil(nnz / L) + 2,
   mac_cycles = T * ceil(nnz / L) + 2 (MULT phases and the final DRAIN);
 * linear (sparse integer MAC on the same lanes), N inputs: (N + 1) + ceil(nnz / L) + 2 + (O + 7);
 * max-pool: outputs * k * k + 1.
