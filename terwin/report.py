@@ -41,9 +41,9 @@ class ModelRun:
     def family(self) -> str:
         if self.deployment is not None:
             return self.deployment.spec.weight_format
-        for src in (self.simulate, self.compress):
-            if src and src.get("engine"):
-                return src["engine"]
+        for src, key in ((self.compress, "family"), (self.simulate, "engine")):
+            if src and isinstance(src.get(key), str):
+                return src[key]
         return "winograd" if "winograd" in self.name else "ternary"
 
 
@@ -119,7 +119,8 @@ def _png(fig) -> bytes:
 
 def _sparsity_of(run: ModelRun):
     c = run.compress or {}
-    for key in ("tile_sparsity", "winograd_sparsity", "sparsity"):
+    keys = ("winograd_sparsity", "sparsity") if run.family == "winograd" else ("tile_sparsity", "sparsity")
+    for key in keys:
         if isinstance(c.get(key), (int, float)):
             return key, float(c[key])
     return None, None
@@ -334,7 +335,9 @@ def _model_rows(runs):
         if v:
             mism = v.get("mismatches", v.get("output_mismatches"))
             n = v.get("images", v.get("images_checked"))
-            check = f"{n} images, {mism} mismatches" if n is not None else ("passed" if v.get("passed") else "see verify.json")
+            check = f"{n} images, {mism} mismatches" if n is not None else "see verify.json"
+            if v.get("cycles_match_model") is not None:
+                check += ", cycles = model" if v["cycles_match_model"] else ", cycles differ from the model"
         else:
             check = "–"
         rows.append([run.name, run.family, _fmt(100 * acc if isinstance(acc, (int, float)) else None) + ("%" if acc is not None else ""),

@@ -1,0 +1,84 @@
+"""Rebuild the reference bitstreams and their table.
+
+    python bitstreams/update.py MODEL.terwin [--name ternary-50] [--board icebreaker=40.5 --board ulx3s-85f=100]
+    python bitstreams/update.py --table-only
+
+Each build goes to bitstreams/<board>/<name>/ (bitstream + report.json + the model file it was built
+from); bitstreams/README.md is rewritten from every report.json found.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from terwin import fileformat
+from terwin.build import build_model
+from terwin.report import _fmt, build_row, markdown_table
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_TARGETS = ("icebreaker=40.5", "ulx3s-85f=100")
+
+COLUMNS = [("model", "model"), ("board", "board"), ("device", "device"), ("luts", "LUTs"), ("logic_cells", "LCs"),
+           ("ffs", "FFs"), ("brams", "BRAM"), ("dsps", "DSP"), ("fmax_mhz", "fmax (MHz)"),
+           ("target_mhz", "target (MHz)"), ("cycles_per_image", "cycles / image"),
+           ("images_per_s", "images/s at fmax"), ("gops", "GOPS at fmax"), ("gops_per_klut", "GOPS / kLUT")]
+
+PREAMBLE = """# Reference bitstreams
+
+Built with `terwin build` (yowasp Yosys + nextpnr through amaranth-boards; see docs/boards.md) from
+the model file kept beside each bitstream. Regenerate with `python bitstreams/update.py MODEL`.
+
+* LUTs: LUT4s (iCE40: `SB_LUT4` after synthesis; ECP5: `TRELLIS_COMB`); LCs: iCE40 logic cells
+  (`ICESTORM_LC`, LUT + FF + carry). BRAM: iCE40 4 Kbit / ECP5 18 Kbit blocks.
+* fmax: nextpnr's achieved fmax of the accelerator clock; target: the PLL output the build was
+  constrained to.
+* cycles / image: compute + input/output stream cycles of one image, from the exact cycle model
+  (`terwin.sim.cycles`, equal to the RTL's counters). images/s at fmax = fmax / cycles (the UART
+  on the board is far slower; this is the accelerator's own rate).
+* GOPS counts 2 operations per multiply-accumulate of the dense (uncompressed) network
+  (`dense_macs_per_image`) at fmax.
+"""
+
+
+def write_table() -> str:
+    rows = []
+    for report_path in sorted(HERE.glob("*/*/report.json")):
+        report = json.loads(report_path.read_text())
+        row = build_row(report)
+        row["model"] = report_path.parent.name
+        rows.append(row)
+    cells = [[_fmt(r[k], 3 if k in ("gops", "gops_per_klut") else 1) for k, _ in COLUMNS] for r in rows]
+    extra = []
+    for report_path in sorted(HERE.glob("*/*/report.json")):
+        r = json.loads(report_path.read_text())
+        extra.append(f"* `{report_path.parent.relative_to(HERE)}`: {r['bitstream']} sha256 `{r['bitstream_sha256'][:16]}…`, "
+                     f"model `{r.get('model_checksum', '?')[:16]}…`, fits: {_fmt(r['fits'])}, "
+                     f"timing met at {r['target_mhz']:g} MHz: {_fmt(r['timing_met'])}, build {r['build_seconds']:.0f} s")
+    text = PREAMBLE + "\n" + markdown_table([h for _, h in COLUMNS], cells) + "\n\n" + "\n".join(extra) + "\n"
+    (HERE / "README.md").write_text(text)
+    return text
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("--name", default="ternary-50")
+    parser.add_argument("--board", action="append", help="BOARD=MHZ (default: %s)" % " ".join(DEFAULT_TARGETS))
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    if not args.table_only:
+        if not args.model:
+            parser.error("MODEL is needed unless --table-only")
+        dep = fileformat.load(args.model)
+        for target in args.board or DEFAULT_TARGETS:
+            board, mhz = target.split("=")
+            out = HERE / board / args.name
+            build_model(dep, board=board, out_dir=out, clock_mhz=float(mhz))
+            shutil.copyfile(args.model, out / "model.terwin")
+    print(write_table())
+
+
+if __name__ == "__main__":
+    main()
