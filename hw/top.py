@@ -72,10 +72,12 @@ class TernaryAccelerator(wiring.Component):
             else:
                 shape = unsigned(_ubits(max(values)))
             sig = Signal(shape, name=f"k_{name}")
-            with m.Switch(stage):
-                for i, v in enumerate(values):
-                    with m.Case(i):
-                        m.d.comb += sig.eq(v)
+            # a chain of Mux (continuous assignments in Verilog), not a Switch: an `always @*` block
+            # whose inputs never change after time 0 is never evaluated by Icarus Verilog
+            value = Const(values[-1], shape)
+            for i in range(len(values) - 2, -1, -1):
+                value = Mux(stage == i, Const(values[i], shape), value)
+            m.d.comb += sig.eq(value)
             return sig
 
         K = {}
@@ -145,10 +147,11 @@ class TernaryAccelerator(wiring.Component):
         st_cycles = Array(Signal(COUNTER_BITS, name=f"st_cycles{i}") for i in range(n_st))
         st_macs = Array(Signal(COUNTER_BITS, name=f"st_macs{i}") for i in range(n_st))
         m.d.comb += [self.cycles.eq(cycles), self.busy.eq(state != LOAD)]
-        with m.Switch(self.layer_sel):
-            for i, s in enumerate(stages):
-                with m.Case(s.index):
-                    m.d.comb += [self.layer_cycles.eq(st_cycles[i]), self.layer_mac_cycles.eq(st_macs[i])]
+        sel_cycles, sel_macs = Const(0, COUNTER_BITS), Const(0, COUNTER_BITS)
+        for i, s in enumerate(stages):  # Mux chain: continuous assignments in Verilog
+            sel_cycles = Mux(self.layer_sel == s.index, st_cycles[i], sel_cycles)
+            sel_macs = Mux(self.layer_sel == s.index, st_macs[i], sel_macs)
+        m.d.comb += [self.layer_cycles.eq(sel_cycles), self.layer_mac_cycles.eq(sel_macs)]
         with m.If((state == RUN) | (state == DRAIN)):
             m.d.sync += [cycles.eq(cycles + 1), st_cycles[stage].eq(st_cycles[stage] + 1)]
 

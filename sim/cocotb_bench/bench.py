@@ -90,7 +90,8 @@ class AcceleratorBench:
 
 @cocotb.test()
 async def stream_images(dut):
-    cfg = json.loads(open(os.environ["TERWIN_BENCH"]).read())
+    with open(os.environ["TERWIN_BENCH"]) as f:
+        cfg = json.load(f)
     images = np.load(cfg["images"])
     expected = np.load(cfg["expected"])
     Clock(dut.clk, 10, unit="ns").start()

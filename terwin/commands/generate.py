@@ -1,10 +1,19 @@
-"""`terwin generate` — not built yet (see the open issues)."""
-from terwin.errors import TerwinError
+"""`terwin generate MODEL --out DIR`: Verilog for the top, memory images and a manifest."""
+from __future__ import annotations
+
+from terwin import fileformat
 
 
 def add_arguments(parser):
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("model", help="a .terwin model file")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
 
 
 def run(args) -> int:
-    raise TerwinError("'generate' is not implemented yet")
+    from terwin.sim import rtl
+    dep = fileformat.load(args.model)
+    manifest = rtl.generate(dep, args.out)
+    print(f"wrote {args.out}/{manifest['verilog']} (top {manifest['top']}), "
+          f"{len(manifest['memory_images'])} memory images, manifest.json "
+          f"(model {manifest['model_checksum'][:16]}, spec {dep.spec.name})")
+    return 0

@@ -1,10 +1,86 @@
-"""`terwin verify` — not built yet (see the open issues)."""
+"""`terwin verify MODEL [--images N|all] [--rtl FILE.v] [--json OUT]`: the RTL under Icarus Verilog (cocotb).
+
+Streams digits test images through the generated top (or the given Verilog), compares every score
+bit for bit with `terwin.sim.reference` and reports per-layer cycles next to the cycle model's.
+Exit 0: all equal; 1: a mismatch (the first is printed and a VCD of that image kept); 2: user error.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from terwin import fileformat
 from terwin.errors import TerwinError
+from terwin.progress import Progress
 
 
 def add_arguments(parser):
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("model", help="a .terwin model file")
+    parser.add_argument("--images", default="20", help="number of test images, or 'all' (default 20)")
+    parser.add_argument("--rtl", help="verify this Verilog file instead of generating the design")
+    parser.add_argument("--top", default="terwin_top", help="top module name in --rtl (default terwin_top)")
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--build-dir", default=".terwin-build", help="simulator build folder (default .terwin-build)")
+    parser.add_argument("--backpressure", type=float, default=0.0,
+                        help="probability of an idle cycle on each stream (default 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _count(text: str, available: int) -> int:
+    if text == "all":
+        return available
+    try:
+        n = int(text)
+    except ValueError:
+        raise TerwinError(f"--images must be a positive number or 'all', not {text!r}") from None
+    if not 1 <= n <= available:
+        raise TerwinError(f"--images must be between 1 and {available}, not {n}")
+    return n
 
 
 def run(args) -> int:
-    raise TerwinError("'verify' is not implemented yet")
+    from terwin.algo.data import load_digits_split
+    from terwin.sim import cycles as cycle_model
+    from terwin.sim import reference, rtl
+
+    dep = fileformat.load(args.model)
+    split = load_digits_split()
+    x = split.x_test
+    if tuple(x.shape[1:]) != tuple(dep.input_shape):
+        raise TerwinError(f"the model's input {dep.input_shape} does not match the digits images {tuple(x.shape[1:])}")
+    n = _count(args.images, len(x))
+    q = reference.quantize_input(dep, x[:n])
+    progress = Progress("verify", quiet=args.quiet)
+    progress.note(f"{n} image(s) on {'the given RTL ' + args.rtl if args.rtl else 'the generated design'}")
+    out_dir = Path(args.json).parent if args.json else Path(args.build_dir)
+    res = rtl.verify(dep, q, rtl=args.rtl, top=args.top, build_root=args.build_dir, seed=args.seed,
+                     pause_in=args.backpressure, pause_out=args.backpressure, progress=not args.quiet,
+                     vcd_dir=out_dir)
+    predicted = cycle_model.predict(dep)
+    layers = []
+    for got, pred in zip(res.layers, predicted["layers"]):
+        layers.append({"name": got["name"], "cycles": got["cycles"], "mac_cycles": got["mac_cycles"],
+                       "ideal_mac_cycles": pred["ideal_mac_cycles"], "predicted_cycles": pred["cycles"]})
+    total = sum(l["cycles"] for l in layers)
+    mac = sum(l["mac_cycles"] for l in layers)
+    ideal = sum(l["ideal_mac_cycles"] for l in layers)
+    report = {"model": str(args.model), "rtl": args.rtl, "images": res.images, "mismatches": res.mismatches,
+              "first_mismatch": res.first_mismatch, "vcd": res.vcd, "layers": layers, "cycles": total,
+              "mac_cycles": mac, "ideal_mac_cycles": ideal, "mac_ratio": mac / ideal if ideal else None,
+              "cycles_match_model": all(l["cycles"] == l["predicted_cycles"] for l in layers)}
+    print(f"{'layer':<16}{'cycles':>10}{'model':>10}{'mac':>10}{'ideal':>10}")
+    for l in layers:
+        print(f"{l['name']:<16}{l['cycles']:>10}{l['predicted_cycles']:>10}{l['mac_cycles']:>10}{l['ideal_mac_cycles']:>10}")
+    print(f"{'total':<16}{total:>10}{predicted['cycles']:>10}{mac:>10}{ideal:>10}"
+          + (f"   mac/ideal {mac / ideal:.3f}" if ideal else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if res.mismatches:
+        fm = res.first_mismatch
+        print(f"MISMATCH: {res.mismatches} score(s) differ over {res.images} image(s); first: image {fm['image']}, "
+              f"layer {fm['layer']}, output {fm['output']}: expected {fm['expected']}, got {fm['got']}"
+              + (f"; waves in {res.vcd}" if res.vcd else ""))
+        return 1
+    print(f"OK: {res.images} image(s), 0 mismatches")
+    return 0
