@@ -8,7 +8,7 @@ Ternary code (2 bits): bit 0 `nonzero`, bit 1 `negative`: 0b00 -> 0, 0b01 -> +1,
 """
 from __future__ import annotations
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Const, signed, unsigned
 from amaranth.lib import data
 
 TERNARY_CODE = data.StructLayout({"nonzero": 1, "negative": 1})
@@ -51,24 +51,5 @@ def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int) -> data.Str
 
 
 def pack(layout, value) -> int:
-    """Pack a nested Python value (dicts for structs, lists for arrays, ints for leaves) into an int."""
-    if isinstance(layout, data.StructLayout):
-        out = 0
-        for name, field in layout:
-            out |= pack(field.shape, value[name]) << field.offset
-        return out
-    if isinstance(layout, data.ArrayLayout):
-        out = 0
-        step = data.Layout.cast(layout.elem_shape).size if isinstance(layout.elem_shape, data.Layout) \
-            else layout.elem_shape.width
-        for i, item in enumerate(value):
-            out |= pack(layout.elem_shape, item) << (i * step)
-        return out
-    shape = layout.as_shape() if hasattr(layout, "as_shape") else layout
-    width = shape.width
-    v = int(value)
-    lo = -(1 << (width - 1)) if shape.signed else 0
-    hi = (1 << (width - 1)) - 1 if shape.signed else (1 << width) - 1
-    if not lo <= v <= hi:
-        raise ValueError(f"value {v} does not fit {shape}")
-    return v & ((1 << width) - 1)
+    """The bits of a nested Python value (dicts for structs, lists for arrays) laid out by `layout`."""
+    return Const.cast(layout.const(value)).value

@@ -142,8 +142,33 @@ def _stage_layers(dep: Deployment):
     return out
 
 
-def compile_program(dep: Deployment) -> Program:
-    """Schedule, memory contents and datapath widths of the ternary accelerator for `dep`."""
+def kept_tiles(layer, grid: TileGrid) -> np.ndarray:
+    """bool [og, tg, cg]: the tiles the hardware visits (the tile mask, or occupancy without one).
+
+    Vectorized (no per-weight Python loop), so the cycle model stays fast on large networks.
+    """
+    if layer.tile_mask is not None:
+        return np.asarray(layer.tile_mask).astype(bool)
+    o, c, t = grid.out_channels, grid.in_channels, grid.taps
+    rows, cols = grid.rows, grid.cols
+    nz = (np.asarray(layer.weight).reshape(o, c, t) != 0)
+    og, tg, cg = grid.shape
+    if c < cols:  # packed taps: lane = j * c + ch for tap tg * tpt + j
+        tpt = grid.taps_per_tile
+        full = np.zeros((og * rows, tg * tpt, c), dtype=bool)
+        full[:o, :t, :] = nz.transpose(0, 2, 1)
+        return full.reshape(og, rows, tg, tpt * c).any(axis=(1, 3))[:, :, None]
+    full = np.zeros((og * rows, cg * cols, t), dtype=bool)
+    full[:o, :c, :] = nz
+    return full.reshape(og, rows, cg, cols, t).any(axis=(1, 3)).transpose(0, 2, 1)
+
+
+def plan(dep: Deployment) -> list[Stage]:
+    """The stages, their buffers and tile counts per output group: the schedule without memory contents."""
+    return _plan(dep)[0]
+
+
+def _plan(dep: Deployment):
     spec = dep.spec
     if spec.weight_format != "ternary":
         raise TerwinError(f"the ternary engine cannot run a {spec.weight_format!r} model")
@@ -181,20 +206,33 @@ def compile_program(dep: Deployment) -> Program:
     bank_depth = _pow2_at_least(2 * region)
     addr_bits = max(1, (bank_depth - 1).bit_length())
 
-    words, lane_map, params, og_counts = [], [], [], []
-    k_max = max(max(s.kh, s.kw) for s in stages)
+    og_total = 0
     for n, s in enumerate(stages):
         layer = dep.layers[s.index]
         s.in_base = (n % 2) * region
         s.out_base = ((n + 1) % 2) * region if s.out_mode != "scores" else 0
+        s.og_base = og_total
+        og_total += s.out_groups
+        s.nonzero_weights = int(np.count_nonzero(layer.weight))
+        s.og_counts = np.maximum(kept_tiles(layer, s.grid).sum(axis=(1, 2)), 1).astype(np.int64)
+    return stages, region, bank_depth, addr_bits
+
+
+def compile_program(dep: Deployment) -> Program:
+    """Schedule, memory contents and datapath widths of the ternary accelerator for `dep`."""
+    spec = dep.spec
+    rows, cols = spec.pe_rows, spec.pe_cols
+    stages, region, bank_depth, addr_bits = _plan(dep)
+    words, lane_map, params, og_counts = [], [], [], []
+    k_max = max(max(s.kh, s.kw) for s in stages)
+    for n, s in enumerate(stages):
+        layer = dep.layers[s.index]
         s.lm_base = len(lane_map)
         s.param_base = len(params)
-        s.og_base = len(og_counts)
         s.word_base = len(words)
         grid = s.grid
         c, h, w = s.in_shape
         weight = np.asarray(layer.weight).reshape(layer.out_channels, c, s.kh, s.kw)
-        s.nonzero_weights = int(np.count_nonzero(weight))
         # lane map: one row per tap group
         for tg in range(grid.tap_groups):
             row = []
@@ -211,8 +249,7 @@ def compile_program(dep: Deployment) -> Program:
                     row.append({"ky": ky, "kx": kx, "aoff": ch_ * h * w + ky * w + kx})
             lane_map.append(row)
         tiles = grid.tiles(weight)                       # [og, tg, cg, rows, cols]
-        mask = layer.tile_mask if layer.tile_mask is not None else grid.occupied(weight)
-        mask = np.asarray(mask).astype(bool) | grid.occupied(weight)
+        mask = kept_tiles(layer, grid)
         counts = np.zeros(grid.out_groups, dtype=np.int64)
         for og in range(grid.out_groups):
             kept = [(tg, cg) for tg in range(grid.tap_groups) for cg in range(grid.channel_groups) if mask[og, tg, cg]]
@@ -223,7 +260,7 @@ def compile_program(dep: Deployment) -> Program:
                 coff = cg * h * w if s.in_mode == "banked" else 0
                 words.append({"codes": codes, "lm": s.lm_base + tg, "coff": coff, "last": int(j == len(kept) - 1)})
             counts[og] = len(kept)
-        s.og_counts = counts
+        assert np.array_equal(counts, s.og_counts)
         og_counts.extend(counts.tolist())
         for o in range(grid.out_groups * rows):
             if o < layer.out_channels:

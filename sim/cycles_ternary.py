@@ -30,14 +30,14 @@ def pipeline_depth(spec) -> int:
 
 
 def predict(dep) -> dict:
-    from terwin.hw.memimage import compile_program  # NumPy-only module
+    from terwin.hw.memimage import plan  # NumPy-only module
 
-    program = compile_program(dep)
+    stages = plan(dep)
     spec = dep.spec
     rows, lanes = spec.pe_rows, spec.lanes
     a = pipeline_depth(spec)
     by_index = {}
-    for s in program.stages:
+    for s in stages:
         n = s.og_counts.astype(np.int64)
         j = s.jobs_per_og
         mac = int(j * n.sum())
@@ -49,5 +49,6 @@ def predict(dep) -> dict:
             by_index[s.pool_index] = {"cycles": 0, "mac_cycles": 0, "ideal_mac_cycles": 0,
                                       "fused_into": dep.layers[s.index].name}
     layers = [{"name": layer.name, **by_index[i]} for i, layer in enumerate(dep.layers)]
-    io = int(np.prod(dep.input_shape)) + program.n_scores + 2
+    last = stages[-1]
+    io = int(np.prod(dep.input_shape)) + last.out_channels * last.out_h * last.out_w + 2
     return {"layers": layers, "io_cycles": io}

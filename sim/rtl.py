@@ -14,7 +14,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,8 +186,29 @@ def _run(runner, build_dir: Path, *, top: str, cfg: dict, verbose: bool):
     cfg_path.write_text(json.dumps(cfg))
     env = {"TERWIN_BENCH": str(cfg_path), "COCOTB_LOG_LEVEL": "WARNING" if not verbose else "INFO"}
     log = None if verbose else build_dir / "test.log"
-    runner.test(test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
-                extra_env=env, log_file=log)
+    progress_file = cfg.get("progress")
+    if not progress_file:
+        runner.test(test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
+                    extra_env=env, log_file=log)
+        return
+    # the simulator's output goes to the log; the bench's progress lines are relayed from a file
+    Path(progress_file).write_text("")
+    worker = threading.Thread(target=runner.test, kwargs=dict(
+        test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
+        extra_env=env, log_file=log))
+    worker.start()
+    seen = 0
+    while True:
+        alive = worker.is_alive()
+        text = Path(progress_file).read_text()
+        for line in text[seen:].splitlines(keepends=True):
+            if line.endswith("\n"):
+                print(line, end="", file=sys.stderr, flush=True)
+                seen += len(line)
+        if not alive:
+            break
+        time.sleep(0.3)
+    worker.join()
 
 
 def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int = 0,
@@ -220,7 +244,8 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
     runner = _build(vpath, build_dir, top=top)
     cfg = {"images": str(build_dir / "images.npy"), "expected": str(build_dir / "expected.npy"),
            "results": str(results_path), "n_layers": len(dep.layers), "seed": seed,
-           "pause_in": pause_in, "pause_out": pause_out, "progress": progress}
+           "pause_in": pause_in, "pause_out": pause_out,
+           "progress": str(build_dir / "progress.log") if progress else ""}
     _run(runner, build_dir, top=top, cfg=cfg, verbose=verbose)
     if not results_path.exists():
         raise TerwinError(f"the simulation ended without results (see {build_dir / 'test.log'})")
@@ -247,7 +272,7 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
             np.save(wave_dir / "expected.npy", expected[img:img + 1])
             wrunner = _build(vpath, wave_dir, top=top, vcd=vcd)
             wcfg = dict(cfg, images=str(wave_dir / "images.npy"), expected=str(wave_dir / "expected.npy"),
-                        results=str(wave_dir / "results.json"), progress=False)
+                        results=str(wave_dir / "results.json"), progress="")
             _run(wrunner, wave_dir, top=top, cfg=wcfg, verbose=verbose)
             result.vcd = str(vcd) if vcd.exists() else None
     return result

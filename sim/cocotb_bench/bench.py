@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import time
 
 import cocotb
@@ -114,8 +113,8 @@ async def stream_images(dut):
         now = time.monotonic()
         if cfg.get("progress") and (now - last_print > 1.0 or i == n - 1):
             last_print = now
-            print(f"[verify {i + 1}/{n}] mismatches={results['mismatches']} ({now - start:.1f}s)",
-                  file=sys.stderr, flush=True)
+            with open(cfg["progress"], "a") as f:  # the runner prints these lines while we run
+                f.write(f"[verify {i + 1}/{n}] mismatches={results['mismatches']} ({now - start:.1f}s)\n")
     with open(cfg["results"], "w") as f:
         json.dump(results, f)
     assert results["mismatches"] == 0, f"{results['mismatches']} score(s) differ from the reference"
