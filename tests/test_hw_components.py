@@ -1,0 +1,187 @@
+"""Component tests of the ternary accelerator in Amaranth's simulator, against the reference."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from terwin import intmath
+from terwin.deployment import Conv2d, Linear, MaxPool2d
+from terwin.errors import TerwinError
+from terwin.hw import memimage
+from terwin.hw.decoder import TileDecoder
+from terwin.hw.requant import Requantizer
+from terwin.hw.ternary_pe import TernaryPEArray
+from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
+from terwin.synthetic import random_deployment
+
+SMALL = (("conv", 12), ("pool", 2), ("conv", 20), ("linear", 7))
+
+
+def _run(dut, *benches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for bench in benches:
+        sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("spec", [PE4X4, PE8X8, PE8X16], ids=lambda s: s.name)
+def test_decoder_expands_every_kept_tile_in_order_under_stalls(spec):
+    dep = random_deployment(spec, seed=11, topology=SMALL, input_shape=(3, 6, 6), tile_sparsity=0.5)
+    program = memimage.compile_program(dep)
+    # expected stream, straight from the TileGrid: kept tiles of each layer in (og, tg, cg) order
+    expected = []
+    for stage in program.stages:
+        layer = dep.layers[stage.index]
+        grid = layer.tile_grid(spec)
+        tiles = grid.tiles(layer.weight)
+        c, h, w = layer.in_shape
+        for og in range(grid.out_groups):
+            kept = [(tg, cg) for tg in range(grid.tap_groups) for cg in range(grid.channel_groups)
+                    if layer.tile_mask[og, tg, cg]]
+            for j, (tg, cg) in enumerate(kept):
+                taps = []
+                for lane in range(spec.pe_cols):
+                    src = grid.lane_source(tg, cg, lane)
+                    taps.append(None if src is None else divmod(src[0], stage.kw))
+                expected.append((tiles[og, tg, cg], cg * h * w if c >= spec.pe_cols else 0, j == len(kept) - 1, taps))
+    dut = TileDecoder(program)
+    rng = random.Random(1)
+    got = []
+
+    async def bench(ctx):
+        addr_q = []  # addresses issued on enabled cycles, in order
+        ctx.set(dut.en, 1)
+        issued = 0
+        while len(got) < len(expected):
+            en = rng.random() < 0.7
+            ctx.set(dut.en, en)
+            if en:
+                ctx.set(dut.addr, min(issued, len(expected) - 1))
+            await ctx.delay(1e-9)
+            if en:
+                # outputs now show the word issued LATENCY enabled cycles ago
+                if len(addr_q) >= TileDecoder.LATENCY:
+                    codes = np.array([[(-1 if ctx.get(dut.codes[r][l].negative) else 1) * ctx.get(dut.codes[r][l].nonzero)
+                                       for l in range(spec.pe_cols)] for r in range(spec.pe_rows)])
+                    lanes = [(ctx.get(dut.lanes[l].ky), ctx.get(dut.lanes[l].kx)) for l in range(spec.pe_cols)]
+                    got.append((codes, ctx.get(dut.coff), bool(ctx.get(dut.last)), lanes))
+                addr_q.append(issued)
+                issued += 1
+            await ctx.tick()
+
+    _run(dut, bench)
+    assert len(got) == len(expected)
+    for i, ((codes, coff, last, lanes), (etiles, ecoff, elast, etaps)) in enumerate(zip(got, expected)):
+        assert np.array_equal(codes, etiles), f"word {i}: codes {codes.tolist()} != {etiles.tolist()}"
+        assert (coff, last) == (ecoff, elast), f"word {i}: coff/last {(coff, last)} != {(ecoff, elast)}"
+        for lane, tap in enumerate(etaps):
+            if tap is not None:
+                assert lanes[lane] == tap, f"word {i} lane {lane}: tap {lanes[lane]} != {tap}"
+
+
+@pytest.mark.parametrize("spec", [PE4X4, PE8X16], ids=lambda s: s.name)
+def test_pe_array_rows_add_subtract_or_skip_with_stalls(spec):
+    dut = TernaryPEArray(spec)
+    rng = np.random.default_rng(2)
+    n = 60
+    acts = rng.integers(0, spec.act_max + 1, size=(n, spec.pe_cols))
+    acts[0] = spec.act_max  # worst case for the sum width
+    weights = rng.integers(-1, 2, size=(n, spec.pe_rows, spec.pe_cols))
+    weights[0] = -1
+    expected = np.einsum("nrc,nc->nr", weights, acts)
+    got = []
+    en_rng = random.Random(3)
+
+    async def bench(ctx):
+        fed = 0
+        while len(got) < n:
+            en = en_rng.random() < 0.75
+            ctx.set(dut.en, en)
+            k = min(fed, n - 1)
+            for lane in range(spec.pe_cols):
+                ctx.set(dut.acts[lane], int(acts[k, lane]))
+                for r in range(spec.pe_rows):
+                    w = int(weights[k, r, lane])
+                    ctx.set(dut.codes[r][lane].nonzero, w != 0)
+                    ctx.set(dut.codes[r][lane].negative, w < 0)
+            await ctx.delay(1e-9)
+            if en:
+                if fed >= dut.latency:
+                    got.append([ctx.get(dut.sums[r]) for r in range(spec.pe_rows)])
+                fed += 1
+            await ctx.tick()
+
+    _run(dut, bench)
+    assert np.array_equal(np.array(got), expected), f"{np.array(got)[:3]} != {expected[:3]}"
+
+
+def test_requantizer_matches_the_integer_contract():
+    rng = np.random.default_rng(4)
+    act_bits, acc_bits, bias_bits, mult_bits, shift_bits = 8, 16, 12, 16, 6
+    n = 400
+    acc = rng.integers(-(1 << 15), 1 << 15, size=n)
+    bias = rng.integers(-(1 << 11), 1 << 11, size=n)
+    mult = rng.integers(-(1 << 15), 1 << 15, size=n)
+    shift = rng.integers(1, 40, size=n)
+    acc[:4] = [-(1 << 15), (1 << 15) - 1, 0, 1]
+    mult[:4] = [-(1 << 15), (1 << 15) - 1, 1, 1]
+    shift[:4] = [1, 39, 1, 1]
+    dut = Requantizer(act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits, mult_bits=mult_bits,
+                      shift_bits=shift_bits)
+    want = np.array([intmath.requantize(np.array([a]), np.array([b]), np.array([m]), np.array([s]),
+                                        act_bits=act_bits, relu=True)[0] for a, b, m, s in zip(acc, bias, mult, shift)])
+    got_act, got_score = [], []
+
+    async def bench(ctx):
+        for i in range(n + Requantizer.LATENCY):
+            if i < n:
+                ctx.set(dut.i_valid, 1)
+                ctx.set(dut.i_acc, int(acc[i]))
+                ctx.set(dut.i_bias, int(bias[i]))
+                ctx.set(dut.i_mult, int(mult[i]))
+                ctx.set(dut.i_shift, int(shift[i]))
+            else:
+                ctx.set(dut.i_valid, 0)
+            await ctx.tick()
+            if ctx.get(dut.o_valid):
+                got_act.append(ctx.get(dut.o_act))
+                got_score.append(ctx.get(dut.o_score))
+
+    _run(dut, bench)
+    assert got_act == want.tolist()
+    assert got_score == (acc + bias).tolist()
+
+
+def test_compile_rejects_what_the_engine_cannot_run():
+    spec = PE4X4
+    dep = random_deployment(spec, seed=1, topology=(("conv", 4), ("linear", 3)), input_shape=(1, 4, 4))
+    conv = dep.layers[0]
+    pool_first = dep.replace(layers=(MaxPool2d(name="p", in_shape=(1, 4, 4)),) + dep.layers)
+    with pytest.raises(TerwinError, match="max-pool"):
+        memimage.compile_program(pool_first)
+    import dataclasses
+    ints = dep.replace(layers=(dataclasses.replace(conv, weight_code="int", weight_bits=4),) + dep.layers[1:])
+    with pytest.raises(TerwinError, match="ternary weight codes"):
+        memimage.compile_program(ints)
+    with pytest.raises(TerwinError, match="winograd"):
+        memimage.compile_program(dep.replace(spec=spec.replace(weight_format="winograd")))
+
+
+def test_kept_tiles_without_mask_equals_occupancy():
+    for spec in (PE4X4, PE8X16):
+        for cin in (1, 3, 12, 20):
+            w = np.random.default_rng(cin).integers(-1, 2, size=(10, cin, 3, 3))
+            w[:, :, 1] = 0
+            layer = Conv2d(name="c", in_shape=(cin, 5, 5), out_channels=10, kernel=3, padding=1, weight=w,
+                           bias=np.zeros(10, dtype=np.int64), multiplier=np.ones(10, dtype=np.int64),
+                           shift=np.ones(10, dtype=np.int64))
+            grid = layer.tile_grid(spec)
+            assert np.array_equal(memimage.kept_tiles(layer, grid), grid.occupied(w))
+    lin = Linear(name="l", in_shape=(3, 2, 2), out_channels=5, weight=np.eye(5, 12, dtype=np.int8),
+                 bias=np.zeros(5, dtype=np.int64), multiplier=np.ones(5, dtype=np.int64), shift=np.ones(5, dtype=np.int64))
+    grid = lin.tile_grid(PE8X8)
+    assert np.array_equal(memimage.kept_tiles(lin, grid), grid.occupied(lin.weight.reshape(5, 3, 2, 2)))
