@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -81,19 +82,18 @@ def test_overflow_names_the_resource(tmp_path):
 
 
 @pytest.mark.build
-def test_small_rom_fits_and_reports(tmp_path):
-    report = build_design(BigRomCore(depth=2048), board="icebreaker", out_dir=tmp_path, clock_mhz=24, quiet=True,
-                          extra={"model_checksum": "x" * 64})
-    saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved == report
-    assert report["fits"] is True and report["board"] == "icebreaker" and report["device"] == "iCE40UP5K"
-    assert report["brams"] == 4, report["utilization"]   # 2048 bytes = 4 blocks of 512 x 8
-    assert report["pll"] is not None and report["target_mhz"] == 24.0
-    assert 0 < report["ffs"] < report["luts"] < report["lut_capacity"] == 5280
-    assert report["fmax_mhz"] > 24 and report["timing_met"] is True
-    bitstream = tmp_path / "terwin.bin"
-    assert report["bitstream_sha256"] == hashlib.sha256(bitstream.read_bytes()).hexdigest()
-    assert report["model_checksum"] == "x" * 64
+def test_spec_too_big_for_the_up5k_is_one_line_exit_2(tmp_path, capsys):
+    """pe8x16 on the digits topology needs more logic cells than the UP5K has."""
+    from terwin import fileformat
+    from terwin.spec import PRESETS
+    from terwin.synthetic import random_deployment
+
+    fileformat.save(random_deployment(PRESETS["pe8x16"], seed=0), tmp_path / "big.terwin")
+    rc = main(["build", str(tmp_path / "big.terwin"), "--board", "icebreaker", "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert re.fullmatch(r"terwin build: error: the design does not fit: it needs \d+ logic cells \(ICESTORM_LC\) "
+                        r"but the device has 5280\n", err), err
 
 
 @pytest.mark.build
@@ -103,6 +103,7 @@ def test_accelerator_build_is_deterministic(tmp_path):
     from terwin.spec import PRESETS
     from terwin.synthetic import random_deployment
     from terwin import fileformat
+    from terwin.sim import cycles
 
     dep = random_deployment(PRESETS["pe4x4"], seed=5, input_shape=(1, 6, 6),
                             topology=(("conv", 8), ("pool", 2), ("linear", 5)))
@@ -111,5 +112,12 @@ def test_accelerator_build_is_deterministic(tmp_path):
     assert (tmp_path / "a" / "terwin.bin").read_bytes() == (tmp_path / "b" / "terwin.bin").read_bytes()
     assert first["bitstream_sha256"] == second["bitstream_sha256"]
     assert first["model_checksum"] == fileformat.checksum(dep)
-    assert first["fits"] and first["brams"] >= 1 and first["cycles_per_image"] > 0
+    assert json.loads((tmp_path / "a" / "report.json").read_text()) == first
+    assert first["bitstream_sha256"] == hashlib.sha256((tmp_path / "a" / "terwin.bin").read_bytes()).hexdigest()
+    assert first["fits"] is True and first["board"] == "icebreaker" and first["device"] == "iCE40UP5K"
+    assert first["pll"] is not None and first["target_mhz"] == 24.0
+    assert 0 < first["ffs"] < first["logic_cells"] < first["lut_capacity"] == 5280
+    assert first["brams"] >= 1 and first["fmax_mhz"] > 0
+    assert first["timing_met"] == (first["fmax_mhz"] >= 24.0)
+    assert first["cycles_per_image"] == cycles.predict(dep)["cycles"] + cycles.predict(dep)["io_cycles"]
     assert first["uart"]["score_bytes"] * 8 >= first["uart"]["score_bits"]
