@@ -4,7 +4,9 @@
     raw:      score = acc + bias        (the last layer's class scores)
 
 computed as ((p >> (s - 1)) + 1) >> 1 with p = (acc + bias) * m, which equals
-(p + (1 << (s - 1))) >> s for floor shifts. Four registered stages (add, multiply, shift, clamp),
+(p + (1 << (s - 1))) >> s for floor shifts; the rounding add and the clamp work on the low
+act_bits + 1 bits and two flags, so no stage has a long carry chain. Four registered stages
+(add, multiply, shift, round + clamp),
 no back-pressure: `o_valid` follows `i_valid` exactly `LATENCY` cycles later.
 """
 from __future__ import annotations
@@ -44,17 +46,21 @@ class Requantizer(wiring.Component):
         v2, p2, x2 = Signal(), Signal(signed(self.p_bits)), Signal.like(x1)
         s2 = Signal.like(s1)
         m.d.sync += [v2.eq(v1), p2.eq(x1 * m1), x2.eq(x1), s2.eq(s1)]
-        # stage 3: round half up and arithmetic shift
-        v3, q3, x3 = Signal(), Signal(signed(self.p_bits + 1)), Signal.like(x1)
-        half = Signal(signed(self.p_bits + 1))
-        m.d.comb += half.eq((p2 >> s2) + 1)
-        m.d.sync += [v3.eq(v2), q3.eq(half >> 1), x3.eq(x2)]
-        # stage 4: clamp
+        # stage 3: arithmetic shift by s - 1 (a barrel shifter, no carry chain)
+        v3, t3, x3 = Signal(), Signal(signed(self.p_bits)), Signal.like(x1)
+        m.d.sync += [v3.eq(v2), t3.eq(p2 >> s2), x3.eq(x2)]
+        # stage 4: round half up ((t + 1) >> 1) and clamp, on the low act_bits + 1 bits only:
+        # t < 0 gives q <= 0; t >= 2**(act_bits + 1) gives q > act_max; otherwise q = (low + 1) >> 1
+        a = self.act_bits
+        negative = t3[-1]
+        big = t3[a + 1:].any() & ~negative
+        low = Signal(a + 2)
+        m.d.comb += low.eq(t3[:a + 1] + 1)
         m.d.sync += [self.o_valid.eq(v3), self.o_score.eq(x3)]
-        with m.If(q3 < 0):
+        with m.If(negative):
             m.d.sync += self.o_act.eq(0)
-        with m.Elif(q3 > act_max):
+        with m.Elif(big | low[-1]):
             m.d.sync += self.o_act.eq(act_max)
         with m.Else():
-            m.d.sync += self.o_act.eq(q3)
+            m.d.sync += self.o_act.eq(low[1:a + 1])
         return m
