@@ -56,6 +56,9 @@ def write_table() -> str:
         extra.append(f"* `{report_path.parent.relative_to(HERE)}`: {r['bitstream']} sha256 `{r['bitstream_sha256'][:16]}…`, "
                      f"model `{r.get('model_checksum', '?')[:16]}…`, fits: {_fmt(r['fits'])}, "
                      f"timing met at {r['target_mhz']:g} MHz: {_fmt(r['timing_met'])}, build {r['build_seconds']:.0f} s")
+        cp = r.get("critical_path")
+        if cp:
+            extra.append(f"  critical path {cp['delay_ns']:.2f} ns: `{cp['from']}` → `{cp['to']}`")
     text = PREAMBLE + "\n" + markdown_table([h for _, h in COLUMNS], cells) + "\n\n" + "\n".join(extra) + "\n"
     (HERE / "README.md").write_text(text)
     return text

@@ -305,8 +305,22 @@ def parse_results(build_dir: Path, *, name: str, family: str) -> dict:
                           for net, v in sorted(fmax.items())},
         "utilization": {cell: {"used": u, "available": a} for cell, (u, a) in sorted(util.items())},
         "fits": all(u <= a for u, a in util.values()),
+        "critical_path": _critical_path(pnr),
         "yosys_cells": dict(sorted(cells.items())),
     }
+
+
+def _critical_path(pnr: dict) -> dict | None:
+    """The slowest register-to-register path within one clock, from nextpnr's JSON report."""
+    best = None
+    for cp in pnr.get("critical_paths", []):
+        if cp.get("from") != cp.get("to") or not cp.get("path") or not str(cp.get("from", "")).startswith("posedge"):
+            continue
+        delay = sum(step.get("delay", 0.0) for step in cp["path"])
+        if best is None or delay > best["delay_ns"]:
+            best = {"clock": cp["from"], "delay_ns": round(delay, 2), "from": cp["path"][0]["from"]["cell"],
+                    "to": cp["path"][-1]["to"]["cell"], "steps": len(cp["path"])}
+    return best
 
 
 def _yosys_cells(path: Path) -> dict[str, int]:
