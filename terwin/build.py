@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +143,7 @@ def _cycle_figures(dep) -> dict:
 def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEFAULT_SEED,
                  quiet: bool = False, extra: dict | None = None, synth_opts: list[str] | None = None) -> dict:
     """Build any component with the accelerator's ports (`i_stream`, `o_stream`, `busy`) for `board`."""
-    from terwin.hw.boards import DEFAULT_BAUD, BoardTop
+    from terwin.hw.boards import BoardTop
 
     info = get_board(board)
     env = tool_environment(info)
@@ -156,6 +155,8 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
     if build_dir.exists():
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
+    for stale in ("report.json", f"{DESIGN_NAME}{info.bitstream_ext}"):  # a failed build leaves none behind
+        (out / stale).unlink(missing_ok=True)
 
     platform = info.make_platform()
     board_clk_hz = platform.default_clk_frequency

@@ -11,7 +11,7 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from terwin.build import BOARDS, build_design, parse_utilisation
+from terwin.build import build_design, parse_utilisation
 from terwin.cli import main
 from terwin.errors import TerwinError
 
