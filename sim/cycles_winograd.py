@@ -28,3 +28,36 @@ def predict(dep) -> dict:
               for i, layer in enumerate(dep.layers)]
     io = int(np.prod(dep.input_shape)) + program.n_scores + 2
     return {"layers": layers, "io_cycles": io}
+
+
+DIGITS_TOPOLOGY = (("wconv", 16), ("wconv", 32), ("pool", 2), ("wconv", 32), ("pool", 2), ("linear", 10))
+
+
+def sparsity_series(densities=(1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), *, spec=None, seed: int = 0,
+                    topology=DIGITS_TOPOLOGY) -> list[dict]:
+    """Cycles of synthetic Winograd models (`terwin.synthetic`, int8 classifier) as Winograd density falls."""
+    from terwin.spec import PRESETS
+    from terwin.synthetic import random_deployment
+
+    spec = spec or PRESETS["winograd"]
+    rows = []
+    for d in densities:
+        dep = random_deployment(spec, seed=seed, topology=topology, winograd_density=d, linear_int_bits=8)
+        layers = predict(dep)["layers"]
+        wl = [l for l, layer in zip(layers, dep.layers) if layer.kind == "winograd_conv2d"]
+        rows.append({
+            "density": d,
+            "winograd_nonzeros": sum(int(np.count_nonzero(x.weight)) for x in dep.layers if x.kind == "winograd_conv2d"),
+            "winograd_mac_cycles": sum(l["mac_cycles"] for l in wl),
+            "winograd_ideal_mac_cycles": sum(l["ideal_mac_cycles"] for l in wl),
+            "cycles": sum(l["cycles"] for l in layers),
+        })
+    return rows
+
+
+if __name__ == "__main__":
+    print(f"{'density':>8}{'nnz(U)':>9}{'mult cyc':>10}{'ideal':>8}{'ratio':>7}{'cycles':>9}")
+    for r in sparsity_series():
+        print(f"{r['density']:>8.2f}{r['winograd_nonzeros']:>9}{r['winograd_mac_cycles']:>10}"
+              f"{r['winograd_ideal_mac_cycles']:>8}{r['winograd_mac_cycles'] / r['winograd_ideal_mac_cycles']:>7.3f}"
+              f"{r['cycles']:>9}")

@@ -182,17 +182,28 @@ def test_rtl_bit_exact_under_cocotb(tmp_path):
 
 @pytest.mark.cocotb
 @pytest.mark.slow
-def test_broken_rtl_fails_verify(tmp_path):
-    """A design with one weight of the compressed stream changed must produce mismatches."""
+def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
+    """A design with a one-sign typo in the input transform's B^T must fail verify."""
     if not _cocotb_available():
         pytest.fail("cocotb and Icarus Verilog are required")
+    from amaranth.hdl import signed, unsigned
+
+    import terwin.hw.winograd_top as winograd_top
+    from terwin.hw.winograd_transform import _SandwichStage
     from terwin.sim import rtl
+
+    class TypoInputTransform(_SandwichStage):
+        def __init__(self, *, act_bits, m=2):
+            bt = winograd.matrices(m, 3)[0].copy()
+            bt[3, 3] = 1  # [0, 1, 0, +1] instead of [0, 1, 0, -1]
+            self.v_bits = 12
+            super().__init__(bt, in_shape=unsigned(act_bits), out_shape=signed(self.v_bits))
+
     dep = synthetic(1, topology=(("wconv", 4), ("pool", 2), ("linear", 3)))
-    program = compile_program(dep)
-    w, a, last = program.items[0][0]
-    program.items[0][0] = (w + 1 if w < 100 else w - 1, a, last)
+    monkeypatch.setattr(winograd_top, "InputTransform", TypoInputTransform)
     broken = tmp_path / "broken.v"
-    broken.write_text(rtl.to_verilog(dep, top=WinogradAccelerator(dep, program=program)))
+    broken.write_text(rtl.to_verilog(dep, top=winograd_top.WinogradAccelerator(dep)))
+    monkeypatch.undo()
     q = np.random.default_rng(2).integers(0, 256, size=(3, *dep.input_shape))
     build = tmp_path / "build"
     try:
