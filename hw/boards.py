@@ -300,12 +300,13 @@ class BoardTop(wiring.Component):
         if family not in ("ice40", "ecp5"):
             raise ValueError(f"family must be ice40 or ecp5, not {family!r}")
         self.family = family
-        if abs(clock_hz - board_clk_hz) < 1:
-            self.pll = None
-            self.clk_hz = board_clk_hz
-        else:
-            self.pll = (ice40_pll if family == "ice40" else ecp5_pll)(board_clk_hz, clock_hz)
-            self.clk_hz = self.pll.out_hz
+        pll = None
+        if abs(clock_hz - board_clk_hz) >= 1:
+            pll = (ice40_pll if family == "ice40" else ecp5_pll)(board_clk_hz, clock_hz)
+            if abs(pll.out_hz - board_clk_hz) < 1:  # the board clock is as close as the PLL gets
+                pll = None
+        self.pll = pll
+        self.clk_hz = board_clk_hz if pll is None else pll.out_hz
         self.baud = baud
         self.bridge = UARTBridge(core, divisor=uart_divisor(self.clk_hz, baud))
         super().__init__({})

@@ -258,3 +258,17 @@ def test_ecp5_pll_within_limits(target):
     out = 25e6 / p["CLKI_DIV"] * p["CLKFB_DIV"]
     assert out == pll.out_hz and 400e6 <= out * p["CLKOP_DIV"] <= 800e6
     assert abs(pll.out_hz - target) <= 0.02 * target, (pll.out_hz, target)
+
+
+def test_board_top_uses_the_pll_only_when_it_helps():
+    from terwin.hw.boards import BoardTop
+
+    def top(family, board_hz, hz):
+        core = ToyCore(n_in=2, n_classes=2)
+        Fragment.get(core, None)
+        return BoardTop(core, family=family, board_clk_hz=board_hz, clock_hz=hz)
+
+    assert top("ice40", 12e6, 12e6).pll is None
+    assert top("ecp5", 25e6, 24e6).pll is None                 # 25 MHz is the closest an ECP5 PLL gets
+    t = top("ice40", 12e6, 40e6)
+    assert t.pll is not None and t.clk_hz == 39.75e6 and t.bridge._divisor == round(39.75e6 / 115200)
