@@ -13,8 +13,8 @@ wrap-around rule split over several lanes.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
@@ -78,7 +78,7 @@ class MacLane(wiring.Component):
     """
     LATENCY = 2
 
-    def __init__(self, *, item: "data.StructLayout", operand_bits: int, acc_bits: int, k_bits: int):
+    def __init__(self, *, item: data.StructLayout, operand_bits: int, acc_bits: int, k_bits: int):
         addr_bits = item.members["addr"].width
         self.acc_bits = acc_bits
         super().__init__({

@@ -2,7 +2,6 @@
 the multiply-stage efficiency, the cycles-vs-sparsity series, and the generated RTL under cocotb."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
