@@ -39,7 +39,7 @@ DEFAULTS = {
     "winograd_epochs_scale": 1.0,
 }
 # epochs of each stage at --winograd-epochs-scale 1
-EPOCHS = {"pretrain": 40, "prune_step": 6, "regularize": 30, "finetune": 15, "qat": 10}
+EPOCHS = {"pretrain": 80, "prune_step": 6, "regularize": 30, "finetune": 15, "qat": 10}
 PRUNE_STEPS = (0.5, 0.75, 0.9, 1.0)  # fractions of the target sparsity, Liu mode (iterative pruning)
 BATCH = 64
 
