@@ -13,6 +13,7 @@ hold α s_in, the float value of one score unit, for information only.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
 from terwin.spec import HardwareSpec
@@ -65,6 +66,31 @@ def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarra
     return dep.validate()
 
 
+@torch.no_grad()
+def sync_activation_scales(model) -> list[float]:
+    """Make every conv block's output scale at least max_o |k_o| · α · s_in (k: folded batch norm).
+
+    The requantizer adds the bias in accumulator units. When one accumulator unit is worth more than
+    one output unit (multiplier > 1: the first layer, 1 input channel, integer pixels), the bias
+    rounding alone would shift outputs by up to multiplier/2 units, and the finer output grid is never
+    reached anyway (outputs only take values multiplier apart). With the scale raised to that grid
+    the multiplier is <= 1 and the integer model follows the float one within one unit.
+    Returns the lower bounds set, per conv block.
+    """
+    bounds = []
+    s_in = float(model.input_scale)
+    for block in model.blocks:
+        if block.kind != "conv":
+            continue
+        _, alpha = ternary_codes(block.conv)
+        k, _ = bn_affine(block.bn)
+        bound = float(np.max(np.abs(k) * np.broadcast_to(alpha, k.shape))) * s_in
+        block.act.min_scale.fill_(bound)
+        bounds.append(bound)
+        s_in = block.act.scale
+    return bounds
+
+
 def _with_mask(layer, spec: HardwareSpec, mask):
     import dataclasses
     grid = layer.tile_grid(spec)
@@ -73,4 +99,4 @@ def _with_mask(layer, spec: HardwareSpec, mask):
     return dataclasses.replace(layer, tile_mask=keep.astype(np.uint8))
 
 
-__all__ = ["export_ternary"]
+__all__ = ["export_ternary", "sync_activation_scales"]

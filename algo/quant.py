@@ -46,7 +46,8 @@ class ActQuant(nn.Module):
 
     The scale is `running_max / (2**bits - 1)`, where `running_max` is an exponential moving
     average of the batch maximum, updated in training mode while `calibrating` is on.
-    With `enabled` off the module is the identity (float training); it still tracks the maximum so
+    `min_scale` (set by the exporter's `sync_activation_scales`) keeps the scale from being finer than
+    the grid the integer model can reach. With `enabled` off the module is the identity (float training); it still tracks the maximum so
     that switching quantization on starts from a calibrated scale.
     """
 
@@ -57,13 +58,14 @@ class ActQuant(nn.Module):
         self.enabled = False
         self.calibrating = True
         self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("min_scale", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     @property
     def scale(self) -> float:
-        """Float value of one activation unit."""
+        """Float value of one activation unit: running_max / (2**bits - 1), at least `min_scale`."""
         top = float(self.running_max)
-        return (top if top > 0 else 1.0) / ((1 << self.bits) - 1)
+        return max((top if top > 0 else 1.0) / ((1 << self.bits) - 1), float(self.min_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.calibrating:

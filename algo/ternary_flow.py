@@ -27,25 +27,27 @@ from terwin.stats import model_stats
 
 from . import torch_int
 from .data import load_digits_split
-from .export import export_ternary
+from .export import export_ternary, sync_activation_scales
 from .nets import DigitsNet, Tensors, evaluate, train
 from .pruning import REGULARIZERS, TilePruner
 from .quant import set_quantization
-from .ternary import Ternarizer, prepare_ternary, set_ternarizer
+from .ternary import Ternarizer, TernaryWeight, prepare_ternary
 
 
 @dataclass(frozen=True)
 class Schedule:
     float_epochs: int = 40
     joint_epochs: int = 30
-    finetune_epochs: int = 30
+    finetune_epochs: int = 50
     float_lr: float = 3e-3
     joint_lr: float = 1e-3
     finetune_lr: float = 1e-3
     batch_size: int = 64
     strength: float = 0.4
-    anneal_fraction: float = 0.5
+    anneal_fraction: float = 0.3
     distill: float = 0.0
+    budget_exempt: tuple = ("conv1", "fc")  # dense first layer and the 1-pixel classifier
+    joint_ternary: bool = True
 
     def scaled(self, factor: float) -> "Schedule":
         def n(e):
@@ -53,7 +55,8 @@ class Schedule:
         return Schedule(float_epochs=n(self.float_epochs), joint_epochs=n(self.joint_epochs),
                         finetune_epochs=n(self.finetune_epochs), float_lr=self.float_lr, joint_lr=self.joint_lr,
                         finetune_lr=self.finetune_lr, batch_size=self.batch_size, strength=self.strength,
-                        anneal_fraction=self.anneal_fraction, distill=self.distill)
+                        anneal_fraction=self.anneal_fraction, distill=self.distill,
+                        budget_exempt=self.budget_exempt, joint_ternary=self.joint_ternary)
 
 
 DEFAULT_SCHEDULE = Schedule()
@@ -108,13 +111,22 @@ def compress(spec: HardwareSpec, args: argparse.Namespace, *, schedule: Schedule
         torch.set_num_threads(threads)
 
 
-def _compress(spec: HardwareSpec, sched: Schedule, *, sparsity: float, threshold: float, zero_budget: float,
-              scale: float,
-              regularizer: str, seed: int, quiet: bool):
-    start = time.monotonic()
+@dataclass
+class Trained:
+    """What `train_ternary` leaves: the fake-quantized ternary model (eval mode) and its pruner."""
+    model: DigitsNet
+    pruner: TilePruner
+    float_accuracy: float
+    accuracy_before_prune: float
+    accuracy_after_prune: float
+    fake_quant_accuracy: float
+
+
+def train_ternary(spec: HardwareSpec, sched: Schedule, *, data: Tensors, sparsity: float, threshold: float,
+                  zero_budget: float, regularizer: str, seed: int, quiet: bool = True) -> Trained:
+    """Stages 1-4: float training, joint ternary + regularizer, pruning, fine-tuning."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    data = Tensors.from_split(load_digits_split())
     model = DigitsNet(act_bits=spec.act_bits)
 
     # 1. float baseline
@@ -122,48 +134,61 @@ def _compress(spec: HardwareSpec, sched: Schedule, *, sparsity: float, threshold
           generator=gen, progress=Progress("float", quiet=quiet))
     float_accuracy = evaluate(model, data.x_test, data.y_test)
     Progress("float", quiet=quiet).note(f"test accuracy {float_accuracy:.4f}")
-
     teacher = copy.deepcopy(model).eval() if sched.distill > 0 else None
-    kd = dict(teacher=teacher, distill_weight=sched.distill)
 
     # 2. quantized activations, ternary weights, tile masks, regularizer
     set_quantization(model, enabled=True, calibrating=True)
     pruner = TilePruner(spec, target=sparsity, regularizer=REGULARIZERS[regularizer](strength=sched.strength))
     pruner.prepare(model.weighted_layers())
-    prepare_ternary(model, Ternarizer(threshold=threshold))
+    if sched.joint_ternary:
+        prepare_ternary(model, Ternarizer(threshold=threshold))
     train(model, data, epochs=sched.joint_epochs, lr=sched.joint_lr, batch_size=sched.batch_size,
-          penalty=pruner.penalty, generator=gen, **kd, progress=Progress(f"ternary+{regularizer}", quiet=quiet))
+          penalty=pruner.penalty, generator=gen, progress=Progress(f"ternary+{regularizer}", quiet=quiet))
     before_prune = evaluate(model, data.x_test, data.y_test)
 
-    # 3. prune to the target, freeze masks; 4. fine-tune
+    # 3. prune to the target, freeze masks
     pruner.step()
     after_prune = evaluate(model, data.x_test, data.y_test)
+    prepare_ternary(model, Ternarizer(threshold=threshold))
 
+    # 4. fine-tune; the zero budget falls linearly from 1 (no cap) to zero_budget over the first
+    # `anneal_fraction` of the epochs, so the zeros inside kept tiles turn into +-1 gradually
     def anneal(epoch: int, epochs: int) -> None:
-        # the zero budget falls linearly from 1 (no cap) to zero_budget over the first
-        # `anneal_fraction` of fine-tuning: the zeros inside kept tiles turn into +-1 gradually
         span = max(1, round(sched.anneal_fraction * epochs))
         f = min(1.0, (epoch + 1) / span)
-        set_ternarizer(model, Ternarizer(threshold=threshold, zero_budget=1.0 + f * (zero_budget - 1.0)))
+        _set_budgets(model, threshold, 1.0 + f * (zero_budget - 1.0), sched.budget_exempt)
+        sync_activation_scales(model)
 
     train(model, data, epochs=sched.finetune_epochs, lr=sched.finetune_lr, batch_size=sched.batch_size,
-          generator=gen, progress=Progress("fine-tune", quiet=quiet), on_epoch=anneal, **kd)
-    set_ternarizer(model, Ternarizer(threshold=threshold, zero_budget=zero_budget))
+          generator=gen, progress=Progress("fine-tune", quiet=quiet), on_epoch=anneal,
+          teacher=teacher, distill_weight=sched.distill)
+    _set_budgets(model, threshold, zero_budget, sched.budget_exempt)
     set_quantization(model, enabled=True, calibrating=False)
+    model.eval()
+    sync_activation_scales(model)
     fake_quant_accuracy = evaluate(model, data.x_test, data.y_test)
+    model.eval()
+    return Trained(model, pruner, float_accuracy, before_prune, after_prune, fake_quant_accuracy)
+
+
+def _compress(spec: HardwareSpec, sched: Schedule, *, sparsity: float, threshold: float, zero_budget: float,
+              scale: float, regularizer: str, seed: int, quiet: bool):
+    start = time.monotonic()
+    data = Tensors.from_split(load_digits_split())
+    t = train_ternary(spec, sched, data=data, sparsity=sparsity, threshold=threshold, zero_budget=zero_budget,
+                      regularizer=regularizer, seed=seed, quiet=quiet)
 
     # 5. export and evaluate the integer model
-    model.eval()
-    dep = export_ternary(model, spec, tile_masks=pruner.tile_masks(), meta={
-        "tile_sparsity_target": sparsity, "regularizer": regularizer, "ternary_threshold": threshold, "zero_budget": zero_budget,
-        "seed": seed, "float_accuracy": float_accuracy})
+    dep = export_ternary(t.model, spec, tile_masks=t.pruner.tile_masks(), meta={
+        "tile_sparsity_target": sparsity, "regularizer": regularizer, "ternary_threshold": threshold,
+        "zero_budget": zero_budget, "seed": seed, "float_accuracy": t.float_accuracy})
     report = evaluate_deployment(dep, data)
     report.update({
-        "float_accuracy": float_accuracy,
-        "accuracy_drop_points": 100 * (float_accuracy - report["accuracy"]),
-        "fake_quant_accuracy": fake_quant_accuracy,
-        "accuracy_before_prune": before_prune,
-        "accuracy_after_prune": after_prune,
+        "float_accuracy": t.float_accuracy,
+        "accuracy_drop_points": 100 * (t.float_accuracy - report["accuracy"]),
+        "fake_quant_accuracy": t.fake_quant_accuracy,
+        "accuracy_before_prune": t.accuracy_before_prune,
+        "accuracy_after_prune": t.accuracy_after_prune,
         "tile_sparsity_target": sparsity,
         "regularizer": regularizer,
         "ternary_threshold": threshold,
@@ -172,10 +197,17 @@ def _compress(spec: HardwareSpec, sched: Schedule, *, sparsity: float, threshold
         "train_seconds": time.monotonic() - start,
     })
     Progress("compress", quiet=quiet).note(
-        f"float {float_accuracy:.4f} -> integer {report['accuracy']:.4f}, tile sparsity {report['tile_sparsity']:.3f}, "
+        f"float {t.float_accuracy:.4f} -> integer {report['accuracy']:.4f}, tile sparsity {report['tile_sparsity']:.3f}, "
         f"compression {report['compression_ratio']:.1f}x, MAC cycles / ideal {report['mac_cycle_ratio']:.3f}, "
         f"reference mismatches {report['reference_mismatches']}")
     return dep, report
+
+
+def _set_budgets(model, threshold: float, budget: float, exempt) -> None:
+    for name, module, _ in model.weighted_layers():
+        for p in module.parametrizations.weight:
+            if isinstance(p, TernaryWeight):
+                p.ternarizer = Ternarizer(threshold=threshold, zero_budget=1.0 if name in exempt else budget)
 
 
 def evaluate_deployment(dep, data: Tensors) -> dict:
@@ -241,4 +273,4 @@ def kept_tile_stats(dep) -> dict:
     }
 
 
-__all__ = ["add_arguments", "compress", "evaluate_deployment", "kept_tile_stats", "Schedule", "DEFAULT_SCHEDULE"]
+__all__ = ["add_arguments", "compress", "train_ternary", "Trained", "evaluate_deployment", "kept_tile_stats", "Schedule", "DEFAULT_SCHEDULE"]

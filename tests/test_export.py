@@ -1,0 +1,185 @@
+"""Export of the ternary family: structure, requantization semantics, file round trip, flow and CLI."""
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from terwin import fileformat
+from terwin.algo import torch_int
+from terwin.algo.data import INPUT_SCALE
+from terwin.algo.export import export_ternary
+from terwin.algo.data import load_digits_split
+from terwin.algo.nets import ConvBlock, Tensors
+from terwin.algo.ternary_flow import Schedule, compress, evaluate_deployment, kept_tile_stats, train_ternary
+from terwin.cli import main
+from terwin.deployment import Conv2d, Linear, MaxPool2d
+from terwin.errors import TerwinError
+from terwin.sim import reference
+from terwin.spec import PE4X4, PE8X8
+from terwin.stats import model_stats
+
+TINY = Schedule(float_epochs=2, joint_epochs=2, finetune_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Tensors.from_split(load_digits_split())
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    t = train_ternary(PE8X8, TINY, data=data, sparsity=0.75, threshold=0.05, zero_budget=0.04,
+                      regularizer="wpc", seed=0)
+    dep = export_ternary(t.model, PE8X8, tile_masks=t.pruner.tile_masks(), meta={"seed": 0})
+    return t, dep
+
+
+def test_structure(trained):
+    t, dep = trained
+    assert dep.meta["family"] == "ternary" and dep.input_scale == INPUT_SCALE
+    kinds = [type(layer) for layer in dep.layers]
+    assert kinds == [Conv2d, Conv2d, MaxPool2d, Conv2d, MaxPool2d, Linear]
+    assert dep.output_shape == (10, 1, 1)
+    masks = t.pruner.tile_masks()
+    for layer in dep.weighted_layers:
+        assert layer.weight.dtype == np.int8 and set(np.unique(layer.weight)) <= {-1, 0, 1}
+        assert layer.bias.dtype == np.int64 and len(layer.weight_scale) == 1 and layer.weight_scale[0] > 0
+        grid = layer.tile_grid(dep.spec)
+        # the exported mask is the pruner's, minus kept tiles that ternarized to all zeros
+        assert np.all(layer.tile_mask <= masks[layer.name])
+        assert np.array_equal(layer.tile_mask.astype(bool), grid.occupied(layer.weight))
+    assert [layer.relu for layer in dep.weighted_layers] == [True, True, True, False]
+    stats = model_stats(dep)["totals"]
+    assert stats["tile_sparsity"] >= 0.75 - 1e-9
+    assert stats["compression_ratio"] >= 48, stats["compression_ratio"]
+
+
+def test_integer_layers_follow_the_fake_quantized_model(trained, data):
+    """Layer by layer, the integer activations equal the float model's quantized activations within
+    one unit (the bias rounds to accumulator units, the multiplier to 16 bits): this checks BN
+    folding, scales and bias units. Without `sync_activation_scales` conv1 would be off by ~3."""
+    t, dep = trained
+    model = t.model
+    x = data.x_test[:64]
+    ints = torch_int.trace(dep, torch_int.quantize_input(dep, x.numpy()))
+    prev, scale = torch_int.quantize_input(dep, x.numpy()), dep.input_scale
+    conv_index = 0
+    for block, layer, q in zip(model.blocks, dep.layers, ints):
+        # the float block, fed with the integer model's own input to this layer
+        with torch.no_grad():
+            h = block(prev.double().float() * scale)
+        if isinstance(block, ConvBlock):
+            scale = block.act.scale
+            expected = torch.round(h / scale).to(torch.int64)
+            diff = (q - expected).abs()
+            assert int(diff.max()) <= 1, f"{layer.name}: integer output off by {int(diff.max())}"
+            assert float((diff > 0).float().mean()) < 0.25, f"{layer.name}: {float((diff > 0).float().mean()):.3f} differ"
+            conv_index += 1
+        prev = q
+    # raw scores: acc + bias in units of alpha * s_in
+    fc = dep.layers[-1]
+    s_in = model.blocks[3].act.scale
+    scores = ints[-1].reshape(len(x), -1).double() * fc.weight_scale[0] * s_in
+    with torch.no_grad():
+        logits = model.blocks[-1](ints[-2].float() * s_in).double()
+    # only the bias rounding (half an accumulator unit) separates them
+    err = float((scores - logits).abs().max())
+    assert err <= 0.5 * fc.weight_scale[0] * s_in * 1.001 + 1e-5, err
+    assert conv_index == 3
+
+
+def test_file_round_trip(trained, tmp_path):
+    _, dep = trained
+    path = tmp_path / "model.terwin"
+    digest = fileformat.save(dep, path)
+    back = fileformat.load(path)
+    assert fileformat.checksum(back) == digest
+    assert back.spec == dep.spec and back.input_scale == dep.input_scale and back.meta == dep.meta
+    for a, b in zip(dep.layers, back.layers):
+        assert type(a) is type(b)
+        for f in dataclasses.fields(a):
+            va, vb = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(va, np.ndarray):
+                assert np.array_equal(va, vb), f"{a.name}.{f.name} changed in the file"
+            else:
+                assert va == vb or (isinstance(va, tuple) and tuple(va) == tuple(vb)), f"{a.name}.{f.name}"
+    q = np.random.default_rng(0).integers(0, 17, size=(20, 1, 8, 8))
+    assert np.array_equal(reference.forward(back, q), torch_int.forward(dep, q).numpy())
+
+
+def test_kept_tile_statistics_by_hand(trained):
+    _, dep = trained
+    stats = kept_tile_stats(dep)
+    slots = nonzero = 0
+    for layer in dep.weighted_layers:
+        px = layer.out_shape[1] * layer.out_shape[2]
+        slots += int(layer.tile_mask.sum()) * 64 * px
+        nonzero += int(np.count_nonzero(layer.weight)) * px
+    assert stats["mac_cycle_ratio"] == pytest.approx(slots / nonzero)
+    conv1 = stats["layers"]["conv1"]
+    w = dep.layers[0].weight
+    assert conv1["zero_fraction_in_kept_tiles"] == pytest.approx(float(np.mean(w == 0)))  # dense layer: every tile kept
+
+
+def test_zero_budget_holds_in_the_export(trained):
+    _, dep = trained
+    stats = kept_tile_stats(dep)
+    for name in ("conv2", "conv3"):  # conv1 (dense) and fc (one output pixel) are exempt by default
+        assert stats["layers"][name]["zero_fraction_in_kept_tiles"] <= 0.04 + 0.005, stats["layers"][name]
+
+
+def test_report_of_compress(data):
+    args = argparse.Namespace(tile_sparsity=0.5, regularizer="group-lasso", seed=1, quiet=True)
+    dep, report = compress(PE4X4, args, schedule=TINY)
+    for key in ("float_accuracy", "accuracy", "tile_sparsity", "compression_ratio", "weight_bits_stored",
+                "requant_bits", "test_images", "reference_mismatches", "layers", "zero_fraction_in_kept_tiles",
+                "mac_cycle_ratio"):
+        assert key in report, key
+    assert report["reference_mismatches"] == 0 and report["test_images"] == 450
+    assert report["regularizer"] == "group-lasso" and dep.spec == PE4X4
+    again = evaluate_deployment(dep, data)
+    assert again["accuracy"] == report["accuracy"] and again["mac_cycle_ratio"] == report["mac_cycle_ratio"]
+    totals = model_stats(dep)["totals"]
+    assert report["compression_ratio"] == totals["compression_ratio"]
+    assert set(report["layers"]) == {"conv1", "conv2", "conv3", "fc"}
+    json.dumps(report)  # the CLI writes it as JSON
+
+
+def test_deterministic(data):
+    args = argparse.Namespace(tile_sparsity=0.5, regularizer="wpc", seed=5, quiet=True)
+    sched = Schedule(float_epochs=1, joint_epochs=1, finetune_epochs=1)
+    a, _ = compress(PE8X8, args, schedule=sched)
+    b, _ = compress(PE8X8, args, schedule=sched)
+    assert fileformat.checksum(a) == fileformat.checksum(b)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(tile_sparsity=1.0), "--tile-sparsity"),
+    (dict(tile_sparsity=-0.1), "--tile-sparsity"),
+    (dict(regularizer="l1"), "--regularizer"),
+    (dict(ternary_threshold=2.0), "--ternary-threshold"),
+    (dict(zero_budget=1.5), "--zero-budget"),
+])
+def test_bad_options_are_user_errors(bad, match):
+    args = argparse.Namespace(**{"tile_sparsity": 0.5, "regularizer": "wpc", "seed": 0, "quiet": True, **bad})
+    with pytest.raises(TerwinError, match=match):
+        compress(PE8X8, args)
+
+
+def test_cli_compress(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["compress", "--family", "ternary", "--tile-sparsity", "0.75", "--ternary-epochs-scale", "0.05",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "compress.json").read_text())
+    dep = fileformat.load(out / "model.terwin")
+    assert report["checksum"] == fileformat.checksum(dep)
+    assert report["reference_mismatches"] == 0 and report["tile_sparsity"] >= 0.75
+    assert dep.meta["family"] == "ternary" and dep.spec == PE8X8
+    capsys.readouterr()
+    rc = main(["compress", "--family", "ternary", "--tile-sparsity", "1.2", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--tile-sparsity must lie in [0, 1)" in err, err
