@@ -3,6 +3,8 @@ the multiply-stage efficiency, the cycles-vs-sparsity series, and the generated 
 from __future__ import annotations
 
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -19,8 +21,8 @@ from terwin import winograd
 DEFAULT_TOPOLOGY = (("wconv", 16), ("wconv", 16), ("pool", 2), ("linear", 10))
 
 
-def synthetic(seed=0, *, density=0.4, lanes=4, topology=DEFAULT_TOPOLOGY, input_shape=(1, 8, 8)):
-    spec = PRESETS["winograd"].replace(mult_lanes=lanes)
+def synthetic(seed=0, *, density=0.4, lanes=4, topology=DEFAULT_TOPOLOGY, input_shape=(1, 8, 8), **spec_changes):
+    spec = PRESETS["winograd"].replace(mult_lanes=lanes, **spec_changes)
     return random_deployment(spec, seed=seed, topology=topology, winograd_density=density, linear_int_bits=8,
                              input_shape=input_shape)
 
@@ -90,6 +92,9 @@ def check_against_models(dep, q, results):
          input_shape=(1, 6, 6)),
     # dense Winograd weights, 2 lanes, pool of 3
     dict(seed=3, lanes=2, density=1.0, topology=(("wconv", 4), ("pool", 3), ("linear", 5)), input_shape=(3, 7, 7)),
+    # 6-bit activations, 5-bit Winograd weights
+    dict(seed=4, lanes=4, topology=(("wconv", 5), ("wconv", 3), ("linear", 4)), input_shape=(1, 4, 5),
+         act_bits=6, winograd_weight_bits=5),
 ])
 def test_top_matches_reference_and_cycle_model(case):
     case = dict(case)
@@ -97,6 +102,20 @@ def test_top_matches_reference_and_cycle_model(case):
     dep = synthetic(seed, **case)
     q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))
     check_against_models(dep, q, simulate_top(dep, q, seed=seed))
+
+
+def test_top_without_padding():
+    """A Winograd layer with padding 0 (Ho = H - 2, odd: a partial tile) before the classifier."""
+    base = synthetic(6, topology=(("wconv", 3), ("linear", 4)), input_shape=(2, 7, 7))
+    conv = dataclasses.replace(base.layers[0], padding=0)
+    rng = np.random.default_rng(6)
+    w = rng.integers(-127, 128, size=(4, int(np.prod(conv.out_shape))))
+    w[rng.random(w.shape) < 0.3] = 0
+    lin = dataclasses.replace(base.layers[1], in_shape=conv.out_shape, weight=w.astype(np.int8))
+    dep = base.replace(layers=(conv, lin)).validate()
+    assert conv.out_shape == (3, 5, 5)
+    q = rng.integers(0, 256, size=(2, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=6))
 
 
 @pytest.mark.slow
