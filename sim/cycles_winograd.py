@@ -11,8 +11,9 @@ loop. Per layer:
 * max-pool: outputs * k * k + 1.
 
 ideal_mac_cycles = ceil(nonzero multiplies / L), nonzero multiplies = nnz(U) * T (Winograd) or
-nnz(W) (linear). `cycles` counts compute only: loading the image (one beat per activation) and
-taking the scores (the output FIFO fills during the last layer) come on top.
+nnz(W) (linear). `cycles` counts compute only: loading the image (one beat per activation) comes on
+top, and `busy` falls 3 cycles after the compute ends when the scores are taken at full rate (they
+leave the output FIFO while the last layer still runs): io_cycles = inputs + 3.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def predict(dep) -> dict:
     by_stage = program.stage_cycles()
     layers = [{"name": layer.name, **{k: v for k, v in by_stage[i].items() if k != "name"}}
               for i, layer in enumerate(dep.layers)]
-    io = int(np.prod(dep.input_shape)) + program.n_scores + 2
+    # one beat per input activation; the scores leave the FIFO while the last layer still runs, and
+    # `busy` falls 3 cycles after the last push (FIFO latency 2, then the controller sees it empty)
+    io = int(np.prod(dep.input_shape)) + 3
     return {"layers": layers, "io_cycles": io}
 
 
