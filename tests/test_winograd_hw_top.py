@@ -231,3 +231,32 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
         (results,) = build.glob("rtl-*/results.json")
         mismatches = json.loads(results.read_text())["mismatches"]
     assert mismatches > 0
+
+
+def test_io_cycles_at_full_rate():
+    """From the first input beat to `busy` falling, with both streams at full rate: compute + io_cycles."""
+    dep = synthetic(8, topology=(("wconv", 4), ("pool", 2), ("linear", 3)), input_shape=(1, 6, 6))
+    top = WinogradAccelerator(dep)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(top.o_stream.ready, 1)
+        total = 0
+        for v in range(int(np.prod(dep.input_shape))):
+            ctx.set(top.i_stream.valid, 1)
+            ctx.set(top.i_stream.payload, v)
+            await ctx.tick()
+            total += 1
+        ctx.set(top.i_stream.valid, 0)
+        while ctx.get(top.busy):
+            await ctx.tick()
+            total += 1
+        seen["total"], seen["compute"] = total, ctx.get(top.cycles)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    report = predict(dep)
+    assert seen["compute"] == sum(l["cycles"] for l in report["layers"])
+    assert seen["total"] == seen["compute"] + report["io_cycles"], (seen, report["io_cycles"])
