@@ -362,14 +362,16 @@ class TernaryAccelerator(wiring.Component):
             qw = nxt
 
         # -- writer: pool max and write to the next stage's buffer (or the scores) -----------------
-        mx = Array(Signal(spec.act_bits, name=f"poolmax{r}") for r in range(rows))
+        # running maxima of the pool window, one per channel of the group, in a rotating register:
+        # every job emits its pe_rows channels in order, so the head is always the current channel's
+        mx = [Signal(spec.act_bits, name=f"poolmax{r}") for r in range(rows)]
         pooled = Signal(spec.act_bits)
-        m.d.comb += pooled.eq(Mux(qw.win_first | (rq.o_act > mx[qw.r]), rq.o_act, mx[qw.r]))
+        m.d.comb += pooled.eq(Mux(qw.win_first | (rq.o_act > mx[0]), rq.o_act, mx[0]))
         write = rq.o_valid & qw.win_last & (qw.o < K["cout"])
         waddr = Signal(abits + 2)
         m.d.comb += waddr.eq(K["out_base"] + qw.choff + qw.pix_out)
         with m.If(rq.o_valid):
-            m.d.sync += mx[qw.r].eq(pooled)
+            m.d.sync += [mx[r].eq(mx[r + 1]) for r in range(rows - 1)] + [mx[rows - 1].eq(pooled)]
         m.d.comb += layer_done.eq(rq.o_valid & qw.layer_last)
         with m.If(write & (state != LOAD)):
             with m.If(K["scores"]):
