@@ -158,9 +158,12 @@ def kept_tiles(layer, grid: TileGrid) -> np.ndarray:
         full = np.zeros((og * rows, tg * tpt, c), dtype=bool)
         full[:o, :t, :] = nz.transpose(0, 2, 1)
         return full.reshape(og, rows, tg, tpt * c).any(axis=(1, 3))[:, :, None]
-    full = np.zeros((og * rows, cg * cols, t), dtype=bool)
-    full[:o, :c, :] = nz
-    return full.reshape(og, rows, cg, cols, t).any(axis=(1, 3)).transpose(0, 2, 1)
+    if c % cols:
+        nz = np.concatenate([nz, np.zeros((o, cg * cols - c, t), dtype=bool)], axis=1)
+    per_group = nz.reshape(o, cg, cols, t).any(axis=2)          # [o, cg, t]
+    if o % rows:
+        per_group = np.concatenate([per_group, np.zeros((og * rows - o, cg, t), dtype=bool)], axis=0)
+    return per_group.reshape(og, rows, cg, t).any(axis=1).transpose(0, 2, 1)
 
 
 def plan(dep: Deployment) -> list[Stage]:
