@@ -33,5 +33,8 @@ def run(args) -> int:
     print(f"{report['board']} ({report['device']}): {report['luts']} LUTs ({report['logic_cells']} logic cells), "
           f"{report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs; "
           f"fmax {report['fmax_mhz']} MHz, target {report['target_mhz']:g} MHz: timing {timing}")
+    cp = report.get("critical_path")
+    if cp and not report["timing_met"]:
+        print(f"critical path {cp['delay_ns']:.2f} ns ({cp['steps']} steps): {cp['from']} -> {cp['to']}")
     print(f"bitstream: {args.out}/{report['bitstream']} (sha256 {report['bitstream_sha256'][:16]}...)")
     return 0
