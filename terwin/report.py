@@ -145,14 +145,17 @@ def plot_accuracy(runs: list[ModelRun]) -> bytes | None:
         ax.plot([p[1] * 100 for p in pts], [p[2] for p in pts], marker=marker, color=color, label=label)
         for p in pts:
             ax.annotate(p[4], (p[1] * 100, p[2]), textcoords="offset points", xytext=(4, -12), fontsize=7)
-    floats = [100 * p[3] for p in points if isinstance(p[3], (int, float))]
-    if floats:
-        ax.axhline(max(floats), color="grey", linestyle="--", linewidth=1, label="float model")
+        floats = [100 * p[3] for p in pts if isinstance(p[3], (int, float))]
+        if floats:  # the float baseline of this family (mean over its runs)
+            ax.axhline(sum(floats) / len(floats), color=color, linestyle="--", linewidth=1,
+                       label=f"{family} float model")
+    ax.margins(x=0.12, y=0.15)
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("integer model test accuracy (%)")
-    ax.set_title("Accuracy vs sparsity (digits, 450 test images)")
+    n_test = {(r.compress or {}).get("test_images") for r in runs} - {None}
+    ax.set_title("Accuracy vs sparsity" + (f" ({n_test.pop()} test images)" if len(n_test) == 1 else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     return _png(fig)
 
 
@@ -343,9 +346,17 @@ def _model_rows(runs):
         rows.append([run.name, run.family, _fmt(100 * acc if isinstance(acc, (int, float)) else None) + ("%" if acc is not None else ""),
                      _fmt(100 * fl if isinstance(fl, (int, float)) else None) + ("%" if fl is not None else ""),
                      f"{100 * sp:.1f}% ({key.replace('_', ' ')})" if sp is not None else "–",
-                     f"{c['compression_ratio']:.1f}x" if isinstance(c.get("compression_ratio"), (int, float)) else "–",
+                     _compression(run),
                      _fmt(cyc), _fmt(ratio, 3), check])
     return header, rows
+
+
+def _compression(run: ModelRun) -> str:
+    ratio = (run.compress or {}).get("compression_ratio")
+    if not isinstance(ratio, (int, float)) and run.deployment is not None:
+        from .stats import model_stats
+        ratio = model_stats(run.deployment)["totals"]["compression_ratio"]
+    return f"{ratio:.1f}x" if isinstance(ratio, (int, float)) else "–"
 
 
 def missing_notes(runs: list[ModelRun]) -> list[str]:
