@@ -119,7 +119,7 @@ REGULARIZERS = {"wpc": WeightPenaltyClipping, "group-lasso": GroupLasso}
 # -- sparsity allocation -----------------------------------------------------------------------
 
 def allocate(tile_counts: list[int], target: float, *, dense: tuple[int, ...] = (0,)) -> list[int]:
-    """Tiles to prune per layer so that the pruned fraction of all tiles is round(target * total).
+    """Tiles to prune per layer so that the pruned fraction of all tiles is ceil(target * total) / total.
 
     Layers listed in `dense` (the first layer: 1 input channel, a handful of tiles that every later
     layer depends on) keep all their tiles; the others are pruned at one common rate, remainders
@@ -128,7 +128,7 @@ def allocate(tile_counts: list[int], target: float, *, dense: tuple[int, ...] = 
     if not 0 <= target < 1:
         raise TerwinError(f"tile sparsity must lie in [0, 1), not {target!r}")
     total = sum(tile_counts)
-    want = round(target * total)
+    want = math.ceil(target * total - 1e-9)  # never below the target
     prunable = [i for i in range(len(tile_counts)) if i not in dense]
     capacity = sum(tile_counts[i] for i in prunable)
     if want > capacity:

@@ -84,9 +84,15 @@ def test_allocation_hits_target_and_keeps_first_layer_dense(target):
     counts = [4, 72, 288, 64]  # the digits net on pe8x8
     pruned = allocate(counts, target)
     assert pruned[0] == 0
-    assert sum(pruned) == round(target * sum(counts))
+    assert sum(pruned) == int(np.ceil(target * sum(counts) - 1e-9))
+    assert sum(pruned) / sum(counts) >= target
     rates = [p / c for p, c in zip(pruned[1:], counts[1:])]
     assert max(rates) - min(rates) <= 1.0 / min(counts[1:]) + 1e-12, rates
+
+
+def test_allocation_rounds_up():
+    pruned = allocate([2, 36, 144, 32], 0.75)  # the digits net on pe8x16: 160.5 tiles -> 161
+    assert sum(pruned) == 161 and pruned[0] == 0
 
 
 def test_allocation_rejects_impossible_targets():
