@@ -12,7 +12,7 @@ Ports (shared with the Winograd engine; see docs/hardware.md):
 Schedule (one stage = a conv/linear layer with its max-pool fused): for each output group of
 `pe_rows` channels, for each pooled output pixel, for each position in its pool window, the
 controller issues the group's kept tiles, one per cycle. The pipeline: decoder (2) -> lane
-addresses / activation banks (1) -> PE array (1 + log2 pe_cols) -> accumulators. At a job's last
+addresses / activation banks (1) -> activation register (1) -> PE array (1 + log2 pe_cols) -> accumulators. At a job's last
 tile the `pe_rows` sums move to a shadow register that the requantizer drains, one channel per
 cycle, while the array already works on the next job; when the shadow is still busy at a job's end
 the whole MAC pipeline stalls (`stall`). `terwin.sim.cycles_ternary` models this schedule exactly.
@@ -294,11 +294,18 @@ class TernaryAccelerator(wiring.Component):
             with m.If(en):
                 m.d.sync += lane_valid3[lane].eq((iy >= 0) & (iy < K["H"]) & (ix >= 0) & (ix < K["W"]))
 
-        # -- PE array (3 -> 3 + latency) -----------------------------------------------------------
-        for lane in range(cols):
-            m.d.comb += pe.acts[lane].eq(Mux(lane_valid3[lane], banks_rd[lane].data, 0))
-        m.d.comb += [pe.codes.eq(codes3), pe.en.eq(en)]
-        ctx_pe = ctx3
+        # -- activation register (3 -> 4): the block RAM output goes straight into a register ---------
+        acts4 = Signal.like(pe.acts)
+        codes4 = Signal.like(codes3)
+        ctx4 = Signal(tile)
+        with m.If(en):
+            m.d.sync += [codes4.eq(codes3), ctx4.eq(ctx3)]
+            for lane in range(cols):
+                m.d.sync += acts4[lane].eq(Mux(lane_valid3[lane], banks_rd[lane].data, 0))
+
+        # -- PE array (4 -> 4 + latency) -----------------------------------------------------------
+        m.d.comb += [pe.acts.eq(acts4), pe.codes.eq(codes4), pe.en.eq(en)]
+        ctx_pe = ctx4
         for i in range(pe.latency):
             nxt = Signal(tile, name=f"ctx_pe{i}")
             with m.If(en):

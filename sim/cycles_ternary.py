@@ -5,8 +5,8 @@ no per-cycle loop. Per stage (a conv/linear layer with its fused max-pool), with
 
 * jobs run output group by output group; group g has J = pooled pixels x pool_k**2 jobs of n_g
   tiles (its kept tiles, at least 1); the array issues one tile per cycle: mac_cycles = sum J * n_g;
-* a tile reaches the accumulators A = 4 + log2(pe_cols) cycles after issue (decoder 2, activation
-  read 1, PE products 1, adder tree log2(pe_cols));
+* a tile reaches the accumulators A = 5 + log2(pe_cols) cycles after issue (decoder 2, activation
+  read 1, activation register 1, PE products 1, adder tree log2(pe_cols));
 * the sums of job j move to the shadow register at c_j = c_(j-1) + max(n_j, R): the requantizer
   drains the shadow one channel per cycle and the array stalls when a job ends before that;
 * the last channel is written 6 cycles after its shadow load + R - 1 (parameter read 1, requantizer 4),
@@ -26,7 +26,7 @@ REQUANT_TAIL = 6   # shadow load -> last write of a job is R + 5 cycles; +1 to c
 
 
 def pipeline_depth(spec) -> int:
-    return 4 + (spec.pe_cols - 1).bit_length()
+    return 5 + (spec.pe_cols - 1).bit_length()
 
 
 def predict(dep) -> dict:
