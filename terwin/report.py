@@ -36,6 +36,7 @@ class ModelRun:
     builds: list[dict] = field(default_factory=list)
     deployment: object | None = None
     problems: list[str] = field(default_factory=list)
+    simulate_derived: bool = False  # simulate figures computed from model.terwin, not read from simulate.json
 
     @property
     def family(self) -> str:
@@ -94,6 +95,13 @@ def collect(root) -> list[ModelRun]:
                 run.deployment = fileformat.load(d / "model.terwin")
             except TerwinError as e:
                 run.problems.append(f"model.terwin: {e}")
+        if run.simulate is None and run.deployment is not None:  # the cycle model is cheap: run it here
+            from terwin.sim import cycles
+            try:
+                run.simulate = cycles.predict(run.deployment)
+                run.simulate_derived = True
+            except TerwinError as e:
+                run.problems.append(f"cycle model: {e}")
         runs.append(run)
     return runs
 
@@ -365,6 +373,8 @@ def missing_notes(runs: list[ModelRun]) -> list[str]:
         lacks = [name for name, have in (("compress.json", run.compress), ("verify.json", run.verify),
                                          ("simulate.json", run.simulate), ("model.terwin", run.deployment))
                  if have is None]
+        if run.simulate_derived:
+            notes.append(f"{run.name}: no simulate.json; cycles computed from model.terwin with the cycle model")
         if lacks:
             notes.append(f"{run.name}: no {', '.join(lacks)}")
         notes += [f"{run.name}: {p}" for p in run.problems]
