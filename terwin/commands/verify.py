@@ -2,7 +2,8 @@
 
 Streams digits test images through the generated top (or the given Verilog), compares every score
 bit for bit with `terwin.sim.reference` and reports per-layer cycles next to the cycle model's.
-Exit 0: all equal; 1: a mismatch (the first is printed and a VCD of that image kept); 2: user error.
+Exit 0: all equal; 1: a mismatch (the first is printed and a VCD of that image kept), or the generated
+design's cycles differ from `terwin simulate`'s (for `--rtl` designs that is only noted); 2: user error.
 """
 from __future__ import annotations
 
@@ -82,5 +83,13 @@ def run(args) -> int:
               f"layer {fm['layer']}, output {fm['output']}: expected {fm['expected']}, got {fm['got']}"
               + (f"; waves in {res.vcd}" if res.vcd else ""))
         return 1
+    if not report["cycles_match_model"]:
+        diff = next(l for l in layers if l["cycles"] != l["predicted_cycles"])
+        where = (f"layer {diff['name']}: RTL {diff['cycles']} cycles, model {diff['predicted_cycles']}")
+        if args.rtl is None:
+            # The generated design and `terwin simulate` must agree exactly; a difference is a terwin bug.
+            print(f"CYCLES DIFFER from the cycle model ({where}); please report this as a terwin bug")
+            return 1
+        print(f"note: the given RTL's cycles differ from the cycle model ({where})")
     print(f"OK: {res.images} image(s), 0 mismatches")
     return 0
