@@ -9,6 +9,7 @@ import numpy as np
 
 from . import intmath
 from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
+from .network import random_ternary_layer, unit_requant
 from .spec import HardwareSpec
 
 # (kind, arg): ("conv", out_channels) 3x3 pad 1, ("wconv", out_channels) Winograd 3x3 pad 1,
@@ -43,26 +44,19 @@ def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPO
                 u[rng.random(u.shape) >= winograd_density] = 0
                 proto = WinogradConv2d(name=name, in_shape=shape, out_channels=out, tile=spec.winograd_tile,
                                        weight=u.astype(np.int16 if lim > 127 else np.int8),
-                                       weight_bits=spec.winograd_weight_bits, **_unit_requant(out))
+                                       weight_bits=spec.winograd_weight_bits, **unit_requant(out))
             elif kind == "linear" and linear_int_bits is not None:
                 lim = (1 << (linear_int_bits - 1)) - 1
                 w = rng.integers(-lim, lim + 1, size=(out, int(np.prod(shape))))
                 w[rng.random(w.shape) < zero_fraction] = 0
                 proto = Linear(name=name, in_shape=shape, out_channels=out, weight=w.astype(np.int16 if lim > 127 else np.int8),
-                               weight_code="int", weight_bits=linear_int_bits, **_unit_requant(out))
+                               weight_code="int", weight_bits=linear_int_bits, **unit_requant(out))
             else:
                 wshape = (out, shape[0], 3, 3) if kind == "conv" else (out, int(np.prod(shape)))
-                w = rng.choice(np.array([-1, 1], dtype=np.int8), size=wshape)
-                w[rng.random(wshape) < zero_fraction] = 0
                 cls = Conv2d if kind == "conv" else Linear
                 extra = dict(kernel=3, stride=1, padding=1) if kind == "conv" else {}
-                proto = cls(name=name, in_shape=shape, out_channels=out, weight=w, **extra, **_unit_requant(out))
-                grid = proto.tile_grid(spec)
-                mask = (rng.random(grid.shape) >= tile_sparsity).astype(np.uint8)
-                mask[:, 0, 0] = 1  # every output group keeps a tile
-                w = (w * grid.expand(mask).reshape(wshape)).astype(np.int8)
-                proto = cls(name=name, in_shape=shape, out_channels=out, weight=w, tile_mask=mask,
-                            **extra, **_unit_requant(out))
+                proto = random_ternary_layer(cls, dict(name=name, in_shape=shape, out_channels=out, **extra),
+                                             wshape, spec, rng, tile_sparsity, zero_fraction)
             acc = reference.layer_acc(proto, x)
             bias = rng.integers(-4, 5, size=out) * max(1, int(np.std(acc)) // 8)
             if last:
@@ -80,11 +74,6 @@ def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPO
     dep = Deployment(spec=spec, input_shape=tuple(input_shape), input_scale=1.0 / act_max, layers=tuple(layers),
                      meta={"family": "synthetic", "seed": seed})
     return dep.validate()
-
-
-def _unit_requant(out: int) -> dict:
-    return dict(bias=np.zeros(out, dtype=np.int64), multiplier=np.ones(out, dtype=np.int64),
-                shift=np.ones(out, dtype=np.int64))
 
 
 def _with(layer, **changes):

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from terwin import fileformat
+from terwin import fileformat, network
 from terwin.cli import main
-from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
+from terwin.deployment import MaxPool2d
 from terwin.sim import cycles
 from terwin.spec import PE4X4, PE8X8, PE8X16
 from terwin.synthetic import random_deployment
+
+RESNET18 = Path(__file__).parents[1] / "examples" / "resnet18.json"
 
 
 @pytest.mark.parametrize("spec", [PE4X4, PE8X8, PE8X16], ids=lambda s: s.name)
@@ -62,34 +65,10 @@ def test_pruned_tiles_cost_no_mac_cycles():
     assert ratio <= 0.30
 
 
-def resnet18_like(spec, seed=0):
-    """ResNet-18-sized chain of ternary convs (no skips), built without per-weight Python loops."""
-    rng = np.random.default_rng(seed)
-    plan = [(3, 64, 7, 2, 3, 112)] + [(64, 64, 3, 1, 1, 56)] * 4 + [(64, 128, 3, 2, 1, 28)] + \
-        [(128, 128, 3, 1, 1, 28)] * 3 + [(128, 256, 3, 2, 1, 14)] + [(256, 256, 3, 1, 1, 14)] * 3 + \
-        [(256, 512, 3, 2, 1, 7)] + [(512, 512, 3, 1, 1, 7)] * 3
-    layers, shape = [], (3, 224, 224)
-    for i, (cin, cout, k, s, p, _) in enumerate(plan):
-        from terwin.tiling import TileGrid
-        grid = TileGrid.for_weight((cout, cin, k, k), spec)
-        w = rng.integers(-1, 2, size=(cout, cin, k, k)).astype(np.int8)
-        mask = (rng.random(grid.shape) >= 0.5).astype(np.uint8)
-        unit = dict(bias=np.zeros(cout, dtype=np.int64), multiplier=np.ones(cout, dtype=np.int64),
-                    shift=np.ones(cout, dtype=np.int64))
-        layer = Conv2d(name=f"conv{i}", in_shape=shape, out_channels=cout, kernel=k, stride=s, padding=p,
-                       weight=w, tile_mask=mask, **unit)
-        layers.append(layer)
-        shape = layer.out_shape
-    lin = Linear(name="fc", in_shape=shape, out_channels=1000, weight=np.zeros((1000, int(np.prod(shape))), np.int8),
-                 bias=np.zeros(1000, dtype=np.int64), multiplier=np.ones(1000, dtype=np.int64),
-                 shift=np.ones(1000, dtype=np.int64), relu=False)
-    return Deployment(spec=spec, input_shape=(3, 224, 224), input_scale=1 / 255, layers=tuple(layers) + (lin,))
-
-
 def test_model_answers_for_a_resnet18_sized_network():
-    dep = resnet18_like(PE8X8)
-    rep = cycles.predict(dep)  # no per-tile or per-cycle Python loop: well under a second here
-    assert len(rep["layers"]) == 18
+    dep = network.load_network(RESNET18, PE8X8)
+    rep = cycles.predict(dep)  # no per-tile or per-cycle Python loop: milliseconds
+    assert len(rep["layers"]) == 20 and dep.layers[-1].out_shape == (1000, 1, 1)
     first = rep["layers"][0]
     conv0 = dep.layers[0]
     kept = np.maximum(conv0.tile_mask.sum(axis=(1, 2)), 1)

@@ -51,3 +51,19 @@ def test_linear_layer_is_a_conv_over_its_whole_input():
     assert grid.shape == (3, 4, 4)
     # lane l of tile (og=0, tg=t, cg) reads input feature c*HW + t, as torch.flatten orders (C, H, W)
     assert grid.index[0, 1, 2, 0, 3] == (2 * 8 + 3) * 4 + 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=pow2, cols=pow2, out=st.integers(1, 20), cin=st.integers(1, 20), k=st.sampled_from([1, 3, 5]))
+def test_index_follows_lane_source(rows, cols, out, cin, k):
+    """The vectorised index table is exactly the per-lane definition."""
+    grid = TileGrid.for_weight((out, cin, k, k), HardwareSpec(pe_rows=rows, pe_cols=cols))
+    for tg in range(grid.tap_groups):
+        for cg in range(grid.channel_groups):
+            for lane in range(cols):
+                src = grid.lane_source(tg, cg, lane)
+                for og in range(grid.out_groups):
+                    for r in range(rows):
+                        o = og * rows + r
+                        want = -1 if src is None or o >= out else (o * cin + src[1]) * k * k + src[0]
+                        assert grid.index[og, tg, cg, r, lane] == want

@@ -1,20 +1,60 @@
-"""`terwin simulate MODEL [--json OUT]`: per-layer cycles from the exact cycle model, and throughput."""
+"""`terwin simulate MODEL|NET.json [--spec PRESET|spec.json] [--json OUT]`: per-layer cycles from the
+exact cycle model, and throughput at the spec's clock.
+
+MODEL is a `.terwin` file; `--spec` then re-targets it to another array shape or clock (the tile
+masks are re-derived from the weights when the PE array changes). NET.json is a network description
+(`terwin.network`): layer shapes only, weights drawn at random, for networks terwin did not train.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
+
 from terwin import fileformat
+from terwin.errors import SpecError
+from terwin.spec import load_spec
+
+# What a trained model fixes: a different value would be a different model, not another array.
+_MODEL_FIELDS = ("act_bits", "weight_format", "winograd_tile", "winograd_weight_bits")
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="a .terwin model file")
+    parser.add_argument("model", help="a .terwin model file, or a network description .json (see terwin.network)")
+    parser.add_argument("--spec", help="hardware spec: a preset name or a spec .json file "
+                                       "(default: the model's own; pe8x8 for a network description)")
     parser.add_argument("--json", help="write the report as JSON to this file")
 
 
+def retarget(dep, spec):
+    """The same model on another array shape / clock: re-derive the tile masks when the tiles change."""
+    for name in _MODEL_FIELDS:
+        if getattr(spec, name) != getattr(dep.spec, name):
+            raise SpecError(f"--spec {spec.name}: the model was compressed with {name}={getattr(dep.spec, name)!r}; "
+                            f"another spec may change only pe_rows, pe_cols, mult_lanes and clock_mhz")
+    if (spec.pe_rows, spec.pe_cols) == (dep.spec.pe_rows, dep.spec.pe_cols):
+        return dep.replace(spec=spec)
+    layers = tuple(dataclasses.replace(l, tile_mask=l.tile_grid(spec).occupied(l.weight).astype(np.uint8))
+                   if getattr(l, "tile_mask", None) is not None else l for l in dep.layers)
+    return dep.replace(spec=spec, layers=layers).validate()
+
+
 def run(args) -> int:
+    from terwin import network
     from terwin.sim import cycles
-    dep = fileformat.load(args.model)
+
+    try:
+        is_net = network.is_network_file(args.model)
+    except OSError as exc:
+        raise SpecError(f"cannot read {args.model}: {exc.strerror}") from None
+    if is_net:
+        dep = network.load_network(args.model, load_spec(args.spec))
+    else:
+        dep = fileformat.load(args.model)
+        if args.spec is not None:
+            dep = retarget(dep, load_spec(args.spec))
     report = cycles.predict(dep)
     print(cycles.format_report(report))
     if args.json:
