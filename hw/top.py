@@ -159,7 +159,9 @@ class TernaryAccelerator(wiring.Component):
         max_og = max(s.out_groups for s in stages)
         og = Signal(range(max(2, max_og)))
         og_next = Signal(range(len(p.og_counts) + 1))
-        cur_n = Signal(range(max_og_n + 1))
+        # kept tiles of the current output group, minus one (at least one is kept): comparing t with it
+        # directly keeps a subtractor's carry chain off the issue path (an iCE40 critical path)
+        cur_last = Signal(range(max_og_n + 1))
         t = Signal(range(max_og_n + 1))
         wptr = Signal(range(max(2, p.weight_word_count + 1)))
         og_start = Signal.like(wptr)
@@ -220,7 +222,7 @@ class TernaryAccelerator(wiring.Component):
                     m.d.sync += l_choff.eq(l_choff + hw0)
                 with m.If(l_ch == c0 - 1):
                     m.d.sync += [state.eq(RUN), stage.eq(0), l_ch.eq(0), l_choff.eq(0), cycles.eq(0),
-                                 wptr.eq(0), og_start.eq(0), cur_n.eq(ord_.data), og_next.eq(1)]
+                                 wptr.eq(0), og_start.eq(0), cur_last.eq(ord_.data - 1), og_next.eq(1)]
                     m.d.sync += [c.eq(0) for c in st_cycles] + [c.eq(0) for c in st_macs]
                     reset_job_counters()
             with m.Else():
@@ -229,7 +231,7 @@ class TernaryAccelerator(wiring.Component):
         # -- issue (stage 0) ---------------------------------------------------------------------
         ctx0 = Signal(tile)
         issuing = (state == RUN) & en
-        tile_last = t == cur_n - 1
+        tile_last = t == cur_last
         win_first = (dy == 0) & (dx == 0)
         win_last = (dy == K["win_last"]) & (dx == K["win_last"])
         pix_last = (py == K["py_last"]) & (px == K["px_last"])
@@ -267,7 +269,7 @@ class TernaryAccelerator(wiring.Component):
                                 # output group done: next group's words follow this one's
                                 m.d.sync += [py.eq(0), ybase.eq(0), yW.eq(0), pix_out.eq(0),
                                              wptr.eq(wptr + 1), og_start.eq(wptr + 1),
-                                             cur_n.eq(ord_.data), og_next.eq(og_next + 1)]
+                                             cur_last.eq(ord_.data - 1), og_next.eq(og_next + 1)]
                                 with m.If(((og + 1) & K["og_chmask"]) == 0):
                                     m.d.sync += og_chbase.eq(og_chbase + K["og_chstep"])
                                 with m.If(~og_last):
@@ -320,7 +322,10 @@ class TernaryAccelerator(wiring.Component):
         shadow_job = Signal(job)
         rq_r = Signal(range(rows))
         rq_choff = Signal.like(og_chbase)
-        freeing = shadow_valid & (rq_r == rows - 1)
+        # rq_last == (rq_r == rows - 1), kept in a register: `freeing` feeds the stall, whose fan-out
+        # (every pipeline enable) is the iCE40's critical path, so it must not wait for a comparator
+        rq_last = Signal(init=int(rows == 1))
+        freeing = shadow_valid & rq_last
         m.d.comb += stall.eq(acc_ctx.valid & acc_ctx.last & shadow_valid & ~freeing)
         load_shadow = acc_ctx.valid & acc_ctx.last & en
 
@@ -340,14 +345,14 @@ class TernaryAccelerator(wiring.Component):
             m.d.sync += [qa_acc.eq(shadow[rq_r]), qa.o.eq(o_cur), qa.choff.eq(rq_choff),
                          qa.pix_out.eq(shadow_job.pix_out), qa.win_first.eq(shadow_job.win_first),
                          qa.win_last.eq(shadow_job.win_last), qa.layer_last.eq(shadow_job.layer_last & freeing),
-                         qa.r.eq(rq_r), rq_r.eq(rq_r + 1)]
+                         qa.r.eq(rq_r), rq_r.eq(rq_r + 1), rq_last.eq((rq_r == rows - 2) if rows > 1 else 1)]
             with m.If(K["banked_out"]):
                 with m.If(((o_cur + 1) & (cols - 1)) == 0):
                     m.d.sync += rq_choff.eq(rq_choff + K["HWo"])
             with m.Else():
                 m.d.sync += rq_choff.eq(rq_choff + K["HWo"])
             with m.If(freeing):
-                m.d.sync += [shadow_valid.eq(0), rq_r.eq(0)]
+                m.d.sync += [shadow_valid.eq(0), rq_r.eq(0), rq_last.eq(rows == 1)]
 
         for r in range(rows):
             total = Signal(signed(p.acc_bits), name=f"total{r}")
@@ -357,7 +362,8 @@ class TernaryAccelerator(wiring.Component):
                 with m.If(acc_ctx.last):
                     m.d.sync += shadow[r].eq(total)
         with m.If(load_shadow):
-            m.d.sync += [shadow_valid.eq(1), shadow_job.eq(acc_ctx.job), rq_r.eq(0), rq_choff.eq(acc_ctx.job.chbase)]
+            m.d.sync += [shadow_valid.eq(1), shadow_job.eq(acc_ctx.job), rq_r.eq(0), rq_last.eq(rows == 1),
+                         rq_choff.eq(acc_ctx.job.chbase)]
 
         # requant stage b: parameters arrive -> requantizer
         m.d.comb += [rq.i_valid.eq(qa_valid), rq.i_acc.eq(qa_acc), rq.i_bias.eq(prd.data.bias),

@@ -12,7 +12,7 @@ from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
 from terwin.hw.engine import build_top
 from terwin.hw.ternary_sim import run_images
 from terwin.sim import cycles, reference
-from terwin.spec import PE4X4, PE8X8, PE8X16
+from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
 from terwin.synthetic import random_deployment
 
 
@@ -71,7 +71,11 @@ def check_top(dep, *, images=2, pause=0.25, seed=0):
     (PE4X4, dict(seed=1, topology=(("conv", 12), ("pool", 2), ("conv", 20), ("linear", 10)), input_shape=(1, 6, 6))),
     (PE8X8, dict(seed=2, topology=(("conv", 12), ("conv", 20), ("pool", 2), ("linear", 7)), input_shape=(3, 6, 6))),
     (PE8X16, dict(seed=3, topology=(("conv", 20), ("pool", 2), ("conv", 12), ("linear", 5)), input_shape=(2, 6, 6))),
-], ids=["pe4x4", "pe8x8", "pe8x16"])
+    (HardwareSpec(pe_rows=1, pe_cols=4), dict(seed=5, topology=(("conv", 3), ("pool", 2), ("conv", 5), ("linear", 4)),
+                                             input_shape=(2, 6, 6))),
+    (HardwareSpec(pe_rows=2, pe_cols=1), dict(seed=6, topology=(("conv", 3), ("conv", 2), ("linear", 3)),
+                                             input_shape=(1, 5, 5))),
+], ids=["pe4x4", "pe8x8", "pe8x16", "pe1x4", "pe2x1"])
 def test_whole_network_with_back_pressure(spec, kw):
     check_top(random_deployment(spec, **kw))
 

@@ -18,8 +18,12 @@ DEMO_MODEL = "ternary-50"
 
 def add_arguments(parser):
     parser.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
-    parser.add_argument("--images", default="100",
-                        help="test images to run through the RTL simulation: a number or 'all' (default: 100)")
+    parser.add_argument("--images", default="50",
+                        help="test images to run through the RTL simulation of each ternary model: a number or "
+                             "'all' (default: 50)")
+    parser.add_argument("--winograd-images", default="20",
+                        help="test images for the Winograd engine's RTL simulation, which takes about 2 s "
+                             "per image in Icarus (default: 20)")
     parser.add_argument("--board", default="icebreaker", help="board to build for (default: icebreaker)")
     parser.add_argument("--no-build", action="store_true", help="skip the bitstream build")
     parser.add_argument("--no-winograd", action="store_true", help="skip the Winograd family")
@@ -41,19 +45,20 @@ def run(args) -> int:
     stages = []
     for sparsity in DEFAULT_SPARSITIES:
         name = f"ternary-{round(sparsity * 100)}"
-        stages.append((f"compress {name}", ["compress", "--family", "ternary", "--tile-sparsity", str(sparsity),
-                                            "--seed", str(args.seed), "--out", str(out / name)]))
+        stages += [
+            (f"compress {name}", ["compress", "--family", "ternary", "--tile-sparsity", str(sparsity),
+                                  "--seed", str(args.seed), "--out", str(out / name)]),
+            (f"simulate {name}", ["simulate", str(out / name / "model.terwin"), "--json", str(out / name / "simulate.json")]),
+            (f"verify {name}", ["verify", str(out / name / "model.terwin"), "--images", str(args.images),
+                                "--json", str(out / name / "verify.json")]),
+        ]
     model = out / DEMO_MODEL / "model.terwin"
-    stages += [
-        ("generate", ["generate", str(model), "--out", str(out / DEMO_MODEL / "rtl")]),
-        ("verify", ["verify", str(model), "--images", str(args.images), "--json", str(out / DEMO_MODEL / "verify.json")]),
-        ("simulate", ["simulate", str(model), "--json", str(out / DEMO_MODEL / "simulate.json")]),
-    ]
+    stages.append(("generate", ["generate", str(model), "--out", str(out / DEMO_MODEL / "rtl")]))
     if not args.no_winograd:
         wmodel = out / "winograd" / "model.terwin"
         stages += [
             ("compress winograd", ["compress", "--family", "winograd", "--seed", str(args.seed), "--out", str(out / "winograd")]),
-            ("verify winograd", ["verify", str(wmodel), "--images", str(args.images),
+            ("verify winograd", ["verify", str(wmodel), "--images", str(args.winograd_images),
                                  "--json", str(out / "winograd" / "verify.json")]),
             ("simulate winograd", ["simulate", str(wmodel), "--json", str(out / "winograd" / "simulate.json")]),
         ]
