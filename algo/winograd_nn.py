@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from terwin import winograd
+from terwin.algo.quant import round_half_up_ste
 
 MODES = ("spatial", "winograd", "joint")
 
@@ -96,20 +97,9 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, *, padding: int, m: int = 
 
 # -- quantizers (callable strategies) ------------------------------------------------------------
 
-class _RoundSTE(torch.autograd.Function):
-    """floor(x + 1/2) forward (the integer contract's rounding), identity backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return torch.floor(x + 0.5)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
-def round_half_up(x: torch.Tensor) -> torch.Tensor:
-    return _RoundSTE.apply(x)
+# the integer contract's rounding, floor(x + 1/2), with a straight-through gradient: shared with the
+# ternary family so both quantize activations the same way
+round_half_up = round_half_up_ste
 
 
 class PerChannelQuant:

@@ -38,6 +38,13 @@ def score_bytes(score_bits: int) -> int:
     return -(-score_bits // 8)
 
 
+def _check_divisor(divisor) -> int:
+    """Clock cycles per UART bit: at least 4, so the receiver can sample mid-bit."""
+    if not isinstance(divisor, int) or divisor < 4:
+        raise ValueError(f"divisor must be an integer of at least 4, not {divisor!r}")
+    return divisor
+
+
 class UARTRx(wiring.Component):
     """8N1 receiver. `rx` idles high; each byte is sampled mid-bit, `divisor` cycles per bit.
 
@@ -51,9 +58,7 @@ class UARTRx(wiring.Component):
     error: Out(1)
 
     def __init__(self, *, divisor: int):
-        if not isinstance(divisor, int) or divisor < 4:
-            raise ValueError(f"divisor must be an integer of at least 4, not {divisor!r}")
-        self._divisor = divisor
+        self._divisor = _check_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):
@@ -114,9 +119,7 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, *, divisor: int):
-        if not isinstance(divisor, int) or divisor < 4:
-            raise ValueError(f"divisor must be an integer of at least 4, not {divisor!r}")
-        self._divisor = divisor
+        self._divisor = _check_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):

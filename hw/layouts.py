@@ -9,7 +9,23 @@ Ternary code (2 bits): bit 0 `nonzero`, bit 1 `negative`: 0b00 -> 0, 0b01 -> +1,
 from __future__ import annotations
 
 from amaranth.hdl import Const, signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+COUNTER_BITS = 32  # the cycle counters: 4.29e9 cycles, minutes at FPGA clocks
+
+
+def accelerator_signature(spec, *, score_bits: int, n_layers: int) -> wiring.Signature:
+    """The ports of both engines' tops (docs/hardware.md, "Ports"): image in, scores out, counters."""
+    return wiring.Signature({
+        "i_stream": In(stream.Signature(unsigned(spec.act_bits))),
+        "o_stream": Out(stream.Signature(signed(score_bits))),
+        "busy": Out(1),
+        "cycles": Out(COUNTER_BITS),
+        "layer_sel": In(range(max(2, n_layers))),
+        "layer_cycles": Out(COUNTER_BITS),
+        "layer_mac_cycles": Out(COUNTER_BITS),
+    })
 
 TERNARY_CODE = data.StructLayout({"nonzero": 1, "negative": 1})
 CODE_OF = {0: 0b00, 1: 0b01, -1: 0b11}

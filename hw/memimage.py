@@ -175,7 +175,7 @@ def _plan(dep: Deployment):
     spec = dep.spec
     if spec.weight_format != "ternary":
         raise TerwinError(f"the ternary engine cannot run a {spec.weight_format!r} model")
-    rows, cols = spec.pe_rows, spec.pe_cols
+    cols = spec.pe_cols
     pairs = _stage_layers(dep)
     stages: list[Stage] = []
     for n, (li, pi) in enumerate(pairs):

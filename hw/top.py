@@ -20,8 +20,7 @@ the whole MAC pipeline stalls (`stall`). `terwin.sim.cycles_ternary` models this
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, memory, wiring
 
 from terwin.intmath import signed_bits
 
@@ -30,7 +29,7 @@ from .decoder import TileDecoder
 from .requant import Requantizer
 from .ternary_pe import TernaryPEArray
 
-COUNTER_BITS = 32
+COUNTER_BITS = layouts.COUNTER_BITS
 
 
 def _ubits(n: int) -> int:
@@ -43,15 +42,7 @@ class TernaryAccelerator(wiring.Component):
         self.program = program or memimage.compile_program(dep)
         spec = dep.spec
         self.score_bits = self.program.score_bits
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(spec.act_bits))),
-            "o_stream": Out(stream.Signature(signed(self.score_bits))),
-            "busy": Out(1),
-            "cycles": Out(COUNTER_BITS),
-            "layer_sel": In(range(max(2, len(dep.layers)))),
-            "layer_cycles": Out(COUNTER_BITS),
-            "layer_mac_cycles": Out(COUNTER_BITS),
-        })
+        super().__init__(layouts.accelerator_signature(spec, score_bits=self.score_bits, n_layers=len(dep.layers)))
 
     def elaborate(self, platform):
         m = Module()

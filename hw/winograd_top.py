@@ -23,8 +23,7 @@ small memory (`terwin.hw.winograd_program`); `terwin.sim.cycles_winograd` sums t
 from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import fifo, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import fifo, memory, wiring
 
 from terwin.intmath import signed_bits
 
@@ -35,7 +34,7 @@ from .winograd_mult import SparseMultiplyStage
 from .winograd_program import OP, OPS, compile_program
 from .winograd_transform import InputTransform, OutputTransform
 
-COUNTER_BITS = 32
+COUNTER_BITS = layouts.COUNTER_BITS
 
 
 def _ubits(n: int) -> int:
@@ -48,15 +47,7 @@ class WinogradAccelerator(wiring.Component):
         self.program = p = program or compile_program(dep)
         spec = dep.spec
         self.score_bits = max(p.y_bits, p.bias_bits) + 1   # Requantizer.o_score
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(spec.act_bits))),
-            "o_stream": Out(stream.Signature(signed(self.score_bits))),
-            "busy": Out(1),
-            "cycles": Out(COUNTER_BITS),
-            "layer_sel": In(range(max(2, len(dep.layers)))),
-            "layer_cycles": Out(COUNTER_BITS),
-            "layer_mac_cycles": Out(COUNTER_BITS),
-        })
+        super().__init__(layouts.accelerator_signature(spec, score_bits=self.score_bits, n_layers=len(dep.layers)))
 
     def elaborate(self, platform):
         m = Module()

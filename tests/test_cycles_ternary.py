@@ -26,7 +26,6 @@ def test_mac_and_ideal_cycles_from_tile_masks(spec):
     dep = random_deployment(spec, seed=3, tile_sparsity=0.5)
     rep = cycles.predict(dep)
     by_name = {l["name"]: l for l in rep["layers"]}
-    shape = dep.input_shape
     for layer in dep.layers:
         row = by_name[layer.name]
         if isinstance(layer, MaxPool2d):
@@ -39,7 +38,6 @@ def test_mac_and_ideal_cycles_from_tile_masks(spec):
             assert row["ideal_mac_cycles"] == math.ceil(np.count_nonzero(layer.weight) * pixels / spec.lanes)
             # the requantizer drains pe_rows channels per output pixel; it bounds each job from below
             assert row["cycles"] >= pixels * grid.out_groups * spec.pe_rows
-        shape = layer.out_shape
     assert rep["cycles"] == sum(l["cycles"] for l in rep["layers"])
     assert rep["images_per_s"] == pytest.approx(spec.clock_mhz * 1e6 / (rep["cycles"] + rep["io_cycles"]))
 

@@ -14,7 +14,7 @@ from terwin.hw import memimage
 from terwin.hw.decoder import TileDecoder
 from terwin.hw.requant import Requantizer
 from terwin.hw.ternary_pe import TernaryPEArray
-from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
+from terwin.spec import PE4X4, PE8X8, PE8X16
 from terwin.synthetic import random_deployment
 
 SMALL = (("conv", 12), ("pool", 2), ("conv", 20), ("linear", 7))
