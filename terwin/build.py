@@ -152,6 +152,7 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
     if out.exists() and not out.is_dir():
         raise TerwinError(f"--out {out} exists and is not a folder")
     build_dir = out / "build"
+    created = not out.exists()
     if build_dir.exists():
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
@@ -178,7 +179,13 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
         script_after_synth=f"tee -q -o {name}.stat.json stat -json",
     )
     plan.extract(build_dir)
-    _run_script(build_dir, plan.script, env, name=name, family=info.family, progress=progress)
+    try:
+        _run_script(build_dir, plan.script, env, name=name, family=info.family, progress=progress)
+    except (DoesNotFitError, KeyboardInterrupt):
+        # nothing is left of a build that cannot succeed; other failures keep their logs, which the
+        # error message points to
+        shutil.rmtree(out if created else build_dir, ignore_errors=True)
+        raise
 
     bitstream = build_dir / f"{name}{info.bitstream_ext}"
     report = parse_results(build_dir, name=name, family=info.family)
@@ -236,6 +243,10 @@ def _run_script(build_dir: Path, script: str, env: dict, *, name: str, family: s
         raise build_failure(build_dir, name=name, family=family)
 
 
+class DoesNotFitError(TerwinError):
+    """The design needs more of a resource than the device has."""
+
+
 def build_failure(build_dir: Path, *, name: str, family: str) -> TerwinError:
     """The one-line error for a failed build: a resource overflow if the log shows one."""
     pnr_log = build_dir / f"{name}.tim"
@@ -243,7 +254,7 @@ def build_failure(build_dir: Path, *, name: str, family: str) -> TerwinError:
     for cell, (used, avail) in parse_utilisation(text).items():
         if used > avail:
             what = RESOURCES[family].get(cell, cell)
-            return TerwinError(f"the design does not fit: it needs {used} {what} ({cell}) but the device has {avail}")
+            return DoesNotFitError(f"the design does not fit: it needs {used} {what} ({cell}) but the device has {avail}")
     for path in (pnr_log, build_dir / f"{name}.rpt", build_dir / "build.log"):
         if path.exists():
             errors = [line.strip() for line in path.read_text(errors="replace").splitlines()

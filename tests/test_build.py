@@ -79,6 +79,7 @@ def test_overflow_names_the_resource(tmp_path):
     with pytest.raises(TerwinError, match=r"^the design does not fit: it needs 32 block RAMs \(ICESTORM_RAM\) "
                                           r"but the device has 30$"):
         build_design(BigRomCore(depth=16384), board="icebreaker", out_dir=tmp_path, clock_mhz=12, quiet=True)
+    assert list(tmp_path.iterdir()) == []  # the folder existed: it is left as it was
 
 
 @pytest.mark.build
@@ -94,6 +95,7 @@ def test_spec_too_big_for_the_up5k_is_one_line_exit_2(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1, err
     assert re.fullmatch(r"terwin build: error: the design does not fit: it needs \d+ logic cells \(ICESTORM_LC\) "
                         r"but the device has 5280\n", err), err
+    assert not (tmp_path / "b").exists()  # nothing half-written left behind
 
 
 @pytest.mark.build

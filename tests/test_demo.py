@@ -30,3 +30,15 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     assert "ternary-50" in html and "winograd" in html and "icebreaker" in html
     assert "Missing" not in (out / "report.md").read_text()  # every stage left what the report reads
     assert "done in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--images", "0"], "--images must be between 1 and 450, not 0"),
+    (["--winograd-images", "many"], "--winograd-images must be a positive number or 'all', not 'many'"),
+    (["--board", "arty"], "--board must be one of icebreaker, ulx3s-85f, not 'arty'"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *argv]) == 2
+    assert capsys.readouterr().err == f"terwin demo: error: {message}\n"
+    assert not out.exists()

@@ -39,7 +39,23 @@ def _run(argv: list[str]) -> None:
         raise TerwinError(f"'terwin {' '.join(argv)}' failed with exit status {rc}")
 
 
+def _check(args) -> None:
+    """Refuse bad options before minutes of training, not at the stage that uses them."""
+    from terwin.algo.data import load_digits_split
+    from terwin.build import BOARDS
+    from terwin.commands.verify import count_images
+
+    available = len(load_digits_split().y_test)
+    count_images(args.images, available, option="--images")
+    count_images(args.winograd_images, available, option="--winograd-images")
+    if not args.no_build and args.board not in BOARDS:
+        raise TerwinError(f"--board must be one of {', '.join(sorted(BOARDS))}, not {args.board!r}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise TerwinError(f"--out {args.out} exists and is not a folder")
+
+
 def run(args) -> int:
+    _check(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = []

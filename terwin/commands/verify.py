@@ -28,15 +28,16 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def _count(text: str, available: int) -> int:
+def count_images(text: str, available: int, *, option: str = "--images") -> int:
+    """The number of test images an --images option asks for: a number in 1..available, or 'all'."""
     if text == "all":
         return available
     try:
         n = int(text)
     except ValueError:
-        raise TerwinError(f"--images must be a positive number or 'all', not {text!r}") from None
+        raise TerwinError(f"{option} must be a positive number or 'all', not {text!r}") from None
     if not 1 <= n <= available:
-        raise TerwinError(f"--images must be between 1 and {available}, not {n}")
+        raise TerwinError(f"{option} must be between 1 and {available}, not {n}")
     return n
 
 
@@ -46,11 +47,13 @@ def run(args) -> int:
     from terwin.sim import reference, rtl
 
     dep = fileformat.load(args.model)
+    if args.rtl is not None and not Path(args.rtl).is_file():
+        raise TerwinError(f"--rtl {args.rtl}: no such file")
     split = load_digits_split()
     x = split.x_test
     if tuple(x.shape[1:]) != tuple(dep.input_shape):
         raise TerwinError(f"the model's input {dep.input_shape} does not match the digits images {tuple(x.shape[1:])}")
-    n = _count(args.images, len(x))
+    n = count_images(args.images, len(x))
     q = reference.quantize_input(dep, x[:n])
     progress = Progress("verify", quiet=args.quiet)
     progress.note(f"{n} image(s) on {'the given RTL ' + args.rtl if args.rtl else 'the generated design'}")
