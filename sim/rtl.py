@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -140,6 +141,20 @@ def _word_width(program, which) -> int:
                                 shift_bits=program.shift_bits).size
 
 
+def _mean_layers(dep, per_image) -> list[dict]:
+    """Per layer {name, cycles, mac_cycles} averaged over the images: integers when every image took
+    the same (a data-independent schedule, as terwin's engines have), exact means otherwise."""
+    if not per_image:
+        return []
+    arr = np.asarray(per_image, dtype=np.int64)  # [image, layer, (cycles, mac_cycles)]
+    mean = arr.mean(axis=0)
+    same = bool((arr == arr[0]).all())
+    return [{"name": layer.name,
+             "cycles": int(arr[0, i, 0]) if same else float(mean[i, 0]),
+             "mac_cycles": int(arr[0, i, 1]) if same else float(mean[i, 1])}
+            for i, layer in enumerate(dep.layers)]
+
+
 @dataclass
 class VerifyResult:
     images: int
@@ -147,7 +162,7 @@ class VerifyResult:
     scores: np.ndarray
     expected: np.ndarray
     cycles: list[int]
-    layers: list[dict]           # per layer {name, cycles, mac_cycles} (same for every image)
+    layers: list[dict]           # per layer {name, cycles, mac_cycles}, averaged over the images
     layer_cycles_per_image: list = field(default_factory=list)
     first_mismatch: dict | None = None
     vcd: str | None = None
@@ -189,6 +204,7 @@ def _build(verilog_path: Path, build_dir: Path, *, top: str, vcd: Path | None = 
                         "endmodule\n")
         sources.append(dump)
         build_args = ["-s", "terwin_vcd_dump"]
+    runner.log.setLevel(logging.ERROR)  # not "Skipping compilation of ... sim.vvp" for every job
     runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, timescale=("1ns", "1ps"),
                  build_args=build_args, log_file=build_dir / "build.log")
     return runner
@@ -203,40 +219,57 @@ def _test(runner, **kwargs):
         pass
 
 
-def _run(runner, build_dir: Path, *, top: str, cfg: dict, verbose: bool):
-    cfg_path = build_dir / "bench.json"
-    cfg_path.write_text(json.dumps(cfg))
-    env = {"TERWIN_BENCH": str(cfg_path), "COCOTB_LOG_LEVEL": "WARNING" if not verbose else "INFO"}
-    log = None if verbose else build_dir / "test.log"
-    progress_file = cfg.get("progress")
-    if not progress_file:
-        _test(runner, test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
-              extra_env=env, log_file=log)
-        return
-    # the simulator's output goes to the log; the bench's progress lines are relayed from a file
-    Path(progress_file).write_text("")
-    worker = threading.Thread(target=_test, args=(runner,), kwargs=dict(
-        test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=build_dir,
-        extra_env=env, log_file=log))
-    worker.start()
-    seen = 0
+def _run_jobs(make_runner, build_dir: Path, jobs: list[dict], *, top: str, verbose: bool, progress: bool):
+    """Simulate each job (a slice of the images, in its own folder) in its own Icarus process, all at
+    once, from the one compiled `build_dir/sim.vvp`; relay their progress as one line.
+    `make_runner()` gives a runner built in `build_dir`."""
+    threads = []
+    for job in jobs:
+        job_dir = Path(job["dir"])
+        cfg_path = job_dir / "bench.json"
+        cfg_path.write_text(json.dumps(job))
+        env = {"TERWIN_BENCH": str(cfg_path), "COCOTB_LOG_LEVEL": "WARNING" if not verbose else "INFO"}
+        if job["progress"]:
+            Path(job["progress"]).write_text("")
+        threads.append(threading.Thread(target=_test, args=(make_runner(),), kwargs=dict(
+            test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=job_dir,
+            extra_env=env, log_file=None if verbose else job_dir / "test.log")))
+    for t in threads:
+        t.start()
+    total = sum(job["count"] for job in jobs)
+    start, shown = time.monotonic(), None
     while True:
-        alive = worker.is_alive()
-        text = Path(progress_file).read_text()
-        for line in text[seen:].splitlines(keepends=True):
-            if line.endswith("\n"):
-                print(line, end="", file=sys.stderr, flush=True)
-                seen += len(line)
+        alive = any(t.is_alive() for t in threads)
+        if progress:
+            done = bad = 0
+            for job in jobs:  # the bench appends "<images done> <mismatches so far>" lines
+                lines = [ln.split() for ln in Path(job["progress"]).read_text().splitlines(keepends=True)
+                         if ln.endswith("\n")]
+                if lines:
+                    done, bad = done + int(lines[-1][0]), bad + int(lines[-1][1])
+            if (done, bad) != shown and (done or not alive):
+                shown = (done, bad)
+                print(f"[verify {done}/{total}] mismatches={bad} ({time.monotonic() - start:.1f}s)",
+                      file=sys.stderr, flush=True)
         if not alive:
             break
-        time.sleep(0.3)
-    worker.join()
+        time.sleep(0.5)
+    for t in threads:
+        t.join()
+
+
+def default_jobs() -> int:
+    """Simulator processes to run at once: one per core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int = 0,
            pause_in: float = 0.0, pause_out: float = 0.0, progress: bool = True,
-           vcd_dir=None, verbose: bool = False) -> VerifyResult:
-    """Run the RTL (generated from `dep`, or the Verilog file `rtl`) over quantized images `q`."""
+           vcd_dir=None, verbose: bool = False, jobs: int | None = None) -> VerifyResult:
+    """Run the RTL (generated from `dep`, or the Verilog file `rtl`) over quantized images `q`.
+
+    The images are split into `jobs` contiguous slices (default: one per core), simulated at once by
+    separate Icarus processes; each job's back-pressure generator is seeded with `seed` + job."""
     q = np.asarray(q, dtype=np.int64)
     if q.ndim == 3:
         q = q[None]
@@ -258,29 +291,38 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
     sim_text = for_icarus(text)
     if not vpath.exists() or vpath.read_text() != sim_text:
         vpath.write_text(sim_text)
-    np.save(build_dir / "images.npy", q)
-    np.save(build_dir / "expected.npy", expected)
-    results_path = build_dir / "results.json"
-    if results_path.exists():
-        results_path.unlink()
-    runner = _build(vpath, build_dir, top=top)
-    cfg = {"images": str(build_dir / "images.npy"), "expected": str(build_dir / "expected.npy"),
-           "results": str(results_path), "n_layers": len(dep.layers), "seed": seed,
-           "pause_in": pause_in, "pause_out": pause_out,
-           "progress": str(build_dir / "progress.log") if progress else ""}
-    _run(runner, build_dir, top=top, cfg=cfg, verbose=verbose)
-    if not results_path.exists():
-        raise TerwinError(f"the simulation ended without results (see {build_dir / 'test.log'})")
-    res = json.loads(results_path.read_text())
+    n_jobs = max(1, min(jobs or default_jobs(), len(q)))
+    bounds = np.linspace(0, len(q), n_jobs + 1).astype(int)
+    job_cfgs = []
+    for j in range(n_jobs):
+        job_dir = build_dir / f"job{j}"
+        job_dir.mkdir(exist_ok=True)
+        (job_dir / "results.json").unlink(missing_ok=True)
+        a, b = int(bounds[j]), int(bounds[j + 1])
+        np.save(job_dir / "images.npy", q[a:b])
+        np.save(job_dir / "expected.npy", expected[a:b])
+        job_cfgs.append({"dir": str(job_dir), "count": b - a, "images": str(job_dir / "images.npy"),
+                         "expected": str(job_dir / "expected.npy"), "results": str(job_dir / "results.json"),
+                         "n_layers": len(dep.layers), "seed": seed + j, "pause_in": pause_in,
+                         "pause_out": pause_out, "progress": str(job_dir / "progress.log") if progress else ""})
+    # every job's runner "builds" in build_dir: the first compiles, the others find sim.vvp up to date
+    _run_jobs(lambda: _build(vpath, build_dir, top=top), build_dir, job_cfgs, top=top, verbose=verbose,
+              progress=progress)
+    res = {"scores": [], "cycles": [], "layers": []}
+    for job in job_cfgs:
+        path = Path(job["results"])
+        if not path.exists():
+            raise TerwinError(f"the simulation ended without results (see {Path(job['dir']) / 'test.log'})")
+        part = json.loads(path.read_text())
+        for key in res:
+            res[key] += part[key]
     scores = np.asarray(res["scores"], dtype=np.int64).reshape(expected.shape)
     per_image = res["layers"]
-    layers = [{"name": layer.name, "cycles": int(per_image[0][i][0]), "mac_cycles": int(per_image[0][i][1])}
-              for i, layer in enumerate(dep.layers)] if per_image else []
     diff = scores != expected
     mismatches = int(diff.sum())
     result = VerifyResult(images=len(q), mismatches=mismatches, scores=scores, expected=expected,
-                          cycles=[int(c) for c in res["cycles"]], layers=layers, layer_cycles_per_image=per_image,
-                          verilog=str(vpath))
+                          cycles=[int(c) for c in res["cycles"]], layers=_mean_layers(dep, per_image),
+                          layer_cycles_per_image=per_image, verilog=str(vpath))
     if mismatches:
         img, out = (int(v) for v in np.argwhere(diff)[0])
         result.first_mismatch = {"image": img, "output": out, "layer": dep.layers[-1].name,
@@ -292,9 +334,9 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
             wave_dir.mkdir(exist_ok=True)
             np.save(wave_dir / "images.npy", q[img:img + 1])
             np.save(wave_dir / "expected.npy", expected[img:img + 1])
-            wrunner = _build(vpath, wave_dir, top=top, vcd=vcd)
-            wcfg = dict(cfg, images=str(wave_dir / "images.npy"), expected=str(wave_dir / "expected.npy"),
-                        results=str(wave_dir / "results.json"), progress="")
-            _run(wrunner, wave_dir, top=top, cfg=wcfg, verbose=verbose)
+            wcfg = dict(job_cfgs[0], dir=str(wave_dir), count=1, images=str(wave_dir / "images.npy"),
+                        expected=str(wave_dir / "expected.npy"), results=str(wave_dir / "results.json"), progress="")
+            _run_jobs(lambda: _build(vpath, wave_dir, top=top, vcd=vcd), wave_dir, [wcfg], top=top,
+                      verbose=verbose, progress=False)
             result.vcd = str(vcd) if vcd.exists() else None
     return result

@@ -24,7 +24,9 @@ def add_arguments(parser):
     parser.add_argument("--build-dir", default=".terwin-build", help="simulator build folder (default .terwin-build)")
     parser.add_argument("--backpressure", type=float, default=0.0,
                         help="probability of an idle cycle on each stream (default 0)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the back-pressure generator (default 0)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="simulator processes run at once, each on a slice of the images (default: one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -47,6 +49,8 @@ def run(args) -> int:
     from terwin.sim import reference, rtl
 
     dep = fileformat.load(args.model)
+    if args.jobs is not None and args.jobs < 1:
+        raise TerwinError(f"--jobs must be at least 1, not {args.jobs}")
     if args.rtl is not None and not Path(args.rtl).is_file():
         raise TerwinError(f"--rtl {args.rtl}: no such file")
     split = load_digits_split()
@@ -60,7 +64,7 @@ def run(args) -> int:
     out_dir = Path(args.json).parent if args.json else Path(args.build_dir)
     res = rtl.verify(dep, q, rtl=args.rtl, top=args.top, build_root=args.build_dir, seed=args.seed,
                      pause_in=args.backpressure, pause_out=args.backpressure, progress=not args.quiet,
-                     vcd_dir=out_dir)
+                     vcd_dir=out_dir, jobs=args.jobs)
     predicted = cycle_model.predict(dep)
     layers = []
     for got, pred in zip(res.layers, predicted["layers"]):
