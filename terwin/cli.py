@@ -12,12 +12,16 @@ import sys
 
 from .errors import TerwinError
 
+DESCRIPTION = ("terwin: compress a CNN into a ternary PE-tile-pruned or Winograd-sparse integer model, generate "
+               "its FPGA accelerator in Amaranth, prove the RTL bit-exact against the reference with cocotb, "
+               "predict its cycles exactly, and build bitstreams with open-source tools.")
+
 COMMANDS = {
     "compress": "train and compress the digits CNN into an integer model file",
     "inspect": "print a model file: layers, shapes, sparsity, bits",
     "generate": "generate Verilog, memory images and a manifest for a model",
     "verify": "run the RTL under Icarus Verilog (cocotb) and compare every output with the reference",
-    "simulate": "predict per-layer cycles with the exact cycle model",
+    "simulate": "predict per-layer cycles with the exact cycle model (a model, or a network description)",
     "build": "build a bitstream with Yosys/nextpnr for a board",
     "report": "write a readable report (HTML + Markdown) from a demo folder",
     "demo": "run the whole flow on the digits demo: compress, generate, verify, simulate, build, report",
@@ -29,7 +33,9 @@ def _module(name: str):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="terwin", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="terwin", description=DESCRIPTION,
+        epilog="Start with `terwin demo` (the whole flow on the digits demo); `terwin COMMAND --help` for each command.")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"terwin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
