@@ -379,7 +379,10 @@ class TernaryAccelerator(wiring.Component):
         m.d.comb += layer_done.eq(rq.o_valid & qw.layer_last)
         with m.If(write & (state != LOAD)):
             with m.If(K["scores"]):
-                m.d.comb += [s_wr.en.eq(1), s_wr.addr.eq(qw.choff + qw.pix_out), s_wr.data.eq(rq.o_score)]
+                # raw class scores (acc + bias), or, when the last layer ends in a ReLU (and maybe a
+                # pool), its requantized and pooled activations, as the reference computes them
+                last_out = pooled if stages[-1].relu else rq.o_score
+                m.d.comb += [s_wr.en.eq(1), s_wr.addr.eq(qw.choff + qw.pix_out), s_wr.data.eq(last_out)]
             with m.Else():
                 for b in range(cols):
                     m.d.comb += [banks_wr[b].addr.eq(waddr[:abits]), banks_wr[b].data.eq(pooled)]

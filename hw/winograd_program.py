@@ -266,6 +266,9 @@ def compile_program(dep: Deployment) -> Program:
                               f"not {layer.kind}")
         if not last and kind == "linear" and not layer.relu:
             raise TerwinError(f"layer {layer.name}: only the last layer may output raw scores")
+        if last and layer.relu:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine's last layer outputs raw class scores; "
+                              f"it cannot end in a ReLU")
         raw = last
         s = Stage(index=i, name=layer.name, kind=kind, in_shape=tuple(layer.in_shape),
                   out_shape=tuple(layer.out_shape), src=cur, dst=-1 if raw else 1 - cur, raw=raw)

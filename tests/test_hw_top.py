@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from terwin import intmath
 from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
@@ -112,3 +113,52 @@ def test_tile_sparsity_cuts_mac_cycles():
     dense = sum(l["mac_cycles"] for l in macs[0.0]["layers"])
     sparse = sum(l["mac_cycles"] for l in macs[0.75]["layers"])
     assert sparse < 0.5 * dense, (sparse, dense)
+
+
+def test_network_ending_in_relu_and_pool_outputs_activations():
+    """Found by the random-network test: the score memory took raw acc + bias even when the last
+    layer ends in a ReLU (and a pool); it must hold the requantized, pooled activations."""
+    spec = HardwareSpec(pe_rows=1, pe_cols=1, act_bits=4)
+    dep = custom_deployment(spec, [("conv", 1, 1, 2, 0), ("pool", 2, 1)], input_shape=(1, 4, 4), seed=0,
+                            tile_sparsity=0.0)
+    assert dep.layers[0].relu and dep.layers[-1].kind == "maxpool2d"
+    check_top(dep, images=3)
+    dep = custom_deployment(PE4X4, [("conv", 6, 3, 1, 1), ("conv", 5, 3, 1, 0)], input_shape=(2, 6, 6), seed=3)
+    check_top(dep.replace(layers=dep.layers[:-1] + (dataclasses.replace(dep.layers[-1], relu=True),)), images=2)
+
+
+@st.composite
+def _networks(draw):
+    """A random spec and a random valid layer stack: kernels 1-5, strides 1-2, any padding up to k-1,
+    overlapping or not pools, odd channel counts, a linear or a spatial conv at the end."""
+    spec = HardwareSpec(pe_rows=draw(st.sampled_from([1, 2, 4, 8])), pe_cols=draw(st.sampled_from([1, 2, 4, 8])),
+                        act_bits=draw(st.sampled_from([4, 8])))
+    shape = (draw(st.integers(1, 5)), draw(st.integers(4, 9)), draw(st.integers(4, 9)))
+    c, h, w = shape
+    layers = []
+    for _ in range(draw(st.integers(1, 3))):
+        if layers and layers[-1][0] == "conv" and min(h, w) >= 2 and draw(st.booleans()):
+            k = draw(st.integers(2, min(3, h, w)))
+            s = draw(st.integers(1, k))
+            layers.append(("pool", k, s))
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+        k = draw(st.sampled_from([1, 2, 3, 5]))
+        pad = draw(st.integers(0, k - 1))
+        if min(h, w) + 2 * pad < k:
+            continue
+        s = draw(st.integers(1, 2))
+        out = draw(st.integers(1, 13))
+        layers.append(("conv", out, k, s, pad))
+        h, w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    if not layers or draw(st.booleans()):
+        layers.append(("linear", draw(st.integers(1, 12))))
+    return spec, layers, shape
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=_networks(), seed=st.integers(0, 1000), sparsity=st.sampled_from([0.0, 0.5, 0.9]))
+def test_random_networks_on_random_arrays(net, seed, sparsity):
+    """Any valid stack on any array: scores equal the reference, counters equal the cycle model."""
+    spec, layers, shape = net
+    check_top(custom_deployment(spec, layers, input_shape=shape, seed=seed, tile_sparsity=sparsity),
+              images=1, pause=0.2, seed=seed)

@@ -2,7 +2,6 @@
 the multiply-stage efficiency, the cycles-vs-sparsity series, and the generated RTL under cocotb."""
 from __future__ import annotations
 
-
 import dataclasses
 
 import numpy as np
@@ -170,6 +169,10 @@ def test_unsupported_models_are_user_errors():
     dep = random_deployment(spec, seed=0, topology=(("wconv", 4), ("linear", 3)))
     with pytest.raises(TerwinError, match="Winograd engine cannot run"):
         compile_program(dep.replace(spec=PRESETS["pe8x8"]))
+    fc = dep.layers[-1]
+    relu_last = dep.replace(layers=dep.layers[:-1] + (dataclasses.replace(fc, relu=True),))
+    with pytest.raises(TerwinError, match="cannot end in a ReLU"):  # it would output raw scores regardless
+        compile_program(relu_last)
 
 
 # -- generated RTL under cocotb ---------------------------------------------------------------------
