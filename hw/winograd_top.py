@@ -109,7 +109,10 @@ class WinogradAccelerator(wiring.Component):
             acts_wr.append(mem.write_port())
             acts_rd.append(mem.read_port())
         act_abits = _ubits(p.act_depth - 1)
-        m.submodules.scores = sfifo = fifo.SyncFIFOBuffered(width=self.score_bits, depth=max(1, p.n_scores))
+        # The writer pushes every score without looking at w_rdy, so the FIFO must take them all back to
+        # back. Amaranth's SyncFIFOBuffered of depth 2 cannot (its inner one-entry FIFO refuses the
+        # second write while the first moves to the output register); depth >= 3 can, up to its depth.
+        m.submodules.scores = sfifo = fifo.SyncFIFOBuffered(width=self.score_bits, depth=max(3, p.n_scores))
 
         # -- control ------------------------------------------------------------------------------
         LOAD, RUN, FLUSH = 0, 1, 2
