@@ -152,6 +152,7 @@ class PrunableLayer:
     groups: TileGroups
     mask: TileMask
     prune_count: int = 0
+    final_count: int = 0
 
 
 class TilePruner:
@@ -179,8 +180,15 @@ class TilePruner:
             self.layers.append(PrunableLayer(name, module, groups, mask))
         counts = allocate([layer.groups.count for layer in self.layers], self.target, dense=self.dense)
         for layer, n in zip(self.layers, counts):
-            layer.prune_count = n
+            layer.prune_count = layer.final_count = n
         return self
+
+    def ramp(self, fraction: float) -> None:
+        """Gradual pruning: the regularizer aims at round(fraction · final count) tiles per layer
+        (fraction in [0, 1]); `step()` always prunes the final counts."""
+        f = min(1.0, max(0.0, fraction))
+        for layer in self.layers:
+            layer.prune_count = round(f * layer.final_count)
 
     def penalty(self) -> torch.Tensor:
         """The regularizer summed over the layers (zero once the masks are frozen)."""
@@ -196,8 +204,9 @@ class TilePruner:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Prune each layer's `prune_count` lowest-RMS tiles and freeze the masks."""
+        """Prune each layer's final count of lowest-RMS tiles and freeze the masks."""
         for layer in self.layers:
+            layer.prune_count = layer.final_count
             rms = layer.groups.rms(latent_weight(layer.module) * layer.mask.mask)
             keep = np.ones(layer.groups.count, dtype=bool)
             if layer.prune_count:

@@ -3,7 +3,8 @@
 Stages (seeded, single-threaded, deterministic):
 1. float training of `DigitsNet` (batch norm, no quantization) -> `float_accuracy`;
 2. joint stage: activation fake quantization on, ternary weights (straight-through), tile masks
-   registered, loss = CE + regularizer (Weight Penalty Clipping or plain group lasso);
+   registered, loss = CE + regularizer (Weight Penalty Clipping or plain group lasso); gradual
+   pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage;
 3. prune each layer's lowest-RMS tiles to its share of `--tile-sparsity`, freeze the masks;
 4. fine-tune the ternary, masked model while the zero budget (at most `--zero-budget` of a layer's
    kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in;
@@ -41,6 +42,9 @@ from .ternary import Ternarizer, TernaryWeight, prepare_ternary
 class Schedule:
     """Training schedule. strength: λ of the regularizer. anneal_fraction: share of fine-tuning over
     which the zero budget is phased in. budget_exempt: layers the zero budget does not apply to.
+    prune_ramp: gradual pruning — the number of tiles the regularizer aims at grows from 0 to the
+    target along a cubic (Zhu & Gupta 2017) over this share of the joint epochs, then stays (0: the
+    full target from the first step, one-shot as before).
     distill (weight of knowledge distillation from the float model during fine-tuning) and
     joint_ternary=False (float weights during the regularizer stage) are experiment knobs; neither
     helped in the runs recorded in docs/ternary.md, both are off by default."""
@@ -56,6 +60,7 @@ class Schedule:
     distill: float = 0.0
     budget_exempt: tuple = ("conv1", "fc")  # dense first layer and the 1-pixel classifier
     joint_ternary: bool = True
+    prune_ramp: float = 0.5  # WPC aims at a target that grows (cubic) over this share of the joint epochs
 
     def scaled(self, factor: float) -> "Schedule":
         def n(e):
@@ -161,8 +166,14 @@ def _train_ternary(spec: HardwareSpec, sched: Schedule, *, data: Tensors, sparsi
     pruner.prepare(model.weighted_layers())
     if sched.joint_ternary:
         prepare_ternary(model, Ternarizer(threshold=threshold))
+
+    def ramp(epoch: int, epochs: int) -> None:  # gradual pruning: WPC's target count, per epoch
+        if sched.prune_ramp > 0:
+            span = max(1, round(sched.prune_ramp * epochs))
+            pruner.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
+
     train(model, data, epochs=sched.joint_epochs, lr=sched.joint_lr, batch_size=sched.batch_size,
-          penalty=pruner.penalty, generator=gen, progress=Progress(f"ternary+{regularizer}", quiet=quiet))
+          penalty=pruner.penalty, generator=gen, on_epoch=ramp, progress=Progress(f"ternary+{regularizer}", quiet=quiet))
     before_prune = evaluate(model, data.x_test, data.y_test)
 
     # 3. prune to the target, freeze masks

@@ -95,6 +95,21 @@ def test_allocation_rounds_up():
     assert sum(pruned) == 161 and pruned[0] == 0
 
 
+def test_ramp_moves_the_regularizer_target_but_not_the_final_prune():
+    conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    pruner = TilePruner(PE8X8, target=0.5, regularizer=WeightPenaltyClipping(strength=1e-2), dense=())
+    pruner.prepare([("conv", conv, None)])
+    final = pruner.layers[0].prune_count
+    assert final == 18
+    pruner.ramp(0.0)
+    assert pruner.layers[0].prune_count == 0 and pruner.penalty().item() == 0
+    pruner.ramp(0.5)
+    assert pruner.layers[0].prune_count == 9
+    pruner.step()
+    assert pruner.layers[0].prune_count == final
+    assert int((~pruner.layers[0].mask.tile_keep).sum()) == final
+
+
 def test_allocation_rejects_impossible_targets():
     with pytest.raises(TerwinError, match="tile sparsity"):
         allocate([4, 4], 1.0)
