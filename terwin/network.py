@@ -21,6 +21,7 @@ On the Winograd engine every conv must be 3x3 with stride 1 (the engine runs not
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -133,10 +134,8 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
         shape = layer.out_shape
     if layers[-1].kind == "maxpool2d":
         raise SpecError(f"{where}: the last layer must be a conv or linear layer (the scores)")
-    if layers[-1].kind != "linear":
-        last = layers[-1]
-        import dataclasses
-        layers[-1] = dataclasses.replace(last, relu=False)
+    if layers[-1].kind != "linear":  # a conv as the last layer outputs raw scores too
+        layers[-1] = dataclasses.replace(layers[-1], relu=False)
     dep = Deployment(spec=spec, input_shape=tuple(data["input_shape"]), input_scale=1.0 / spec.act_max,
                      layers=tuple(layers), meta={"family": "network", "name": str(data.get("name", "network")),
                                                  "seed": seed})
