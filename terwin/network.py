@@ -3,7 +3,7 @@
 `terwin simulate NET.json` answers "how many cycles would this network take on this accelerator?"
 for networks terwin did not train (a ResNet-18, say). The file lists the layers; the weights are
 drawn at random with the sparsity the file asks for, since cycles depend only on where the nonzeros
-are, not on their values. Requantization is left at unit constants: it costs the same cycles
+are, not on their values. Requantization gets placeholder constants: it costs the same cycles
 whatever it holds. Example (`examples/resnet18.json` is a whole one):
 
     {"name": "tiny", "input_shape": [1, 8, 8], "tile_sparsity": 0.5, "zero_fraction": 0.1,
@@ -98,14 +98,11 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
                 raise SpecError(f"{at}: a linear layer must be the last layer")
             out = _pos(entry.get("out_features"), f"{at}.out_features")
             fan_in = int(np.prod(shape))
+            fields = dict(name=name, in_shape=shape, out_channels=out, relu=False)
             if winograd:  # the engine's sparse integer MAC path: int8 weights
-                w = rng.integers(-127, 128, size=(out, fan_in), dtype=np.int64)
-                w[rng.random(w.shape) < zero_fraction] = 0
-                layer = Linear(name=name, in_shape=shape, out_channels=out, weight=w.astype(np.int8),
-                               weight_code="int", weight_bits=8, relu=False, **unit_requant(out))
+                layer = random_int_linear(fields, 8, rng, zero_fraction)
             else:
-                layer = random_ternary_layer(Linear, dict(name=name, in_shape=shape, out_channels=out, relu=False),
-                                 (out, fan_in), spec, rng, tile_sparsity, zero_fraction)
+                layer = random_ternary_layer(Linear, fields, (out, fan_in), spec, rng, tile_sparsity, zero_fraction)
         else:
             out = _pos(entry.get("out_channels"), f"{at}.out_channels")
             k = _pos(entry.get("kernel"), f"{at}.kernel")
@@ -117,17 +114,12 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
                 if (k, stride) != (3, 1):
                     raise SpecError(f"{at}: the Winograd engine runs 3x3 stride-1 convolutions only, "
                                     f"not kernel {k} stride {stride}")
-                t = spec.winograd_input_tile
-                lim = (1 << (spec.winograd_weight_bits - 1)) - 1
-                u = rng.integers(-lim, lim + 1, size=(out, shape[0], t, t), dtype=np.int64)
-                u[rng.random(u.shape) >= density] = 0
-                layer = WinogradConv2d(name=name, in_shape=shape, out_channels=out, padding=padding,
-                                       tile=spec.winograd_tile, weight_bits=spec.winograd_weight_bits,
-                                       weight=u.astype(np.int16 if lim > 127 else np.int8), **unit_requant(out))
+                layer = random_winograd_layer(dict(name=name, in_shape=shape, out_channels=out, padding=padding),
+                                              spec, rng, density)
             else:
-                layer = random_ternary_layer(Conv2d, dict(name=name, in_shape=shape, out_channels=out, kernel=k,
-                                              stride=stride, padding=padding),
-                                 (out, shape[0], k, k), spec, rng, tile_sparsity, zero_fraction)
+                fields = dict(name=name, in_shape=shape, out_channels=out, kernel=k, stride=stride, padding=padding)
+                layer = random_ternary_layer(Conv2d, fields, (out, shape[0], k, k), spec, rng, tile_sparsity,
+                                             zero_fraction)
         if min(layer.out_shape) < 1:
             raise SpecError(f"{at}: input {tuple(shape)} gives an empty output {layer.out_shape}")
         layers.append(layer)
@@ -155,6 +147,36 @@ def random_ternary_layer(cls, fields: dict, wshape, spec: HardwareSpec, rng, til
     mask[:, 0, 0] = 1
     w = (w * grid.expand(mask).reshape(wshape)).astype(np.int8)
     return cls(weight=w, tile_mask=mask, **fields)
+
+
+def random_winograd_layer(fields: dict, spec: HardwareSpec, rng, density: float) -> WinogradConv2d:
+    """A `WinogradConv2d` with random signed `spec.winograd_weight_bits` Winograd-domain weights,
+    `density` of them nonzero. Placeholder requantization unless `fields` says otherwise."""
+    t = spec.winograd_input_tile
+    u = _random_ints(rng, spec.winograd_weight_bits, (fields["out_channels"], fields["in_shape"][0], t, t))
+    u[rng.random(u.shape) >= density] = 0
+    return WinogradConv2d(tile=spec.winograd_tile, weight_bits=spec.winograd_weight_bits,
+                          weight=_narrow(u, spec.winograd_weight_bits), **{**unit_requant(fields["out_channels"]), **fields})
+
+
+def random_int_linear(fields: dict, bits: int, rng, zero_fraction: float) -> Linear:
+    """A `Linear` with random signed `bits`-bit integer weights (weight_code "int", no tile mask),
+    `zero_fraction` of them zero. Placeholder requantization unless `fields` says otherwise."""
+    out = fields["out_channels"]
+    w = _random_ints(rng, bits, (out, int(np.prod(fields["in_shape"]))))
+    w[rng.random(w.shape) < zero_fraction] = 0
+    return Linear(weight=_narrow(w, bits), weight_code="int", weight_bits=bits, **{**unit_requant(out), **fields})
+
+
+def _random_ints(rng, bits: int, shape) -> np.ndarray:
+    """Uniform signed integers of `bits` bits, symmetric: [-(2^(bits-1) - 1), 2^(bits-1) - 1]."""
+    lim = (1 << (bits - 1)) - 1
+    return rng.integers(-lim, lim + 1, size=shape)
+
+
+def _narrow(w: np.ndarray, bits: int) -> np.ndarray:
+    """The stored dtype of `bits`-bit weights: int8 up to 8 bits, int16 beyond."""
+    return w.astype(np.int8 if bits <= 8 else np.int16)
 
 
 def unit_requant(out: int) -> dict:

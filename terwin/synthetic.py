@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import intmath
-from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
-from .network import random_ternary_layer, unit_requant
+from .deployment import Conv2d, Deployment, Linear, MaxPool2d
+from .network import random_int_linear, random_ternary_layer, random_winograd_layer
 from .spec import HardwareSpec
 
 # (kind, arg): ("conv", out_channels) 3x3 pad 1, ("wconv", out_channels) Winograd 3x3 pad 1,
@@ -38,19 +38,11 @@ def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPO
         else:
             out = arg
             if kind == "wconv":
-                n = spec.winograd_tile + 2
-                lim = (1 << (spec.winograd_weight_bits - 1)) - 1
-                u = rng.integers(-lim, lim + 1, size=(out, shape[0], n, n))
-                u[rng.random(u.shape) >= winograd_density] = 0
-                proto = WinogradConv2d(name=name, in_shape=shape, out_channels=out, tile=spec.winograd_tile,
-                                       weight=u.astype(np.int16 if lim > 127 else np.int8),
-                                       weight_bits=spec.winograd_weight_bits, **unit_requant(out))
+                proto = random_winograd_layer(dict(name=name, in_shape=shape, out_channels=out), spec, rng,
+                                              winograd_density)
             elif kind == "linear" and linear_int_bits is not None:
-                lim = (1 << (linear_int_bits - 1)) - 1
-                w = rng.integers(-lim, lim + 1, size=(out, int(np.prod(shape))))
-                w[rng.random(w.shape) < zero_fraction] = 0
-                proto = Linear(name=name, in_shape=shape, out_channels=out, weight=w.astype(np.int16 if lim > 127 else np.int8),
-                               weight_code="int", weight_bits=linear_int_bits, **unit_requant(out))
+                proto = random_int_linear(dict(name=name, in_shape=shape, out_channels=out), linear_int_bits, rng,
+                                          zero_fraction)
             else:
                 wshape = (out, shape[0], 3, 3) if kind == "conv" else (out, int(np.prod(shape)))
                 cls = Conv2d if kind == "conv" else Linear
