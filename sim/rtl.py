@@ -263,6 +263,17 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def read_rtl(rtl, *, top: str = TOP_NAME) -> str:
+    """The text of a user's Verilog file for `--rtl`, refused in one line if it cannot be the top."""
+    path = Path(rtl)
+    if not path.is_file():
+        raise TerwinError(f"--rtl {rtl}: no such file")
+    text = path.read_text()
+    if f"module {top}" not in text and f"module \\{top}" not in text:
+        raise TerwinError(f"--rtl {rtl}: no module named {top!r} in the file")
+    return text
+
+
 def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int = 0,
            pause_in: float = 0.0, pause_out: float = 0.0, progress: bool = True,
            vcd_dir=None, verbose: bool = False, jobs: int | None = None) -> VerifyResult:
@@ -275,12 +286,7 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
         q = q[None]
     expected = reference.forward(dep, q)
     if rtl is not None:
-        path = Path(rtl)
-        if not path.is_file():
-            raise TerwinError(f"--rtl {rtl}: no such file")
-        text = path.read_text()
-        if f"module {top}" not in text and f"module \\{top}" not in text:
-            raise TerwinError(f"--rtl {rtl}: no module named {top!r} in the file")
+        text = read_rtl(rtl, top=top)
     else:
         text = to_verilog(dep)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -51,8 +51,8 @@ def run(args) -> int:
     dep = fileformat.load(args.model)
     if args.jobs is not None and args.jobs < 1:
         raise TerwinError(f"--jobs must be at least 1, not {args.jobs}")
-    if args.rtl is not None and not Path(args.rtl).is_file():
-        raise TerwinError(f"--rtl {args.rtl}: no such file")
+    if args.rtl is not None:
+        rtl.read_rtl(args.rtl, top=args.top)  # refused before any progress line, not mid-run
     split = load_digits_split()
     x = split.x_test
     if tuple(x.shape[1:]) != tuple(dep.input_shape):
