@@ -1,20 +1,60 @@
 #!/usr/bin/env bash
-# Everything terwin needs on a fresh machine: the Python package with its pinned ranges, and Icarus Verilog.
+# Everything terwin needs on a fresh Debian/Ubuntu machine: a project virtual environment (.venv/)
+# with terwin and its pinned ranges, torch as the CPU build, and Icarus Verilog.
 # Idempotent: a second run installs nothing new.
+#
+#   PYTHON=/path/to/python   install into that interpreter instead of .venv/ (yours to manage)
+#   BASE_PYTHON=python3.12   the interpreter .venv/ is made from (default: python3)
+#   TORCH_INDEX=URL          where torch comes from when this machine has no local CPU wheel
+#                            (default: PyTorch's CPU index; a CUDA index such as
+#                            https://download.pytorch.org/whl/cu124 gives a GPU build for training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 
-echo "[setup] installing terwin and its Python dependencies (quick when already satisfied)" >&2
-# torch first, pinned to the CPU build the machine carries (pip's find-links): an unpinned
-# torch would pull the multi-GB CUDA build.
-"$PY" -m pip install --quiet --root-user-action=ignore "torch==2.13.0"
-"$PY" -m pip install --quiet --root-user-action=ignore -e ".[test]"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_install() {
+    echo "[setup] installing $* through apt" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+VENV=.venv
+if [ -n "${PYTHON:-}" ] && [ "$PYTHON" != "$VENV/bin/python" ]; then
+    PY=$PYTHON
+else
+    PY=$VENV/bin/python
+    if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+        BASE=${BASE_PYTHON:-python3}
+        echo "[setup] creating the project virtual environment $VENV/ from $(command -v "$BASE")" >&2
+        rm -rf "$VENV"
+        if ! "$BASE" -m venv "$VENV" 2>/dev/null; then
+            # Debian/Ubuntu ship venv's ensurepip in a separate package (python3.X-venv)
+            rm -rf "$VENV"
+            ver=$("$BASE" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+            apt_install "python$ver-venv"
+            "$BASE" -m venv "$VENV"
+        fi
+    fi
+fi
+PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
+[ "$(id -u)" -eq 0 ] && PIP+=(--root-user-action=ignore)
+
+echo "[setup] installing terwin and its Python dependencies into $("$PY" -c 'import sys; print(sys.prefix)')" >&2
+# torch first, as the CPU build: an unpinned torch from PyPI is the multi-GB CUDA build.
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+    # a CPU wheel on this machine's disk (pip's find-links; its local version "+cpu" wins over
+    # PyPI's CUDA build of the same release), else PyTorch's own CPU index
+    if "${PIP[@]}" --no-index --no-deps "torch==2.13.0" >/dev/null 2>&1; then
+        "${PIP[@]}" "torch==2.13.0"   # its dependencies, from the package index
+    else
+        index=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+        echo "[setup] torch from $index" >&2
+        "${PIP[@]}" --index-url "$index" --extra-index-url https://pypi.org/simple "torch>=2.2,<2.14"
+    fi
+fi
+"${PIP[@]}" -e ".[test]"
 
 if ! command -v iverilog >/dev/null 2>&1; then
-    echo "[setup] installing Icarus Verilog" >&2
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iverilog >/dev/null
+    apt_install iverilog
 fi
-echo "[setup] ready: $("$PY" -c 'import terwin; print("terwin", terwin.__version__)'), $(iverilog -V 2>&1 | head -n1)" >&2
+echo "[setup] ready: $("$PY" -c 'import terwin; print("terwin", terwin.__version__)') in $PY, $(iverilog -V 2>&1 | head -n1)" >&2
