@@ -1,26 +1,21 @@
 """Exact cycle model: `predict(dep)` -> per-layer cycles in the same form as `terwin verify --json`.
 
-Dispatches on `dep.spec.weight_format` to the engine's model (`cycles_ternary`, `cycles_winograd`).
-Report: {"engine", "spec", "layers": [{name, cycles, mac_cycles, ideal_mac_cycles}], "cycles",
-"mac_cycles", "ideal_mac_cycles", "mac_ratio", "io_cycles", "clock_mhz", "images_per_s"}.
+The model is the engine's (`terwin.engines`: `terwin.hw.<engine>.cycles`), over the same
+`Program` the engine's top is built from. Report: {"engine", "spec", "layers": [{name, cycles,
+mac_cycles, ideal_mac_cycles}], "cycles", "mac_cycles", "ideal_mac_cycles", "mac_ratio",
+"io_cycles", "clock_mhz", "images_per_s"}.
 `cycles` is compute only; images/s assumes one image at a time with full-rate streams
 (compute + io_cycles per image).
 """
 from __future__ import annotations
 
-import importlib
-
-from terwin.errors import TerwinError
-
-ENGINES = {"ternary": "terwin.sim.cycles_ternary", "winograd": "terwin.sim.cycles_winograd"}
+from terwin import engines
 
 
-def predict(dep) -> dict:
-    fmt = dep.spec.weight_format
-    if fmt not in ENGINES:
-        raise TerwinError(f"no cycle model for weight format {fmt!r}")
-    engine = importlib.import_module(ENGINES[fmt])
-    raw = engine.predict(dep)
+def predict(dep, *, program=None) -> dict:
+    """The report for `dep` (`program`: its compiled `Program`, when the caller has it already)."""
+    engine = engines.for_spec(dep.spec)
+    raw = engine.predict(program if program is not None else engine.compile(dep))
     layers = raw["layers"]
     total = sum(int(l["cycles"]) for l in layers)
     mac = sum(int(l["mac_cycles"]) for l in layers)
@@ -28,7 +23,7 @@ def predict(dep) -> dict:
     io = int(raw.get("io_cycles", 0))
     clock = float(dep.spec.clock_mhz)
     return {
-        "engine": fmt,
+        "engine": engine.name,
         "spec": dep.spec.to_dict(),
         "layers": layers,
         "cycles": total,

@@ -60,6 +60,11 @@ def quantize_input(x, *, scale: float, act_bits: int):
     return np.clip(q, 0, (1 << act_bits) - 1).astype(np.int64)
 
 
+def unsigned_bits(n: int) -> int:
+    """Smallest unsigned width holding every integer in [0, n] (at least 1)."""
+    return max(1, int(n).bit_length())
+
+
 def signed_bits(lo: int, hi: int) -> int:
     """Smallest two's-complement width holding every integer in [lo, hi]."""
     n = 1

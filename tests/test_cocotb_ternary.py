@@ -79,7 +79,7 @@ def test_verify_rtl_with_one_operator_flipped_fails(small_model, tmp_path, rtl_b
     dep, path = small_model
     text = rtl.to_verilog(dep)
     # lane 0 of the PE array: "subtract the activation" becomes "add it"
-    broken, n = re.subn(r"= - (\(\* src = \"[^\"]*ternary_pe\.py:\d+\" \*\) [^;]*acts[^;]*;)", r"= + \1", text, count=1)
+    broken, n = re.subn(r"= - (\(\* src = \"[^\"]*ternary/pe\.py:\d+\" \*\) [^;]*acts[^;]*;)", r"= + \1", text, count=1)
     assert n == 1
     bad = tmp_path / "broken.v"
     bad.write_text(broken)

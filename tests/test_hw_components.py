@@ -10,10 +10,10 @@ from amaranth.sim import Simulator
 from terwin import intmath
 from terwin.deployment import Conv2d, Linear, MaxPool2d
 from terwin.errors import TerwinError
-from terwin.hw import memimage
-from terwin.hw.decoder import TileDecoder
-from terwin.hw.requant import Requantizer
-from terwin.hw.ternary_pe import TernaryPEArray
+from terwin.hw.common.requant import Requantizer
+from terwin.hw.ternary import program as ternary_program
+from terwin.hw.ternary.decoder import TileDecoder
+from terwin.hw.ternary.pe import TernaryPEArray
 from terwin.spec import PE4X4, PE8X8, PE8X16
 from terwin.synthetic import random_deployment
 
@@ -31,7 +31,7 @@ def _run(dut, *benches):
 @pytest.mark.parametrize("spec", [PE4X4, PE8X8, PE8X16], ids=lambda s: s.name)
 def test_decoder_expands_every_kept_tile_in_order_under_stalls(spec):
     dep = random_deployment(spec, seed=11, topology=SMALL, input_shape=(3, 6, 6), tile_sparsity=0.5)
-    program = memimage.compile_program(dep)
+    program = ternary_program.compile_program(dep)
     # expected stream, straight from the TileGrid: kept tiles of each layer in (og, tg, cg) order
     expected = []
     for stage in program.stages:
@@ -162,13 +162,13 @@ def test_compile_rejects_what_the_engine_cannot_run():
     conv = dep.layers[0]
     pool_first = dep.replace(layers=(MaxPool2d(name="p", in_shape=(1, 4, 4)),) + dep.layers)
     with pytest.raises(TerwinError, match="max-pool"):
-        memimage.compile_program(pool_first)
+        ternary_program.compile_program(pool_first)
     import dataclasses
     ints = dep.replace(layers=(dataclasses.replace(conv, weight_code="int", weight_bits=4),) + dep.layers[1:])
     with pytest.raises(TerwinError, match="ternary weight codes"):
-        memimage.compile_program(ints)
+        ternary_program.compile_program(ints)
     with pytest.raises(TerwinError, match="winograd"):
-        memimage.compile_program(dep.replace(spec=spec.replace(weight_format="winograd")))
+        ternary_program.compile_program(dep.replace(spec=spec.replace(weight_format="winograd")))
 
 
 def test_kept_tiles_without_mask_equals_occupancy():
@@ -180,8 +180,8 @@ def test_kept_tiles_without_mask_equals_occupancy():
                            bias=np.zeros(10, dtype=np.int64), multiplier=np.ones(10, dtype=np.int64),
                            shift=np.ones(10, dtype=np.int64))
             grid = layer.tile_grid(spec)
-            assert np.array_equal(memimage.kept_tiles(layer, grid), grid.occupied(w))
+            assert np.array_equal(ternary_program.kept_tiles(layer, grid), grid.occupied(w))
     lin = Linear(name="l", in_shape=(3, 2, 2), out_channels=5, weight=np.eye(5, 12, dtype=np.int8),
                  bias=np.zeros(5, dtype=np.int64), multiplier=np.ones(5, dtype=np.int64), shift=np.ones(5, dtype=np.int64))
     grid = lin.tile_grid(PE8X8)
-    assert np.array_equal(memimage.kept_tiles(lin, grid), grid.occupied(lin.weight.reshape(5, 3, 2, 2)))
+    assert np.array_equal(ternary_program.kept_tiles(lin, grid), grid.occupied(lin.weight.reshape(5, 3, 2, 2)))

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from terwin import intmath
 from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
-from terwin.hw.engine import build_top
-from terwin.hw.ternary_sim import run_images
+from terwin.engines import build_top
+from terwin.hw.common.sim import run_images
 from terwin.sim import cycles, reference
 from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
 from terwin.synthetic import random_deployment

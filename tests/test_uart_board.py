@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from terwin.hw.boards import UARTBridge
-from terwin.hw.engine import build_top
+from terwin.engines import build_top
 from terwin.sim import reference
 from terwin.spec import PRESETS
 from terwin.synthetic import random_deployment

@@ -10,9 +10,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from terwin import winograd
-from terwin.hw.winograd_mult import SparseMultiplyStage, WeightDecoder
-from terwin.hw.winograd_program import compile_program, decode_lane_items, encode_layer
-from terwin.hw.winograd_transform import InputTransform, OutputTransform
+from terwin.hw.winograd.mult import SparseMultiplyStage, WeightDecoder
+from terwin.hw.winograd.program import compile_program, decode_lane_items, encode_layer
+from terwin.hw.winograd.transform import InputTransform, OutputTransform
 from terwin.spec import PRESETS, ceil_div
 from terwin.synthetic import random_deployment
 
@@ -177,7 +177,7 @@ def test_encoder_round_trip_and_balance(lanes, density):
 def test_decoder_streams_layer_items_under_back_pressure(layer_no):
     dep = small_dep(seed=2)
     program = compile_program(dep)
-    from terwin.hw.winograd_layouts import item_layout
+    from terwin.hw.winograd.layouts import item_layout
     layout = item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)
     weighted = [s for s in program.stages if s.kind != "pool"]
     lane = 1
@@ -203,7 +203,7 @@ def test_decoder_streams_layer_items_under_back_pressure(layer_no):
 def test_decoder_issues_one_item_per_cycle():
     dep = small_dep(seed=2)
     program = compile_program(dep)
-    from terwin.hw.winograd_layouts import item_layout
+    from terwin.hw.winograd.layouts import item_layout
     layout = item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)
     weighted = [s for s in program.stages if s.kind != "pool"]
     dut = WeightDecoder(layout=layout, items=[{"w": w, "addr": a, "last": l} for w, a, l in program.items[0]],

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from amaranth.sim import Simulator
 
 from terwin.errors import TerwinError
-from terwin.hw.winograd_program import compile_program
-from terwin.hw.winograd_top import WinogradAccelerator
+from terwin.hw.winograd.program import compile_program
+from terwin.hw.winograd.top import WinogradAccelerator
 from terwin.sim import reference
-from terwin.sim.cycles_winograd import predict
+from terwin.sim.cycles import predict
 from terwin.spec import PRESETS, ceil_div
 from terwin.synthetic import random_deployment
 from terwin import winograd
@@ -213,8 +213,9 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
         pytest.fail("cocotb and Icarus Verilog are required")
     from amaranth.hdl import signed, unsigned
 
-    import terwin.hw.winograd_top as winograd_top
-    from terwin.hw.winograd_transform import _SandwichStage
+    import terwin.hw.winograd.operands as operands
+    from terwin.hw.winograd.top import WinogradAccelerator
+    from terwin.hw.winograd.transform import _SandwichStage
     from terwin.sim import rtl
 
     class TypoInputTransform(_SandwichStage):
@@ -225,9 +226,9 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
             super().__init__(bt, in_shape=unsigned(act_bits), out_shape=signed(self.v_bits))
 
     dep = synthetic(1, topology=(("wconv", 4), ("pool", 2), ("linear", 3)))
-    monkeypatch.setattr(winograd_top, "InputTransform", TypoInputTransform)
+    monkeypatch.setattr(operands, "InputTransform", TypoInputTransform)
     broken = tmp_path / "broken.v"
-    broken.write_text(rtl.to_verilog(dep, top=winograd_top.WinogradAccelerator(dep)))
+    broken.write_text(rtl.to_verilog(dep, top=WinogradAccelerator(dep)))
     monkeypatch.undo()
     q = np.random.default_rng(2).integers(0, 256, size=(3, *dep.input_shape))
     build = tmp_path / "build"

@@ -12,8 +12,13 @@ no back-pressure: `o_valid` follows `i_valid` exactly `LATENCY` cycles later.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
+
+def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int) -> data.StructLayout:
+    """Per output channel requantization constants (one word of either engine's `params` memory)."""
+    return data.StructLayout({"bias": signed(bias_bits), "mult": signed(mult_bits), "shift": unsigned(shift_bits)})
 
 
 class Requantizer(wiring.Component):

@@ -1,7 +1,8 @@
 """Compile a Winograd `Deployment` into the Winograd engine's program: weight streams, schedule, widths.
 
-NumPy only (no Amaranth at import time): the cycle model (`terwin.sim.cycles_winograd`) and the
-hardware (`terwin.hw.winograd_top`) read the same schedule from here, so they cannot drift apart.
+NumPy only (no Amaranth at import time): the cycle model (`terwin.hw.winograd.cycles`) and the
+hardware (`terwin.hw.winograd.top`) read the same `WinogradProgram` (the schedule of phases, the
+per-stage table, the memories), so they cannot drift apart.
 
 Compressed weight stream (one per multiplier lane)
 ---------------------------------------------------
@@ -50,8 +51,10 @@ import numpy as np
 from terwin import winograd
 from terwin.deployment import Deployment, Linear, MaxPool2d, WinogradConv2d
 from terwin.errors import TerwinError
-from terwin.intmath import MULTIPLIER_BITS, signed_bits
+from terwin.intmath import MULTIPLIER_BITS, signed_bits, unsigned_bits
 from terwin.spec import ceil_div
+
+from ..common.program import MemoryImage, Program, ProgramStage
 
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
 IN_TAIL = 19        # after the last pixel read: read 1, window register 1, transform register 1, 16 operand writes
@@ -64,16 +67,9 @@ OPS = ("IN_W", "MULT", "DRAIN", "OUT_W", "IN_L", "OUT_L", "POOL")
 OP = {name: i for i, name in enumerate(OPS)}
 
 
-def _bits(n: int) -> int:
-    """Unsigned width holding 0..n."""
-    return max(1, int(n).bit_length())
-
-
 @dataclass
-class Stage:
+class Stage(ProgramStage):
     """One layer as the engine runs it."""
-    index: int
-    name: str
     kind: str                        # "wconv", "linear", "pool"
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
@@ -122,9 +118,8 @@ class Phase:
 
 
 @dataclass
-class Program:
-    spec: object
-    stages: list[Stage]
+class WinogradProgram(Program):
+    """The Winograd engine's program: stages, the schedule of phases, memories, widths."""
     phases: list[Phase]
     lanes: int
     items: list                # per lane: list of (w, addr, last) for every layer
@@ -141,31 +136,71 @@ class Program:
     mult_bits: int
     shift_bits: int
     bank_depth: int
-    n_scores: int
-    input_shape: tuple[int, int, int]
 
     @property
     def addr_bits(self) -> int:
-        return _bits(self.operand_depth - 1)
+        return unsigned_bits(self.operand_depth - 1)
 
     @property
     def k_bits(self) -> int:
-        return _bits(self.bank_depth - 1)
+        return unsigned_bits(self.bank_depth - 1)
 
     @property
     def item_depth(self) -> int:
         return max(1, max(len(items) for items in self.items))
 
-    def stage_cycles(self) -> list[dict]:
-        """Per stage: cycles, mac_cycles (MULT + DRAIN) and ideal_mac_cycles."""
-        out = []
-        for n, s in enumerate(self.stages):
-            ph = [p for p in self.phases if p.stage == n]
-            cycles = sum(p.length for p in ph)
-            mac = sum(p.length for p in ph if p.op in (OP["MULT"], OP["DRAIN"]))
-            ideal = ceil_div(s.nonzero_multiplies, self.lanes) if s.kind != "pool" else 0
-            out.append({"name": s.name, "cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
-        return out
+    @property
+    def score_bits(self) -> int:
+        """The raw scores (acc + bias) as the requantizer gives them (`Requantizer.o_score`)."""
+        return max(self.y_bits, self.bias_bits) + 1
+
+    @property
+    def weighted(self) -> list[Stage]:
+        """The stages with weights (the multiply stage's layers), in order."""
+        return [s for s in self.stages if s.kind != "pool"]
+
+    def stage_table(self) -> dict[str, list[int]]:
+        weighted = [n for n, s in enumerate(self.stages) if s.kind != "pool"]
+        return {
+            "src": [s.src for s in self.stages],                    # activation buffer read
+            "dst": [max(s.dst, 0) for s in self.stages],            # activation buffer written
+            "to_scores": [s.raw for s in self.stages],              # writes raw scores to the output FIFO
+            "weighted_layer": [weighted.index(n) if n in weighted else 0 for n in range(len(self.stages))],
+            "map_base": [s.map_base for s in self.stages],          # first target-map entry
+            "param_base": [s.param_base for s in self.stages],      # first requantization constants
+        }
+
+    def phase_widths(self) -> dict[str, int]:
+        """Field widths of a schedule entry (`layouts.phase_layout`)."""
+        return {"op_bits": unsigned_bits(len(OPS) - 1), "stage_bits": unsigned_bits(len(self.stages) - 1),
+                "length_bits": unsigned_bits(max(ph.length for ph in self.phases)),
+                "tile_bits": unsigned_bits(max(max(s.tiles_y, s.tiles_x) for s in self.stages))}
+
+    def memories(self) -> list[MemoryImage]:
+        from amaranth.hdl import signed, unsigned
+
+        from ..common.requant import param_layout
+        from . import layouts
+        item = layouts.item_layout(weight_bits=self.weight_bits, addr_bits=self.addr_bits)
+        return [
+            MemoryImage("schedule", layouts.phase_layout(**self.phase_widths()), len(self.phases) + 1,
+                        [{"op": ph.op, "stage": ph.stage, "length": ph.length, "ty": ph.ty, "tx": ph.tx,
+                          "arm": ph.arm} for ph in self.phases]),
+            MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
+                                               shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
+            *(MemoryImage(f"items{lane}", item, max(1, len(items)),
+                          [{"w": w, "addr": a, "last": last} for w, a, last in items])
+              for lane, items in enumerate(self.items)),
+            MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits),
+                        len(self.target_map),
+                        [[{"present": a, "k": k} for a, k in entry] for entry in self.target_map]),
+            MemoryImage("operands", signed(self.operand_bits), self.operand_depth),
+            *(MemoryImage(f"bank{lane}", signed(self.acc_bits), self.bank_depth) for lane in range(self.lanes)),
+            *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
+            # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
+            # which its depth-2 form cannot (see `top.py`), hence at least 3
+            MemoryImage("scores", signed(self.score_bits), max(3, self.n_scores)),
+        ]
 
 
 def _wrap_lanes(target_items: dict[int, list], lanes: int) -> tuple[list[list], list[list[int]]]:
@@ -232,7 +267,7 @@ def decode_lane_items(lane_items, lane_targets, *, n_targets: int, n_operands: i
     return dense
 
 
-def compile_program(dep: Deployment) -> Program:
+def compile_program(dep: Deployment) -> WinogradProgram:
     """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
     spec = dep.spec
     if spec.weight_format != "winograd":
@@ -359,17 +394,18 @@ def compile_program(dep: Deployment) -> Program:
     biases = [p["bias"] for p in params] + [0]
     mults = [p["mult"] for p in params] + [0]
     last = stages[-1]
-    return Program(
-        spec=spec, stages=stages, phases=phases, lanes=lanes, items=items, target_map=target_map, params=params,
+    return WinogradProgram(
+        spec=spec, input_shape=tuple(dep.input_shape), layer_names=tuple(layer.name for layer in layers),
+        stages=stages, n_scores=last.out_channels,
+        phases=phases, lanes=lanes, items=items, target_map=target_map, params=params,
         act_bits=spec.act_bits, act_depth=max(act_sizes), operand_depth=operand_depth,
         operand_bits=signed_bits(-operand_max, operand_max),
         weight_bits=signed_bits(min(wmin, -1), max(wmax, 1)),
         acc_bits=signed_bits(-acc_max, acc_max), y_bits=signed_bits(-y_max, y_max),
         bias_bits=signed_bits(min(biases), max(biases)), mult_bits=max(MULTIPLIER_BITS, signed_bits(min(mults), max(mults))),
-        shift_bits=_bits(max(p["shift"] for p in params)),
-        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)),
-        n_scores=last.out_channels, input_shape=tuple(dep.input_shape))
+        shift_bits=unsigned_bits(max(p["shift"] for p in params)),
+        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)))
 
 
-__all__ = ["Program", "Stage", "Phase", "OPS", "OP", "compile_program", "encode_layer", "decode_lane_items",
+__all__ = ["WinogradProgram", "Stage", "Phase", "OPS", "OP", "compile_program", "encode_layer", "decode_lane_items",
            "IN_TAIL", "MULT_LATENCY", "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL"]

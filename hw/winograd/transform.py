@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from terwin import winograd
 from terwin.intmath import signed_bits
 
-from .winograd_layouts import tile_layout
+from .layouts import tile_layout
 
 
 def _signed_sum(terms):

@@ -1,6 +1,6 @@
 """The weight decoder: reads one compressed word (one kept PE tile) per cycle and expands it.
 
-It owns the weight memory (2-bit codes of kept tiles, see `terwin.hw.memimage`) and the lane map
+It owns the weight memory (2-bit codes of kept tiles, see `terwin.hw.ternary.program`) and the lane map
 (per tap group: the kernel tap and channel offset each lane reads). Given `addr` with `en` high, two
 enabled cycles later it presents the tile's codes (as `nonzero`/`negative` per row and lane, i.e.
 add, subtract or skip), its channel-group offset `coff`, its `last` flag and the lane map row.
@@ -9,24 +9,25 @@ add, subtract or skip), its channel-group offset `coff`, its `last` flag and the
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .program import DECODER_LATENCY
 
 
 class TileDecoder(wiring.Component):
-    LATENCY = 2
+    LATENCY = DECODER_LATENCY
 
     def __init__(self, program):
-        self._program = program
+        self._weights = program.memory("weights")
+        self._lane_map = program.memory("lane_map")
         spec = program.spec
-        self._word = layouts.weight_word_layout(spec, lm_bits=program.lm_bits, coff_bits=program.coff_bits)
-        self._lanes = layouts.lane_map_layout(spec, k_bits=program.k_bits, aoff_bits=program.aoff_bits)
-        depth = max(1, program.weight_word_count)
+        self._word = self._weights.shape
+        self._lanes = self._lane_map.shape
         super().__init__({
             "en": In(1),
-            "addr": In(range(max(2, depth))),
+            "addr": In(range(max(2, self._weights.depth))),
             "codes": Out(layouts.tile_codes_layout(spec)),
             "coff": Out(self._word["coff"].shape),
             "last": Out(1),
@@ -35,11 +36,8 @@ class TileDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self._program
-        m.submodules.weights = wmem = memory.Memory(shape=self._word, depth=max(1, p.weight_word_count),
-                                                    init=p.words)
-        m.submodules.lane_map = lmem = memory.Memory(shape=self._lanes, depth=max(1, len(p.lane_map)),
-                                                     init=p.lane_map)
+        m.submodules.weights = wmem = self._weights.memory()
+        m.submodules.lane_map = lmem = self._lane_map.memory()
         wrd = wmem.read_port()
         lrd = lmem.read_port()
         m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]

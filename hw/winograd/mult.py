@@ -1,6 +1,6 @@
 """The sparse Winograd-domain multiply stage: weight-stream decoders driving `mult_lanes` multipliers.
 
-The compressed format is described in `terwin.hw.winograd_program`: per lane, a list of nonzero
+The compressed format is described in `terwin.hw.winograd.program`: per lane, a list of nonzero
 weights (w, operand address, last-of-target). Each lane is
 
     WeightDecoder  --items-->  MacLane  --(k, M)-->  its accumulator bank
@@ -18,7 +18,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .winograd_layouts import item_layout, target_map_layout
 
 
 class WeightDecoder(wiring.Component):
@@ -127,11 +126,12 @@ class SparseMultiplyStage(wiring.Component):
     def __init__(self, program):
         p = program
         self.program = p
-        self.item = item_layout(weight_bits=p.weight_bits, addr_bits=p.addr_bits)
-        self.map = target_map_layout(lanes=p.lanes, k_bits=p.k_bits)
-        self.weighted = [s for s in p.stages if s.kind != "pool"]
+        self.weighted = p.weighted
+        self._images = {image.name: image for image in p.memories()}
+        self.item = self._images["items0"].shape
+        self.map = self._images["target_map"].shape
         super().__init__({
-            "v_write": In(WritePort.Signature(addr_width=p.addr_bits, shape=signed(p.operand_bits))),
+            "v_write": Out(WritePort.Signature(addr_width=p.addr_bits, shape=signed(p.operand_bits))),
             "start": In(1),
             "layer": In(range(len(self.weighted))),
             "busy": Out(1),
@@ -142,21 +142,19 @@ class SparseMultiplyStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.program
-        m.submodules.operands = operands = Memory(shape=signed(p.operand_bits), depth=p.operand_depth, init=[])
+        images = self._images
+        m.submodules.operands = operands = images["operands"].memory()
         wp = operands.write_port()
         m.d.comb += [wp.en.eq(self.v_write.en), wp.addr.eq(self.v_write.addr), wp.data.eq(self.v_write.data)]
 
-        m.submodules.target_map = tmap = Memory(
-            shape=self.map, depth=len(p.target_map),
-            init=[[{"present": a, "k": k} for a, k in entry] for entry in p.target_map])
+        m.submodules.target_map = tmap = images["target_map"].memory()
         map_rp = tmap.read_port()
         m.d.comb += [map_rp.addr.eq(self.m_read.addr), map_rp.en.eq(self.m_read.en)]
 
         busy = []
         bank_data = []
         for lane in range(p.lanes):
-            items = [{"w": w, "addr": a, "last": last} for w, a, last in p.items[lane]]
-            dec = WeightDecoder(layout=self.item, items=items,
+            dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
                                 bases=[s.item_base[lane] for s in self.weighted],
                                 counts=[len(s.lane_items[lane]) for s in self.weighted])
             mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits)
@@ -166,8 +164,7 @@ class SparseMultiplyStage(wiring.Component):
             wiring.connect(m, dec.o_stream, mac.i_stream)
             rp = operands.read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
-            bank = Memory(shape=signed(p.acc_bits), depth=p.bank_depth, init=[])
-            m.submodules[f"bank{lane}"] = bank
+            m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
             bwp = bank.write_port()
             m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
             brp = bank.read_port()

@@ -1,8 +1,8 @@
-"""Exact cycle model of the Winograd engine (`terwin.hw.winograd_top.WinogradAccelerator`).
+"""Exact cycle model of the Winograd engine (`terwin.hw.winograd.top.WinogradAccelerator`).
 
-The engine's controller walks a schedule of fixed-length phases compiled from the `Deployment` by
-`terwin.hw.winograd_program` (NumPy only); this model sums the same phases, so it needs no per-cycle
-loop. Per layer:
+The engine's controller walks the schedule of fixed-length phases of the `WinogradProgram`
+(`terwin.hw.winograd.program`, NumPy only); this model sums the same phases, so it needs no
+per-cycle loop. Per layer:
 
 * Winograd conv, T output tiles, C inputs, O outputs, nnz = nnz(U), L = mult_lanes:
   cycles = T * (16 C + 19) + T * (16 O + 12) + T * ceil(nnz / L) + 2,
@@ -19,18 +19,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from terwin.spec import ceil_div
 
-def predict(dep) -> dict:
-    from terwin.hw.winograd_program import compile_program  # NumPy-only module
+from .program import OP, WinogradProgram, compile_program
 
-    program = compile_program(dep)
-    by_stage = program.stage_cycles()
-    layers = [{"name": layer.name, **{k: v for k, v in by_stage[i].items() if k != "name"}}
-              for i, layer in enumerate(dep.layers)]
+
+def stage_cycles(program: WinogradProgram) -> list[dict]:
+    """Per stage: cycles (its phases), mac_cycles (its MULT + DRAIN phases) and ideal_mac_cycles."""
+    out = []
+    for n, s in enumerate(program.stages):
+        ph = [p for p in program.phases if p.stage == n]
+        cycles = sum(p.length for p in ph)
+        mac = sum(p.length for p in ph if p.op in (OP["MULT"], OP["DRAIN"]))
+        ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != "pool" else 0
+        out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
+    return out
+
+
+def predict(program: WinogradProgram) -> dict:
+    """{"layers": per layer {name, cycles, mac_cycles, ideal_mac_cycles}, "io_cycles"}."""
     # one beat per input activation; the scores leave the FIFO while the last layer still runs, and
     # `busy` falls 3 cycles after the last push (FIFO latency 2, then the controller sees it empty)
-    io = int(np.prod(dep.input_shape)) + 3
-    return {"layers": layers, "io_cycles": io}
+    return {"layers": program.per_layer(stage_cycles(program)), "io_cycles": program.n_inputs + 3}
 
 
 DIGITS_TOPOLOGY = (("wconv", 16), ("wconv", 32), ("pool", 2), ("wconv", 32), ("pool", 2), ("linear", 10))
@@ -46,7 +56,7 @@ def sparsity_series(densities=(1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), *, spec=
     rows = []
     for d in densities:
         dep = random_deployment(spec, seed=seed, topology=topology, winograd_density=d, linear_int_bits=8)
-        layers = predict(dep)["layers"]
+        layers = predict(compile_program(dep))["layers"]
         wl = [l for l, layer in zip(layers, dep.layers) if layer.kind == "winograd_conv2d"]
         rows.append({
             "density": d,

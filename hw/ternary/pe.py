@@ -11,6 +11,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .program import pe_latency
 
 
 def pe_sum_bits(spec) -> int:
@@ -21,7 +22,7 @@ def pe_sum_bits(spec) -> int:
 class TernaryPEArray(wiring.Component):
     def __init__(self, spec):
         self._spec = spec
-        self.latency = 1 + (spec.pe_cols - 1).bit_length()
+        self.latency = pe_latency(spec)
         super().__init__({
             "en": In(1),
             "acts": In(layouts.lanes_layout(spec, spec.act_bits)),

@@ -1,0 +1,50 @@
+"""Exact cycle model of the ternary accelerator (`terwin.hw.ternary.top.TernaryAccelerator`).
+
+It reads the same `TernaryProgram` as the top (`terwin.hw.ternary.program`: the stages, their kept
+tiles per output group, the pipeline latencies), in NumPy, with no per-cycle loop. Per stage (a
+conv/linear layer with its fused max-pool), with R = pe_rows:
+
+* jobs run output group by output group; group g has J = pooled pixels x pool_k**2 jobs of n_g
+  tiles (its kept tiles, at least 1); the array issues one tile per cycle: mac_cycles = sum J * n_g;
+* a tile reaches the accumulators A = `pipeline_depth` = 5 + log2(pe_cols) cycles after issue
+  (decoder 2, activation read 1, activation register 1, PE products 1, adder tree log2(pe_cols));
+* the sums of job j move to the shadow register at c_j = c_(j-1) + max(n_j, R): the requantizer
+  drains the shadow one channel per cycle and the array stalls when a job ends before that;
+* the last channel is written 6 cycles after its shadow load + R - 1 (parameter read 1, requantizer
+  4), and the next stage starts the cycle after (`REQUANT_TAIL`):
+  cycles = (n_0 - 1 + A) + sum_(j>=1) max(n_j, R) + R + 6.
+
+`cycles` counts compute only: loading the image (one beat per activation) and sending the scores
+(one beat per score + 2) come on top, at the rate the streams allow.
+NumPy only (no Amaranth): `terwin simulate` imports nothing else.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .program import REQUANT_TAIL, TernaryProgram
+
+
+def stage_cycles(program: TernaryProgram) -> list[dict]:
+    """Per stage: cycles, mac_cycles (tiles issued) and ideal_mac_cycles."""
+    spec = program.spec
+    rows, lanes = spec.pe_rows, spec.lanes
+    a = program.pipeline_depth
+    out = []
+    for s in program.stages:
+        n = s.og_counts.astype(np.int64)
+        j = s.jobs_per_og
+        mac = int(j * n.sum())
+        steps = int((j * np.maximum(n, rows)).sum() - max(int(n[0]), rows))
+        cycles = int(n[0]) - 1 + a + steps + rows + REQUANT_TAIL
+        ideal = math.ceil(s.nonzero_weights * s.conv_pixels / lanes)
+        out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
+    return out
+
+
+def predict(program: TernaryProgram) -> dict:
+    """{"layers": per layer {name, cycles, mac_cycles, ideal_mac_cycles}, "io_cycles"}."""
+    io = program.n_inputs + program.n_scores + 2
+    return {"layers": program.per_layer(stage_cycles(program)), "io_cycles": io}

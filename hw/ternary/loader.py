@@ -1,0 +1,61 @@
+"""The image loader: the input stream into the first stage's activation region."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .memories import bank_port
+
+
+class ImageLoader(wiring.Component):
+    """Takes the image, one activation per beat in (C, H, W) order, while `active`, and writes it where
+    the first stage reads it: channel c into bank c % pe_cols (banked input) or into every bank
+    (replicated input), at the first stage's input base + the channel's offset + y * W + x.
+
+    * `i_stream` (in): the image; `ready` follows `active`;
+    * `bank_write[b]` (out): the writes;
+    * `done` (out): high in the cycle of the last beat.
+    """
+
+    def __init__(self, program):
+        self._program = program
+        spec = program.spec
+        super().__init__({
+            "active": In(1),
+            "i_stream": In(stream.Signature(unsigned(spec.act_bits))),
+            "bank_write": In(bank_port(program)).array(spec.pe_cols),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._program.spec.pe_cols
+        first = self._program.stages[0]
+        channels, h, w = self._program.input_shape
+        plane = h * w
+        banked = first.in_mode == "banked"
+        pixel = Signal(range(plane + 1))
+        channel = Signal(range(channels + 1))
+        channel_offset = Signal(range(channels * plane + 1))
+        m.d.comb += self.i_stream.ready.eq(self.active)
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            for b, port in enumerate(self.bank_write):
+                if banked:
+                    m.d.comb += port.en.eq(channel[:max(1, (cols - 1).bit_length())] == b if cols > 1 else 1)
+                else:
+                    m.d.comb += port.en.eq(1)
+                m.d.comb += [port.addr.eq(first.in_base + channel_offset + pixel), port.data.eq(self.i_stream.payload)]
+            with m.If(pixel == plane - 1):
+                m.d.sync += [pixel.eq(0), channel.eq(channel + 1)]
+                if banked:  # the next address row once every bank has a channel there
+                    with m.If((channel & (cols - 1)) == cols - 1):
+                        m.d.sync += channel_offset.eq(channel_offset + plane)
+                else:
+                    m.d.sync += channel_offset.eq(channel_offset + plane)
+                with m.If(channel == channels - 1):
+                    m.d.comb += self.done.eq(1)
+                    m.d.sync += [channel.eq(0), channel_offset.eq(0)]
+            with m.Else():
+                m.d.sync += pixel.eq(pixel + 1)
+        return m

@@ -1,0 +1,158 @@
+"""The MAC side: a tile's weights and activations into the PE array, its sums into the accumulators."""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from ..common.control import delayed
+from . import layouts
+from .decoder import TileDecoder
+from .memories import bank_port
+from .pe import TernaryPEArray, pe_sum_bits
+from .program import ACTIVATION_LATENCY, DECODER_LATENCY, pe_latency
+
+assert ACTIVATION_LATENCY == 2  # lane addresses -> bank read, then the activation register (below)
+
+
+class MacPipeline(wiring.Component):
+    """Decoder -> lane addresses and activation reads -> PE array, for one issued tile a cycle.
+
+    * `tile` (in), `weight_addr` (in): the tile issued (`TileSequencer`); `k` (in): stage constants;
+    * `en` (in): low freezes every stage (the stall);
+    * `bank_read[lane]` (out): each lane's activation read: its address from the tile's window origin,
+      the lane-map entry of its tap (kernel row/column, address offset) and the tile's channel offset;
+      outside the input map (zero padding) the lane gets 0;
+    * `acc_tile` (out), `sums` (out): a tile and its per-row sums, `latency` enabled cycles after issue.
+    """
+
+    def __init__(self, program, *, constants):
+        self._program = program
+        spec = program.spec
+        self.latency = DECODER_LATENCY + ACTIVATION_LATENCY + pe_latency(spec)
+        assert self.latency == program.pipeline_depth
+        tile = layouts.tile_layout(program)
+        super().__init__({
+            "k": In(constants),
+            "en": In(1),
+            "tile": In(tile),
+            "weight_addr": In(range(max(2, program.memory("weights").depth))),
+            "bank_read": In(bank_port(program, ReadPort)).array(spec.pe_cols),
+            "acc_tile": Out(tile),
+            "sums": Out(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, k, en = self._program, self.k, self.en
+        m.submodules.decoder = dec = TileDecoder(p)
+        m.submodules.pe = pe = TernaryPEArray(p.spec)
+        assert dec.LATENCY == DECODER_LATENCY and pe.latency == pe_latency(p.spec)
+        m.d.comb += [dec.addr.eq(self.weight_addr), dec.en.eq(en)]
+        # the decoder's outputs belong to the tile issued DECODER_LATENCY cycles ago
+        tile_decoded = delayed(m, self.tile, DECODER_LATENCY, en=en, name="tile_dec")
+        abits = p.addr_bits
+        cbits, pbits = layouts.coord_bits(p), layouts.pixel_bits(p)
+        # lane addresses -> bank read (+1)
+        tile_read = delayed(m, tile_decoded, 1, en=en, name="tile_read")
+        inside = Signal(p.spec.pe_cols)
+        codes_read = Signal.like(dec.codes)
+        with m.If(en):
+            m.d.sync += codes_read.eq(dec.codes)
+        for lane, port in enumerate(self.bank_read):
+            tap = dec.lanes[lane]
+            iy = Signal(signed(cbits + 1), name=f"iy{lane}")
+            ix = Signal(signed(cbits + 1), name=f"ix{lane}")
+            addr = Signal(signed(max(pbits, abits + 1) + 2), name=f"addr{lane}")
+            m.d.comb += [iy.eq(tile_decoded.iy0 + tap.ky), ix.eq(tile_decoded.ix0 + tap.kx),
+                         addr.eq(k.in_base + dec.coff + tile_decoded.pixel_base + tap.aoff),
+                         port.addr.eq(addr[:abits]), port.en.eq(en)]
+            with m.If(en):
+                m.d.sync += inside[lane].eq((iy >= 0) & (iy < k.in_height) & (ix >= 0) & (ix < k.in_width))
+        # activation register (+1): the block RAM output goes straight into a register
+        acts = Signal.like(pe.acts)
+        codes = Signal.like(codes_read)
+        tile_pe = delayed(m, tile_read, 1, en=en, name="tile_pe")
+        with m.If(en):
+            m.d.sync += codes.eq(codes_read)
+            for lane, port in enumerate(self.bank_read):
+                m.d.sync += acts[lane].eq(Mux(inside[lane], port.data, 0))
+        m.d.comb += [pe.acts.eq(acts), pe.codes.eq(codes), pe.en.eq(en),
+                     self.acc_tile.eq(delayed(m, tile_pe, pe.latency, en=en, name="tile_sum")),
+                     self.sums.eq(pe.sums)]
+        return m
+
+
+class Accumulators(wiring.Component):
+    """Per PE row an accumulator over a job's tiles; at the job's last tile the sums move to a shadow
+    register, which is drained one channel (row) a cycle towards the requantizer while the array
+    works on the next job. When a job ends while the shadow is still full the whole MAC pipeline
+    stalls (`stall`: every enable of the pipeline is its inverse).
+
+    * `tile` (in), `sums` (in): from `MacPipeline`; `k` (in): stage constants;
+    * `channel_index` (out): the channel being drained (its requantization constants are read with it);
+    * `channel_valid`, `channel_acc`, `channel` (out), a cycle later: that channel's sum and where
+      it goes (`layouts.channel_layout`).
+    """
+
+    def __init__(self, program, *, constants):
+        self._program = program
+        self._tile = layouts.tile_layout(program)
+        spec = program.spec
+        channel = layouts.channel_layout(program)
+        super().__init__({
+            "k": In(constants),
+            "tile": In(self._tile),
+            "sums": In(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
+            "stall": Out(1),
+            "channel_index": Out(channel["channel"].shape),
+            "channel_valid": Out(1),
+            "channel_acc": Out(signed(program.acc_bits)),
+            "channel": Out(channel),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, k, tile = self._program, self.k, self.tile
+        rows, cols = p.spec.pe_rows, p.spec.pe_cols
+        en = ~self.stall
+        acc = [Signal(signed(p.acc_bits), name=f"acc{r}") for r in range(rows)]
+        shadow = Array(Signal(signed(p.acc_bits), name=f"shadow{r}") for r in range(rows))
+        shadow_valid = Signal()
+        shadow_job = Signal(self._tile["job"].shape)
+        row = Signal(range(rows))
+        address = Signal.like(self.channel.address)
+        # last_row == (row == rows - 1), kept in a register: `freeing` feeds the stall, whose fan-out
+        # (every pipeline enable) is the iCE40's critical path, so it must not wait for a comparator
+        last_row = Signal(init=int(rows == 1))
+        freeing = shadow_valid & last_row
+        m.d.comb += self.stall.eq(tile.valid & tile.last & shadow_valid & ~freeing)
+        # drain: one channel of the shadow per cycle
+        index = self.channel_index
+        m.d.comb += index.eq(Cat(row, shadow_job.group) if rows > 1 else shadow_job.group)
+        out = self.channel
+        m.d.sync += self.channel_valid.eq(shadow_valid)
+        with m.If(shadow_valid):
+            m.d.sync += [self.channel_acc.eq(shadow[row]), out.channel.eq(index), out.address.eq(address),
+                         out.pixel.eq(shadow_job.pixel), out.window_first.eq(shadow_job.window_first),
+                         out.window_last.eq(shadow_job.window_last),
+                         out.stage_last.eq(shadow_job.stage_last & freeing),
+                         row.eq(row + 1), last_row.eq((row == rows - 2) if rows > 1 else 1)]
+            with m.If(~k.banked_out | (((index + 1) & (cols - 1)) == 0)):   # the next channel's address
+                m.d.sync += address.eq(address + k.out_plane)
+            with m.If(freeing):
+                m.d.sync += [shadow_valid.eq(0), row.eq(0), last_row.eq(rows == 1)]
+
+        # accumulate; a job's last tile loads the shadow (after the drain above: it wins a tie)
+        for r in range(rows):
+            total = Signal(signed(p.acc_bits), name=f"total{r}")
+            m.d.comb += total.eq(Mux(tile.first, 0, acc[r]) + self.sums[r])
+            with m.If(tile.valid & en):
+                m.d.sync += acc[r].eq(total)
+                with m.If(tile.last):
+                    m.d.sync += shadow[r].eq(total)
+        with m.If(tile.valid & tile.last & en):
+            m.d.sync += [shadow_valid.eq(1), shadow_job.eq(tile.job), row.eq(0), last_row.eq(rows == 1),
+                         address.eq(tile.job.channel_base)]
+        return m

@@ -1,0 +1,406 @@
+"""Compile a ternary `Deployment` into the accelerator's program: stages, memory contents, widths.
+
+NumPy only (no Amaranth at import time): the cycle model (`terwin.hw.ternary.cycles`) and the
+hardware (`terwin.hw.ternary.top`) read the same `TernaryProgram` (its stages, the per-stage table
+the controller selects from, its memories and the pipeline latencies below).
+The schedule (stages, tile counts) is computed at once; the memory contents only when asked for
+(`memories()`, `words`, ...), so the cycle model stays fast on large networks.
+
+A *stage* is one weighted layer (conv or linear, a linear layer being the conv with kernel (H, W))
+with the max-pool that follows it fused into its output. Activation memory is `pe_cols` banks.
+A stage's input map is stored either
+
+* banked (in_channels >= pe_cols): channel c in bank c % pe_cols at
+  base + (c // pe_cols) * H * W + y * W + x, so every lane of a tile reads the same address; or
+* replicated (in_channels < pe_cols, taps packed per tile): every bank holds the whole map at
+  base + c * H * W + y * W + x, so each lane can read its own tap.
+
+Two regions (ping-pong): stage i reads region i % 2 and writes region (i + 1) % 2; the last stage
+writes raw class scores into the score memory (index c * Ho * Wo + y * Wo + x).
+
+Weight memory: one word per kept tile, in TileGrid order (out group, tap group, channel group),
+holding the tile's 2-bit codes, the lane-map row of its tap group, its channel-group address offset
+and a `last` flag; the tile mask is stored as the set of words (an output group whose tiles are all
+pruned keeps one all-zero tile, so it still produces bias-only outputs). `og_counts` holds the
+number of words per output group (memory `og_table`); the controller visits exactly those words.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d, conv_out_size
+from terwin.errors import TerwinError
+from terwin.intmath import signed_bits, unsigned_bits
+from terwin.tiling import TileGrid
+
+from ..common.program import MemoryImage, Program, ProgramStage
+
+# Latencies of the datapath (cycles). The top checks that its components add up to these, and the
+# cycle model (`terwin.hw.ternary.cycles`) counts with them.
+DECODER_LATENCY = 2        # weight word, then its lane-map row (`TileDecoder.LATENCY`)
+ACTIVATION_LATENCY = 2     # lane address -> bank read (1), activation register (1)
+PARAM_READ_LATENCY = 1     # shadow channel -> its requantization constants
+REQUANT_LATENCY = 4        # `Requantizer.LATENCY`
+
+
+def pe_latency(spec) -> int:
+    """The PE array: products (1), then one register per adder-tree level."""
+    return 1 + (spec.pe_cols - 1).bit_length()
+
+
+def pipeline_depth(spec) -> int:
+    """Cycles from issuing a tile to its sums reaching the accumulators: 5 + log2(pe_cols)."""
+    return DECODER_LATENCY + ACTIVATION_LATENCY + pe_latency(spec)
+
+
+# a stage's last shadow load -> its last channel written: pe_rows - 1 (the channels before it) + 1 (the
+# drain register) + the parameter read + the requantizer = pe_rows + 5; +1 to count inclusive
+REQUANT_TAIL = 1 + PARAM_READ_LATENCY + REQUANT_LATENCY
+
+
+@dataclass
+class Stage(ProgramStage):
+    """One weighted layer with the max-pool fused into its output."""
+    pool_index: int | None     # position of the fused max-pool, if any
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kh: int
+    kw: int
+    stride: int
+    padding: int
+    conv_h: int                # conv output size (before pooling)
+    conv_w: int
+    pool_k: int                # 1 when no pool
+    pool_s: int
+    out_h: int                 # stored output size (after pooling)
+    out_w: int
+    relu: bool
+    in_mode: str               # "banked" or "replicated"
+    out_mode: str              # "banked", "replicated" or "scores"
+    grid: TileGrid
+    in_base: int = 0
+    out_base: int = 0
+    lm_base: int = 0
+    param_base: int = 0
+    og_base: int = 0
+    word_base: int = 0
+    og_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    nonzero_weights: int = 0
+
+    @property
+    def fused(self) -> tuple[int, ...]:
+        return () if self.pool_index is None else (self.pool_index,)
+
+    @property
+    def out_groups(self) -> int:
+        return self.grid.out_groups
+
+    @property
+    def jobs_per_og(self) -> int:
+        """Output pixels computed per output group (pool windows x window positions)."""
+        return self.out_h * self.out_w * self.pool_k * self.pool_k
+
+    @property
+    def conv_pixels(self) -> int:
+        return self.conv_h * self.conv_w
+
+    def group_channel_step(self, rows: int, cols: int) -> tuple[int, int]:
+        """(address step, mask): the output address advances by the step at every output group g with
+        (g + 1) & mask == 0 (banked outputs put pe_cols channels side by side in one address)."""
+        plane = self.out_h * self.out_w
+        if self.out_mode != "banked":
+            return rows * plane, 0
+        if rows >= cols:
+            return (rows // cols) * plane, 0
+        return plane, cols // rows - 1
+
+
+@dataclass
+class TernaryProgram(Program):
+    """The ternary accelerator's program: stages, buffers, memories, widths (see the module docstring)."""
+    dep: Deployment
+    region: int                # words of one activation region (the larger map)
+    bank_depth: int
+    addr_bits: int             # activation bank address width
+
+    # -- schedule ----------------------------------------------------------------------------------
+
+    @cached_property
+    def og_counts(self) -> np.ndarray:
+        """Words (kept tiles, at least 1) per output group, all stages back to back."""
+        return np.concatenate([s.og_counts for s in self.stages]).astype(np.int64)
+
+    @property
+    def pipeline_depth(self) -> int:
+        return pipeline_depth(self.spec)
+
+    def stage_table(self) -> dict[str, list[int]]:
+        rows, cols = self.spec.pe_rows, self.spec.pe_cols
+        st = self.stages
+        return {
+            "group_last": [s.out_groups - 1 for s in st],
+            "row_last": [s.out_h - 1 for s in st],                     # output rows (after pooling)
+            "col_last": [s.out_w - 1 for s in st],
+            "window_last": [s.pool_k - 1 for s in st],                 # pool window positions per axis
+            "pool_step": [s.pool_s * s.stride for s in st],            # input pixels between pooled outputs
+            "pool_row_step": [s.pool_s * s.stride * s.in_shape[2] for s in st],  # ... as an address step
+            "conv_step": [s.stride for s in st],                       # between window positions
+            "conv_row_step": [s.stride * s.in_shape[2] for s in st],
+            "pad": [s.padding for s in st],
+            "pad_offset": [s.padding * s.in_shape[2] + s.padding for s in st],
+            "in_height": [s.in_shape[1] for s in st],
+            "in_width": [s.in_shape[2] for s in st],
+            "in_base": [s.in_base for s in st],
+            "out_base": [s.out_base for s in st],
+            "out_plane": [s.out_h * s.out_w for s in st],              # address step per output channel
+            "banked_out": [s.out_mode == "banked" for s in st],
+            "to_scores": [s.out_mode == "scores" for s in st],
+            "param_base": [s.param_base for s in st],
+            "out_channels": [s.out_channels for s in st],
+            "last_stage": [i == len(st) - 1 for i in range(len(st))],
+            "group_channel_step": [s.group_channel_step(rows, cols)[0] for s in st],
+            "group_channel_mask": [s.group_channel_step(rows, cols)[1] for s in st],
+        }
+
+    # -- memory contents (computed when first asked for) -------------------------------------------
+
+    @cached_property
+    def _contents(self):
+        return _contents(self.dep, self.stages)
+
+    @property
+    def words(self) -> list[dict]:
+        """Weight memory, as dicts for `layouts.weight_word_layout`."""
+        return self._contents[0]
+
+    @property
+    def lane_map(self) -> list[list[dict]]:
+        """Rows of per-lane {ky, kx, aoff}."""
+        return self._contents[1]
+
+    @property
+    def params(self) -> list[dict]:
+        """Per padded output channel {bias, mult, shift}."""
+        return self._contents[2]
+
+    @property
+    def weight_word_count(self) -> int:
+        return len(self.words)
+
+    # -- widths --------------------------------------------------------------------------------------
+
+    @property
+    def acc_bits(self) -> int:
+        fan_in = max(s.in_shape[0] * s.kh * s.kw for s in self.stages)
+        return self.spec.accumulator_bits(fan_in=fan_in, weight_max=1)
+
+    @property
+    def score_bits(self) -> int:
+        last = self.stages[-1]
+        bias = self.dep.layers[last.index].bias
+        return self.spec.accumulator_bits(fan_in=last.in_shape[0] * last.kh * last.kw, weight_max=1,
+                                          bias_max=int(np.abs(bias).max()) if bias.size else 0)
+
+    @property
+    def bias_bits(self) -> int:
+        biases = [p["bias"] for p in self.params] + [0]
+        return signed_bits(min(biases), max(biases))
+
+    @property
+    def mult_bits(self) -> int:
+        mults = [p["mult"] for p in self.params] + [0]
+        return signed_bits(min(mults), max(mults))
+
+    @property
+    def shift_bits(self) -> int:
+        return unsigned_bits(max(p["shift"] for p in self.params))
+
+    @property
+    def k_bits(self) -> int:
+        return unsigned_bits(max(max(s.kh, s.kw) for s in self.stages) - 1)
+
+    @property
+    def aoff_bits(self) -> int:
+        return unsigned_bits(max(lane["aoff"] for row in self.lane_map for lane in row))
+
+    @property
+    def coff_bits(self) -> int:
+        return unsigned_bits(max(w["coff"] for w in self.words))
+
+    @property
+    def lm_bits(self) -> int:
+        return unsigned_bits(len(self.lane_map) - 1)
+
+    def memories(self) -> list[MemoryImage]:
+        from amaranth.hdl import signed, unsigned
+
+        from ..common.requant import param_layout
+        from . import layouts
+        spec = self.spec
+        counts = [int(v) for v in self.og_counts]
+        return [
+            MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits, coff_bits=self.coff_bits),
+                        max(1, self.weight_word_count), self.words),
+            MemoryImage("lane_map", layouts.lane_map_layout(spec, k_bits=self.k_bits, aoff_bits=self.aoff_bits),
+                        max(1, len(self.lane_map)), self.lane_map),
+            MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
+                                               shift_bits=self.shift_bits), len(self.params), self.params),
+            # one entry more: read (and ignored) after the last output group
+            MemoryImage("og_table", unsigned(unsigned_bits(max(counts))), len(counts) + 1, counts + [1]),
+            MemoryImage("scores", signed(self.score_bits), max(2, self.n_scores)),
+            *(MemoryImage(f"act_bank{b}", unsigned(spec.act_bits), self.bank_depth) for b in range(spec.pe_cols)),
+        ]
+
+
+def _stage_layers(dep: Deployment):
+    layers = list(dep.layers)
+    out = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, MaxPool2d):
+            raise TerwinError(f"layer {layer.name}: the ternary engine fuses a max-pool into the conv or linear "
+                              f"layer before it; a max-pool cannot come first or follow another max-pool")
+        if not isinstance(layer, (Conv2d, Linear)):
+            raise TerwinError(f"layer {layer.name}: the ternary engine runs conv2d, linear and maxpool2d layers, "
+                              f"not {layer.kind} (use a winograd spec for Winograd layers)")
+        if layer.weight_code != "ternary":
+            raise TerwinError(f"layer {layer.name}: the ternary engine needs ternary weight codes, not {layer.weight_code!r}")
+        pool = None
+        if i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2d):
+            pool = i + 1
+            if not layer.relu:
+                raise TerwinError(f"layer {layers[pool].name}: max-pool after raw class scores is not supported")
+        out.append((i, pool))
+        i += 2 if pool is not None else 1
+    return out
+
+
+def kept_tiles(layer, grid: TileGrid) -> np.ndarray:
+    """bool [og, tg, cg]: the tiles the hardware visits (the tile mask, or occupancy without one).
+
+    Vectorized (no per-weight Python loop), so the cycle model stays fast on large networks.
+    """
+    if layer.tile_mask is not None:
+        return np.asarray(layer.tile_mask).astype(bool)
+    o, c, t = grid.out_channels, grid.in_channels, grid.taps
+    rows, cols = grid.rows, grid.cols
+    nz = (np.asarray(layer.weight).reshape(o, c, t) != 0)
+    og, tg, cg = grid.shape
+    if c < cols:  # packed taps: lane = j * c + ch for tap tg * tpt + j
+        tpt = grid.taps_per_tile
+        full = np.zeros((og * rows, tg * tpt, c), dtype=bool)
+        full[:o, :t, :] = nz.transpose(0, 2, 1)
+        return full.reshape(og, rows, tg, tpt * c).any(axis=(1, 3))[:, :, None]
+    if c % cols:
+        nz = np.concatenate([nz, np.zeros((o, cg * cols - c, t), dtype=bool)], axis=1)
+    per_group = nz.reshape(o, cg, cols, t).any(axis=2)          # [o, cg, t]
+    if o % rows:
+        per_group = np.concatenate([per_group, np.zeros((og * rows - o, cg, t), dtype=bool)], axis=0)
+    return per_group.reshape(og, rows, cg, t).any(axis=1).transpose(0, 2, 1)
+
+
+def compile_program(dep: Deployment) -> TernaryProgram:
+    """The ternary accelerator's program for `dep`: stages, buffers and tile counts per output group
+    now, memory contents when first asked for."""
+    spec = dep.spec
+    if spec.weight_format != "ternary":
+        raise TerwinError(f"the ternary engine cannot run a {spec.weight_format!r} model")
+    rows, cols = spec.pe_rows, spec.pe_cols
+    stages: list[Stage] = []
+    for li, pi in _stage_layers(dep):
+        layer = dep.layers[li]
+        c, h, w = layer.in_shape
+        if isinstance(layer, Conv2d):
+            kh = kw = layer.kernel
+            stride, pad = layer.stride, layer.padding
+        else:
+            kh, kw, stride, pad = h, w, 1, 0
+        ch, cw = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
+        if pi is not None:
+            pool = dep.layers[pi]
+            pk, ps = pool.kernel, pool.stride
+            oh, ow = conv_out_size(ch, pk, ps, 0), conv_out_size(cw, pk, ps, 0)
+        else:
+            pk = ps = 1
+            oh, ow = ch, cw
+        stages.append(Stage(index=li, pool_index=pi, name=layer.name, in_shape=(c, h, w),
+                            out_channels=layer.out_channels, kh=kh, kw=kw, stride=stride, padding=pad,
+                            conv_h=ch, conv_w=cw, pool_k=pk, pool_s=ps, out_h=oh, out_w=ow, relu=layer.relu,
+                            in_mode="banked" if c >= cols else "replicated", out_mode="scores",
+                            grid=layer.tile_grid(spec)))
+    for a, b in zip(stages, stages[1:]):
+        a.out_mode = b.in_mode
+
+    def map_size(c, h, w, mode):
+        return (-(-c // cols)) * h * w if mode == "banked" else c * h * w
+
+    region = max(map_size(*s.in_shape, s.in_mode) for s in stages)
+    bank_depth = 1 << (2 * region - 1).bit_length()      # the next power of two of two regions
+    og_base = lm_base = param_base = word_base = 0
+    for n, s in enumerate(stages):
+        layer = dep.layers[s.index]
+        s.in_base = (n % 2) * region
+        s.out_base = ((n + 1) % 2) * region if s.out_mode != "scores" else 0
+        s.nonzero_weights = int(np.count_nonzero(layer.weight))
+        s.og_counts = np.maximum(kept_tiles(layer, s.grid).sum(axis=(1, 2)), 1).astype(np.int64)
+        s.og_base, s.lm_base, s.param_base, s.word_base = og_base, lm_base, param_base, word_base
+        og_base += s.out_groups
+        lm_base += s.grid.tap_groups
+        param_base += s.out_groups * rows
+        word_base += int(s.og_counts.sum())
+    last = stages[-1]
+    return TernaryProgram(spec=spec, input_shape=tuple(dep.input_shape),
+                          layer_names=tuple(layer.name for layer in dep.layers), stages=stages,
+                          n_scores=last.out_channels * last.out_h * last.out_w, dep=dep, region=region,
+                          bank_depth=bank_depth, addr_bits=unsigned_bits(bank_depth - 1))
+
+
+def _contents(dep: Deployment, stages: list[Stage]):
+    """Weight words, lane-map rows and requantization constants of every stage, in memory order."""
+    rows, cols = dep.spec.pe_rows, dep.spec.pe_cols
+    words, lane_map, params = [], [], []
+    for s in stages:
+        layer = dep.layers[s.index]
+        assert (s.lm_base, s.param_base, s.word_base) == (len(lane_map), len(params), len(words))
+        grid = s.grid
+        c, h, w = s.in_shape
+        weight = np.asarray(layer.weight).reshape(layer.out_channels, c, s.kh, s.kw)
+        # lane map: one row per tap group
+        for tg in range(grid.tap_groups):
+            row = []
+            for lane in range(cols):
+                src = grid.lane_source(tg, 0, lane)
+                if s.in_mode == "banked":
+                    ky, kx = divmod(tg, s.kw)
+                    row.append({"ky": ky, "kx": kx, "aoff": ky * w + kx})
+                elif src is None:
+                    row.append({"ky": 0, "kx": 0, "aoff": 0})
+                else:
+                    t, ch_ = src
+                    ky, kx = divmod(t, s.kw)
+                    row.append({"ky": ky, "kx": kx, "aoff": ch_ * h * w + ky * w + kx})
+            lane_map.append(row)
+        tiles = grid.tiles(weight)                       # [og, tg, cg, rows, cols]
+        mask = kept_tiles(layer, grid)
+        counts = np.zeros(grid.out_groups, dtype=np.int64)
+        for og in range(grid.out_groups):
+            kept = [(tg, cg) for tg in range(grid.tap_groups) for cg in range(grid.channel_groups) if mask[og, tg, cg]]
+            if not kept:
+                kept = [(0, 0)]  # a fully pruned output group still needs one (all-zero) pass
+            for j, (tg, cg) in enumerate(kept):
+                codes = [[{"nonzero": int(v != 0), "negative": int(v < 0)} for v in r_] for r_ in tiles[og, tg, cg]]
+                coff = cg * h * w if s.in_mode == "banked" else 0
+                words.append({"codes": codes, "lm": s.lm_base + tg, "coff": coff, "last": int(j == len(kept) - 1)})
+            counts[og] = len(kept)
+        assert np.array_equal(counts, s.og_counts)
+        for o in range(grid.out_groups * rows):
+            if o < layer.out_channels:
+                params.append({"bias": int(layer.bias[o]), "mult": int(layer.multiplier[o]) if layer.relu else 0,
+                               "shift": int(layer.shift[o]) if layer.relu else 1})
+            else:
+                params.append({"bias": 0, "mult": 0, "shift": 1})
+    return words, lane_map, params

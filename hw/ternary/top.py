@@ -1,0 +1,111 @@
+"""`TernaryAccelerator`: runs a whole ternary `Deployment` from on-chip memories.
+
+Ports: `terwin.hw.common.ports.accelerator_signature` (shared with the Winograd engine; see
+docs/hardware.md); a max-pool fused into the layer before it reads 0 on `layer_cycles`.
+
+Built from the `TernaryProgram` (`terwin.hw.ternary.program`) that the cycle model
+(`terwin.hw.ternary.cycles`) reads too, as a chain of stage components:
+
+    ImageLoader -> ActivationBanks <- TileSequencer -> MacPipeline -> Accumulators -> RequantWriter
+                        ^                                                                  |
+                        +-------------- next stage's region (or ScoreOutput) <------------+
+
+One stage = a conv/linear layer with its max-pool fused. `TileSequencer` issues, for each output
+group of `pe_rows` channels, for each pooled output pixel, for each position in its pool window, the
+group's kept tiles, one per cycle; `MacPipeline` (decoder 2, activation read 2, PE array
+1 + log2 pe_cols) brings their sums to the `Accumulators`, whose shadow register the
+`RequantWriter` drains one channel per cycle while the array works on the next job; when the
+shadow is still busy at a job's end the whole MAC pipeline stalls (`Accumulators.stall`).
+The controller here: LOAD (the image comes in) -> RUN (issue a stage) -> DRAIN (its last outputs
+are written; then RUN the next stage) -> OUT (send the scores) -> LOAD.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+
+from ..common.control import LayerCounters, StageConstants
+from ..common.ports import accelerator_signature
+from .loader import ImageLoader
+from .mac import Accumulators, MacPipeline
+from .memories import ActivationBanks, ScoreOutput
+from .program import compile_program
+from .sequencer import TileSequencer
+from .writer import RequantWriter
+
+
+class TernaryAccelerator(wiring.Component):
+    def __init__(self, dep, *, program=None):
+        self.dep = dep
+        self.program = program or compile_program(dep)
+        self.score_bits = self.program.score_bits
+        super().__init__(accelerator_signature(dep.spec, score_bits=self.score_bits, n_layers=len(dep.layers)))
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.program
+        n_stages = len(p.stages)
+        LOAD, RUN, DRAIN, OUT = 0, 1, 2, 3
+        state = Signal(2, init=LOAD)
+        stage = Signal(range(max(2, n_stages)))
+
+        m.submodules.constants = consts = StageConstants(p.stage_table())
+        k = consts.k
+        m.submodules.counters = counters = LayerCounters(stage_layers=[s.index for s in p.stages],
+                                                         n_layers=p.n_layers)
+        m.submodules.banks = banks = ActivationBanks(p)
+        m.submodules.loader = loader = ImageLoader(p)
+        m.submodules.sequencer = seq = TileSequencer(p, constants=consts.layout)
+        m.submodules.mac = mac = MacPipeline(p, constants=consts.layout)
+        m.submodules.accumulators = acc = Accumulators(p, constants=consts.layout)
+        m.submodules.writer = writer = RequantWriter(p, constants=consts.layout)
+        m.submodules.output = output = ScoreOutput(p)
+        en = ~acc.stall
+        next_stage = (state == DRAIN) & writer.stage_done
+
+        # the data path: image -> banks -> MAC -> accumulators -> requantizer -> banks or scores
+        wiring.connect(m, wiring.flipped(self.i_stream), loader.i_stream)
+        for b in range(p.spec.pe_cols):
+            wiring.connect(m, loader.bank_write[b], banks.load[b])
+            wiring.connect(m, mac.bank_read[b], banks.read[b])
+            wiring.connect(m, writer.bank_write[b], banks.write[b])
+        wiring.connect(m, writer.score_write, output.write)
+        wiring.connect(m, output.o_stream, wiring.flipped(self.o_stream))
+        m.d.comb += [
+            consts.stage.eq(stage), seq.k.eq(k), mac.k.eq(k), acc.k.eq(k), writer.k.eq(k),
+            loader.active.eq(state == LOAD),
+            seq.run.eq(state == RUN), seq.en.eq(en), seq.start_image.eq(loader.done),
+            seq.start_stage.eq(next_stage & ~k.last_stage), seq.end_image.eq(output.done),
+            mac.en.eq(en), mac.tile.eq(seq.tile), mac.weight_addr.eq(seq.weight_addr),
+            acc.tile.eq(mac.acc_tile), acc.sums.eq(mac.sums),
+            writer.enable.eq(state != LOAD), writer.channel_index.eq(acc.channel_index),
+            writer.channel_valid.eq(acc.channel_valid), writer.channel_acc.eq(acc.channel_acc),
+            writer.channel.eq(acc.channel),
+            output.start.eq(state == OUT),
+        ]
+
+        # counters and ports
+        m.d.comb += [
+            counters.stage.eq(stage), counters.clear.eq(loader.done),
+            counters.count.eq((state == RUN) | (state == DRAIN)), counters.mac.eq(seq.issue),
+            counters.layer_sel.eq(self.layer_sel), self.layer_cycles.eq(counters.layer_cycles),
+            self.layer_mac_cycles.eq(counters.layer_mac_cycles), self.cycles.eq(counters.cycles),
+            self.busy.eq(state != LOAD),
+        ]
+
+        # the controller
+        with m.If(loader.done):
+            m.d.sync += [state.eq(RUN), stage.eq(0)]
+        with m.If(seq.stage_done):
+            m.d.sync += state.eq(DRAIN)
+        with m.If(next_stage):
+            with m.If(k.last_stage):
+                m.d.sync += state.eq(OUT)
+            with m.Else():
+                m.d.sync += [state.eq(RUN), stage.eq(stage + 1)]
+        with m.If(output.done):
+            m.d.sync += state.eq(LOAD)
+        return m
+
+
+Accelerator = TernaryAccelerator

@@ -1,0 +1,92 @@
+"""The Winograd engine's activation buffers and the image loader that fills the first one."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+
+from terwin.intmath import unsigned_bits
+
+from .layouts import read_layout, write_layout
+
+
+def act_addr_bits(program) -> int:
+    return unsigned_bits(program.act_depth - 1)
+
+
+def load_port(program):
+    return WritePort.Signature(addr_width=act_addr_bits(program), shape=unsigned(program.act_bits))
+
+
+class ActivationBuffers(wiring.Component):
+    """Two activation buffers (`act0`, `act1`, ping-pong: (C, H, W) raster order each).
+
+    * `load` (in): the image loader's writes, into `act0`;
+    * `write` (in, `layouts.write_layout`): a unit's write into buffer `dst`;
+    * `read` (in, `layouts.read_layout`) with `src` (in): a unit's read of buffer `src`;
+    * `pixel` (out): the value read, a cycle later; 0 when the read was outside the map.
+    """
+
+    def __init__(self, program):
+        self._images = [program.memory(f"act{b}") for b in range(2)]
+        abits = act_addr_bits(program)
+        super().__init__({
+            "load": Out(load_port(program)),
+            "write": In(write_layout(addr_bits=abits, act_bits=program.act_bits)),
+            "read": In(read_layout(addr_bits=abits)),
+            "src": In(1),
+            "pixel": Out(unsigned(program.act_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        writes, reads = [], []
+        for image in self._images:
+            m.submodules[image.name] = mem = image.memory()
+            writes.append(mem.write_port())
+            reads.append(mem.read_port())
+        for rp in reads:
+            m.d.comb += [rp.addr.eq(self.read.addr), rp.en.eq(self.read.en)]
+        src, inside = Signal(), Signal()
+        m.d.sync += [src.eq(self.src), inside.eq(self.read.inside)]
+        m.d.comb += self.pixel.eq(Mux(inside, Mux(src, reads[1].data, reads[0].data), 0))
+        with m.If(self.load.en):
+            m.d.comb += [writes[0].en.eq(1), writes[0].addr.eq(self.load.addr), writes[0].data.eq(self.load.data)]
+        with m.If(self.write.en):
+            for b, wp in enumerate(writes):
+                m.d.comb += [wp.addr.eq(self.write.addr), wp.data.eq(self.write.data)]
+                with m.If(self.write.dst == b):
+                    m.d.comb += wp.en.eq(1)
+        return m
+
+
+class ImageLoader(wiring.Component):
+    """Takes the image, one activation per beat in (C, H, W) order, while `active`, into `act0`.
+
+    * `i_stream` (in): the image; `ready` follows `active`;
+    * `buffer_write` (out): the writes; `done` (out): high in the cycle of the last beat.
+    """
+
+    def __init__(self, program):
+        self._n = program.n_inputs
+        super().__init__({
+            "active": In(1),
+            "i_stream": In(stream.Signature(unsigned(program.act_bits))),
+            "buffer_write": In(load_port(program)),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        index = Signal(range(self._n + 1))
+        m.d.comb += self.i_stream.ready.eq(self.active)
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            m.d.comb += [self.buffer_write.en.eq(1), self.buffer_write.addr.eq(index),
+                         self.buffer_write.data.eq(self.i_stream.payload)]
+            with m.If(index == self._n - 1):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += index.eq(0)
+            with m.Else():
+                m.d.sync += index.eq(index + 1)
+        return m

@@ -1,0 +1,106 @@
+"""IN_W / IN_L phases: a layer's inputs into the multiply stage's operand memory."""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+
+from terwin.intmath import signed_bits, unsigned_bits
+
+from .buffers import act_addr_bits
+from .layouts import read_layout
+from .transform import InputTransform
+
+
+class OperandLoader(wiring.Component):
+    """Fills the operand memory for the multiply stage.
+
+    * IN_W (`in_window`, a Winograd layer): reads the 4x4 input tile (`phase.ty`, `phase.tx`) of every
+      channel, one pixel a cycle (`count` = channel * 16 + row * 4 + column; zeros outside the map),
+      into a window register; each full window goes through the `InputTransform` (V = B^T d B) and
+      its 16 values are written to the operand memory at channel * 16 + i * 4 + j;
+    * IN_L (`in_linear`, a linear layer): copies the input activations to the operand memory, one a
+      cycle, in (C, H, W) order.
+
+    Ports: `phase`, `count`, `phase_end` (in) from the `PhaseSequencer`; `read` (out) and `pixel`
+    (in, a cycle later): the activation buffers; `v_write` (out): the operand memory.
+    """
+
+    def __init__(self, program, *, phase):
+        self._program = program
+        super().__init__({
+            "in_window": In(1),
+            "in_linear": In(1),
+            "phase": In(phase),
+            "count": In(unsigned_bits(max(ph.length for ph in program.phases))),
+            "phase_end": In(1),
+            "read": Out(read_layout(addr_bits=act_addr_bits(program))),
+            "pixel": In(unsigned(program.act_bits)),
+            "v_write": In(WritePort.Signature(addr_width=program.addr_bits, shape=signed(program.operand_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, count, stage = self._program, self.count, self.phase.stage
+        m.submodules.in_xform = xform = InputTransform(act_bits=p.act_bits, m=p.spec.winograd_tile)
+
+        # IN_W: pixel reads; each pixel goes to its own window register (no shifting: one register
+        # changes a cycle, and the transform's inputs change only then); the full window enters the
+        # transform a cycle later
+        issue = Signal()
+        coord_max = max(max(s.in_shape[1:]) for s in p.stages) + 4
+        cbits = signed_bits(-coord_max, coord_max)
+        ky, kx, chan = count[2:4], count[0:2], count[4:]
+        for n, s in enumerate(p.stages):
+            if s.kind != "wconv":
+                continue
+            c, h, w = s.in_shape
+            y = Signal(signed(cbits), name=f"iy_{s.name}")
+            x = Signal(signed(cbits), name=f"ix_{s.name}")
+            with m.If(self.in_window & (stage == n)):
+                m.d.comb += [y.eq(self.phase.ty * 2 - s.padding + ky), x.eq(self.phase.tx * 2 - s.padding + kx),
+                             issue.eq(count < 16 * c), self.read.en.eq(1),
+                             self.read.inside.eq((y >= 0) & (y < h) & (x >= 0) & (x < w)),
+                             self.read.addr.eq(chan * (h * w) + y * w + x)]
+        window = [Signal(unsigned(p.act_bits), name=f"win{i}") for i in range(16)]
+        pixel_valid, pixel_pos, window_last, window_full = Signal(), Signal(4), Signal(), Signal()
+        m.d.sync += [pixel_valid.eq(issue), window_last.eq(issue & (count[0:4] == 15)), pixel_pos.eq(count[0:4]),
+                     window_full.eq(window_last)]
+        with m.If(pixel_valid):
+            with m.Switch(pixel_pos):
+                for i in range(16):
+                    with m.Case(i):
+                        m.d.sync += window[i].eq(self.pixel)
+        m.d.comb += xform.i_stream.valid.eq(window_full)
+        for i in range(4):
+            for j in range(4):
+                m.d.comb += xform.i_stream.payload[i][j].eq(window[i * 4 + j])
+        # serializer: writes the transform's 16 outputs straight from its output register
+        v_idx = Signal(4)
+        v_chan = Signal(range(max(s.in_shape[0] for s in p.stages) + 1))
+        v_flat = Array(xform.o_stream.payload[i][j] for i in range(4) for j in range(4))
+        with m.If(xform.o_stream.valid):
+            m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(v_chan * 16 + v_idx),
+                         self.v_write.data.eq(v_flat[v_idx]), xform.o_stream.ready.eq(v_idx == 15)]
+            m.d.sync += v_idx.eq(v_idx + 1)
+            with m.If(v_idx == 15):
+                m.d.sync += v_chan.eq(v_chan + 1)
+        with m.If(self.phase_end):
+            m.d.sync += v_chan.eq(0)
+
+        # IN_L: copy the input activations
+        copy_valid = Signal()
+        copy_addr = Signal.like(self.v_write.addr)
+        with m.If(self.in_linear):
+            for n, s in enumerate(p.stages):
+                if s.kind == "linear":
+                    with m.If(stage == n):
+                        m.d.comb += [self.read.addr.eq(count), self.read.inside.eq(1), self.read.en.eq(1)]
+                        m.d.sync += copy_valid.eq(count < s.in_shape[0] * s.in_shape[1] * s.in_shape[2])
+        with m.Else():
+            m.d.sync += copy_valid.eq(0)
+        m.d.sync += copy_addr.eq(count)
+        with m.If(copy_valid):
+            m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(copy_addr), self.v_write.data.eq(self.pixel)]
+        return m

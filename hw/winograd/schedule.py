@@ -1,0 +1,51 @@
+"""The Winograd engine's sequencer: walks the program's schedule of fixed-length phases."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from terwin.intmath import unsigned_bits
+
+
+class PhaseSequencer(wiring.Component):
+    """The schedule memory (`WinogradProgram.phases`: op, stage, length, tile, arm) and the position in it.
+
+    * `start` (in): back to the first phase (an image has come in); `run` (in): the schedule runs;
+    * `phase` (out): the current entry (`layouts.phase_layout`); `count` (out): its cycle, from 0;
+    * `phase_end` (out): the phase's last cycle; `done` (out): ... of the last phase.
+    """
+
+    def __init__(self, program):
+        self._image = program.memory("schedule")
+        self._n = len(program.phases)
+        super().__init__({
+            "start": In(1),
+            "run": In(1),
+            "phase": Out(self._image.shape),
+            "count": Out(unsigned_bits(max(ph.length for ph in program.phases))),
+            "phase_end": Out(1),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.schedule = mem = self._image.memory()
+        entry = mem.read_port()
+        index = Signal(range(self._n + 1))
+        count = self.count
+        m.d.comb += [self.phase.eq(entry.data), entry.en.eq(1),
+                     self.phase_end.eq(self.run & (count == entry.data.length - 1))]
+        with m.If(self.phase_end):
+            m.d.comb += entry.addr.eq(index + 1)
+            m.d.sync += [index.eq(index + 1), count.eq(0)]
+            with m.If(index == self._n - 1):
+                m.d.comb += self.done.eq(1)
+        with m.Elif(self.run):
+            m.d.comb += entry.addr.eq(index)
+            m.d.sync += count.eq(count + 1)
+        with m.Else():
+            m.d.comb += entry.addr.eq(0)
+        with m.If(self.start):
+            m.d.sync += [index.eq(0), count.eq(0)]
+        return m

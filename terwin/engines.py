@@ -1,0 +1,90 @@
+"""The accelerator engines, in one place: everything that depends on which engine runs a model asks here.
+
+An engine runs the models whose `HardwareSpec.weight_format` is its name. It lives in its own
+package `terwin.hw.<name>` (folder `hw/<name>/`) with three modules:
+
+* `program`: `compile_program(dep) -> Program` (NumPy only): the deployment lowered for the
+  engine — stages, per-stage constants, memories with their layouts and contents, the schedule
+  (`terwin.hw.common.program.Program`);
+* `cycles`: `predict(program) -> {"layers", "io_cycles"}` (NumPy only): the exact cycle model over
+  that program;
+* `top`: the Amaranth top, a `wiring.Component` built from the program, with the shared ports
+  (`terwin.hw.common.ports.accelerator_signature`): class `Accelerator(dep, program=None)`.
+
+Adding an engine is its folder and one line in `ENGINES`. Entries import their modules only when
+used, so this module (and `terwin inspect`) needs neither torch nor Amaranth.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from .errors import TerwinError
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str                          # the HardwareSpec.weight_format it runs, and the compress family
+    default_spec: str                  # preset `terwin compress --family NAME` uses without --spec
+    compress_flow: str                 # its `terwin compress --family NAME` module (terwin/commands/compress.py)
+    plot_style: tuple[str, str]        # marker and colour of its series in the report's plots
+
+    @property
+    def package(self) -> str:
+        return f"terwin.hw.{self.name}"
+
+    def _module(self, part: str):
+        return importlib.import_module(f"{self.package}.{part}")
+
+    def compile(self, dep):
+        """The engine's `Program` for `dep` (whose spec names this engine)."""
+        return self._module("program").compile_program(dep)
+
+    def predict(self, program) -> dict:
+        """The exact cycle model over `program`: {"layers": [{name, cycles, mac_cycles,
+        ideal_mac_cycles}], "io_cycles"}."""
+        return self._module("cycles").predict(program)
+
+    def build_top(self, dep, *, program=None):
+        """The Amaranth top for `dep` (built from `program`, compiled here when not given)."""
+        return self._module("top").Accelerator(dep, program=program)
+
+    def memory_images(self, program) -> list:
+        """The design's ROMs (`MemoryImage`s with contents), as `terwin generate` writes them."""
+        return [image for image in program.memories() if image.is_rom]
+
+
+ENGINES: dict[str, Engine] = {e.name: e for e in (
+    Engine("ternary", default_spec="pe8x8", compress_flow="terwin.algo.ternary.flow",
+           plot_style=("o", "tab:blue")),
+    Engine("winograd", default_spec="winograd", compress_flow="terwin.algo.winograd.flow",
+           plot_style=("s", "tab:orange")),
+)}
+
+
+def names() -> list[str]:
+    return sorted(ENGINES)
+
+
+def get(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise TerwinError(f"no engine {name!r} (known: {', '.join(names())})") from None
+
+
+def for_spec(spec) -> Engine:
+    """The engine running models of `spec` (by its weight format)."""
+    if spec.weight_format not in ENGINES:
+        raise TerwinError(f"no hardware engine for weight format {spec.weight_format!r}")
+    return ENGINES[spec.weight_format]
+
+
+def compile_program(dep):
+    """`dep` lowered for its engine: the `Program` both the cycle model and the top read."""
+    return for_spec(dep.spec).compile(dep)
+
+
+def build_top(dep, *, program=None):
+    """The accelerator top for `dep`: its engine's `Accelerator`, with the shared ports."""
+    return for_spec(dep.spec).build_top(dep, program=program)
