@@ -1,1 +1,15 @@
-"""terwin.algo: PyTorch side — data, reference nets, ternary/pruning and Winograd-sparse training, export."""
+"""terwin.algo: the PyTorch side — data, training, quantization, torch integer evaluation, and one
+package per compression family (`terwin.algo.ternary`, `terwin.algo.winograd`).
+
+Common to every family:
+
+* `data`      — the digits split (NumPy only; `terwin verify` and `terwin demo` import it without torch);
+* `train`     — the one training loop (`train`, `evaluate`, `Tensors`, epoch scaling, single-threading);
+* `quant`     — activation/weight fake quantizers (`ActQuant` with an explicit calibration rule,
+                `PerChannelQuant`, `InputQuant`), batch-norm folding, requantizer fitting;
+* `torch_int` — the one torch integer evaluator of any `Deployment` (every layer kind);
+* `options`   — `CompressOptions`, the base of each family's options dataclass;
+* `results`   — the compress.json figures every family reports, computed one way.
+
+This file imports nothing, so `import terwin.algo.data` stays torch-free.
+"""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 PIXEL_MAX = 16
 INPUT_SCALE = 1.0 / PIXEL_MAX
@@ -29,9 +31,6 @@ class Split:
 
 
 def load_digits_split() -> Split:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     digits = load_digits()
     x = (digits.images.astype(np.float32) / PIXEL_MAX)[:, None, :, :]
     y = digits.target.astype(np.int64)

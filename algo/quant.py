@@ -1,5 +1,6 @@
-"""Quantization pieces shared by the compression families: activation fake quantization,
-batch-norm folding and requantization fitting.
+"""Quantization pieces shared by the compression families: activation fake quantization (one
+`ActQuant`, its calibration rule a parameter), per-channel weight quantization, batch-norm folding
+and requantization fitting.
 
 The integer contract (DESIGN.md, `terwin.intmath`) rounds half up: q = floor(x / scale + 1/2).
 The fake quantizers here round the same way, so the float model in quantized mode sees the values
@@ -41,47 +42,100 @@ def fake_quantize(x: torch.Tensor, scale: float | torch.Tensor, *, bits: int) ->
     return q * scale
 
 
-class ActQuant(nn.Module):
-    """Unsigned `bits`-bit activation quantizer after a ReLU, with a per-layer scale.
+CALIBRATIONS = ("ema-max", "percentile")
 
-    The scale is `running_max / (2**bits - 1)`, where `running_max` is an exponential moving
-    average of the batch maximum, updated in training mode while `calibrating` is on.
-    `min_scale` (set by the exporter's `sync_activation_scales`) keeps the scale from being finer than
-    the grid the integer model can reach. With `enabled` off the module is the identity (float training); it still tracks the maximum so
-    that switching quantization on starts from a calibrated scale.
+
+class ActQuant(nn.Module):
+    """Unsigned `bits`-bit activation fake quantizer after a ReLU, with one scale per layer:
+    clamp(floor(x / scale + 1/2), 0, 2**bits - 1) · scale, straight-through inside the range.
+
+    `calibration` is how the scale is found (the two families differ here, on purpose):
+
+    * ``"ema-max"`` (ternary): scale = running_max / (2**bits - 1), running_max an exponential moving
+      average (`momentum`) of the batch maximum, updated in training mode while `calibrating` is on
+      (on from the start, so switching quantization on starts from a calibrated scale). The scale
+      is computed in float64 from the float32 running maximum.
+    * ``"percentile"`` (Winograd): `calibrate_activations(model, x)` observes the activations of `x`
+      and sets scale = (`percentile`-th percentile) / (2**bits - 1), stored as float32; until then the
+      quantizer is off.
+
+    `min_scale` (set by the ternary exporter's `sync_activation_scales`) keeps the scale from being
+    finer than the grid the integer model can reach. With `enabled` off the module is the identity.
     """
 
-    def __init__(self, bits: int, *, momentum: float = 0.1):
+    def __init__(self, bits: int, *, calibration: str = "ema-max", momentum: float = 0.1,
+                 percentile: float = 99.99):
         super().__init__()
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, not {calibration!r}")
         self.bits = bits
+        self.calibration = calibration
         self.momentum = momentum
+        self.percentile = percentile
         self.enabled = False
-        self.calibrating = True
-        self.register_buffer("running_max", torch.zeros(()))
-        self.register_buffer("min_scale", torch.zeros(()))
+        self.calibrating = calibration == "ema-max"
+        self.observed: list[torch.Tensor] = []
+        self.register_buffer("running_max", torch.zeros(()))               # ema-max
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("calibrated_scale", torch.zeros(()))          # percentile
+        self.register_buffer("min_scale", torch.zeros(()))
+
+    @property
+    def qmax(self) -> int:
+        return (1 << self.bits) - 1
 
     @property
     def scale(self) -> float:
-        """Float value of one activation unit: running_max / (2**bits - 1), at least `min_scale`."""
-        top = float(self.running_max)
-        return max((top if top > 0 else 1.0) / ((1 << self.bits) - 1), float(self.min_scale))
+        """Float value of one activation unit, at least `min_scale`."""
+        if self.calibration == "percentile":
+            scale = float(self.calibrated_scale)
+        else:
+            top = float(self.running_max)
+            scale = (top if top > 0 else 1.0) / self.qmax
+        return max(scale, float(self.min_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.calibrating:
-            with torch.no_grad():
-                batch_max = x.detach().max()
-                if not bool(self.initialized):
-                    self.running_max.copy_(batch_max)
-                    self.initialized.fill_(True)
-                else:
-                    self.running_max.lerp_(batch_max, self.momentum)
+        if self.calibrating:
+            if self.calibration == "percentile":
+                self.observed.append(x.detach())
+            elif self.training:
+                with torch.no_grad():
+                    batch_max = x.detach().max()
+                    if not bool(self.initialized):
+                        self.running_max.copy_(batch_max)
+                        self.initialized.fill_(True)
+                    else:
+                        self.running_max.lerp_(batch_max, self.momentum)
         if not self.enabled:
             return x
         return fake_quantize(x, self.scale, bits=self.bits)
 
+    def finish_calibration(self) -> float:
+        """Percentile rule: set the scale from the observed activations, stop observing, switch on."""
+        values = torch.cat([v.reshape(-1) for v in self.observed]) if self.observed else torch.zeros(0)
+        self.observed = []
+        self.calibrating = False
+        top = float(torch.quantile(values[:1 << 24].double(), self.percentile / 100.0)) if values.numel() else 1.0
+        if not top > 0:
+            top = float(values.max()) if values.numel() and float(values.max()) > 0 else 1.0
+        self.calibrated_scale.fill_(top / self.qmax)
+        self.enabled = True
+        return float(self.calibrated_scale)
+
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, enabled={self.enabled}, scale={self.scale:.4g}"
+        return f"bits={self.bits}, calibration={self.calibration}, enabled={self.enabled}, scale={self.scale:.4g}"
+
+
+@torch.no_grad()
+def calibrate_activations(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Set the scale of every percentile-rule `ActQuant` of `model` from one eval-mode pass over `x`
+    and switch them on; returns the scales in module order."""
+    acts = [m for m in model.modules() if isinstance(m, ActQuant) and m.calibration == "percentile"]
+    for a in acts:
+        a.enabled, a.calibrating, a.observed = False, True, []
+    model.eval()
+    model(x)
+    return [a.finish_calibration() for a in acts]
 
 
 class InputQuant(nn.Module):
@@ -95,6 +149,35 @@ class InputQuant(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fake_quantize(x, self.scale, bits=self.bits) if self.enabled else x
+
+
+class PerChannelQuant:
+    """Symmetric signed per-output-channel fake quantization of weights to `bits` bits, straight-through.
+
+    scale[o] = max |w[o]| / (2**(bits-1) - 1); q = round(w / scale) (half up), within the signed range.
+    """
+
+    def __init__(self, bits: int = 8):
+        if not 2 <= bits <= 16:
+            raise ValueError(f"weight bits must be from 2 to 16, not {bits}")
+        self.bits = bits
+        self.qmax = (1 << (bits - 1)) - 1
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1)
+        return torch.where(amax > 0, amax / self.qmax, torch.ones_like(amax))
+
+    def codes(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer codes (as a float tensor, exact) and per-channel scales."""
+        s = self.scale(w)
+        view = (-1,) + (1,) * (w.dim() - 1)
+        q = torch.clamp(torch.floor(w.detach() / s.view(view) + 0.5), -self.qmax, self.qmax)
+        return q, s
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.scale(w)
+        view = (-1,) + (1,) * (w.dim() - 1)
+        return torch.clamp(round_half_up_ste(w / s.view(view)), -self.qmax, self.qmax) * s.view(view)
 
 
 def set_quantization(model: nn.Module, *, enabled: bool, calibrating: bool | None = None) -> None:
@@ -156,5 +239,5 @@ def fit_requant(scale, shift_float, *, acc_scale) -> tuple[np.ndarray, np.ndarra
     return b, m, s
 
 
-__all__ = ["ActQuant", "InputQuant", "fake_quantize", "round_half_up_ste", "set_quantization",
-           "bn_affine", "fold_bn", "fit_requant"]
+__all__ = ["ActQuant", "CALIBRATIONS", "calibrate_activations", "InputQuant", "PerChannelQuant", "fake_quantize",
+           "round_half_up_ste", "set_quantization", "bn_affine", "fold_bn", "fit_requant"]

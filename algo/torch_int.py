@@ -1,9 +1,16 @@
-"""Integer evaluation of a `Deployment` in torch: the independent oracle next to `terwin.sim.reference`.
+"""Integer evaluation of any `Deployment` in torch: the independent oracle next to `terwin.sim.reference`.
 
-Activations are int64 tensors; convolutions and the linear layer run in float64 on integer-valued
-tensors (`torch.nn.functional.conv2d` / matmul), which is exact while every partial sum stays below
-2**53 (asserted via the spec's accumulator width); the requantizer is the integer contract
-(DESIGN.md) in int64 with an arithmetic right shift.
+One entry point for every family, dispatching on the Deployment's layer classes:
+
+* `Conv2d` / `Linear` (ternary or int weights): `F.conv2d` / matmul in float64 on integer-valued
+  tensors, exact while every partial sum stays below 2**53 (asserted via the spec's accumulator
+  width, and every result is checked to be integral);
+* `WinogradConv2d`: A^T [sum_c U ⊙ (B^T d B)] A on int64 tensors (`winograd.transforms.winograd_conv2d`;
+  B^T and A^T are integer), tiles by `Tensor.unfold`;
+* `MaxPool2d`: max over `unfold` windows on int64;
+* the requantizer: the integer contract (`terwin.intmath`) in int64 with an arithmetic right shift.
+
+It is written independently of the NumPy reference, which it must equal on every layer output.
 """
 from __future__ import annotations
 
@@ -11,26 +18,27 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
+from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
+
+from .winograd.transforms import winograd_conv2d
 
 EXACT_BITS = 53  # float64 mantissa
 
 
+def _int64(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.int64))
+
+
 def requantize(acc: torch.Tensor, bias, multiplier, shift, *, act_bits: int, relu: bool = True) -> torch.Tensor:
-    """y = clamp(((acc + bias) * m + (1 << (s - 1))) >> s, 0, 2**act_bits - 1), channel axis 1 of [N, C, ...]."""
+    """y = ((acc + bias) * m + (1 << (s - 1))) >> s per channel (axis 1 of [N, C, ...]), int64;
+    with `relu`, clamped to [0, 2**act_bits - 1]."""
     acc = acc.to(torch.int64)
     view = (1, -1) + (1,) * (acc.ndim - 2)
-    b = torch.as_tensor(np.asarray(bias), dtype=torch.int64).reshape(view)
-    m = torch.as_tensor(np.asarray(multiplier), dtype=torch.int64).reshape(view)
-    s = torch.as_tensor(np.asarray(shift), dtype=torch.int64).reshape(view)
+    b, m, s = (_int64(v).reshape(view) for v in (bias, multiplier, shift))
     y = torch.bitwise_right_shift((acc + b) * m + torch.bitwise_left_shift(torch.ones_like(s), s - 1), s)
     if relu:
         y = torch.clamp(y, 0, (1 << act_bits) - 1)
     return y
-
-
-def _exact_float(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float64)
 
 
 def _to_int(t: torch.Tensor) -> torch.Tensor:
@@ -40,54 +48,66 @@ def _to_int(t: torch.Tensor) -> torch.Tensor:
     return r.to(torch.int64)
 
 
-def _check_exact(layer, dep: Deployment) -> None:
+def _check_exact(layer, spec) -> None:
     fan_in = int(np.prod(layer.weight.shape[1:]))
     wmax = int(np.abs(layer.weight).max()) if layer.weight.size else 0
-    bits = dep.spec.accumulator_bits(fan_in=fan_in, weight_max=max(wmax, 1))
+    bits = spec.accumulator_bits(fan_in=fan_in, weight_max=max(wmax, 1))
     if bits > EXACT_BITS:
         raise ArithmeticError(f"{layer.name}: {bits}-bit accumulators are not exact in float64")
 
 
 def layer_acc(layer, x: torch.Tensor) -> torch.Tensor:
-    """int64 accumulators of a conv or linear layer for int64 activations x [N, C, H, W]."""
+    """int64 accumulators of a weight layer for int64 activations x [N, C, H, W]."""
+    if isinstance(layer, WinogradConv2d):
+        return winograd_conv2d(x.to(torch.int64), _int64(layer.weight), padding=layer.padding, m=layer.tile)
     w = torch.from_numpy(np.asarray(layer.weight, dtype=np.float64))
     if isinstance(layer, Conv2d):
-        acc = F.conv2d(_exact_float(x), w, stride=layer.stride, padding=layer.padding)
+        acc = F.conv2d(x.to(torch.float64), w, stride=layer.stride, padding=layer.padding)
     elif isinstance(layer, Linear):
-        acc = (_exact_float(x).flatten(1) @ w.T)[:, :, None, None]
+        acc = (x.to(torch.float64).flatten(1) @ w.T)[:, :, None, None]
     else:
-        raise TypeError(f"{type(layer).__name__} is not a ternary/int weight layer")
+        raise TypeError(f"{type(layer).__name__} is not a deployment weight layer")
     return _to_int(acc)
 
 
 def run_layer(layer, x: torch.Tensor, *, act_bits: int) -> torch.Tensor:
+    """One layer's int64 output: max-pool, or accumulators then the requantizer (raw acc + bias
+    for the last layer's class scores)."""
     if isinstance(layer, MaxPool2d):
-        # max-pool on integers: exact in float64 for these ranges
-        return _to_int(F.max_pool2d(_exact_float(x), layer.kernel, layer.stride))
+        win = x.unfold(2, layer.kernel, layer.stride).unfold(3, layer.kernel, layer.stride)
+        return win.amax(dim=(-2, -1))
     acc = layer_acc(layer, x)
     if not layer.relu:
-        return acc + torch.from_numpy(np.asarray(layer.bias, dtype=np.int64)).reshape(1, -1, 1, 1)
+        return acc + _int64(layer.bias).reshape(1, -1, 1, 1)
     return requantize(acc, layer.bias, layer.multiplier, layer.shift, act_bits=act_bits, relu=True)
 
 
+@torch.no_grad()
 def trace(dep: Deployment, q) -> list[torch.Tensor]:
-    """Every layer's int64 output for quantized inputs q [N, C, H, W]."""
-    x = torch.as_tensor(np.asarray(q), dtype=torch.int64)
+    """Every layer's int64 output for quantized inputs q [N, C, H, W] (or one image [C, H, W])."""
+    x = _int64(q)
     if x.ndim == 3:
         x = x[None]
     outs = []
     for layer in dep.layers:
-        if not isinstance(layer, MaxPool2d):
-            _check_exact(layer, dep)
+        if isinstance(layer, (Conv2d, Linear)):
+            _check_exact(layer, dep.spec)
         x = run_layer(layer, x, act_bits=dep.spec.act_bits)
         outs.append(x)
     return outs
 
 
-def forward(dep: Deployment, q) -> torch.Tensor:
-    """int64 class scores [N, classes]."""
-    out = trace(dep, q)[-1]
-    return out.reshape(out.shape[0], -1)
+@torch.no_grad()
+def forward(dep: Deployment, q, *, batch: int = 512) -> torch.Tensor:
+    """int64 class scores [N, classes], `batch` images at a time."""
+    q = np.asarray(q, dtype=np.int64)
+    if q.ndim == 3:
+        q = q[None]
+    parts = []
+    for i in range(0, len(q), batch):
+        out = trace(dep, q[i:i + batch])[-1]
+        parts.append(out.reshape(out.shape[0], -1))
+    return torch.cat(parts)
 
 
 def quantize_input(dep: Deployment, x) -> torch.Tensor:

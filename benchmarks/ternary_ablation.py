@@ -12,12 +12,13 @@ import argparse
 import json
 import time
 
-from terwin.algo.ternary_flow import DEFAULT_SCHEDULE, compress
+from terwin.algo.ternary.flow import DEFAULT_SCHEDULE, TernaryOptions, compress
 from terwin.spec import load_spec
 
+# keys of `flat_row`: compress.json's common figures and its "ternary" figures in one row
 COLUMNS = [
     ("regularizer", "regularizer", "{}"),
-    ("tile_sparsity", "tile sparsity", "{:.3f}"),
+    ("sparsity", "tile sparsity", "{:.3f}"),
     ("seed", "seed", "{}"),
     ("float_accuracy", "float acc", "{:.2%}"),
     ("accuracy_before_prune", "before prune", "{:.2%}"),
@@ -30,6 +31,16 @@ COLUMNS = [
     ("reference_mismatches", "ref. mismatches", "{}"),
     ("train_seconds", "seconds", "{:.0f}"),
 ]
+
+
+def flat_row(report: dict) -> dict:
+    """compress.json's figures as one flat row: the common keys, the ternary figures (without the
+    per-layer table), the regularizer and the target tile sparsity from the options."""
+    figures = {k: v for k, v in report["ternary"].items() if k != "layers"}
+    common = {k: v for k, v in report.items() if k not in ("ternary", "options")}
+    options = report["options"]
+    return {**common, **figures, "regularizer": options["regularizer"],
+            "tile_sparsity_target": options["tile_sparsity"]}
 
 
 def main(argv=None) -> int:
@@ -45,11 +56,12 @@ def main(argv=None) -> int:
     for sparsity in args.sparsities:
         for regularizer in args.regularizers:
             for seed in args.seeds:
-                ns = argparse.Namespace(tile_sparsity=sparsity, regularizer=regularizer, seed=seed, quiet=True)
+                options = TernaryOptions(spec=spec, tile_sparsity=sparsity, regularizer=regularizer, seed=seed,
+                                         quiet=True, schedule=DEFAULT_SCHEDULE)
                 start = time.monotonic()
-                _, report = compress(spec, ns, schedule=DEFAULT_SCHEDULE)
-                report.pop("layers")
-                report.update(seed=seed, wall_seconds=time.monotonic() - start)
+                _, report = compress(options)
+                report = flat_row(report)
+                report.update(wall_seconds=time.monotonic() - start)
                 rows.append(report)
                 print(" ".join(f"{key}={fmt.format(report[key])}" for key, _, fmt in COLUMNS), flush=True)
     print()

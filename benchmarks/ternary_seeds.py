@@ -3,7 +3,7 @@
     python benchmarks/ternary_seeds.py [--specs pe8x8 pe8x16] [--seeds 0 1 2] [--sparsities 0.5 0.75]
                                        [--set finetune_lr=5e-4 ...] [--json out.json]
 
-Runs the full `terwin compress --family ternary` flow (`terwin.algo.ternary_flow.compress`, the same
+Runs the full `terwin compress --family ternary` flow (`terwin.algo.ternary.flow.compress`, the same
 code path as the CLI) once per (spec, seed, tile sparsity), one run at a time (each run is
 single-threaded), and prints one line per run and a Markdown table for docs/ternary.md. The JSON file
 is rewritten after every run, so an interrupted sweep keeps what it measured.
@@ -21,7 +21,7 @@ import json
 import statistics
 import time
 
-from terwin.algo.ternary_flow import DEFAULT_SCHEDULE, compress
+from terwin.algo.ternary.flow import DEFAULT_SCHEDULE, TernaryOptions, compress
 from terwin.spec import load_spec
 
 COLUMNS = [
@@ -71,11 +71,13 @@ def main(argv=None) -> int:
         spec = load_spec(spec_name)
         for sparsity in args.sparsities:
             for seed in args.seeds:
-                ns = argparse.Namespace(tile_sparsity=sparsity, seed=seed, quiet=True)
+                options = TernaryOptions(spec=spec, tile_sparsity=sparsity, seed=seed, quiet=True, schedule=schedule)
                 start = time.monotonic()
-                _, report = compress(spec, ns, schedule=schedule)
-                report.pop("layers")
-                report.update(spec=spec.name, seed=seed, wall_seconds=time.monotonic() - start)
+                _, report = compress(options)
+                figures = {k: v for k, v in report.pop("ternary").items() if k != "layers"}
+                options = report.pop("options")
+                report.update(figures, regularizer=options["regularizer"], tile_sparsity_target=options["tile_sparsity"],
+                              spec=spec.name, wall_seconds=time.monotonic() - start)
                 rows.append(report)
                 print(" ".join(f"{key}={fmt.format(report[key])}" for key, _, fmt in COLUMNS), flush=True)
                 if args.json:

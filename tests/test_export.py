@@ -1,5 +1,4 @@
 """Export of the ternary family: structure, requantization semantics, file round trip, flow and CLI."""
-import argparse
 import dataclasses
 import json
 
@@ -9,16 +8,17 @@ import torch
 
 from terwin import fileformat
 from terwin.algo import torch_int
-from terwin.algo.data import INPUT_SCALE
-from terwin.algo.export import export_ternary
-from terwin.algo.data import load_digits_split
-from terwin.algo.nets import ConvBlock, Tensors
-from terwin.algo.ternary_flow import Schedule, compress, evaluate_deployment, kept_tile_stats, train_ternary
+from terwin.algo.data import INPUT_SCALE, load_digits_split
+from terwin.algo.results import evaluate_deployment
+from terwin.algo.ternary.export import export_ternary
+from terwin.algo.ternary.flow import Schedule, TernaryOptions, compress, kept_tile_stats, train_ternary
+from terwin.algo.ternary.net import ConvBlock
+from terwin.algo.train import Tensors
 from terwin.cli import main
 from terwin.deployment import Conv2d, Linear, MaxPool2d
 from terwin.errors import TerwinError
 from terwin.sim import reference
-from terwin.spec import PE4X4, PE8X8
+from terwin.spec import PE4X4, PE8X8, WINOGRAD
 from terwin.stats import model_stats
 
 TINY = Schedule(float_epochs=2, joint_epochs=2, finetune_epochs=2)
@@ -31,8 +31,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    t = train_ternary(PE8X8, TINY, data=data, sparsity=0.75, threshold=0.05, zero_budget=0.04,
-                      regularizer="wpc", seed=0)
+    t = train_ternary(TernaryOptions(spec=PE8X8, schedule=TINY, tile_sparsity=0.75, ternary_threshold=0.05,
+                                     zero_budget=0.04, regularizer="wpc", seed=0, quiet=True), data)
     dep = export_ternary(t.model, PE8X8, tile_masks=t.pruner.tile_masks(), meta={"seed": 0})
     return t, dep
 
@@ -132,27 +132,33 @@ def test_zero_budget_holds_in_the_export(trained):
 
 
 def test_report_of_compress(data):
-    args = argparse.Namespace(tile_sparsity=0.5, regularizer="group-lasso", seed=1, quiet=True)
-    dep, report = compress(PE4X4, args, schedule=TINY)
-    for key in ("float_accuracy", "accuracy", "tile_sparsity", "compression_ratio", "weight_bits_stored",
-                "requant_bits", "test_images", "reference_mismatches", "layers", "zero_fraction_in_kept_tiles",
-                "mac_cycle_ratio"):
+    dep, report = compress(TernaryOptions(spec=PE4X4, schedule=TINY, tile_sparsity=0.5, regularizer="group-lasso",
+                                          seed=1, quiet=True))
+    for key in ("family", "spec", "seed", "options", "float_accuracy", "accuracy", "accuracy_drop_points",
+                "fake_quant_accuracy", "sparsity", "sparsity_measure", "compression_ratio", "weight_bits_stored",
+                "requant_bits", "test_images", "reference_mismatches", "epochs", "train_seconds", "ternary"):
         assert key in report, key
+    figures = report["ternary"]
+    for key in ("accuracy_before_prune", "accuracy_after_prune", "tile_sparsity", "layers",
+                "zero_fraction_in_kept_tiles", "mac_cycle_ratio"):
+        assert key in figures, key
+    assert report["family"] == "ternary" and report["sparsity_measure"] == "tile_sparsity"
+    assert report["sparsity"] == figures["tile_sparsity"]
     assert report["reference_mismatches"] == 0 and report["test_images"] == 450
-    assert report["regularizer"] == "group-lasso" and dep.spec == PE4X4
+    assert report["options"]["regularizer"] == "group-lasso" and dep.spec == PE4X4 and report["seed"] == 1
     again = evaluate_deployment(dep, data)
-    assert again["accuracy"] == report["accuracy"] and again["mac_cycle_ratio"] == report["mac_cycle_ratio"]
+    assert again["accuracy"] == report["accuracy"] and kept_tile_stats(dep)["mac_cycle_ratio"] == figures["mac_cycle_ratio"]
     totals = model_stats(dep)["totals"]
     assert report["compression_ratio"] == totals["compression_ratio"]
-    assert set(report["layers"]) == {"conv1", "conv2", "conv3", "fc"}
+    assert set(figures["layers"]) == {"conv1", "conv2", "conv3", "fc"}
     json.dumps(report)  # the CLI writes it as JSON
 
 
 def test_deterministic(data):
-    args = argparse.Namespace(tile_sparsity=0.5, regularizer="wpc", seed=5, quiet=True)
-    sched = Schedule(float_epochs=1, joint_epochs=1, finetune_epochs=1)
-    a, _ = compress(PE8X8, args, schedule=sched)
-    b, _ = compress(PE8X8, args, schedule=sched)
+    options = TernaryOptions(tile_sparsity=0.5, regularizer="wpc", seed=5, quiet=True,
+                             schedule=Schedule(float_epochs=1, joint_epochs=1, finetune_epochs=1))
+    a, _ = compress(options)
+    b, _ = compress(options)
     assert fileformat.checksum(a) == fileformat.checksum(b)
 
 
@@ -162,11 +168,16 @@ def test_deterministic(data):
     (dict(regularizer="l1"), "--regularizer"),
     (dict(ternary_threshold=2.0), "--ternary-threshold"),
     (dict(zero_budget=1.5), "--zero-budget"),
+    (dict(epochs_scale=0), "--ternary-epochs-scale"),
 ])
 def test_bad_options_are_user_errors(bad, match):
-    args = argparse.Namespace(**{"tile_sparsity": 0.5, "regularizer": "wpc", "seed": 0, "quiet": True, **bad})
     with pytest.raises(TerwinError, match=match):
-        compress(PE8X8, args)
+        TernaryOptions(**{"tile_sparsity": 0.5, "regularizer": "wpc", "seed": 0, "quiet": True, **bad})
+
+
+def test_a_spec_of_another_engine_is_a_user_error():
+    with pytest.raises(TerwinError, match="weight_format"):
+        compress(TernaryOptions(spec=WINOGRAD, quiet=True))
 
 
 def test_cli_compress(tmp_path, capsys):
@@ -177,7 +188,7 @@ def test_cli_compress(tmp_path, capsys):
     report = json.loads((out / "compress.json").read_text())
     dep = fileformat.load(out / "model.terwin")
     assert report["checksum"] == fileformat.checksum(dep)
-    assert report["reference_mismatches"] == 0 and report["tile_sparsity"] >= 0.75
+    assert report["reference_mismatches"] == 0 and report["sparsity"] >= 0.75
     assert dep.meta["family"] == "ternary" and dep.spec == PE8X8
     capsys.readouterr()
     rc = main(["compress", "--family", "ternary", "--tile-sparsity", "1.2", "--out", str(tmp_path / "bad")])

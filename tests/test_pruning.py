@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from terwin.algo.pruning import GroupLasso, TileGroups, TileMask, TilePruner, WeightPenaltyClipping, allocate
+from terwin.algo.ternary.pruning import GroupLasso, TileGroups, TileMask, TilePruner, WeightPenaltyClipping, allocate
 from terwin.errors import TerwinError
 from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
 from terwin.tiling import TileGrid

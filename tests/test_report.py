@@ -35,8 +35,9 @@ def demo(tmp_path_factory):
         d.mkdir()
         dep = random_deployment(PRESETS["pe4x4"], seed=3, tile_sparsity=sparsity, **SMALL)
         fileformat.save(dep, d / "model.terwin")
-        (d / "compress.json").write_text(json.dumps({"accuracy": acc, "float_accuracy": 0.975,
-                                                      "tile_sparsity": sparsity, "compression_ratio": 20.0}))
+        (d / "compress.json").write_text(json.dumps({"family": "ternary", "accuracy": acc, "float_accuracy": 0.975,
+                                                      "sparsity": sparsity, "sparsity_measure": "tile_sparsity",
+                                                      "compression_ratio": 20.0}))
         (d / "simulate.json").write_text(json.dumps(cycles.predict(dep)))
     (root / "ternary-50" / "build-icebreaker").mkdir()
     (root / "ternary-50" / "build-icebreaker" / "report.json").write_text(json.dumps(BUILD))

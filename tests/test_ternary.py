@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from terwin.algo.ternary import Ternarizer, TernaryWeight, is_ternary, latent_weight, prepare_ternary, ternary_codes
+from terwin.algo.ternary.ternarize import Ternarizer, TernaryWeight, is_ternary, latent_weight, prepare_ternary, ternary_codes
 
 
 def test_values_threshold_and_scale_by_hand():

@@ -1,6 +1,4 @@
 """torch integer evaluation vs `terwin.intmath` and the NumPy reference (`==` on integers)."""
-import argparse
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,7 @@ from hypothesis import strategies as st
 from terwin import intmath
 from terwin.algo import torch_int
 from terwin.algo.data import load_digits_split
-from terwin.algo.ternary_flow import Schedule, compress
+from terwin.algo.ternary.flow import Schedule, TernaryOptions, compress
 from terwin.sim import reference
 from terwin.spec import PE4X4, PE8X8, PE8X16
 from terwin.synthetic import random_deployment
@@ -80,8 +78,8 @@ def test_synthetic_deployments_equal_reference(spec, seed):
 
 @pytest.fixture(scope="module")
 def tiny_trained():
-    args = argparse.Namespace(tile_sparsity=0.5, regularizer="wpc", seed=3, quiet=True)
-    return compress(PE8X8, args, schedule=TINY)
+    return compress(TernaryOptions(spec=PE8X8, schedule=TINY, tile_sparsity=0.5, regularizer="wpc", seed=3,
+                                   quiet=True))
 
 
 def test_trained_tiny_model_equals_reference_on_every_test_image(tiny_trained):

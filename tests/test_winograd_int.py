@@ -6,11 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from terwin import intmath
-from terwin.algo import winograd_int
+from terwin.algo import torch_int
 from terwin.algo.data import INPUT_SCALE, load_digits_split
-from terwin.algo.winograd_export import accumulator_bound, export
-from terwin.algo.winograd_flow import _calibrate
-from terwin.algo.winograd_nn import PerChannelQuant, WinogradMagnitudePruner, WinogradNet, linear_prune
+from terwin.algo.quant import PerChannelQuant, calibrate_activations
+from terwin.algo.winograd.export import accumulator_bound, export
+from terwin.algo.winograd.masks import WinogradMagnitudePruner, linear_prune
+from terwin.algo.winograd.nn import WinogradNet
 from terwin.deployment import Linear, MaxPool2d, WinogradConv2d
 from terwin.sim import reference
 from terwin.spec import WINOGRAD
@@ -32,7 +33,7 @@ def _quantized_net(x_calib, *, bits=8, sparsity=0.6, seed=0, mode="winograd"):
         net.set_mode("winograd")
         WinogradMagnitudePruner()(net, sparsity)
     linear_prune(net, 0.5)
-    _calibrate(net, x_calib)
+    calibrate_activations(net, x_calib)
     for conv in net.convs():
         conv.weight_quant = PerChannelQuant(bits)
     for fc in net.linears():
@@ -76,7 +77,7 @@ def test_torch_integer_evaluation_equals_reference_on_random_models(seed, h, w, 
                             calibration_images=8)
     q = np.random.default_rng(seed).integers(0, 256, size=(6, c, h, w))
     ref_trace = reference.trace(dep, q)
-    tor_trace = winograd_int.trace(dep, q)
+    tor_trace = torch_int.trace(dep, q)
     for layer, a, b in zip(dep.layers, ref_trace, tor_trace):
         assert np.array_equal(a, b.numpy()), f"{layer.name}: max |diff| {np.abs(a - b.numpy()).max()}"
 
@@ -86,7 +87,7 @@ def test_torch_integer_evaluation_of_direct_conv_layers_equals_reference():
     topo = (("conv", 16), ("pool", 2), ("wconv", 16), ("linear", 10))
     dep = random_deployment(WINOGRAD, seed=5, topology=topo, input_shape=(1, 7, 7))
     q = np.random.default_rng(5).integers(0, 256, size=(10, 1, 7, 7))
-    assert np.array_equal(reference.forward(dep, q), winograd_int.forward(dep, q))
+    assert np.array_equal(reference.forward(dep, q), torch_int.forward(dep, q).numpy())
 
 
 def test_torch_requantizer_is_the_integer_contract():
@@ -96,7 +97,7 @@ def test_torch_requantizer_is_the_integer_contract():
     mult = rng.integers(-(1 << 15), 1 << 15, size=4)
     shift = rng.integers(1, 40, size=4)
     want = intmath.requantize(acc.transpose(1, 0, 2, 3), bias, mult, shift, act_bits=8).transpose(1, 0, 2, 3)
-    got = winograd_int.requantize(torch.tensor(acc), bias=bias, multiplier=mult, shift=shift, act_bits=8)
+    got = torch_int.requantize(torch.tensor(acc), bias, mult, shift, act_bits=8)
     assert np.array_equal(got.numpy(), want)
 
 
@@ -121,7 +122,7 @@ def test_export_layers_ranges_and_reference_equality_on_every_test_image(digits,
     q = reference.quantize_input(dep, digits.x_test)
     assert np.array_equal(q, np.round(digits.x_test * 16).astype(np.int64)), "input scale 1/16: q = pixel"
     ref = reference.forward(dep, q)
-    tor = winograd_int.forward(dep, q)
+    tor = torch_int.forward(dep, q).numpy()
     mismatches = int((ref != tor).any(axis=1).sum())
     assert mismatches == 0 and ref.shape == (450, 10)
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from terwin.algo.winograd_nn import (JointPruner, JointRegularizer, WinoConv, WinogradMagnitudePruner, WinogradNet,
-                                     kernel_to_winograd, linear_prune, magnitude_mask, partial_l2, transforms)
+from terwin.algo.winograd.masks import (JointPruner, JointRegularizer, WinogradMagnitudePruner, linear_prune,
+                                        magnitude_mask, partial_l2)
+from terwin.algo.winograd.nn import WinoConv, WinogradNet
+from terwin.algo.winograd.transforms import kernel_to_winograd, transforms
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from terwin import winograd
-from terwin.algo.winograd_nn import input_tiles, kernel_to_winograd, transforms, winograd_conv2d
+from terwin.algo.winograd.transforms import input_tiles, kernel_to_winograd, transforms, winograd_conv2d
 from terwin.sim import reference
 
 SIZES = [(1, 1), (2, 2), (3, 3), (3, 5), (4, 4), (5, 7), (7, 7), (8, 8), (2, 9), (9, 1)]

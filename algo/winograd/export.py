@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from terwin import intmath
+from terwin import intmath, winograd
 from terwin.deployment import Deployment, Linear, MaxPool2d, WinogradConv2d
 from terwin.spec import HardwareSpec
 
-from .winograd_nn import MaskedLinear, PerChannelQuant, WinoConv, WinogradNet
+from ..quant import PerChannelQuant
+from .nn import MaskedLinear, WinoConv, WinogradNet
 
 
 def _int_array(q: torch.Tensor, bits: int) -> np.ndarray:
@@ -37,21 +38,19 @@ def _requant(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def export(net: WinogradNet, spec: HardwareSpec, *, input_scale: float, weight_bits: int | None = None,
-           linear_bits: int = 8, class_names=(), meta=None) -> Deployment:
-    """The integer model of `net` (whose ActQuant scales must be calibrated) for `spec`."""
+def export(net: WinogradNet, spec: HardwareSpec, *, input_scale: float, linear_bits: int = 8, class_names=(),
+           meta=None) -> Deployment:
+    """The integer model of `net` (whose ActQuant scales must be calibrated) for `spec`; the
+    Winograd-domain weights get the spec's `winograd_weight_bits`."""
     if spec.weight_format != "winograd":
         raise ValueError(f"a Winograd model needs a spec with weight_format 'winograd', not {spec.weight_format!r}")
-    bits = spec.winograd_weight_bits if weight_bits is None else weight_bits
-    if bits != spec.winograd_weight_bits:
-        raise ValueError(f"weight_bits {bits} differs from the spec's winograd_weight_bits {spec.winograd_weight_bits}")
+    bits = spec.winograd_weight_bits
     wquant, lquant = PerChannelQuant(bits), PerChannelQuant(linear_bits)
     s_in = float(input_scale)
     shape = tuple(net.input_shape)
     layers = []
     n = len(net.layers)
-    for i, (layer, act) in enumerate(zip(net.layers, net.acts)):
-        name = f"{net.topology[i][0]}{i}"
+    for i, (name, layer, act) in enumerate(zip(net.layer_names, net.layers, net.acts)):
         if isinstance(layer, WinoConv):
             if layer.m != spec.winograd_tile:
                 raise ValueError(f"{name}: tile F({layer.m}x{layer.m},3x3) does not match the spec's {spec.winograd_tile}")
@@ -100,10 +99,18 @@ def accumulator_bound(layer: WinogradConv2d, spec: HardwareSpec) -> int:
     M[o] = sum_c U[o,c] * V: |M[o,i,j]| <= |V|max * sum_c |U[o,c,i,j]|; Y = A^T M A: |Y| <= sum_ij |A^T|-weighted |M|.
     Bounded per output channel exactly through the transforms' absolute values.
     """
-    from terwin import winograd
     bt, _, at = winograd.matrices(layer.tile, 3)
     v_max = int(np.abs(bt).sum(axis=1).max()) ** 2 * spec.act_max       # |B^T d B| bound per entry
     m_abs = np.abs(layer.weight.astype(np.int64)).sum(axis=1) * v_max    # [O, n, n]
     aa = np.abs(at)
     y_abs = np.einsum("ij,ojk,lk->oil", aa, m_abs, aa)                   # [O, m, m]
     return int(y_abs.max()) + int(np.abs(layer.bias).max())
+
+
+def accumulator_bits(layer: WinogradConv2d, spec: HardwareSpec) -> int:
+    """Signed accumulator width a Winograd layer needs (`accumulator_bound`, plus the sign)."""
+    bound = accumulator_bound(layer, spec)
+    return intmath.signed_bits(-bound, bound)
+
+
+__all__ = ["export", "accumulator_bound", "accumulator_bits"]

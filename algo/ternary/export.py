@@ -12,14 +12,17 @@ hold α s_in, the float value of one score unit, for information only.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d
 from terwin.spec import HardwareSpec
 
-from .quant import bn_affine, fit_requant
-from .ternary import ternary_codes
+from ..quant import bn_affine, fit_requant
+from .net import ConvBlock, LinearHead, PoolBlock
+from .ternarize import ternary_codes
 
 
 def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarray] | None = None,
@@ -35,9 +38,9 @@ def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarra
     shape = tuple(model.input_shape)
     s_in = float(model.input_scale)
     for name, block in zip(model.block_names, model.blocks):
-        if block.kind == "pool":
+        if isinstance(block, PoolBlock):
             layer = MaxPool2d(name=name, in_shape=shape, kernel=block.size, stride=block.size)
-        elif block.kind == "conv":
+        elif isinstance(block, ConvBlock):
             codes, alpha = ternary_codes(block.conv)
             k, c = bn_affine(block.bn)
             s_out = block.act.scale
@@ -48,7 +51,7 @@ def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarra
                            weight_scale=tuple(float(a) for a in alpha))
             layer = _with_mask(proto, spec, tile_masks.get(name))
             s_in = s_out
-        elif block.kind == "linear":
+        elif isinstance(block, LinearHead):
             codes, alpha = ternary_codes(block.fc)
             fc_bias = block.fc.bias.detach().double().numpy() if block.fc.bias is not None else np.zeros(codes.shape[0])
             alpha_ch = np.broadcast_to(alpha, fc_bias.shape)
@@ -80,7 +83,7 @@ def sync_activation_scales(model) -> list[float]:
     bounds = []
     s_in = float(model.input_scale)
     for block in model.blocks:
-        if block.kind != "conv":
+        if not isinstance(block, ConvBlock):
             continue
         _, alpha = ternary_codes(block.conv)
         k, _ = bn_affine(block.bn)
@@ -92,7 +95,6 @@ def sync_activation_scales(model) -> list[float]:
 
 
 def _with_mask(layer, spec: HardwareSpec, mask):
-    import dataclasses
     grid = layer.tile_grid(spec)
     occupied = grid.occupied(layer.weight)
     keep = occupied if mask is None else (np.asarray(mask).astype(bool) & occupied)

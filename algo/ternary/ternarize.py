@@ -110,13 +110,6 @@ def prepare_ternary(model: nn.Module, ternarizer: Ternarizer) -> None:
         parametrize.register_parametrization(module, "weight", TernaryWeight(ternarizer))
 
 
-def set_ternarizer(model: nn.Module, ternarizer: Ternarizer) -> None:
-    """Swap the strategy of every registered `TernaryWeight` (e.g. a smaller threshold for fine-tuning)."""
-    for m in model.modules():
-        if isinstance(m, TernaryWeight):
-            m.ternarizer = ternarizer
-
-
 def is_ternary(module: nn.Module) -> bool:
     return parametrize.is_parametrized(module, "weight") and any(
         isinstance(p, TernaryWeight) for p in module.parametrizations.weight)
@@ -145,5 +138,5 @@ def ternary_codes(module: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     return codes.to(torch.int8).numpy(), alpha.double().reshape(-1).numpy()
 
 
-__all__ = ["Ternarizer", "TernaryWeight", "prepare_ternary", "is_ternary", "set_ternarizer", "latent_weight", "ternary_codes",
+__all__ = ["Ternarizer", "TernaryWeight", "prepare_ternary", "is_ternary", "latent_weight", "ternary_codes",
            "ternary_layers"]

@@ -25,7 +25,7 @@ from terwin.errors import TerwinError
 from terwin.spec import HardwareSpec
 from terwin.tiling import TileGrid
 
-from .ternary import latent_weight
+from .ternarize import latent_weight
 
 
 class TileGroups:
@@ -216,14 +216,6 @@ class TilePruner:
             # pruned latent weights are zeroed too, so that nothing revives them
             latent_weight(layer.module).mul_(layer.mask.mask)
         self.frozen = True
-
-    @torch.no_grad()
-    def drop_tiles(self, layer_name: str, tiles) -> None:
-        """Prune further tiles of one layer (e.g. tiles whose ternary codes are all zero)."""
-        layer = next(layer for layer in self.layers if layer.name == layer_name)
-        keep = layer.mask.tile_keep.numpy().copy()
-        keep[np.asarray(tiles, dtype=np.int64)] = False
-        layer.mask.set_keep(keep)
 
     def tile_masks(self) -> dict[str, np.ndarray]:
         return {layer.name: layer.mask.tile_keep.numpy().astype(np.uint8).reshape(layer.groups.grid.shape)

@@ -1,0 +1,295 @@
+"""`terwin compress --family ternary`: PE-aware structured-pruned ternary digits CNN.
+
+Stages (seeded, single-threaded, deterministic):
+1. float training of `DigitsNet` (batch norm, no quantization) -> `float_accuracy`;
+2. joint stage: activation fake quantization on, ternary weights (straight-through), tile masks
+   registered, loss = CE + regularizer (Weight Penalty Clipping or plain group lasso); gradual
+   pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage;
+3. prune each layer's lowest-RMS tiles to its share of `--tile-sparsity`, freeze the masks;
+4. fine-tune the ternary, masked model while the zero budget (at most `--zero-budget` of a layer's
+   kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in;
+5. export to a `Deployment` and evaluate the integer model (`terwin.algo.results`: the NumPy
+   reference and the torch integer evaluation, compared on every test image and every score).
+
+API: `compress(TernaryOptions(...)) -> (Deployment, compress.json dict)`; `train_ternary` for stages 1-4.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from terwin.errors import TerwinError
+from terwin.progress import Progress
+from terwin.spec import PE8X8, HardwareSpec
+from terwin.stats import model_stats
+
+from ..data import load_digits_split
+from ..options import CompressOptions, check_number
+from ..quant import set_quantization
+from ..results import compress_report
+from ..train import Tensors, evaluate, scaled_epochs, single_thread, train
+from .export import export_ternary, sync_activation_scales
+from .net import DigitsNet
+from .pruning import REGULARIZERS, TilePruner
+from .ternarize import Ternarizer, TernaryWeight, prepare_ternary
+
+WEIGHT_FORMAT = "ternary"
+DEFAULT_SPEC = PE8X8
+# the ternary family's accuracies are float32 means (the model file's metadata holds float_accuracy)
+ACCURACY_DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training schedule. strength: λ of the regularizer. anneal_fraction: share of fine-tuning over
+    which the zero budget is phased in. budget_exempt: layers the zero budget does not apply to.
+    prune_ramp: gradual pruning — the number of tiles the regularizer aims at grows from 0 to the
+    target along a cubic (Zhu & Gupta 2017) over this share of the joint epochs, then stays (0: the
+    full target from the first step, one-shot as before).
+    distill (weight of knowledge distillation from the float model during fine-tuning) and
+    joint_ternary=False (float weights during the regularizer stage) are experiment knobs; neither
+    helped in the runs recorded in docs/ternary.md, both are off by default."""
+    float_epochs: int = 40
+    joint_epochs: int = 30
+    finetune_epochs: int = 50
+    float_lr: float = 3e-3
+    joint_lr: float = 1e-3
+    finetune_lr: float = 1e-3
+    batch_size: int = 64
+    strength: float = 0.4
+    anneal_fraction: float = 0.3
+    distill: float = 0.0
+    budget_exempt: tuple = ("conv1", "fc")  # dense first layer and the 1-pixel classifier
+    joint_ternary: bool = True
+    prune_ramp: float = 0.5  # WPC aims at a target that grows (cubic) over this share of the joint epochs
+
+    def scaled(self, factor: float) -> "Schedule":
+        return dataclasses.replace(self, float_epochs=scaled_epochs(self.float_epochs, factor),
+                                   joint_epochs=scaled_epochs(self.joint_epochs, factor),
+                                   finetune_epochs=scaled_epochs(self.finetune_epochs, factor))
+
+
+DEFAULT_SCHEDULE = Schedule()
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_ZERO_BUDGET = 0.03
+
+
+@dataclass(frozen=True, kw_only=True)
+class TernaryOptions(CompressOptions):
+    """Options of the ternary family (plus spec, seed, epochs_scale, quiet from `CompressOptions`).
+
+    tile_sparsity: fraction of all PE tiles pruned, [0, 1). regularizer: "wpc" or "group-lasso".
+    ternary_threshold: Δ = T·max|W|, [0, 1). zero_budget: after pruning at most this fraction of a
+    layer's kept weights may be 0, [0, 1]. schedule: epochs, learning rates, λ (scaled by epochs_scale).
+    """
+    spec: HardwareSpec = DEFAULT_SPEC
+    tile_sparsity: float = 0.5
+    regularizer: str = "wpc"
+    ternary_threshold: float = DEFAULT_THRESHOLD
+    zero_budget: float = DEFAULT_ZERO_BUDGET
+    schedule: Schedule = DEFAULT_SCHEDULE
+
+    family: ClassVar[str] = "ternary"
+    epochs_scale_flag: ClassVar[str] = "--ternary-epochs-scale"
+
+    def __post_init__(self):
+        self._set("tile_sparsity", check_number(self.tile_sparsity, "--tile-sparsity", lo=0, hi=1, hi_open=True))
+        self._set("ternary_threshold", check_number(self.ternary_threshold, "--ternary-threshold", lo=0, hi=1,
+                                                    hi_open=True))
+        self._set("zero_budget", check_number(self.zero_budget, "--zero-budget", lo=0, hi=1))
+        if self.regularizer not in REGULARIZERS:
+            raise TerwinError(f"--regularizer must be one of {', '.join(sorted(REGULARIZERS))}, not {self.regularizer!r}")
+        super().__post_init__()
+
+    @property
+    def scaled_schedule(self) -> Schedule:
+        return self.schedule.scaled(self.epochs_scale)
+
+
+def add_arguments(group) -> None:
+    group.add_argument("--tile-sparsity", type=float, default=0.5, metavar="F",
+                       help="fraction of PE tiles to prune, in [0, 1) (default: 0.5)")
+    group.add_argument("--regularizer", choices=sorted(REGULARIZERS), default="wpc",
+                       help="group regularizer before pruning: Weight Penalty Clipping or plain group lasso (default: wpc)")
+    group.add_argument("--ternary-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T",
+                       help=f"ternarizer threshold: Δ = T·max|W|, in [0, 1) (default: {DEFAULT_THRESHOLD})")
+    group.add_argument("--zero-budget", type=float, default=DEFAULT_ZERO_BUDGET, metavar="Z",
+                       help="after pruning, at most this fraction of each layer's kept weights may ternarize to 0 "
+                            f"(zeros inside kept tiles cost PE cycles), in [0, 1] (default: {DEFAULT_ZERO_BUDGET})")
+    group.add_argument("--ternary-epochs-scale", type=float, default=1.0, metavar="X",
+                       help="multiply every training stage's epochs by X (default: 1)")
+
+
+def options_from_args(args, spec) -> TernaryOptions:
+    """The options of `terwin compress --family ternary ...` (args from the parser `add_arguments` filled)."""
+    return TernaryOptions(spec=spec, seed=args.seed, quiet=args.quiet, tile_sparsity=args.tile_sparsity,
+                          regularizer=args.regularizer, ternary_threshold=args.ternary_threshold,
+                          zero_budget=args.zero_budget, epochs_scale=args.ternary_epochs_scale)
+
+
+@dataclass
+class Trained:
+    """What `train_ternary` leaves: the fake-quantized ternary model (eval mode) and its pruner."""
+    model: DigitsNet
+    pruner: TilePruner
+    float_accuracy: float
+    accuracy_before_prune: float
+    accuracy_after_prune: float
+    fake_quant_accuracy: float
+
+
+def _accuracy(model, data: Tensors) -> float:
+    return evaluate(model, data.x_test, data.y_test, dtype=ACCURACY_DTYPE)
+
+
+def train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
+    """Stages 1-4: float training, joint ternary + regularizer, pruning, fine-tuning."""
+    with single_thread():
+        return _train_ternary(options, data)
+
+
+def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
+    spec, sched, quiet, threshold = options.spec, options.scaled_schedule, options.quiet, options.ternary_threshold
+    torch.manual_seed(options.seed)
+    gen = torch.Generator().manual_seed(options.seed)
+    model = DigitsNet(act_bits=spec.act_bits)
+
+    def fit(epochs: int, lr: float, label: str, **hooks) -> None:
+        train(model, data, epochs=epochs, lr=lr, batch_size=sched.batch_size, generator=gen,
+              lr_decay="cosine-annealing", augment=True, progress=Progress(label, quiet=quiet), **hooks)
+
+    # 1. float baseline
+    fit(sched.float_epochs, sched.float_lr, "float")
+    float_accuracy = _accuracy(model, data)
+    Progress("float", quiet=quiet).note(f"test accuracy {float_accuracy:.4f}")
+    teacher = copy.deepcopy(model).eval() if sched.distill > 0 else None
+
+    # 2. quantized activations, ternary weights, tile masks, regularizer
+    set_quantization(model, enabled=True, calibrating=True)
+    pruner = TilePruner(spec, target=options.tile_sparsity,
+                        regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
+    pruner.prepare(model.weighted_layers())
+    if sched.joint_ternary:
+        prepare_ternary(model, Ternarizer(threshold=threshold))
+
+    def ramp(epoch: int, epochs: int) -> None:  # gradual pruning: WPC's target count, per epoch
+        if sched.prune_ramp > 0:
+            span = max(1, round(sched.prune_ramp * epochs))
+            pruner.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
+
+    fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty, on_epoch=ramp)
+    before_prune = _accuracy(model, data)
+
+    # 3. prune to the target, freeze masks
+    pruner.step()
+    after_prune = _accuracy(model, data)
+    prepare_ternary(model, Ternarizer(threshold=threshold))
+
+    # 4. fine-tune; the zero budget falls linearly from 1 (no cap) to zero_budget over the first
+    # `anneal_fraction` of the epochs, so the zeros inside kept tiles turn into +-1 gradually
+    def anneal(epoch: int, epochs: int) -> None:
+        span = max(1, round(sched.anneal_fraction * epochs))
+        f = min(1.0, (epoch + 1) / span)
+        _set_budgets(model, threshold, 1.0 + f * (options.zero_budget - 1.0), sched.budget_exempt)
+        sync_activation_scales(model)
+
+    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, teacher=teacher,
+        distill_weight=sched.distill)
+    _set_budgets(model, threshold, options.zero_budget, sched.budget_exempt)
+    set_quantization(model, enabled=True, calibrating=False)
+    model.eval()
+    sync_activation_scales(model)
+    fake_quant_accuracy = _accuracy(model, data)
+    model.eval()
+    return Trained(model, pruner, float_accuracy, before_prune, after_prune, fake_quant_accuracy)
+
+
+def compress(options: TernaryOptions):
+    """Train, prune, ternarize and export; returns (Deployment, compress.json dict)."""
+    if not isinstance(options, TernaryOptions):
+        raise TypeError(f"the ternary family takes TernaryOptions, not {type(options).__name__}")
+    if options.spec.weight_format != WEIGHT_FORMAT:
+        raise TerwinError(f"the ternary family needs a spec with weight_format 'ternary', "
+                          f"not {options.spec.weight_format!r}")
+    with single_thread():
+        start = time.monotonic()
+        data = Tensors.from_split(load_digits_split())
+        t = train_ternary(options, data)
+
+        # 5. export and evaluate the integer model
+        dep = export_ternary(t.model, options.spec, tile_masks=t.pruner.tile_masks(), meta={
+            "tile_sparsity_target": options.tile_sparsity, "regularizer": options.regularizer,
+            "ternary_threshold": options.ternary_threshold, "zero_budget": options.zero_budget,
+            "seed": options.seed, "float_accuracy": t.float_accuracy})
+        sched = options.scaled_schedule
+        stats = model_stats(dep)["totals"]
+        report = compress_report(
+            options, dep, data, float_accuracy=t.float_accuracy, fake_quant_accuracy=t.fake_quant_accuracy,
+            sparsity=stats["tile_sparsity"], sparsity_measure="tile_sparsity",
+            epochs={"float": sched.float_epochs, "joint": sched.joint_epochs, "finetune": sched.finetune_epochs},
+            started=start, family_figures={
+                "accuracy_before_prune": t.accuracy_before_prune,
+                "accuracy_after_prune": t.accuracy_after_prune,
+                "tile_sparsity": stats["tile_sparsity"],
+                **kept_tile_stats(dep),
+            })
+    figures = report["ternary"]
+    Progress("compress", quiet=options.quiet).note(
+        f"float {t.float_accuracy:.4f} -> integer {report['accuracy']:.4f}, tile sparsity {report['sparsity']:.3f}, "
+        f"compression {report['compression_ratio']:.1f}x, MAC cycles / ideal {figures['mac_cycle_ratio']:.3f}, "
+        f"reference mismatches {report['reference_mismatches']}")
+    return dep, report
+
+
+def _set_budgets(model, threshold: float, budget: float, exempt) -> None:
+    for name, module, _ in model.weighted_layers():
+        for p in module.parametrizations.weight:
+            if isinstance(p, TernaryWeight):
+                p.ternarizer = Ternarizer(threshold=threshold, zero_budget=1.0 if name in exempt else budget)
+
+
+def kept_tile_stats(dep) -> dict:
+    """Zeros inside kept tiles and the resulting MAC-cycle ratio (hardware processes a whole tile per cycle).
+
+    zero_fraction_in_kept_tiles: zero (non-padding) weights in kept tiles / real weights in kept tiles,
+    each layer weighted by its output pixels. mac_cycle_ratio:
+    Σ kept_tiles · rows · cols · pixels / Σ nonzero · pixels (1.0 = ideal; padding lanes count as waste).
+    """
+    spec = dep.spec
+    layers = {}
+    zeros_w = real_w = slots = nonzero_w = 0
+    for layer in dep.weighted_layers:
+        grid = layer.tile_grid(spec)
+        mask = layer.tile_mask.astype(bool)
+        tiles = grid.tiles(layer.weight)[mask]
+        real = (grid.index >= 0)[mask]
+        _, h, w = layer.out_shape
+        pixels = h * w
+        z = int(((tiles == 0) & real).sum())
+        n_real = int(real.sum())
+        nz = int(np.count_nonzero(layer.weight))
+        layers[layer.name] = {
+            "tiles": int(mask.size), "tiles_kept": int(mask.sum()), "tile_sparsity": 1 - float(mask.mean()),
+            "weight_sparsity": 1 - nz / layer.weight.size,
+            "zero_fraction_in_kept_tiles": z / n_real if n_real else 0.0,
+            "output_pixels": pixels,
+        }
+        zeros_w += z * pixels
+        real_w += n_real * pixels
+        slots += int(mask.sum()) * spec.lanes * pixels
+        nonzero_w += nz * pixels
+    return {
+        "layers": layers,
+        "zero_fraction_in_kept_tiles": zeros_w / real_w if real_w else 0.0,
+        "mac_cycle_ratio": slots / nonzero_w if nonzero_w else float("inf"),
+    }
+
+
+__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "TernaryOptions", "Schedule", "DEFAULT_SCHEDULE", "add_arguments",
+           "options_from_args", "compress", "train_ternary", "Trained", "kept_tile_stats"]

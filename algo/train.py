@@ -1,0 +1,158 @@
+"""The one training loop of every compression family, and what goes with it.
+
+`train` is mini-batch training with Adam and a cosine learning-rate decay. What the families do
+differently is a parameter, never a second loop:
+
+* `lr_decay`: ``"cosine"`` (closed form, base · ½(1 + cos(π t / T)), `LambdaLR`; the Winograd family)
+  or ``"cosine-annealing"`` (torch's `CosineAnnealingLR`, which updates the rate recursively and so
+  rounds differently; the ternary family). Both are kept so that every recorded model stays bit for
+  bit what it was.
+* `augment`: random ±1-pixel shifts (ternary) or none (Winograd).
+* `penalty` (+ `penalty_params` at their own `penalty_lr`): a term added to the loss every step —
+  a pruning regularizer, or a regularizer with learnable coefficients.
+* hooks: `on_epoch(epoch, epochs)` before each epoch (anneal a threshold, ramp a pruning target),
+  `after_step()` after each optimizer step (re-apply masks), `after_epoch(epoch, epochs)` after each
+  epoch — the place for validation (e.g. checkpoint choice on a held-out split).
+* `teacher`/`distill_weight`: knowledge distillation (an experiment knob of the ternary schedule).
+
+`evaluate` is test accuracy in eval mode. Runs are deterministic: seed the global RNG before building
+the model, pass one `torch.Generator` for batch order and augmentation, and run under
+`single_thread()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LR_DECAYS = ("cosine", "cosine-annealing")
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """The data split as torch tensors (float32 images [N, 1, 8, 8], int64 labels)."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @classmethod
+    def from_split(cls, split) -> "Tensors":
+        return cls(*(torch.from_numpy(np.ascontiguousarray(a)) for a in
+                     (split.x_train, split.y_train, split.x_test, split.y_test)))
+
+
+def scaled_epochs(epochs: int, scale: float) -> int:
+    """A stage's epochs times `scale` (the families' --*-epochs-scale), rounded, at least 1."""
+    return max(1, round(epochs * scale))
+
+
+@contextlib.contextmanager
+def single_thread():
+    """One intra-op thread: deterministic, and no oversubscription on shared machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, dtype: torch.dtype = torch.float64) -> float:
+    """Accuracy of `model` in eval mode (its training mode is restored afterwards).
+
+    dtype: the precision of the mean. The ternary family records float32 means (its model files
+    carry the float accuracy in their metadata), the Winograd family float64 ones.
+    """
+    was = model.training
+    model.eval()
+    acc = float((model(x).argmax(dim=1) == y).to(dtype).mean())
+    model.train(was)
+    return acc
+
+
+def train(model: nn.Module, data: Tensors, *, epochs: int, lr: float, generator: torch.Generator,
+          batch_size: int = 64, lr_decay: str = "cosine", augment: bool = False,
+          penalty: Callable[[], torch.Tensor] | None = None, penalty_params: Iterable[torch.Tensor] = (),
+          penalty_lr: float | None = None, on_epoch: Callable[[int, int], None] | None = None,
+          after_step: Callable[[], None] | None = None, after_epoch: Callable[[int, int], None] | None = None,
+          teacher: nn.Module | None = None, distill_weight: float = 0.0, temperature: float = 4.0,
+          progress: Callable[..., None] | None = None) -> None:
+    """Train `model` on data.x_train for `epochs` epochs; the model is left in eval mode.
+
+    Adam over the model's trainable parameters at `lr` (plus `penalty_params` at `penalty_lr` as a
+    second group), `lr_decay` over all steps, batches in `generator`'s random order.
+    loss = cross entropy [+ distill_weight · T² · KL(teacher_T ‖ student_T)] [+ penalty()].
+    progress(epoch, epochs, loss=mean loss of the epoch).
+    """
+    if lr_decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {LR_DECAYS}, not {lr_decay!r}")
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+    penalty_params = list(penalty_params)
+    if penalty_params:
+        groups.append({"params": penalty_params, "lr": lr if penalty_lr is None else penalty_lr})
+    opt = torch.optim.Adam(groups)
+    n = data.x_train.shape[0]
+    steps = epochs * math.ceil(n / batch_size)
+    if lr_decay == "cosine-annealing":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)))
+    model.train()
+    for epoch in range(epochs):
+        if on_epoch is not None:
+            on_epoch(epoch, epochs)
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if augment:
+                xb = random_shift(xb, generator=generator)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is not None and distill_weight > 0:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(xb) / temperature, dim=1)
+                loss = loss + distill_weight * temperature ** 2 * F.kl_div(
+                    F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+            if penalty is not None:
+                loss = loss + penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                after_step()
+            total += float(loss.detach()) * len(idx)
+        if progress is not None:
+            progress(epoch + 1, epochs, loss=total / n)
+        if after_epoch is not None:
+            after_epoch(epoch, epochs)
+    model.eval()
+
+
+def random_shift(x: torch.Tensor, *, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Shift each image by (dy, dx) in [-max_shift, max_shift], filling with zeros."""
+    n = x.shape[0]
+    p = max_shift
+    padded = F.pad(x, (p, p, p, p))
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+    h, w = x.shape[-2:]
+    rows = (dy[:, None] + torch.arange(h)[None, :])               # [n, h]
+    cols = (dx[:, None] + torch.arange(w)[None, :])               # [n, w]
+    batch = torch.arange(n)[:, None, None]
+    # advanced indices around a slice: the result is [n, h, w, C]
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "train", "random_shift"]
