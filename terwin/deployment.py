@@ -7,16 +7,35 @@ load so an inconsistent file fails with one line naming the field.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 import numpy as np
 
 from .errors import FormatError
+from .checks import is_int, short_repr
 from .spec import HardwareSpec
 from .tiling import TileGrid
 
 WEIGHT_CODES = ("ternary", "int")
+
+# Limits on a model's sizes (docs/deployment-format.md, "Limits"), checked before anything of that size
+# is allocated: far above what terwin targets (ResNet-18: 21 layers, largest map 802,816 activations,
+# largest layer 2.4 M weights, 11.7 M in all), far below what exhausts a machine.
+MAX_LAYERS = 1024
+MAX_MAP_ELEMENTS = 1 << 22     # activations in one map: the input, or a layer's output
+MAX_LAYER_WEIGHTS = 1 << 24
+MAX_TOTAL_WEIGHTS = 1 << 26
+MAX_NAME_CHARS = 128           # a layer or class name: printable characters
+WEIGHT_BITS = (2, 16)          # weight_bits: smallest and largest
+# What `generate`, `verify` and `build` accept (`check_fits_hardware`): the accelerator holds two
+# activation maps and its weights in on-chip memory; more than 4 Mibit fits no FPGA terwin builds for
+# (the largest, ECP5-85F, has 3.7 Mbit of block RAM).
+MAX_ONCHIP_BITS = 1 << 22
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -132,8 +151,12 @@ class Deployment:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
-        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        # lists become tuples, NumPy integers in the shape Python ints; anything else is left for validate() to name
+        for name in ("layers", "class_names", "input_shape"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.input_shape, tuple):
+            object.__setattr__(self, "input_shape", tuple(int(v) if is_int(v) else v for v in self.input_shape))
 
     @property
     def output_shape(self):
@@ -149,28 +172,154 @@ class Deployment:
     # -- consistency ---------------------------------------------------------------------
 
     def validate(self) -> "Deployment":
-        """Raise FormatError naming the first inconsistent field; return self when all is well."""
+        """Raise FormatError naming the first inconsistent field; return self when all is well.
+
+        Types first (strictly: a bool is not an int, a float is not a size), then the sizes against
+        the limits above, then shapes, ranges and masks against the spec."""
+        check_types(self, "")
         spec = self.spec
-        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+        if min(self.input_shape) < 1:
             raise FormatError(f"input_shape must be (C, H, W) with positive sizes, not {self.input_shape}")
-        if not (np.isfinite(self.input_scale) and self.input_scale > 0):
+        check_map(self.input_shape, "input_shape")
+        if not (math.isfinite(self.input_scale) and self.input_scale > 0):
             raise FormatError(f"input_scale must be a positive number, not {self.input_scale}")
+        for i, name in enumerate(self.class_names):
+            check_name(name, f"class_names[{i}]")
         if not self.layers:
             raise FormatError("layers: a deployment needs at least one layer")
+        if len(self.layers) > MAX_LAYERS:
+            raise FormatError(f"layers: {len(self.layers):,} layers, more than the limit of {MAX_LAYERS:,}")
         shape = self.input_shape
         names = set()
+        total_weights = 0
         for i, layer in enumerate(self.layers):
+            check_types(layer, f"layers[{i}].")
+            check_name(layer.name, f"layers[{i}].name")
             where = f"layers[{i}] ({layer.name})"
             if layer.name in names:
                 raise FormatError(f"{where}.name: duplicate layer name")
             names.add(layer.name)
             if tuple(layer.in_shape) != tuple(shape):
                 raise FormatError(f"{where}.in_shape: {tuple(layer.in_shape)} does not match the previous output {tuple(shape)}")
+            if hasattr(layer, "weight"):
+                total_weights += check_weights(layer.weight.shape, f"{where}.weight", total=total_weights)
             _validate_layer(layer, spec, where, last=i == len(self.layers) - 1)
             shape = layer.out_shape
             if min(shape) < 1:
                 raise FormatError(f"{where}: output shape {shape} is empty")
+            check_map(shape, f"{where}: output")
         return self
+
+    def onchip_bits(self) -> int:
+        """On-chip memory the accelerator needs, at most: two activation maps of the largest size
+        (a layer's input and output) at act_bits, and every weight at its weight_bits."""
+        _, largest = self._largest_map()
+        return 2 * math.prod(largest) * self.spec.act_bits + self._weight_bits()
+
+    def check_fits_hardware(self) -> "Deployment":
+        """Refuse (one line naming the largest map) a model too large for any accelerator terwin
+        generates (MAX_ONCHIP_BITS): `generate`, `verify` and `build` call this before building anything."""
+        bits = self.onchip_bits()
+        if bits > MAX_ONCHIP_BITS:
+            where, largest = self._largest_map()
+            raise FormatError(f"{where} {'x'.join(map(str, largest))}: the accelerator would need {bits:,} bits of "
+                              f"on-chip memory (two such maps at {self.spec.act_bits} bits, {self._weight_bits():,} "
+                              f"bits of weights), more than the limit of {MAX_ONCHIP_BITS:,} bits (the largest FPGA "
+                              f"terwin builds for has 3.7 Mbit of block RAM)")
+        return self
+
+    def _largest_map(self):
+        maps = [("input_shape", self.input_shape)]
+        maps += [(f"layers[{i}] ({layer.name}) output", layer.out_shape) for i, layer in enumerate(self.layers)]
+        return max(maps, key=lambda m: math.prod(m[1]))
+
+    def _weight_bits(self) -> int:
+        return sum(layer.weight.size * layer.weight_bits for layer in self.weighted_layers)
+
+
+# -- strict types and sizes ----------------------------------------------------------------------
+
+
+def check_map(shape, where: str) -> int:
+    """The number of activations in `shape`, refused beyond MAX_MAP_ELEMENTS."""
+    n = math.prod(shape)
+    if n > MAX_MAP_ELEMENTS:
+        raise FormatError(f"{where}: {'x'.join(map(str, shape))} = {n:,} activations, more than the limit of "
+                          f"{MAX_MAP_ELEMENTS:,} per map")
+    return n
+
+
+def check_weights(shape, where: str, *, total: int = 0) -> int:
+    """The number of weights in `shape`, refused beyond MAX_LAYER_WEIGHTS, or when `total` (the
+    weights counted so far) plus it exceeds MAX_TOTAL_WEIGHTS."""
+    n = math.prod(shape)
+    if n > MAX_LAYER_WEIGHTS:
+        raise FormatError(f"{where}: {n:,} weights, more than the limit of {MAX_LAYER_WEIGHTS:,} per layer")
+    if total + n > MAX_TOTAL_WEIGHTS:
+        raise FormatError(f"{where}: {total + n:,} weights so far, more than the limit of {MAX_TOTAL_WEIGHTS:,} per model")
+    return n
+
+
+def check_name(name: str, where: str) -> None:
+    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
+        raise FormatError(f"{where}: {short_repr(name)} must be 1 to {MAX_NAME_CHARS} printable characters")
+
+
+def _matches(value, hint) -> bool:
+    """Whether `value` is of the annotated type `hint`, strictly: a bool is neither an int nor a
+    float, a float (even 3.0) is not an int; an int is a float (a number), a float must be finite."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return is_int(value)
+    if hint is float:
+        return is_int(value) or isinstance(value, (float, np.floating)) and math.isfinite(value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if origin is Union or origin is types.UnionType:
+        return any(_matches(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint) -> str:
+    origin = typing.get_origin(hint)
+    if hint in _WORDS:
+        return _WORDS[hint]
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
+        return f"a list of {len(args)} {_describe(args[0]).split(' ', 1)[1]}s"
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return f"a {getattr(origin or hint, '__name__', hint)}"
+
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+          dict: "an object", np.ndarray: "an array", type(None): "null"}
+
+
+@functools.cache
+def _hints(cls) -> tuple:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def check_types(obj, prefix: str) -> None:
+    """Check every dataclass field of `obj` against its annotation (one rule for every field)."""
+    for name, hint in _hints(type(obj)):
+        value = getattr(obj, name)
+        if not _matches(value, hint):
+            shown = short_repr(value) if not isinstance(value, np.ndarray) else f"an array of shape {value.shape}"
+            raise FormatError(f"{prefix}{name}: must be {_describe(hint)}, not {shown}")
 
 
 def _check_array(arr, where: str, *, shape, lo=None, hi=None):
@@ -190,6 +339,9 @@ def _validate_layer(layer, spec: HardwareSpec, where: str, *, last: bool):
             raise FormatError(f"{where}: kernel and stride must be positive")
         return
     out = layer.out_channels
+    lo, hi = WEIGHT_BITS
+    if not lo <= layer.weight_bits <= hi:
+        raise FormatError(f"{where}.weight_bits: must be from {lo} to {hi}, not {layer.weight_bits}")
     if isinstance(layer, WinogradConv2d):
         if layer.tile != spec.winograd_tile:
             raise FormatError(f"{where}.tile: F({layer.tile}x{layer.tile},3x3) does not match the spec's winograd_tile {spec.winograd_tile}")
@@ -205,7 +357,7 @@ def _validate_layer(layer, spec: HardwareSpec, where: str, *, last: bool):
             if layer.stride < 1 or layer.padding < 0 or layer.kernel < 1:
                 raise FormatError(f"{where}: kernel and stride must be positive, padding not negative")
         else:
-            expected = (out, int(np.prod(layer.in_shape)))
+            expected = (out, math.prod(layer.in_shape))
         if layer.weight_code == "ternary":
             lo, hi = -1, 1
             if layer.weight_bits != 2:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .deployment import LAYER_TYPES, Deployment
+from . import safeio
+from .checks import is_int, short_repr
+from .deployment import LAYER_TYPES, MAX_LAYERS, Deployment
 from .errors import FormatError, SpecError
 from .spec import HardwareSpec
 
@@ -29,6 +32,9 @@ FORMAT_NAME = "terwin-deployment"
 FORMAT_VERSION = 1
 DIGEST_BYTES = 32
 ALLOWED_DTYPES = {"|i1", "|u1", "<i2", "<i4", "<i8"}
+MAX_FILE_BYTES = 512 << 20          # a whole model file
+MAX_HEADER_BYTES = safeio.MAX_JSON_BYTES
+MAX_ARRAY_DIMS = 4
 
 # Canonical storage dtype of each array field.
 _FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift": "|u1"}
@@ -49,8 +55,9 @@ def _jsonable(value):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (np.integer,)):
         return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None  # JSON has no NaN: null in the free-form meta
+                                                             # (validate() refuses it in every other field)
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
@@ -89,7 +96,8 @@ def to_bytes(dep: Deployment) -> bytes:
         "layers": layers,
         "data_bytes": offset,
     }
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    safeio.parse_json(text, error=FormatError, where="header")  # never write a header load() would refuse
     text += b" " * ((-(16 + len(text))) % 8)
     body = MAGIC + struct.pack("<Q", len(text)) + text + b"".join(blobs)
     return body + hashlib.sha256(body).digest()
@@ -116,25 +124,25 @@ def save(dep: Deployment, path) -> str:
     return data[-DIGEST_BYTES:].hex()
 
 
-def load(path) -> Deployment:
-    path = Path(path)
+def load(path, *, hardware: bool = False) -> Deployment:
+    """Read and validate a model file: a regular file of at most MAX_FILE_BYTES (a FIFO or a device
+    is refused before a byte is read). `hardware`: also refuse a model too large for any accelerator
+    terwin generates (`Deployment.check_fits_hardware`), for the commands that build one."""
+    data = safeio.read_file(path, limit=MAX_FILE_BYTES, error=FormatError, what="model file")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, not a model file") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        return from_bytes(data)
+        dep = from_bytes(data)
+        return dep.check_fits_hardware() if hardware else dep
     except FormatError as e:
         raise FormatError(f"{path}: {e}") from None
 
 
 def file_checksum(path) -> str:
-    data = Path(path).read_bytes()
-    return data[-DIGEST_BYTES:].hex()
+    """The checksum stored in the last 32 bytes of the file (load() has checked it)."""
+    with safeio.open_regular(path, error=FormatError, what="model file") as (f, size):
+        if size < DIGEST_BYTES:
+            raise FormatError(f"{path}: truncated file")
+        f.seek(size - DIGEST_BYTES)
+        return f.read(DIGEST_BYTES).hex()
 
 
 def _field(obj: dict, key: str, types, where: str):
@@ -146,30 +154,39 @@ def _field(obj: dict, key: str, types, where: str):
     return value
 
 
+def _tuples(value):
+    """JSON lists as tuples (the dataclasses' sequences), at every depth; validate() checks the types."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def from_bytes(data: bytes) -> Deployment:
     if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
         raise FormatError("not a terwin model file (bad magic)")
     if len(data) < 16 + DIGEST_BYTES:
         raise FormatError("truncated file (shorter than the fixed header)")
+    if len(data) > MAX_FILE_BYTES:
+        raise FormatError(f"{len(data)} bytes, more than the {MAX_FILE_BYTES >> 20} MiB a model file may have")
     (hlen,) = struct.unpack_from("<Q", data, 8)
     if 16 + hlen + DIGEST_BYTES > len(data):
         raise FormatError(f"truncated file (header says {hlen} header bytes, file has {len(data)} bytes)")
+    if hlen > MAX_HEADER_BYTES:
+        raise FormatError(f"header: {hlen} bytes, more than the limit of {MAX_HEADER_BYTES >> 20} MiB")
     body, digest = data[:-DIGEST_BYTES], data[-DIGEST_BYTES:]
     try:
-        header = json.loads(data[16:16 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = safeio.parse_json(data[16:16 + hlen], error=FormatError, where="header")
+    except FormatError:
         if hashlib.sha256(body).digest() != digest:
             raise FormatError("checksum mismatch: the file is corrupt or truncated") from None
-        raise FormatError("header: not valid UTF-8 JSON") from None
+        raise
     if not isinstance(header, dict):
         raise FormatError("header: not a JSON object")
     if header.get("format") != FORMAT_NAME:
-        raise FormatError(f"format: {header.get('format')!r} is not {FORMAT_NAME!r}")
+        raise FormatError(f"format: {short_repr(header.get('format'))} is not {FORMAT_NAME!r}")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"format_version: {version!r} is not supported (this terwin reads version {FORMAT_VERSION})")
+    if not is_int(version) or version != FORMAT_VERSION:
+        raise FormatError(f"format_version: {short_repr(version)} is not supported (this terwin reads version {FORMAT_VERSION})")
     data_bytes = _field(header, "data_bytes", int, "")
-    if 16 + hlen + data_bytes + DIGEST_BYTES != len(data):
+    if 16 + hlen + data_bytes + DIGEST_BYTES != len(data) or data_bytes < 0:
         raise FormatError(f"truncated or padded file: expected {16 + hlen + data_bytes + DIGEST_BYTES} bytes, found {len(data)}")
     if hashlib.sha256(body).digest() != digest:
         raise FormatError("checksum mismatch: the file is corrupt")
@@ -180,51 +197,47 @@ def from_bytes(data: bytes) -> Deployment:
     except (SpecError, TypeError) as e:
         raise FormatError(f"spec: {e}") from None
     inp = _field(header, "input", dict, "")
-    input_shape = tuple(_field(inp, "shape", list, "input."))
-    input_scale = float(_field(inp, "scale", (int, float), "input."))
+    input_shape = _tuples(_field(inp, "shape", list, "input."))
+    input_scale = _field(inp, "scale", (int, float), "input.")
+    entries = _field(header, "layers", list, "")
+    if len(entries) > MAX_LAYERS:
+        raise FormatError(f"layers: {len(entries):,} layers, more than the limit of {MAX_LAYERS:,}")
     layers = []
-    for i, entry in enumerate(_field(header, "layers", list, "")):
+    for i, entry in enumerate(entries):
         where = f"layers[{i}]."
         if not isinstance(entry, dict):
             raise FormatError(f"layers[{i}]: not a JSON object")
         kind = entry.get("kind")
-        cls = LAYER_TYPES.get(kind)
+        cls = LAYER_TYPES.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise FormatError(f"{where}kind: unsupported layer kind {kind!r} (known: {', '.join(LAYER_TYPES)})")
+            raise FormatError(f"{where}kind: unsupported layer kind {short_repr(kind)} (known: {', '.join(LAYER_TYPES)})")
         arrays = _field(entry, "arrays", dict, where)
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name in arrays:
                 kwargs[f.name] = _read_array(blob, arrays[f.name], f"{where}{f.name}")
             elif f.name in entry:
-                value = entry[f.name]
-                kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+                kwargs[f.name] = _tuples(entry[f.name])
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise FormatError(f"{where}{f.name}: missing")
-        try:
-            layers.append(cls(**kwargs))
-        except TypeError as e:
-            raise FormatError(f"{where[:-1]}: {e}") from None
+        layers.append(cls(**kwargs))  # keyword names are the class's own fields: cannot fail
     dep = Deployment(spec=spec, input_shape=input_shape, input_scale=input_scale, layers=tuple(layers),
-                     class_names=tuple(header.get("class_names", ())), meta=header.get("meta", {}))
-    try:
-        return dep.validate()
-    except (TypeError, ValueError) as e:
-        raise FormatError(f"inconsistent model: {e}") from None
+                     class_names=_tuples(header.get("class_names", [])), meta=header.get("meta", {}))
+    return dep.validate()
 
 
 def _read_array(blob: memoryview, ref, where: str) -> np.ndarray:
     if not isinstance(ref, dict):
         raise FormatError(f"{where}: array reference is not an object")
     dtype, shape, offset, nbytes = (ref.get(k) for k in ("dtype", "shape", "offset", "nbytes"))
-    if dtype not in ALLOWED_DTYPES:
-        raise FormatError(f"{where}.dtype: {dtype!r} is not one of {', '.join(sorted(ALLOWED_DTYPES))}")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise FormatError(f"{where}.shape: must be a list of non-negative integers")
-    if not isinstance(offset, int) or not isinstance(nbytes, int) or offset < 0 or offset + nbytes > len(blob):
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+        raise FormatError(f"{where}.dtype: {short_repr(dtype)} is not one of {', '.join(sorted(ALLOWED_DTYPES))}")
+    if not isinstance(shape, list) or len(shape) > MAX_ARRAY_DIMS or not all(is_int(s) and s >= 0 for s in shape):
+        raise FormatError(f"{where}.shape: must be a list of at most {MAX_ARRAY_DIMS} non-negative integers")
+    if not is_int(offset) or not is_int(nbytes) or offset < 0 or nbytes < 0 or offset + nbytes > len(blob):
         raise FormatError(f"{where}: data range lies outside the file's data section")
     dt = np.dtype(dtype)
-    if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != nbytes:
+    if math.prod(shape) * dt.itemsize != nbytes:  # Python integers: no overflow, so bounded by the file
         raise FormatError(f"{where}.nbytes: {nbytes} does not match shape {shape} of {dtype}")
     arr = np.frombuffer(blob[offset:offset + nbytes], dtype=dt).reshape(shape)
     return arr.astype(dt.newbyteorder("="), copy=True)

@@ -18,16 +18,20 @@ Sparsity: `tile_sparsity` (ternary engine: fraction of PE tiles pruned, default 
 `zero_fraction` (ternary: zeros inside kept tiles, default 0.1), `winograd_density` (Winograd
 engine: fraction of nonzero Winograd-domain weights, default 0.4). `seed` (default 0).
 On the Winograd engine every conv must be 3x3 with stride 1 (the engine runs nothing else).
+Sizes (layers after `repeat`, each map, each layer's and all weights) are checked against the limits
+of docs/deployment-format.md before any weight is drawn.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
+import math
 
 import numpy as np
 
-from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
+from . import safeio
+from .checks import check_seed, is_int, names, short_repr
+from .deployment import (MAX_LAYERS, Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d, check_map,
+                         check_weights, conv_out_size)
 from .errors import SpecError
 from .spec import HardwareSpec
 
@@ -40,17 +44,15 @@ _TOP = {"name", "input_shape", "layers", "tile_sparsity", "zero_fraction", "wino
 
 
 def is_network_file(path) -> bool:
-    """True for a JSON network description (a `.terwin` model file starts with its magic instead)."""
-    with open(path, "rb") as f:
+    """True for a JSON network description (a `.terwin` model file starts with its magic instead).
+    Only a regular file is opened (a FIFO or a device is refused, see `terwin.safeio`)."""
+    with safeio.open_regular(path, error=SpecError, what="model file or network description") as (f, _):
         return f.read(1) == b"{"
 
 
 def load_network(path, spec: HardwareSpec) -> Deployment:
     """Read a network description and draw a random `Deployment` of that shape for `spec`."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: not a readable network description ({exc})") from None
+    data = safeio.load_json(path, error=SpecError, what="network description")
     return network_deployment(data, spec, where=str(path))
 
 
@@ -59,33 +61,33 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
         raise SpecError(f"{where}: a network description is a JSON object")
     unknown = set(data) - _TOP
     if unknown:
-        raise SpecError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise SpecError(f"{where}: unknown field(s) {names(unknown)}")
     shape = _ints(data.get("input_shape"), 3, f"{where}: input_shape")
     tile_sparsity = _fraction(data.get("tile_sparsity", 0.5), f"{where}: tile_sparsity", upper_open=True)
     zero_fraction = _fraction(data.get("zero_fraction", 0.1), f"{where}: zero_fraction", upper_open=True)
     density = _fraction(data.get("winograd_density", 0.4), f"{where}: winograd_density")
-    seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SpecError(f"{where}: seed must be an integer")
+    seed = check_seed(data.get("seed", 0), f"{where}: seed", SpecError)
     entries = data.get("layers")
     if not isinstance(entries, list) or not entries:
         raise SpecError(f"{where}: layers must be a non-empty list")
+    check_map(shape, f"{where}: input_shape")
 
     rng = np.random.default_rng(seed)
     winograd = spec.weight_format == "winograd"
     expanded = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or entry.get("type") not in _FIELDS:
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str) or entry["type"] not in _FIELDS:
             raise SpecError(f"{where}: layers[{i}] needs a type, one of {', '.join(_FIELDS)}")
         bad = set(entry) - _FIELDS[entry["type"]] - {"type", "repeat"}
         if bad:
-            raise SpecError(f"{where}: layers[{i}] ({entry['type']}): unknown field(s) {', '.join(sorted(bad))}")
-        repeat = entry.get("repeat", 1)
-        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-            raise SpecError(f"{where}: layers[{i}].repeat must be a positive integer")
+            raise SpecError(f"{where}: layers[{i}] ({entry['type']}): unknown field(s) {names(bad)}")
+        repeat = _pos(entry.get("repeat", 1), f"{where}: layers[{i}].repeat")
+        if len(expanded) + repeat > MAX_LAYERS:  # before the list grows
+            raise SpecError(f"{where}: layers[{i}].repeat: more than {MAX_LAYERS:,} layers in all")
         expanded += [(i, entry)] * repeat
 
     layers = []
+    total_weights = 0
     for n, (i, entry) in enumerate(expanded):
         kind = entry["type"]
         name = f"{kind}{n}"
@@ -97,7 +99,8 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
             if n != len(expanded) - 1:
                 raise SpecError(f"{at}: a linear layer must be the last layer")
             out = _pos(entry.get("out_features"), f"{at}.out_features")
-            fan_in = int(np.prod(shape))
+            fan_in = math.prod(shape)
+            total_weights += check_weights((out, fan_in), f"{at}.out_features", total=total_weights)
             fields = dict(name=name, in_shape=shape, out_channels=out, relu=False)
             if winograd:  # the engine's sparse integer MAC path: int8 weights
                 layer = random_int_linear(fields, 8, rng, zero_fraction)
@@ -108,12 +111,19 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
             k = _pos(entry.get("kernel"), f"{at}.kernel")
             stride = _pos(entry.get("stride", 1), f"{at}.stride")
             padding = entry.get("padding", 0)
-            if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-                raise SpecError(f"{at}.padding must be a non-negative integer")
+            if not is_int(padding) or padding < 0:
+                raise SpecError(f"{at}.padding must be a non-negative integer, not {short_repr(padding)}")
+            if winograd and (k, stride) != (3, 1):
+                raise SpecError(f"{at}: the Winograd engine runs 3x3 stride-1 convolutions only, "
+                                f"not kernel {k} stride {stride}")
+            # sizes before the weights are drawn: the output map, then the weights
+            out_shape = (out, *(conv_out_size(v, k, stride, padding) for v in shape[1:]))
+            if min(out_shape) < 1:
+                raise SpecError(f"{at}: input {tuple(shape)} gives an empty output {out_shape}")
+            check_map(out_shape, f"{at}: output")
+            wshape = (out, shape[0], *((spec.winograd_input_tile,) * 2 if winograd else (k, k)))
+            total_weights += check_weights(wshape, f"{at}.weight", total=total_weights)
             if winograd:
-                if (k, stride) != (3, 1):
-                    raise SpecError(f"{at}: the Winograd engine runs 3x3 stride-1 convolutions only, "
-                                    f"not kernel {k} stride {stride}")
                 layer = random_winograd_layer(dict(name=name, in_shape=shape, out_channels=out, padding=padding),
                                               spec, rng, density)
             else:
@@ -163,7 +173,7 @@ def random_int_linear(fields: dict, bits: int, rng, zero_fraction: float) -> Lin
     """A `Linear` with random signed `bits`-bit integer weights (weight_code "int", no tile mask),
     `zero_fraction` of them zero. Placeholder requantization unless `fields` says otherwise."""
     out = fields["out_channels"]
-    w = _random_ints(rng, bits, (out, int(np.prod(fields["in_shape"]))))
+    w = _random_ints(rng, bits, (out, math.prod(fields["in_shape"])))
     w[rng.random(w.shape) < zero_fraction] = 0
     return Linear(weight=_narrow(w, bits), weight_code="int", weight_bits=bits, **{**unit_requant(out), **fields})
 
@@ -187,8 +197,8 @@ def unit_requant(out: int) -> dict:
 
 
 def _pos(value, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SpecError(f"{where} must be a positive integer, not {value!r}")
+    if not is_int(value) or value < 1:
+        raise SpecError(f"{where} must be a positive integer, not {short_repr(value)}")
     return value
 
 

@@ -11,13 +11,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import safeio
+from .checks import is_int, short_repr
 from .errors import SpecError
 
 WEIGHT_FORMATS = ("ternary", "winograd")
 
 
-def _is_pow2(n: int) -> bool:
-    return isinstance(n, int) and n > 0 and n & (n - 1) == 0
+def _is_pow2(n) -> bool:
+    return is_int(n) and n > 0 and n & (n - 1) == 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,18 +49,18 @@ class HardwareSpec:
         for name in ("pe_rows", "pe_cols", "mult_lanes"):
             value = getattr(self, name)
             if not _is_pow2(value) or value > 64:
-                raise SpecError(f"{name} must be a power of two between 1 and 64, not {value!r}")
-        if not isinstance(self.act_bits, int) or not 2 <= self.act_bits <= 16:
-            raise SpecError(f"act_bits must be an integer from 2 to 16, not {self.act_bits!r}")
+                raise SpecError(f"{name} must be a power of two between 1 and 64, not {short_repr(value)}")
+        if not is_int(self.act_bits) or not 2 <= self.act_bits <= 16:
+            raise SpecError(f"act_bits must be an integer from 2 to 16, not {short_repr(self.act_bits)}")
         if self.weight_format not in WEIGHT_FORMATS:
-            raise SpecError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, not {self.weight_format!r}")
-        if self.winograd_tile != 2:
-            raise SpecError(f"winograd_tile must be 2 (only F(2x2,3x3) is offered), not {self.winograd_tile!r}")
-        if not isinstance(self.winograd_weight_bits, int) or not 2 <= self.winograd_weight_bits <= 16:
-            raise SpecError(f"winograd_weight_bits must be an integer from 2 to 16, not {self.winograd_weight_bits!r}")
+            raise SpecError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, not {short_repr(self.weight_format)}")
+        if not is_int(self.winograd_tile) or self.winograd_tile != 2:
+            raise SpecError(f"winograd_tile must be 2 (only F(2x2,3x3) is offered), not {short_repr(self.winograd_tile)}")
+        if not is_int(self.winograd_weight_bits) or not 2 <= self.winograd_weight_bits <= 16:
+            raise SpecError(f"winograd_weight_bits must be an integer from 2 to 16, not {short_repr(self.winograd_weight_bits)}")
         if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
-                or not 0 < self.clock_mhz <= 1000:
-            raise SpecError(f"clock_mhz must be a number in (0, 1000], not {self.clock_mhz!r}")
+                or not 0 < self.clock_mhz <= 1000:  # NaN fails the comparison too
+            raise SpecError(f"clock_mhz must be a number in (0, 1000], not {short_repr(self.clock_mhz)}")
 
     # -- derived figures -------------------------------------------------------------------
 
@@ -99,16 +101,12 @@ class HardwareSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SpecError(f"unknown spec field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise SpecError(f"unknown spec field {short_repr(unknown[0])} (known: {', '.join(sorted(known))})")
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "HardwareSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"spec is not valid JSON: {e.msg} at line {e.lineno}") from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes, *, where: str = "spec") -> "HardwareSpec":
+        return cls.from_dict(safeio.parse_json(text, error=SpecError, where=where))
 
     @property
     def digest(self) -> str:
@@ -149,11 +147,11 @@ def load_spec(ref: str | None, *, default: str = DEFAULT_PRESET) -> HardwareSpec
     path = Path(ref)
     if not path.suffix == ".json" and not path.exists():
         raise SpecError(f"unknown spec {ref!r}: give a preset ({', '.join(PRESETS)}) or a .json file")
+    data = safeio.load_json(path, error=SpecError, what="spec file")
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpecError(f"cannot read spec file {ref}: {e.strerror}") from None
-    return HardwareSpec.from_json(text)
+        return HardwareSpec.from_dict(data)
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None
 
 
 def ceil_div(a: int, b: int) -> int:
