@@ -98,7 +98,8 @@ def main():
             board, rest = target.split("=")
             mhz, _, seed = rest.partition("@")
             out = HERE / board / args.name
-            build_model(dep, board=board, out_dir=out, clock_mhz=float(mhz), seed=int(seed or 1))
+            # force: the folder also holds the model file this script copies there
+            build_model(dep, board=board, out_dir=out, clock_mhz=float(mhz), seed=int(seed or 1), force=True)
             if Path(args.model).resolve() != (out / "model.terwin").resolve():
                 shutil.copyfile(args.model, out / "model.terwin")
     print(write_table())

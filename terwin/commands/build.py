@@ -1,21 +1,25 @@
 """`terwin build MODEL --board BOARD --out DIR`: a bitstream with the open flow (yowasp Yosys and nextpnr).
 
 Writes DIR/terwin.bin (iCE40) or DIR/terwin.bit (ECP5), DIR/report.json and the tools' files in
-DIR/build/. The accelerator sits between a UART receiver and transmitter (see `terwin.hw.boards`).
+DIR/build/, through `terwin.outdir` (a failed build leaves DIR as it was). The accelerator sits
+between a UART receiver and transmitter (see `terwin.hw.boards`).
 """
 from __future__ import annotations
 
 from terwin.build import BOARDS, DEFAULT_SEED
+from terwin.checks import seed
 
 
 def add_arguments(parser):
     parser.add_argument("model", help="model file (.terwin)")
     parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="board to build for")
     parser.add_argument("--out", required=True, help="output folder for the bitstream and report.json")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even if it holds files terwin did not write (they are kept)")
     parser.add_argument("--clock-mhz", type=float, default=None,
                         help="target clock in MHz (default: the spec's clock_mhz); the board clock goes "
                              "through a PLL to the closest frequency it can make")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"nextpnr placement seed (default: {DEFAULT_SEED})")
+    parser.add_argument("--seed", type=seed, default=DEFAULT_SEED, help=f"nextpnr placement seed (default: {DEFAULT_SEED})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -23,12 +27,14 @@ def run(args) -> int:
     from terwin import fileformat
     from terwin.build import build_model
     from terwin.errors import TerwinError
+    from terwin.outdir import check_folder
 
     if args.clock_mhz is not None and not 0 < args.clock_mhz <= 1000:
         raise TerwinError(f"--clock-mhz must be in (0, 1000], not {args.clock_mhz:g}")
-    dep = fileformat.load(args.model)
+    dep = fileformat.load(args.model, hardware=True)
+    check_folder(args.out, force=args.force)  # before the design is elaborated
     report = build_model(dep, board=args.board, out_dir=args.out, clock_mhz=args.clock_mhz, seed=args.seed,
-                         quiet=args.quiet)
+                         quiet=args.quiet, force=args.force)
     timing = "met" if report["timing_met"] else "NOT met"
     print(f"{report['board']} ({report['device']}): {report['luts']} LUTs ({report['logic_cells']} logic cells), "
           f"{report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs; "

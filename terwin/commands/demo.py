@@ -2,6 +2,11 @@
 
 compress (ternary at several tile sparsities, and Winograd) -> generate -> verify -> simulate ->
 build (iCE40) -> report, each stage through the same subcommands a user runs, into one folder.
+
+The folder is checked before any training (`terwin.outdir`): it may hold only what terwin wrote
+there, unless --force (which the stages are given too; a user's file is never deleted). Each stage
+writes its own sub-folder or file all at once, so a failed demo leaves the stages done so far and
+nothing half-written.
 """
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+from terwin import outdir
+from terwin.checks import seed
 from terwin.errors import TerwinError
 from terwin.progress import Progress
 
@@ -27,7 +34,9 @@ def add_arguments(parser):
     parser.add_argument("--board", default="icebreaker", help="board to build for (default: icebreaker)")
     parser.add_argument("--no-build", action="store_true", help="skip the bitstream build")
     parser.add_argument("--no-winograd", action="store_true", help="skip the Winograd family")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0, help="training seed of every model (default: 0)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even if it holds files terwin did not write (they are kept)")
 
 
 def _run(argv: list[str]) -> None:
@@ -50,14 +59,12 @@ def _check(args) -> None:
     count_images(args.winograd_images, available, option="--winograd-images")
     if not args.no_build and args.board not in BOARDS:
         raise TerwinError(f"--board must be one of {', '.join(sorted(BOARDS))}, not {args.board!r}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise TerwinError(f"--out {args.out} exists and is not a folder")
+    outdir.check_folder(args.out, force=args.force)
 
 
 def run(args) -> int:
     _check(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stages = []
     for sparsity in DEFAULT_SPARSITIES:
         name = f"ternary-{round(sparsity * 100)}"
@@ -83,6 +90,8 @@ def run(args) -> int:
                                                "--out", str(out / DEMO_MODEL / f"build-{args.board}")]))
     stages.append(("report", ["report", str(out)]))
 
+    if args.force:
+        stages = [(label, argv + ["--force"]) for label, argv in stages]
     progress = Progress("demo", every=0)
     timings = {}
     for i, (label, argv) in enumerate(stages, 1):
@@ -90,6 +99,6 @@ def run(args) -> int:
         start = time.monotonic()
         _run(argv)
         timings[label] = round(time.monotonic() - start, 1)
-    (out / "demo.json").write_text(json.dumps({"stages_seconds": timings}, indent=2) + "\n")
+    outdir.write_file(out / "demo.json", json.dumps({"stages_seconds": timings}, indent=2) + "\n", force=args.force)
     progress.note(f"done in {sum(timings.values()):.0f}s: open {out / 'report.html'}")
     return 0

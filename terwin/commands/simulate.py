@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 
-from terwin import fileformat
+from terwin import fileformat, outdir
 from terwin.errors import SpecError
 from terwin.spec import load_spec
 
@@ -25,7 +24,9 @@ def add_arguments(parser):
     parser.add_argument("model", help="a .terwin model file, or a network description .json (see terwin.network)")
     parser.add_argument("--spec", help="hardware spec: a preset name or a spec .json file "
                                        "(default: the model's own; pe8x8 for a network description)")
-    parser.add_argument("--json", help="write the report as JSON to this file")
+    parser.add_argument("--json", help="write the report as JSON to this file (never one of the inputs)")
+    parser.add_argument("--force", action="store_true",
+                        help="let --json replace an existing file that is not JSON (an input file never is)")
 
 
 def retarget(dep, spec):
@@ -45,6 +46,8 @@ def run(args) -> int:
     from terwin import network
     from terwin.sim import cycles
 
+    if args.json:
+        outdir.check_file(args.json, inputs=(args.model, args.spec), force=args.force)
     try:
         is_net = network.is_network_file(args.model)
     except OSError as exc:
@@ -58,5 +61,6 @@ def run(args) -> int:
     report = cycles.predict(dep)
     print(cycles.format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        outdir.write_file(args.json, json.dumps(report, indent=2) + "\n", inputs=(args.model, args.spec),
+                          force=args.force)
     return 0

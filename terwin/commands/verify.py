@@ -8,9 +8,11 @@ design's cycles differ from `terwin simulate`'s (for `--rtl` designs that is onl
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from terwin import fileformat
+from terwin import fileformat, outdir
+from terwin.checks import probability_below_one, seed
 from terwin.errors import TerwinError
 from terwin.progress import Progress
 
@@ -20,11 +22,14 @@ def add_arguments(parser):
     parser.add_argument("--images", default="20", help="number of test images, or 'all' (default 20)")
     parser.add_argument("--rtl", help="verify this Verilog file instead of generating the design")
     parser.add_argument("--top", default="terwin_top", help="top module name in --rtl (default terwin_top)")
-    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--json", help="write the results as JSON to this file (and a mismatch's VCD beside it)")
+    parser.add_argument("--force", action="store_true",
+                        help="let --json (and the VCD beside it) replace an existing file that is not JSON "
+                             "(an input file never is)")
     parser.add_argument("--build-dir", default=".terwin-build", help="simulator build folder (default .terwin-build)")
-    parser.add_argument("--backpressure", type=float, default=0.0,
+    parser.add_argument("--backpressure", type=probability_below_one("--backpressure"), default=0.0,
                         help="probability of an idle cycle on each stream (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the back-pressure generator (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the back-pressure generator (default 0)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="simulator processes run at once, each on a slice of the images (default: one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -48,11 +53,17 @@ def run(args) -> int:
     from terwin.sim import cycles as cycle_model
     from terwin.sim import reference, rtl
 
-    dep = fileformat.load(args.model)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", args.top):
+        raise TerwinError(f"--top must be a Verilog module name (letters, digits, _ and $), not {args.top[:40]!r}")
+    dep = fileformat.load(args.model, hardware=args.rtl is None)  # the design to generate must fit
     if args.jobs is not None and args.jobs < 1:
         raise TerwinError(f"--jobs must be at least 1, not {args.jobs}")
     if args.rtl is not None:
         rtl.read_rtl(args.rtl, top=args.top)  # refused before any progress line, not mid-run
+    inputs = (args.model, args.rtl)
+    if args.json:
+        outdir.check_file(args.json, inputs=inputs, force=args.force)
+    outdir.check_folder(args.build_dir, shared=True, option="--build-dir")  # terwin's cache: any content
     split = load_digits_split()
     x = split.x_test
     if tuple(x.shape[1:]) != tuple(dep.input_shape):
@@ -61,10 +72,18 @@ def run(args) -> int:
     q = reference.quantize_input(dep, x[:n])
     progress = Progress("verify", quiet=args.quiet)
     progress.note(f"{n} image(s) on {'the given RTL ' + args.rtl if args.rtl else 'the generated design'}")
-    out_dir = Path(args.json).parent if args.json else Path(args.build_dir)
     res = rtl.verify(dep, q, rtl=args.rtl, top=args.top, build_root=args.build_dir, seed=args.seed,
                      pause_in=args.backpressure, pause_out=args.backpressure, progress=not args.quiet,
-                     vcd_dir=out_dir, jobs=args.jobs)
+                     vcd_dir=args.build_dir, jobs=args.jobs)
+    beside = Path(args.json).parent / Path(res.vcd).name if res.vcd and args.json else None
+    if beside is not None and beside.resolve() != Path(res.vcd).resolve():
+        try:  # the waves go beside the results, unless that would replace a file terwin did not write
+            outdir.write_file(beside, Path(res.vcd), inputs=inputs, force=args.force, option="VCD",
+                              replace_json=False)
+            Path(res.vcd).unlink()
+            res.vcd = str(beside)
+        except TerwinError as e:
+            print(f"note: the waves stay in {res.vcd}: {e}")
     predicted = cycle_model.predict(dep)
     layers = []
     for got, pred in zip(res.layers, predicted["layers"]):
@@ -83,7 +102,7 @@ def run(args) -> int:
     print(f"{'total':<16}{total:>10}{predicted['cycles']:>10}{mac:>10}{ideal:>10}"
           + (f"   mac/ideal {mac / ideal:.3f}" if ideal else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        outdir.write_file(args.json, json.dumps(report, indent=2) + "\n", inputs=inputs, force=args.force)
     if res.mismatches:
         fm = res.first_mismatch
         print(f"MISMATCH: {res.mismatches} score(s) differ over {res.images} image(s); first: image {fm['image']}, "
