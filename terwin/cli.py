@@ -23,9 +23,18 @@ COMMANDS = {
     "verify": "run the RTL under Icarus Verilog (cocotb) and compare every output with the reference",
     "simulate": "predict per-layer cycles with the exact cycle model (a model, or a network description)",
     "build": "build a bitstream with Yosys/nextpnr for a board",
+    "program": "load a bitstream onto a board over USB (iceprog / openFPGALoader)",
+    "run": "run test images on a programmed board over its UART; compare every score with the reference",
     "report": "write a readable report (HTML + Markdown) from a demo folder",
     "demo": "run the whole flow on the digits demo: compress, generate, verify, simulate, build, report",
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors (unknown option, missing or malformed value) as one-line user errors."""
+
+    def error(self, message):
+        raise TerwinError(f"{message} (see '{self.prog} --help')")
 
 
 def _module(name: str):
@@ -33,7 +42,7 @@ def _module(name: str):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="terwin", description=DESCRIPTION,
         epilog="Start with `terwin demo` (the whole flow on the digits demo); `terwin COMMAND --help` for each command.")
     from . import __version__
@@ -54,7 +63,9 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         return int(_module(args.command).run(args) or 0)
     except TerwinError as e:
-        print(f"terwin {command}: error: {e}", file=sys.stderr)
+        # one line, whatever a path or value in the message holds
+        prefix = f"terwin {command}" if command in COMMANDS else "terwin"
+        print("\\n".join(f"{prefix}: error: {e}".splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"terwin {command}: interrupted", file=sys.stderr)
