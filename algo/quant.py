@@ -2,7 +2,7 @@
 `ActQuant`, its calibration rule a parameter), per-channel weight quantization, batch-norm folding
 and requantization fitting.
 
-The integer contract (DESIGN.md, `terwin.intmath`) rounds half up: q = floor(x / scale + 1/2).
+The integer contract (docs/architecture.md, `terwin.intmath`) rounds half up: q = floor(x / scale + 1/2).
 The fake quantizers here round the same way, so the float model in quantized mode sees the values
 the integer model will compute (up to the requantizer's 16-bit multiplier).
 """

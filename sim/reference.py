@@ -1,7 +1,7 @@
 """Golden integer reference: runs a `Deployment` in NumPy, integers only.
 
 It reads nothing but the `Deployment` (no torch, no Amaranth) and implements the integer contract
-of DESIGN.md. `forward` returns the last layer's outputs; `trace` returns every layer's.
+of docs/architecture.md. `forward` returns the last layer's outputs; `trace` returns every layer's.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The integer contract (DESIGN.md), in NumPy, in one place.
+"""The integer contract (docs/architecture.md), in NumPy, in one place.
 
 Every implementation (torch integer evaluation, `sim.reference`, the RTL) computes exactly this:
 

@@ -1,4 +1,4 @@
-"""Ternary weights (He et al., WACV 2019, as summarised in PAPERS.md A).
+"""Ternary weights (He et al., WACV 2019; docs/ternary.md).
 
     Δ = t · max|W|,   α = mean{|w| : |w| ≥ Δ},   w_t = α · sign(w) · [|w| ≥ Δ]
 
