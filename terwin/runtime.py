@@ -18,15 +18,19 @@ returns what arrived within the port's read timeout); `open_port` opens a real o
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import serial
+from amaranth.hdl import Fragment
 
+from terwin import fileformat, safeio
+from terwin.engines import build_top
 from terwin.errors import TerwinError
+from terwin.hw.boards import UARTBridge
 
 DEFAULT_BAUD = 115_200      # = terwin.hw.boards.DEFAULT_BAUD (tests/test_run_board.py checks they agree)
 DEFAULT_TIMEOUT = 2.0       # seconds for one image's answer; a board takes ~10 ms at 115200 baud
@@ -53,11 +57,6 @@ class Protocol:
     def for_model(cls, dep) -> "Protocol":
         """The protocol of the bitstream `terwin build` makes for `dep`: the score width is the
         accelerator's own, read from the same bridge the build puts on the board."""
-        from amaranth.hdl import Fragment
-
-        from terwin.hw.boards import UARTBridge
-        from terwin.engines import build_top
-
         try:
             bridge = UARTBridge(build_top(dep), divisor=4)  # the divisor does not change the byte protocol
         except ValueError as e:
@@ -144,10 +143,6 @@ class BoardSession:
 
 def open_port(name: str, *, baud: int = DEFAULT_BAUD, read_timeout: float = 0.05):
     """A pyserial port, 8N1 at `baud`, no flow control; `name` is a device path or a pyserial URL."""
-    try:
-        import serial
-    except ImportError:
-        raise TerwinError("pyserial is not installed: pip install 'pyserial>=3.5,<4'") from None
     if "://" not in name and not os.path.exists(name):
         raise TerwinError(f"--port {name}: no such serial port (is the board plugged in? see terwin run --help)")
     try:
@@ -159,15 +154,11 @@ def open_port(name: str, *, baud: int = DEFAULT_BAUD, read_timeout: float = 0.05
 
 def check_report(report_path, dep, protocol: Protocol) -> dict:
     """A build's report.json: refuse it unless it was built for `dep` with this protocol; return its `uart`."""
-    from terwin import fileformat
-
     path = Path(report_path)
     try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TerwinError(f"--report {path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise TerwinError(f"--report {path}: not a build report ({e})") from None
+        report = safeio.load_json(path, what="build report (report.json)")
+    except TerwinError as e:
+        raise TerwinError(f"--report {e}") from None
     if not isinstance(report, dict) or not isinstance(report.get("uart"), dict) or "model_checksum" not in report:
         raise TerwinError(f"--report {path}: not a terwin build report (no model_checksum and uart fields)")
     want = fileformat.checksum(dep)

@@ -78,7 +78,7 @@ def test_missing_and_broken_inputs_are_listed_not_fatal(demo):
     _, _, md = demo
     missing = md.split("## Missing")[1]
     assert "ternary-0: no verify.json" in missing
-    assert "winograd: compress.json: not valid JSON" in missing
+    assert "winograd/compress.json: not valid JSON" in missing
 
 
 def test_single_model_folder(tmp_path):

@@ -248,6 +248,7 @@ def test_refusals_before_the_port_is_opened(tmp_path, capsys):
         (("--json", model), "is an input of the command"),
         (("--images", "0"), "--images must be between 1 and 450"),
         (("--timeout", "0"), "--timeout must be a positive"),
+        (("--timeout", "inf"), "--timeout must be a positive"),
         (("--baud", "-5"), "--baud must be a positive"),
         (("--report", report), "the bitstream was built for another model"),
         (("--report", tmp_path / "none.json"), "no such file"),

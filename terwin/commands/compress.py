@@ -18,34 +18,32 @@ from terwin.errors import TerwinError
 from terwin.outdir import OutputFolder
 from terwin.spec import load_spec
 
-# one compression family per engine (`terwin.engines`): its flow module and default spec
-FAMILIES = {e.name: (e.compress_flow, e.default_spec) for e in engines.ENGINES.values()}
+# one compression family per engine (`terwin.engines`): the module of its flow
+FAMILIES = {e.name: e.compress_flow for e in engines.ENGINES.values()}
 
 
 def add_arguments(parser):
     parser.add_argument("--family", choices=sorted(FAMILIES), default="ternary", help="compression family (default: ternary)")
-    parser.add_argument("--spec", help="hardware spec: a preset name or a spec .json file "
-                                       "(default: pe8x8 for ternary, winograd for winograd)")
+    flows = {family: importlib.import_module(module) for family, module in FAMILIES.items()}
+    defaults = ", ".join(f"{flow.DEFAULT_SPEC.name} for {family}" for family, flow in flows.items())
+    parser.add_argument("--spec", help=f"hardware spec: a preset name or a spec .json file (default: {defaults})")
     parser.add_argument("--seed", type=seed, default=0, help="training seed (default: 0)")
     parser.add_argument("--out", required=True, help="output folder for model.terwin and compress.json")
     parser.add_argument("--force", action="store_true",
                         help="write into --out even if it holds files terwin did not write (they are kept)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    for family, (module, _) in FAMILIES.items():
-        group = parser.add_argument_group(f"{family} family")
-        importlib.import_module(module).add_arguments(group)
+    for family, flow in flows.items():
+        flow.add_arguments(parser.add_argument_group(f"{family} family"))
 
 
 def run(args) -> int:
-    module_name, default_spec = FAMILIES[args.family]
-    spec = load_spec(args.spec, default=default_spec)
-    expected = importlib.import_module(module_name).WEIGHT_FORMAT
-    if spec.weight_format != expected:
+    module = importlib.import_module(FAMILIES[args.family])
+    spec = module.DEFAULT_SPEC if args.spec is None else load_spec(args.spec)
+    if spec.weight_format != args.family:  # an engine's name is the weight format it runs
         raise TerwinError(f"spec {spec.name} has weight_format {spec.weight_format!r}, "
-                          f"but --family {args.family} needs {expected!r}")
+                          f"but --family {args.family} needs {args.family!r}")
     out = Path(args.out)
     with OutputFolder(out, force=args.force) as stage:  # a bad --out is refused before training
-        module = importlib.import_module(module_name)
         dep, report = module.compress(module.options_from_args(args, spec))
         report = {**report, "checksum": fileformat.save(dep, stage / "model.terwin")}
         (stage / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -54,8 +54,8 @@ def run(args) -> int:
         outdir.check_file(args.json, inputs=(args.model, args.report), force=args.force)
     if args.baud is not None and args.baud <= 0:
         raise TerwinError(f"--baud must be a positive number, not {args.baud}")
-    if not args.timeout > 0:
-        raise TerwinError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    if not 0 < args.timeout <= 3600:  # NaN and inf fail too
+        raise TerwinError(f"--timeout must be a positive number of seconds, at most 3600, not {args.timeout:g}")
     split = load_digits_split()
     x = split.x_test
     if tuple(x.shape[1:]) != tuple(dep.input_shape):
