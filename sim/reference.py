@@ -9,7 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from terwin import intmath, winograd
-from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
+from terwin.deployment import INPUT, AvgPool2d, Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
 
 
 def quantize_input(dep: Deployment, x) -> np.ndarray:
@@ -58,6 +58,11 @@ def maxpool2d(x: np.ndarray, *, kernel: int, stride: int) -> np.ndarray:
     return win.max(axis=(-2, -1))
 
 
+def sumpool2d(x: np.ndarray, *, kernel: int, stride: int) -> np.ndarray:
+    win = sliding_window_view(np.asarray(x, dtype=np.int64), (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
+    return win.sum(axis=(-2, -1))
+
+
 def layer_acc(layer, x: np.ndarray) -> np.ndarray:
     """Accumulators (before bias and requantization) of a weighted layer."""
     if isinstance(layer, Conv2d):
@@ -70,28 +75,40 @@ def layer_acc(layer, x: np.ndarray) -> np.ndarray:
     raise TypeError(f"{type(layer).__name__} has no accumulator")
 
 
-def run_layer(layer, x: np.ndarray, *, act_bits: int) -> np.ndarray:
+def run_layer(layer, x: np.ndarray, *, act_bits: int, last: bool = True, residual=None) -> np.ndarray:
+    """One layer's integer output for its input map x [N, C, H, W]; `residual`: the map its
+    `residual` names, when it has one. `last`: the score layer (relu false outputs acc + bias)."""
     if isinstance(layer, MaxPool2d):
         return maxpool2d(x, kernel=layer.kernel, stride=layer.stride)
+    if isinstance(layer, AvgPool2d):
+        return intmath.average(sumpool2d(x, kernel=layer.kernel, stride=layer.stride), layer.multiplier,
+                               layer.shift, act_bits=act_bits)
     acc = layer_acc(layer, x)
-    if not layer.relu:
+    if not layer.relu and last:
         return acc + layer.bias.astype(np.int64).reshape(1, -1, 1, 1)
+    r = None if residual is None else np.asarray(residual, dtype=np.int64).transpose(1, 0, 2, 3)
     y = intmath.requantize(acc.transpose(1, 0, 2, 3), layer.bias, layer.multiplier, layer.shift,
-                           act_bits=act_bits, relu=True)
+                           act_bits=act_bits, relu=layer.relu, signed=not layer.relu,
+                           residual=r, residual_multiplier=layer.residual_multiplier)
     return y.transpose(1, 0, 2, 3)
 
 
 def trace(dep: Deployment, q: np.ndarray) -> list[np.ndarray]:
-    """Every layer's integer output for quantized inputs q [N, C, H, W] (or one image [C, H, W])."""
+    """Every layer's integer output for quantized inputs q [N, C, H, W] (or one image [C, H, W]),
+    running the layers in order, each on the map its `source` names."""
     x = np.asarray(q, dtype=np.int64)
     if x.ndim == 3:
         x = x[None]
     if tuple(x.shape[1:]) != dep.input_shape:
         raise ValueError(f"input shape {tuple(x.shape[1:])} does not match the model's {dep.input_shape}")
+    maps = {INPUT: x}
     outs = []
-    for layer in dep.layers:
-        x = run_layer(layer, x, act_bits=dep.spec.act_bits)
-        outs.append(x)
+    last = len(dep.layers) - 1
+    for i, (layer, source) in enumerate(zip(dep.layers, dep.sources())):
+        residual = maps[layer.residual] if getattr(layer, "residual", None) is not None else None
+        y = run_layer(layer, maps[source], act_bits=dep.spec.act_bits, last=i == last, residual=residual)
+        maps[layer.name] = y
+        outs.append(y)
     return outs
 
 

@@ -22,6 +22,7 @@ from .spec import HardwareSpec
 from .tiling import TileGrid
 
 WEIGHT_CODES = ("ternary", "int")
+INPUT = "@input"   # the name by which `source` / `residual` refer to the network input (a layer name cannot start with "@")
 
 # Limits on a model's sizes (docs/deployment-format.md, "Limits"), checked before anything of that size
 # is allocated: far above what terwin targets (ResNet-18: 21 layers, largest map 802,816 activations,
@@ -43,13 +44,31 @@ def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class _Requant:
-    """Fields shared by the layers that end in the integer contract's requantizer."""
+class _Node:
+    """Every layer reads one map: `source` names the layer whose output it is (INPUT for the network
+    input); None (the default, and all a format-version-1 file has) means the layer just before it
+    in `Deployment.layers`, or the network input for the first layer."""
+    source: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Requant(_Node):
+    """Fields shared by the layers that end in the integer contract's requantizer.
+
+    relu True: y = clamp(((acc + bias)·m [+ r·m_r] + 2^(s-1)) >> s, 0, 2^act_bits - 1), an unsigned map.
+    relu False, last layer: y = acc + bias, the class scores.
+    relu False, any other layer: the same rounding, clamped to -2^(act_bits-1) .. 2^(act_bits-1) - 1: a
+    signed map, which only a later layer's `residual` may read (a projection shortcut).
+    `residual` (format version 2) names an earlier layer whose output map, of this layer's output
+    shape, is added at the same (channel, y, x) as r·m_r before the shift: a residual connection.
+    """
     bias: np.ndarray        # int64 [out], in accumulator units
     multiplier: np.ndarray  # int64 [out], signed
     shift: np.ndarray       # int64 [out], >= 1
-    relu: bool = True       # False: the layer outputs acc + bias unclamped (class scores)
+    relu: bool = True
     weight_scale: tuple[float, ...] = ()  # informational: float value of one weight unit, per layer (1) or per channel
+    residual: str | None = None
+    residual_multiplier: np.ndarray | None = None  # int64 [out], signed 32-bit: m_r
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -96,12 +115,31 @@ class Linear(_Requant):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class MaxPool2d:
+class MaxPool2d(_Node):
     kind: ClassVar[str] = "maxpool2d"
     name: str
     in_shape: tuple[int, int, int]
     kernel: int = 2
     stride: int = 2
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.in_shape
+        return (c, conv_out_size(h, self.kernel, self.stride, 0), conv_out_size(w, self.kernel, self.stride, 0))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AvgPool2d(_Node):
+    """Average pooling on integers (format version 2): the window's sum times `multiplier`, rounded
+    and shifted like the requantizer, y = clamp((sum·m + 2^(s-1)) >> s, 0, 2^act_bits - 1), with
+    m / 2^s ≈ 1 / kernel². Global average pooling is kernel = stride = the input's height = width."""
+    kind: ClassVar[str] = "avgpool2d"
+    name: str
+    in_shape: tuple[int, int, int]
+    kernel: int = 2
+    stride: int = 2
+    multiplier: int = 1
+    shift: int = 2
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -135,8 +173,12 @@ class WinogradConv2d(_Requant):
         return (self.out_channels, conv_out_size(h, 3, 1, self.padding), conv_out_size(w, 3, 1, self.padding))
 
 
-Layer = Union[Conv2d, Linear, MaxPool2d, WinogradConv2d]
-LAYER_TYPES: dict[str, type] = {cls.kind: cls for cls in (Conv2d, Linear, MaxPool2d, WinogradConv2d)}
+Layer = Union[Conv2d, Linear, MaxPool2d, AvgPool2d, WinogradConv2d]
+LAYER_TYPES: dict[str, type] = {cls.kind: cls for cls in (Conv2d, Linear, MaxPool2d, AvgPool2d, WinogradConv2d)}
+# fields and kinds a format-version-1 file cannot hold (`Deployment.format_version`)
+VERSION_2_FIELDS = ("source", "residual", "residual_multiplier")
+VERSION_2_KINDS = ("avgpool2d",)
+
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -189,26 +231,70 @@ class Deployment:
             raise FormatError("layers: a deployment needs at least one layer")
         if len(self.layers) > MAX_LAYERS:
             raise FormatError(f"layers: {len(self.layers):,} layers, more than the limit of {MAX_LAYERS:,}")
-        shape = self.input_shape
-        names = set()
+        shapes = {INPUT: self.input_shape}   # name -> output shape, of the layers so far
+        signed = set()                       # names of the signed maps (relu False, not last)
+        readers: dict[str, int] = {}         # name -> how many later layers read it
+        previous = INPUT
         total_weights = 0
         for i, layer in enumerate(self.layers):
             check_types(layer, f"layers[{i}].")
             check_name(layer.name, f"layers[{i}].name")
             where = f"layers[{i}] ({layer.name})"
-            if layer.name in names:
+            if layer.name in shapes:
                 raise FormatError(f"{where}.name: duplicate layer name")
-            names.add(layer.name)
-            if tuple(layer.in_shape) != tuple(shape):
-                raise FormatError(f"{where}.in_shape: {tuple(layer.in_shape)} does not match the previous output {tuple(shape)}")
+            last = i == len(self.layers) - 1
+            source = previous if layer.source is None else layer.source
+            if source not in shapes:
+                raise FormatError(f"{where}.source: {short_repr(source)} is not the network input ({INPUT}) "
+                                  f"or an earlier layer")
+            if source in signed:
+                raise FormatError(f"{where}.source: {source} is a signed map (relu false), which only a "
+                                  f"residual may read")
+            readers[source] = readers.get(source, 0) + 1
+            if tuple(layer.in_shape) != tuple(shapes[source]):
+                raise FormatError(f"{where}.in_shape: {tuple(layer.in_shape)} does not match the output of "
+                                  f"{source} {tuple(shapes[source])}")
             if hasattr(layer, "weight"):
                 total_weights += check_weights(layer.weight.shape, f"{where}.weight", total=total_weights)
-            _validate_layer(layer, spec, where, last=i == len(self.layers) - 1)
+            _validate_layer(layer, spec, where, last=last)
             shape = layer.out_shape
             if min(shape) < 1:
                 raise FormatError(f"{where}: output shape {shape} is empty")
             check_map(shape, f"{where}: output")
+            if getattr(layer, "residual", None) is not None:
+                r = layer.residual
+                if r not in shapes:
+                    raise FormatError(f"{where}.residual: {short_repr(r)} is not the network input ({INPUT}) "
+                                      f"or an earlier layer")
+                if tuple(shapes[r]) != tuple(shape):
+                    raise FormatError(f"{where}.residual: {r}'s output {tuple(shapes[r])} does not match this "
+                                      f"layer's output {tuple(shape)}")
+                readers[r] = readers.get(r, 0) + 1
+            if not getattr(layer, "relu", True) and not last:
+                signed.add(layer.name)
+            shapes[layer.name] = shape
+            previous = layer.name
+        unread = [layer.name for layer in self.layers[:-1] if not readers.get(layer.name)]
+        if unread:
+            raise FormatError(f"layers: the output of {unread[0]} is never read (every layer but the last feeds "
+                              f"a later one)")
         return self
+
+    @property
+    def format_version(self) -> int:
+        """2 when the model uses a graph feature (a `source`, a `residual`, average pooling), else 1."""
+        for layer in self.layers:
+            if layer.kind in VERSION_2_KINDS or any(getattr(layer, f, None) is not None for f in VERSION_2_FIELDS):
+                return 2
+        return 1
+
+    def sources(self) -> list[str]:
+        """The name of the map each layer reads (INPUT for the network input), in layer order."""
+        out, previous = [], INPUT
+        for layer in self.layers:
+            out.append(previous if layer.source is None else layer.source)
+            previous = layer.name
+        return out
 
     def onchip_bits(self) -> int:
         """On-chip memory the accelerator needs, at most: two activation maps of the largest size
@@ -261,8 +347,9 @@ def check_weights(shape, where: str, *, total: int = 0) -> int:
 
 
 def check_name(name: str, where: str) -> None:
-    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
-        raise FormatError(f"{where}: {short_repr(name)} must be 1 to {MAX_NAME_CHARS} printable characters")
+    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable() or name.startswith("@"):
+        raise FormatError(f"{where}: {short_repr(name)} must be 1 to {MAX_NAME_CHARS} printable characters, "
+                          f"not starting with @")
 
 
 def _matches(value, hint) -> bool:
@@ -334,9 +421,14 @@ def _check_array(arr, where: str, *, shape, lo=None, hi=None):
 
 
 def _validate_layer(layer, spec: HardwareSpec, where: str, *, last: bool):
-    if isinstance(layer, MaxPool2d):
+    if isinstance(layer, (MaxPool2d, AvgPool2d)):
         if layer.kernel < 1 or layer.stride < 1:
             raise FormatError(f"{where}: kernel and stride must be positive")
+        if isinstance(layer, AvgPool2d):
+            if not -(1 << 31) <= layer.multiplier < (1 << 31) or layer.multiplier < 1:
+                raise FormatError(f"{where}.multiplier: must be from 1 to 2^31 - 1, not {layer.multiplier}")
+            if not 1 <= layer.shift <= 62:
+                raise FormatError(f"{where}.shift: must be from 1 to 62, not {layer.shift}")
         return
     out = layer.out_channels
     lo, hi = WEIGHT_BITS
@@ -375,5 +467,10 @@ def _validate_layer(layer, spec: HardwareSpec, where: str, *, last: bool):
     _check_array(layer.bias, f"{where}.bias", shape=(out,), lo=-(1 << 40), hi=(1 << 40))
     _check_array(layer.multiplier, f"{where}.multiplier", shape=(out,), lo=-(1 << 31), hi=(1 << 31) - 1)
     _check_array(layer.shift, f"{where}.shift", shape=(out,), lo=1, hi=62)
-    if not layer.relu and not last:
-        raise FormatError(f"{where}.relu: only the last layer may output raw scores")
+    if (layer.residual is None) != (layer.residual_multiplier is None):
+        raise FormatError(f"{where}.residual_multiplier: present exactly when residual is")
+    if layer.residual is not None:
+        _check_array(layer.residual_multiplier, f"{where}.residual_multiplier", shape=(out,), lo=-(1 << 31),
+                     hi=(1 << 31) - 1)
+        if last and not layer.relu:
+            raise FormatError(f"{where}.residual: the score layer (relu false, last) takes no residual")

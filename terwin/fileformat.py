@@ -23,13 +23,14 @@ import numpy as np
 
 from . import safeio
 from .checks import is_int, short_repr
-from .deployment import LAYER_TYPES, MAX_LAYERS, Deployment
+from .deployment import LAYER_TYPES, MAX_LAYERS, VERSION_2_FIELDS, Deployment
 from .errors import FormatError, SpecError
 from .spec import HardwareSpec
 
 MAGIC = b"TERWIN\r\n"
 FORMAT_NAME = "terwin-deployment"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # the newest this terwin writes and reads
+READS_VERSIONS = (1, 2)      # a model without graph features is still written as version 1, byte for byte
 DIGEST_BYTES = 32
 ALLOWED_DTYPES = {"|i1", "|u1", "<i2", "<i4", "<i8"}
 MAX_FILE_BYTES = 512 << 20          # a whole model file
@@ -81,14 +82,15 @@ def to_bytes(dep: Deployment) -> bytes:
                 blobs.append(data + b"\0" * pad)
                 offset += len(data) + pad
             elif value is None:
-                entry[f.name] = None
+                if f.name not in VERSION_2_FIELDS:  # absent means None (version 1 wrote tile_mask: null)
+                    entry[f.name] = None
             else:
                 entry[f.name] = _jsonable(value)
         entry["arrays"] = arrays
         layers.append(entry)
     header = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": dep.format_version,
         "spec": dep.spec.to_dict(),
         "input": {"shape": list(dep.input_shape), "scale": float(dep.input_scale)},
         "class_names": list(dep.class_names),
@@ -183,8 +185,9 @@ def from_bytes(data: bytes) -> Deployment:
     if header.get("format") != FORMAT_NAME:
         raise FormatError(f"format: {short_repr(header.get('format'))} is not {FORMAT_NAME!r}")
     version = header.get("format_version")
-    if not is_int(version) or version != FORMAT_VERSION:
-        raise FormatError(f"format_version: {short_repr(version)} is not supported (this terwin reads version {FORMAT_VERSION})")
+    if not is_int(version) or version not in READS_VERSIONS:
+        raise FormatError(f"format_version: {short_repr(version)} is not supported (this terwin reads versions "
+                          f"{', '.join(map(str, READS_VERSIONS))})")
     data_bytes = _field(header, "data_bytes", int, "")
     if 16 + hlen + data_bytes + DIGEST_BYTES != len(data) or data_bytes < 0:
         raise FormatError(f"truncated or padded file: expected {16 + hlen + data_bytes + DIGEST_BYTES} bytes, found {len(data)}")
@@ -223,7 +226,11 @@ def from_bytes(data: bytes) -> Deployment:
         layers.append(cls(**kwargs))  # keyword names are the class's own fields: cannot fail
     dep = Deployment(spec=spec, input_shape=input_shape, input_scale=input_scale, layers=tuple(layers),
                      class_names=_tuples(header.get("class_names", [])), meta=header.get("meta", {}))
-    return dep.validate()
+    dep.validate()
+    if dep.format_version > version:
+        raise FormatError(f"format_version: {version}, but the model uses graph features of version {dep.format_version} "
+                          f"(source, residual, avgpool2d)")
+    return dep
 
 
 def _read_array(blob: memoryview, ref, where: str) -> np.ndarray:

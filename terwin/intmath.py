@@ -2,9 +2,13 @@
 
 Every implementation (torch integer evaluation, `sim.reference`, the RTL) computes exactly this:
 
-    y = clamp(((acc + bias) * m + (1 << (s - 1))) >> s, 0, 2**act_bits - 1)
+    y = clamp(((acc + bias) * m + r * m_r + (1 << (s - 1))) >> s, 0, 2**act_bits - 1)
 
-with `>>` an arithmetic shift (floor), `m` a signed integer multiplier and `s >= 1` a shift.
+with `>>` an arithmetic shift (floor), `m` a signed integer multiplier, `s >= 1` a shift, and
+`r * m_r` the residual term (a residual connection's map r at the same position, times its own
+signed multiplier; 0 without one). A signed map (a projection shortcut, relu false inside the
+network) clamps to -2**(act_bits-1) .. 2**(act_bits-1) - 1 instead. Average pooling:
+y = clamp((sum * m + (1 << (s - 1))) >> s, 0, 2**act_bits - 1).
 """
 from __future__ import annotations
 
@@ -16,17 +20,34 @@ MULTIPLIER_BITS = 16  # signed width of the requantization multiplier
 MAX_SHIFT = 40
 
 
-def requantize(acc, bias, multiplier, shift, *, act_bits: int, relu: bool = True):
-    """Per-channel requantization of int64 accumulators; channel axis is 0 (or the last for 1-D)."""
+def requantize(acc, bias, multiplier, shift, *, act_bits: int, relu: bool = True, signed: bool = False,
+               residual=None, residual_multiplier=None):
+    """Per-channel requantization of int64 accumulators; channel axis is 0 (or the last for 1-D).
+
+    relu: clamp to the unsigned range; signed (relu False): clamp to the signed range; neither:
+    no clamp. `residual` (the shape of `acc`) times the per-channel `residual_multiplier` is added
+    before the shift."""
     acc = np.asarray(acc, dtype=np.int64)
     extra = (1,) * (acc.ndim - 1)
     b = np.asarray(bias, dtype=np.int64).reshape(-1, *extra)
     m = np.asarray(multiplier, dtype=np.int64).reshape(-1, *extra)
     s = np.asarray(shift, dtype=np.int64).reshape(-1, *extra)
-    y = ((acc + b) * m + (np.int64(1) << (s - 1))) >> s
+    pre = (acc + b) * m
+    if residual is not None:
+        pre = pre + np.asarray(residual, dtype=np.int64) * np.asarray(residual_multiplier, dtype=np.int64).reshape(-1, *extra)
+    y = (pre + (np.int64(1) << (s - 1))) >> s
     if relu:
         y = np.clip(y, 0, (1 << act_bits) - 1)
+    elif signed:
+        y = np.clip(y, -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1)
     return y
+
+
+def average(total, multiplier: int, shift: int, *, act_bits: int):
+    """Average pooling's output from a window's sum: clamp((sum * m + 2^(s-1)) >> s, 0, 2^act_bits - 1)."""
+    total = np.asarray(total, dtype=np.int64)
+    y = (total * np.int64(multiplier) + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
+    return np.clip(y, 0, (1 << act_bits) - 1)
 
 
 def fit_multiplier(scale: float, *, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:

@@ -75,7 +75,7 @@ def test_foreign_file_is_rejected():
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: h.update(format_version=2), "format_version: 2 is not supported"),
+    (lambda h: h.update(format_version=3), "format_version: 3 is not supported"),
     (lambda h: h.update(format="onnx"), "format: 'onnx' is not"),
     (lambda h: h["layers"][1].update(kind="conv3d"), "layers[1].kind: unsupported layer kind 'conv3d'"),
     (lambda h: h["layers"][0]["arrays"]["tile_mask"].update(shape=[1, 1, 1], nbytes=1),
@@ -84,7 +84,7 @@ def test_foreign_file_is_rejected():
     (lambda h: h["layers"][0]["arrays"]["weight"].update(dtype="<f4"), "layers[0].weight.dtype"),
     (lambda h: h["layers"][0]["arrays"]["bias"].update(offset=10**9), "layers[0].bias: data range"),
     (lambda h: h["spec"].update(pe_cols=3), "spec: pe_cols must be a power of two"),
-    (lambda h: h["layers"][0].update(relu=False), "only the last layer may output raw scores"),
+    (lambda h: h["layers"][0].update(relu=False), "is a signed map (relu false), which only a residual may read"),
 ])
 def test_inconsistent_headers_name_the_field(dep, edit, message):
     data = _rewrite(fileformat.to_bytes(dep), edit)
