@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from terwin.deployment import MaxPool2d
 from terwin.spec import ceil_div
 
 from .program import OP, WinogradProgram, compile_program
@@ -31,7 +32,7 @@ def stage_cycles(program: WinogradProgram) -> list[dict]:
         ph = [p for p in program.phases if p.stage == n]
         cycles = sum(p.length for p in ph)
         mac = sum(p.length for p in ph if p.op in (OP["MULT"], OP["DRAIN"]))
-        ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != "pool" else 0
+        ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != MaxPool2d.kind else 0
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out
 
@@ -43,7 +44,8 @@ def predict(program: WinogradProgram) -> dict:
     return {"layers": program.per_layer(stage_cycles(program)), "io_cycles": program.n_inputs + 3}
 
 
-DIGITS_TOPOLOGY = (("wconv", 16), ("wconv", 32), ("pool", 2), ("wconv", 32), ("pool", 2), ("linear", 10))
+DIGITS_TOPOLOGY = (("winograd_conv2d", 16), ("winograd_conv2d", 32), ("maxpool2d", 2), ("winograd_conv2d", 32),
+                   ("maxpool2d", 2), ("linear", 10))
 
 
 def sparsity_series(densities=(1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), *, spec=None, seed: int = 0,
