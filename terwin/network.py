@@ -7,17 +7,21 @@ are, not on their values. Requantization gets placeholder constants: it costs th
 whatever it holds. Example (`examples/resnet18.json` is a whole one):
 
     {"name": "tiny", "input_shape": [1, 8, 8], "tile_sparsity": 0.5, "zero_fraction": 0.1,
-     "layers": [{"type": "conv", "out_channels": 16, "kernel": 3, "padding": 1},
-                {"type": "pool", "kernel": 2},
-                {"type": "conv", "out_channels": 32, "kernel": 3, "padding": 1, "repeat": 2},
-                {"type": "linear", "out_features": 10}]}
+     "layers": [{"type": "conv2d", "out_channels": 16, "kernel": 3, "padding": 1},
+                {"type": "maxpool2d", "kernel": 2},
+                {"type": "conv2d", "out_channels": 32, "kernel": 3, "padding": 1, "repeat": 2},
+                {"type": "linear", "out_channels": 10}]}
 
-Fields: `input_shape` [C, H, W]; `layers`, each `conv` (out_channels, kernel, stride 1, padding 0),
-`pool` (kernel, stride = kernel) or `linear` (out_features, last), with an optional `repeat`.
+Fields: `input_shape` [C, H, W]; `layers`, each with a `type`, one of the Deployment's layer kinds
+(docs/deployment-format.md), and that layer's fields under the Deployment's names: `conv2d`
+(out_channels, kernel, stride 1, padding 0), `maxpool2d` (kernel, stride = kernel) or `linear`
+(out_channels, last), with an optional `repeat`. On a Winograd spec a `conv2d` becomes a
+`winograd_conv2d` (the layer the engine runs).
 Sparsity: `tile_sparsity` (ternary engine: fraction of PE tiles pruned, default 0.5),
 `zero_fraction` (ternary: zeros inside kept tiles, default 0.1), `winograd_density` (Winograd
 engine: fraction of nonzero Winograd-domain weights, default 0.4). `seed` (default 0).
-On the Winograd engine every conv must be 3x3 with stride 1 (the engine runs nothing else).
+On the Winograd engine every conv2d must be 3x3 with stride 1 (the engine runs nothing else).
+Layers are named by type and position (conv0, pool1, ..., as `terwin.synthetic` names them).
 Sizes (layers after `repeat`, each map, each layer's and all weights) are checked against the limits
 of docs/deployment-format.md before any weight is drawn.
 """
@@ -35,12 +39,21 @@ from .deployment import (MAX_LAYERS, Conv2d, Deployment, Linear, MaxPool2d, Wino
 from .errors import SpecError
 from .spec import HardwareSpec
 
-_FIELDS = {
-    "conv": {"out_channels", "kernel", "stride", "padding"},
-    "pool": {"kernel", "stride"},
-    "linear": {"out_features"},
+_FIELDS = {  # a description's layer types: the Deployment's layer kinds, with its field names
+    Conv2d.kind: {"out_channels", "kernel", "stride", "padding"},
+    MaxPool2d.kind: {"kernel", "stride"},
+    Linear.kind: {"out_channels"},
 }
+# Generated layer names: a short prefix per kind and the layer's position (conv0, wconv1, pool2,
+# linear3). Names only (the kind is the layer's class); kept short and stable so that synthetic
+# models, stored test models and reports stay the same.
+_NAME_PREFIX = {Conv2d.kind: "conv", WinogradConv2d.kind: "wconv", MaxPool2d.kind: "pool", Linear.kind: "linear"}
 _TOP = {"name", "input_shape", "layers", "tile_sparsity", "zero_fraction", "winograd_density", "seed"}
+
+
+def layer_name(kind: str, position: int) -> str:
+    """The name terwin gives a generated layer of `kind` (a Deployment layer kind) at `position`."""
+    return f"{_NAME_PREFIX[kind]}{position}"
 
 
 def is_network_file(path) -> bool:
@@ -76,11 +89,16 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
     winograd = spec.weight_format == "winograd"
     expanded = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str) or entry["type"] not in _FIELDS:
-            raise SpecError(f"{where}: layers[{i}] needs a type, one of {', '.join(_FIELDS)}")
-        bad = set(entry) - _FIELDS[entry["type"]] - {"type", "repeat"}
+        if not isinstance(entry, dict):
+            raise SpecError(f"{where}: layers[{i}] must be an object with a type, one of {', '.join(_FIELDS)}")
+        if not isinstance(entry.get("type"), str) or entry["type"] not in _FIELDS:
+            raise SpecError(f"{where}: layers[{i}].type must be a layer kind, one of {', '.join(_FIELDS)}, "
+                            f"not {short_repr(entry.get('type'))}")
+        allowed = _FIELDS[entry["type"]] | {"type", "repeat"}
+        bad = set(entry) - allowed
         if bad:
-            raise SpecError(f"{where}: layers[{i}] ({entry['type']}): unknown field(s) {names(bad)}")
+            raise SpecError(f"{where}: layers[{i}] ({entry['type']}): unknown field(s) {names(bad)} "
+                            f"(a {entry['type']} takes {', '.join(sorted(allowed))})")
         repeat = _pos(entry.get("repeat", 1), f"{where}: layers[{i}].repeat")
         if len(expanded) + repeat > MAX_LAYERS:  # before the list grows
             raise SpecError(f"{where}: layers[{i}].repeat: more than {MAX_LAYERS:,} layers in all")
@@ -90,17 +108,17 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
     total_weights = 0
     for n, (i, entry) in enumerate(expanded):
         kind = entry["type"]
-        name = f"{kind}{n}"
+        name = layer_name(kind, n)
         at = f"{where}: layers[{i}] ({kind})"
-        if kind == "pool":
+        if kind == MaxPool2d.kind:
             k = _pos(entry.get("kernel", 2), f"{at}.kernel")
             layer = MaxPool2d(name=name, in_shape=shape, kernel=k, stride=_pos(entry.get("stride", k), f"{at}.stride"))
-        elif kind == "linear":
+        elif kind == Linear.kind:
             if n != len(expanded) - 1:
                 raise SpecError(f"{at}: a linear layer must be the last layer")
-            out = _pos(entry.get("out_features"), f"{at}.out_features")
+            out = _pos(entry.get("out_channels"), f"{at}.out_channels")
             fan_in = math.prod(shape)
-            total_weights += check_weights((out, fan_in), f"{at}.out_features", total=total_weights)
+            total_weights += check_weights((out, fan_in), f"{at}.out_channels", total=total_weights)
             fields = dict(name=name, in_shape=shape, out_channels=out, relu=False)
             if winograd:  # the engine's sparse integer MAC path: int8 weights
                 layer = random_int_linear(fields, 8, rng, zero_fraction)
@@ -134,9 +152,9 @@ def network_deployment(data: dict, spec: HardwareSpec, *, where: str = "network"
             raise SpecError(f"{at}: input {tuple(shape)} gives an empty output {layer.out_shape}")
         layers.append(layer)
         shape = layer.out_shape
-    if layers[-1].kind == "maxpool2d":
-        raise SpecError(f"{where}: the last layer must be a conv or linear layer (the scores)")
-    if layers[-1].kind != "linear":  # a conv as the last layer outputs raw scores too
+    if layers[-1].kind == MaxPool2d.kind:
+        raise SpecError(f"{where}: the last layer must be a conv2d or linear layer (the scores)")
+    if layers[-1].kind != Linear.kind:  # a conv as the last layer outputs raw scores too
         layers[-1] = dataclasses.replace(layers[-1], relu=False)
     dep = Deployment(spec=spec, input_shape=tuple(data["input_shape"]), input_scale=1.0 / spec.act_max,
                      layers=tuple(layers), meta={"family": "network", "name": str(data.get("name", "network")),

@@ -110,7 +110,7 @@ def test_accelerator_build_is_deterministic(tmp_path):
     from terwin.sim import cycles
 
     dep = random_deployment(PRESETS["pe4x4"], seed=5, input_shape=(1, 6, 6),
-                            topology=(("conv", 8), ("pool", 2), ("linear", 5)))
+                            topology=(("conv2d", 8), ("maxpool2d", 2), ("linear", 5)))
     first = build_model(dep, board="icebreaker", out_dir=tmp_path / "a", clock_mhz=24, quiet=True)
     second = build_model(dep, board="icebreaker", out_dir=tmp_path / "b", clock_mhz=24, quiet=True)
     assert (tmp_path / "a" / "terwin.bin").read_bytes() == (tmp_path / "b" / "terwin.bin").read_bytes()

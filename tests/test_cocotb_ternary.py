@@ -17,11 +17,11 @@ from terwin.synthetic import random_deployment
 pytestmark = pytest.mark.cocotb
 
 NETS = {
-    "pe4x4": (PE4X4, dict(seed=21, topology=(("conv", 12), ("pool", 2), ("conv", 20), ("linear", 10)),
+    "pe4x4": (PE4X4, dict(seed=21, topology=(("conv2d", 12), ("maxpool2d", 2), ("conv2d", 20), ("linear", 10)),
                           input_shape=(1, 8, 8))),
-    "pe8x8": (PE8X8, dict(seed=22, topology=(("conv", 12), ("conv", 20), ("pool", 2), ("linear", 10)),
+    "pe8x8": (PE8X8, dict(seed=22, topology=(("conv2d", 12), ("conv2d", 20), ("maxpool2d", 2), ("linear", 10)),
                           input_shape=(1, 8, 8))),
-    "pe8x16": (PE8X16, dict(seed=23, topology=(("conv", 20), ("pool", 2), ("conv", 12), ("linear", 10)),
+    "pe8x16": (PE8X16, dict(seed=23, topology=(("conv2d", 20), ("maxpool2d", 2), ("conv2d", 12), ("linear", 10)),
                             input_shape=(1, 8, 8))),
 }
 
@@ -45,7 +45,8 @@ def test_rtl_equals_reference_and_cycle_model(name, rtl_build_root):
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
-    dep = random_deployment(PE4X4, seed=31, topology=(("conv", 6), ("pool", 2), ("linear", 10)), input_shape=(1, 8, 8))
+    dep = random_deployment(PE4X4, seed=31, topology=(("conv2d", 6), ("maxpool2d", 2), ("linear", 10)),
+                            input_shape=(1, 8, 8))
     path = tmp_path_factory.mktemp("model") / "small.terwin"
     fileformat.save(dep, path)
     return dep, path

@@ -75,7 +75,8 @@ def test_model_answers_for_a_resnet18_sized_network():
 
 
 def test_simulate_command_prints_and_writes_json(tmp_path, capsys):
-    dep = random_deployment(PE4X4, seed=2, topology=(("conv", 6), ("pool", 2), ("linear", 10)), input_shape=(1, 8, 8))
+    dep = random_deployment(PE4X4, seed=2, topology=(("conv2d", 6), ("maxpool2d", 2), ("linear", 10)),
+                            input_shape=(1, 8, 8))
     path = tmp_path / "m.terwin"
     fileformat.save(dep, path)
     out = tmp_path / "sim.json"

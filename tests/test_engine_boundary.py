@@ -96,6 +96,22 @@ def test_registry_is_the_only_dispatch():
             assert not any(p in text for p in (f'weight_format == "{e}"', f'family == "{e}"', f'"{e}" in self.name')), path
 
 
+def test_hw_imports_no_model_generator():
+    """hw/ lowers and runs Deployments; it never draws them (terwin.synthetic, terwin.network: the
+    benchmarks and tests do) nor trains them (terwin.algo)."""
+    above = ("terwin.synthetic", "terwin.network", "terwin.algo", "terwin.sim", "terwin.commands")
+    for path in sorted(HW.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            bad = [m for m in mods if m.startswith(above)]
+            assert not bad, f"{path.relative_to(ROOT)}:{node.lineno} imports {bad}"
+
+
 def test_registry_and_cycle_model_import_neither_torch_nor_amaranth():
     code = ("import sys; from terwin import engines, fileformat; from terwin.sim import cycles; "
             f"cycles.predict(fileformat.load({str(TERNARY_50)!r})); cycles.predict(fileformat.load({str(WINOGRAD)!r})); "

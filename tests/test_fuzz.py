@@ -61,8 +61,8 @@ def _model(spec, **kw) -> bytes:
 
 MODELS = {
     "ternary": _model(PE4X4),
-    "winograd": _model(WINOGRAD, topology=(("wconv", 8), ("pool", 2), ("wconv", 8), ("pool", 2), ("linear", 10)),
-                       linear_int_bits=8),
+    "winograd": _model(WINOGRAD, topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("winograd_conv2d", 8),
+                                           ("maxpool2d", 2), ("linear", 10)), linear_int_bits=8),
 }
 
 
@@ -202,10 +202,10 @@ def test_spec_from_mutated_fields(changes):
 # -- network descriptions --------------------------------------------------------------------------------
 
 NET = {"input_shape": [2, 10, 10], "seed": 1, "tile_sparsity": 0.25,
-       "layers": [{"type": "conv", "out_channels": 6, "kernel": 3, "padding": 1, "repeat": 2},
-                  {"type": "pool", "kernel": 2},
-                  {"type": "conv", "out_channels": 8, "kernel": 3},
-                  {"type": "linear", "out_features": 10}]}
+       "layers": [{"type": "conv2d", "out_channels": 6, "kernel": 3, "padding": 1, "repeat": 2},
+                  {"type": "maxpool2d", "kernel": 2},
+                  {"type": "conv2d", "out_channels": 8, "kernel": 3},
+                  {"type": "linear", "out_channels": 10}]}
 NET_PATHS = [p for p in _paths(NET) if p]
 net_specs = st.sampled_from([PE4X4, WINOGRAD])
 

@@ -27,9 +27,9 @@ from terwin.spec import PE4X4
 from terwin.synthetic import random_deployment
 
 NET = {"input_shape": [1, 8, 8], "seed": 1,
-       "layers": [{"type": "conv", "out_channels": 8, "kernel": 3, "padding": 1},
-                  {"type": "pool", "kernel": 2},
-                  {"type": "linear", "out_features": 10}]}
+       "layers": [{"type": "conv2d", "out_channels": 8, "kernel": 3, "padding": 1},
+                  {"type": "maxpool2d", "kernel": 2},
+                  {"type": "linear", "out_channels": 10}]}
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -257,14 +257,14 @@ def test_float_sizes_in_a_model_are_refused_by_every_command(command, field, mod
 
 
 @pytest.mark.parametrize("layer", [
-    {"type": "conv", "out_channels": 8, "kernel": 3.0},
-    {"type": "conv", "out_channels": 8.0, "kernel": 3},
-    {"type": "conv", "out_channels": 8, "kernel": 3, "padding": 1.0},
-    {"type": "conv", "out_channels": 8, "kernel": True},
-    {"type": "pool", "kernel": 2.0},
+    {"type": "conv2d", "out_channels": 8, "kernel": 3.0},
+    {"type": "conv2d", "out_channels": 8.0, "kernel": 3},
+    {"type": "conv2d", "out_channels": 8, "kernel": 3, "padding": 1.0},
+    {"type": "conv2d", "out_channels": 8, "kernel": True},
+    {"type": "maxpool2d", "kernel": 2.0},
 ])
 def test_float_sizes_in_a_network_description(layer, tmp_path, capsys):
-    path = write(tmp_path, "net.json", {**NET, "layers": [layer, {"type": "linear", "out_features": 10}]})
+    path = write(tmp_path, "net.json", {**NET, "layers": [layer, {"type": "linear", "out_channels": 10}]})
     refused(["simulate", path], capsys, path, "layers[0]")
 
 
@@ -364,14 +364,14 @@ def test_a_directory_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"layers": [{"type": "conv", "out_channels": 4, "kernel": 3, "repeat": 1_000_000}]}, "layers[0].repeat"),
-    ({"layers": [{"type": "conv", "out_channels": 1e12, "kernel": 3}]}, "layers[0] (conv).out_channels"),
-    ({"layers": [{"type": "conv", "out_channels": 10 ** 12, "kernel": 3}]}, "output"),
-    ({"input_shape": [64, 1, 1], "layers": [{"type": "conv", "out_channels": 2 ** 20, "kernel": 1}]}, "weight"),
-    ({"layers": [{"type": "conv", "out_channels": 4, "kernel": 3000, "padding": 1500}]}, "weight"),
-    ({"input_shape": [1, 2048, 2048], "layers": [{"type": "conv", "out_channels": 4, "kernel": 1}]}, "output"),
-    ({"layers": [{"type": "conv", "out_channels": 4, "kernel": 1, "padding": 10 ** 9}]}, "output"),
-    ({"layers": [{"type": "linear", "out_features": 10 ** 9}]}, "out_features"),
+    ({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3, "repeat": 1_000_000}]}, "layers[0].repeat"),
+    ({"layers": [{"type": "conv2d", "out_channels": 1e12, "kernel": 3}]}, "layers[0] (conv2d).out_channels"),
+    ({"layers": [{"type": "conv2d", "out_channels": 10 ** 12, "kernel": 3}]}, "output"),
+    ({"input_shape": [64, 1, 1], "layers": [{"type": "conv2d", "out_channels": 2 ** 20, "kernel": 1}]}, "weight"),
+    ({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3000, "padding": 1500}]}, "weight"),
+    ({"input_shape": [1, 2048, 2048], "layers": [{"type": "conv2d", "out_channels": 4, "kernel": 1}]}, "output"),
+    ({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 1, "padding": 10 ** 9}]}, "output"),
+    ({"layers": [{"type": "linear", "out_channels": 10 ** 9}]}, "layers[0] (linear).out_channels"),
     ({"input_shape": [1, 10 ** 5, 10 ** 5]}, "input_shape"),
     ({"input_shape": [1, 4096, 4096]}, "input_shape"),
 ])

@@ -17,7 +17,7 @@ from terwin.hw.ternary.pe import TernaryPEArray
 from terwin.spec import PE4X4, PE8X8, PE8X16
 from terwin.synthetic import random_deployment
 
-SMALL = (("conv", 12), ("pool", 2), ("conv", 20), ("linear", 7))
+SMALL = (("conv2d", 12), ("maxpool2d", 2), ("conv2d", 20), ("linear", 7))
 
 
 def _run(dut, *benches):
@@ -158,7 +158,7 @@ def test_requantizer_matches_the_integer_contract():
 
 def test_compile_rejects_what_the_engine_cannot_run():
     spec = PE4X4
-    dep = random_deployment(spec, seed=1, topology=(("conv", 4), ("linear", 3)), input_shape=(1, 4, 4))
+    dep = random_deployment(spec, seed=1, topology=(("conv2d", 4), ("linear", 3)), input_shape=(1, 4, 4))
     conv = dep.layers[0]
     pool_first = dep.replace(layers=(MaxPool2d(name="p", in_shape=(1, 4, 4)),) + dep.layers)
     with pytest.raises(TerwinError, match="max-pool"):

@@ -16,10 +16,10 @@ from terwin.synthetic import random_deployment
 
 RESNET18 = Path(__file__).parents[1] / "examples" / "resnet18.json"
 SMALL = {"input_shape": [2, 12, 12], "tile_sparsity": 0.25, "seed": 3,
-         "layers": [{"type": "conv", "out_channels": 12, "kernel": 3, "padding": 1, "repeat": 2},
-                    {"type": "pool", "kernel": 2},
-                    {"type": "conv", "out_channels": 20, "kernel": 3, "padding": 1},
-                    {"type": "linear", "out_features": 10}]}
+         "layers": [{"type": "conv2d", "out_channels": 12, "kernel": 3, "padding": 1, "repeat": 2},
+                    {"type": "maxpool2d", "kernel": 2},
+                    {"type": "conv2d", "out_channels": 20, "kernel": 3, "padding": 1},
+                    {"type": "linear", "out_channels": 10}]}
 
 
 def write(tmp_path, data, name="net.json"):
@@ -63,7 +63,7 @@ def test_winograd_network_and_what_the_engine_cannot_run(tmp_path, capsys):
     assert main(["simulate", str(RESNET18), "--spec", "winograd"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert "layers[0] (conv)" in err and "3x3 stride-1" in err and "kernel 7 stride 2" in err
+    assert "layers[0] (conv2d)" in err and "3x3 stride-1" in err and "kernel 7 stride 2" in err
 
 
 @pytest.mark.parametrize("change, message", [
@@ -71,15 +71,41 @@ def test_winograd_network_and_what_the_engine_cannot_run(tmp_path, capsys):
     ({"colour": "red"}, "unknown field(s) colour"),
     ({"input_shape": [1, 8]}, "input_shape must be a list of 3"),
     ({"tile_sparsity": 1.0}, "tile_sparsity must be a number in [0, 1)"),
-    ({"layers": [{"type": "linear", "out_features": 10}, {"type": "pool"}]}, "must be the last layer"),
-    ({"layers": [{"type": "conv", "out_channels": 4, "kernel": 20}]}, "gives an empty output"),
-    ({"layers": [{"type": "attention"}]}, "needs a type, one of conv, pool, linear"),
-    ({"layers": [{"type": "conv", "out_channels": 4, "kernel": 3, "dilation": 2}]}, "unknown field(s) dilation"),
+    ({"layers": [{"type": "linear", "out_channels": 10}, {"type": "maxpool2d"}]}, "must be the last layer"),
+    ({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 20}]}, "gives an empty output"),
+    ({"layers": [{"type": "attention"}]}, "layers[0].type must be a layer kind, one of conv2d, maxpool2d, linear, "
+                                          "not 'attention'"),
+    ({"layers": [{"kernel": 3}]}, "layers[0].type must be a layer kind, one of conv2d, maxpool2d, linear, not None"),
+    ({"layers": ["conv2d"]}, "layers[0] must be an object with a type, one of conv2d, maxpool2d, linear"),
+    # a network description speaks the Deployment's layer kinds and field names: the old words are refused
+    ({"layers": [{"type": "conv", "out_channels": 4, "kernel": 3}]},
+     "layers[0].type must be a layer kind, one of conv2d, maxpool2d, linear, not 'conv'"),
+    ({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3}, {"type": "pool", "kernel": 2}]},
+     "layers[1].type must be a layer kind, one of conv2d, maxpool2d, linear, not 'pool'"),
+    ({"layers": [{"type": "linear", "out_features": 10}]},
+     "layers[0] (linear): unknown field(s) out_features (a linear takes out_channels, repeat, type)"),
+    ({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3, "dilation": 2}]}, "unknown field(s) dilation"),
 ])
 def test_bad_network_files_are_one_line_errors(tmp_path, capsys, change, message):
     assert main(["simulate", str(write(tmp_path, {**SMALL, **change}))]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_layer_names_follow_the_kinds_and_positions():
+    dep = network.network_deployment(SMALL, PE4X4)
+    assert [l.name for l in dep.layers] == ["conv0", "conv1", "pool2", "conv3", "linear4"]
+    assert network.layer_name("winograd_conv2d", 7) == "wconv7"
+
+
+def test_synthetic_topologies_speak_the_layer_kinds():
+    dep = random_deployment(WINOGRAD, seed=1, topology=(("winograd_conv2d", 2), ("maxpool2d", 2), ("linear", 3)),
+                            input_shape=(1, 4, 4), linear_int_bits=8)
+    assert [(l.kind, l.name) for l in dep.layers] == [("winograd_conv2d", "wconv0"), ("maxpool2d", "pool1"),
+                                                      ("linear", "linear2")]
+    for old in ("conv", "wconv", "pool"):
+        with pytest.raises(ValueError, match=rf"topology\[0\]: kind '{old}' is not a layer kind"):
+            random_deployment(PE4X4, topology=((old, 2), ("linear", 3)))
 
 
 def test_retarget_a_model_to_another_array_and_clock(tmp_path, capsys):

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def model(tmp_path_factory):
     """A small model on the digits' 8x8 input (verify streams digits images through it)."""
     path = tmp_path_factory.mktemp("model") / "small.terwin"
-    fileformat.save(random_deployment(PE4X4, seed=31, topology=(("conv", 6), ("pool", 2), ("linear", 10)),
+    fileformat.save(random_deployment(PE4X4, seed=31, topology=(("conv2d", 6), ("maxpool2d", 2), ("linear", 10)),
                                       input_shape=(1, 8, 8)), path)
     return path
 

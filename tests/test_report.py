@@ -16,7 +16,7 @@ from terwin.spec import PRESETS
 from terwin.synthetic import random_deployment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SMALL = dict(input_shape=(1, 6, 6), topology=(("conv", 8), ("pool", 2), ("linear", 5)))
+SMALL = dict(input_shape=(1, 6, 6), topology=(("conv2d", 8), ("maxpool2d", 2), ("linear", 5)))
 
 BUILD = {  # the fields terwin.build writes that the report reads
     "board": "icebreaker", "device": "iCE40UP5K", "luts": 2000, "logic_cells": 2500, "ffs": 1500, "brams": 10,

@@ -37,7 +37,7 @@ DIV = 4          # clock cycles per UART bit in the simulated board (the smalles
 CLK = 1e-6       # simulated clock period, seconds
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = REPO / "bitstreams" / "icebreaker" / "ternary-50"   # the trained digits model of the reference build
-SMALL = (("conv", 4), ("pool", 2), ("linear", 10))             # a digits-shaped model that simulates fast
+SMALL = (("conv2d", 4), ("maxpool2d", 2), ("linear", 10))             # a digits-shaped model that simulates fast
 
 
 class SimulatedBoard:
@@ -174,7 +174,7 @@ def test_run_on_simulated_board(tmp_path, capsys):
 def test_run_winograd_model_on_simulated_board(tmp_path, capsys):
     """The other engine, with 3-byte scores: a small random sparse-Winograd model, 4 images."""
     dep = random_deployment(PRESETS["winograd"], seed=0, input_shape=(1, 8, 8),
-                            topology=(("wconv", 4), ("pool", 2), ("linear", 10)))
+                            topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 10)))
     assert Protocol.for_model(dep).score_bytes == 3
     model = tmp_path / "winograd.terwin"
     fileformat.save(dep, model)

@@ -42,7 +42,7 @@ def test_unactivated_venv_generates_verilog(tmp_path):
 
     model = tmp_path / "m.terwin"
     fileformat.save(random_deployment(PRESETS["pe4x4"], seed=1, input_shape=(1, 6, 6),
-                                      topology=(("conv", 4), ("pool", 2), ("linear", 3))), model)
+                                      topology=(("conv2d", 4), ("maxpool2d", 2), ("linear", 3))), model)
     env = {k: v for k, v in os.environ.items() if k not in ("YOSYS", "VIRTUAL_ENV")}
     env["PATH"] = "/usr/bin:/bin"
     res = subprocess.run([sys.executable, "-m", "terwin", "generate", str(model), "--out", str(tmp_path / "rtl")],

@@ -19,7 +19,7 @@ DIV = 4
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bridge_with_accelerator_matches_reference(seed):
     dep = random_deployment(PRESETS["pe4x4"], seed=seed, input_shape=(1, 6, 6),
-                            topology=(("conv", 8), ("pool", 2), ("linear", 5)))
+                            topology=(("conv2d", 8), ("maxpool2d", 2), ("linear", 5)))
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(2, *dep.input_shape))
     images[0, 0, 0, :3] = [0, 255, 128]

@@ -16,7 +16,7 @@ from terwin.hw.winograd.transform import InputTransform, OutputTransform
 from terwin.spec import PRESETS, ceil_div
 from terwin.synthetic import random_deployment
 
-TOPOLOGY = (("wconv", 16), ("wconv", 16), ("pool", 2), ("linear", 10))
+TOPOLOGY = (("winograd_conv2d", 16), ("winograd_conv2d", 16), ("maxpool2d", 2), ("linear", 10))
 
 
 def small_dep(seed=0, *, density=0.4, spec=PRESETS["winograd"], topology=TOPOLOGY, input_shape=(1, 8, 8)):
@@ -179,7 +179,7 @@ def test_decoder_streams_layer_items_under_back_pressure(layer_no):
     program = compile_program(dep)
     from terwin.hw.winograd.layouts import item_layout
     layout = item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)
-    weighted = [s for s in program.stages if s.kind != "pool"]
+    weighted = [s for s in program.stages if s.kind != "maxpool2d"]
     lane = 1
     dut = WeightDecoder(layout=layout, items=[{"w": w, "addr": a, "last": l} for w, a, l in program.items[lane]],
                         bases=[s.item_base[lane] for s in weighted],
@@ -205,7 +205,7 @@ def test_decoder_issues_one_item_per_cycle():
     program = compile_program(dep)
     from terwin.hw.winograd.layouts import item_layout
     layout = item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)
-    weighted = [s for s in program.stages if s.kind != "pool"]
+    weighted = [s for s in program.stages if s.kind != "maxpool2d"]
     dut = WeightDecoder(layout=layout, items=[{"w": w, "addr": a, "last": l} for w, a, l in program.items[0]],
                         bases=[s.item_base[0] for s in weighted], counts=[len(s.lane_items[0]) for s in weighted])
     n = len(weighted[1].lane_items[0])
@@ -233,7 +233,7 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     dep = small_dep(seed=5, spec=spec)
     program = compile_program(dep)
     dut = SparseMultiplyStage(program)
-    weighted = [s for s in program.stages if s.kind != "pool"]
+    weighted = [s for s in program.stages if s.kind != "maxpool2d"]
     rng = np.random.default_rng(11)
     lim = (1 << (program.operand_bits - 1)) - 1
     results = {}
@@ -242,7 +242,7 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
         for n, s in enumerate(weighted):
             layer = dep.layers[s.index]
             dense = dense_targets(layer)
-            operands = rng.integers(-lim if s.kind == "wconv" else 0, lim + 1, size=dense.shape[1])
+            operands = rng.integers(-lim if s.kind == "winograd_conv2d" else 0, lim + 1, size=dense.shape[1])
             for a, v in enumerate(operands):
                 ctx.set(dut.v_write.en, 1)
                 ctx.set(dut.v_write.addr, a)

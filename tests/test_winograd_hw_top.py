@@ -18,7 +18,7 @@ from terwin.spec import PRESETS, ceil_div
 from terwin.synthetic import random_deployment
 from terwin import winograd
 
-DEFAULT_TOPOLOGY = (("wconv", 16), ("wconv", 16), ("pool", 2), ("linear", 10))
+DEFAULT_TOPOLOGY = (("winograd_conv2d", 16), ("winograd_conv2d", 16), ("maxpool2d", 2), ("linear", 10))
 
 
 def synthetic(seed=0, *, density=0.4, lanes=4, topology=DEFAULT_TOPOLOGY, input_shape=(1, 8, 8), **spec_changes):
@@ -86,18 +86,20 @@ def check_against_models(dep, q, results):
 
 @pytest.mark.parametrize("case", [
     # odd map sizes (partial output tiles), 2 input channels, 8 lanes
-    dict(seed=1, lanes=8, topology=(("wconv", 4), ("wconv", 4), ("pool", 2), ("linear", 3)), input_shape=(2, 5, 6)),
+    dict(seed=1, lanes=8, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)),
+         input_shape=(2, 5, 6)),
     # one lane, a linear layer in the middle, very sparse
-    dict(seed=2, lanes=1, density=0.1, topology=(("wconv", 3), ("pool", 2), ("linear", 6), ("linear", 4)),
-         input_shape=(1, 6, 6)),
+    dict(seed=2, lanes=1, density=0.1,
+         topology=(("winograd_conv2d", 3), ("maxpool2d", 2), ("linear", 6), ("linear", 4)), input_shape=(1, 6, 6)),
     # dense Winograd weights, 2 lanes, pool of 3
-    dict(seed=3, lanes=2, density=1.0, topology=(("wconv", 4), ("pool", 3), ("linear", 5)), input_shape=(3, 7, 7)),
+    dict(seed=3, lanes=2, density=1.0, topology=(("winograd_conv2d", 4), ("maxpool2d", 3), ("linear", 5)),
+         input_shape=(3, 7, 7)),
     # two class scores pushed back to back (found by random testing: a depth-2 score FIFO dropped one)
-    dict(seed=5761, lanes=4, density=1.0, topology=(("wconv", 2), ("linear", 2)), input_shape=(1, 8, 6),
+    dict(seed=5761, lanes=4, density=1.0, topology=(("winograd_conv2d", 2), ("linear", 2)), input_shape=(1, 8, 6),
          act_bits=6, winograd_weight_bits=6),
     # 6-bit activations, 5-bit Winograd weights
-    dict(seed=4, lanes=4, topology=(("wconv", 5), ("wconv", 3), ("linear", 4)), input_shape=(1, 4, 5),
-         act_bits=6, winograd_weight_bits=5),
+    dict(seed=4, lanes=4, topology=(("winograd_conv2d", 5), ("winograd_conv2d", 3), ("linear", 4)),
+         input_shape=(1, 4, 5), act_bits=6, winograd_weight_bits=5),
 ])
 def test_top_matches_reference_and_cycle_model(case):
     case = dict(case)
@@ -109,7 +111,7 @@ def test_top_matches_reference_and_cycle_model(case):
 
 def test_top_without_padding():
     """A Winograd layer with padding 0 (Ho = H - 2, odd: a partial tile) before the classifier."""
-    base = synthetic(6, topology=(("wconv", 3), ("linear", 4)), input_shape=(2, 7, 7))
+    base = synthetic(6, topology=(("winograd_conv2d", 3), ("linear", 4)), input_shape=(2, 7, 7))
     conv = dataclasses.replace(base.layers[0], padding=0)
     rng = np.random.default_rng(6)
     w = rng.integers(-127, 128, size=(4, int(np.prod(conv.out_shape))))
@@ -157,8 +159,9 @@ def test_cycles_fall_as_winograd_sparsity_rises():
     densities = [1.0, 0.8, 0.6, 0.4, 0.2, 0.1]
     series = []
     for d in densities:
-        layers = predict(synthetic(11, density=d))["layers"]
-        wl = [l for l in layers if l["name"].startswith("wconv")]
+        dep = synthetic(11, density=d)
+        layers = predict(dep)["layers"]
+        wl = [l for l, layer in zip(layers, dep.layers) if layer.kind == "winograd_conv2d"]
         series.append((sum(l["mac_cycles"] for l in wl), sum(l["cycles"] for l in layers)))
     macs, totals = zip(*series)
     assert all(a > b for a, b in zip(macs, macs[1:])), macs
@@ -167,10 +170,10 @@ def test_cycles_fall_as_winograd_sparsity_rises():
 
 def test_unsupported_models_are_user_errors():
     spec = PRESETS["winograd"]
-    dep = random_deployment(spec, seed=0, topology=(("wconv", 4), ("conv", 4), ("linear", 3)))
+    dep = random_deployment(spec, seed=0, topology=(("winograd_conv2d", 4), ("conv2d", 4), ("linear", 3)))
     with pytest.raises(TerwinError, match="conv2d"):
         compile_program(dep)
-    dep = random_deployment(spec, seed=0, topology=(("wconv", 4), ("linear", 3)))
+    dep = random_deployment(spec, seed=0, topology=(("winograd_conv2d", 4), ("linear", 3)))
     with pytest.raises(TerwinError, match="Winograd engine cannot run"):
         compile_program(dep.replace(spec=PRESETS["pe8x8"]))
     fc = dep.layers[-1]
@@ -225,7 +228,7 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
             self.v_bits = 12
             super().__init__(bt, in_shape=unsigned(act_bits), out_shape=signed(self.v_bits))
 
-    dep = synthetic(1, topology=(("wconv", 4), ("pool", 2), ("linear", 3)))
+    dep = synthetic(1, topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)))
     monkeypatch.setattr(operands, "InputTransform", TypoInputTransform)
     broken = tmp_path / "broken.v"
     broken.write_text(rtl.to_verilog(dep, top=WinogradAccelerator(dep)))
@@ -243,7 +246,7 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
 
 def test_io_cycles_at_full_rate():
     """From the first input beat to `busy` falling, with both streams at full rate: compute + io_cycles."""
-    dep = synthetic(8, topology=(("wconv", 4), ("pool", 2), ("linear", 3)), input_shape=(1, 6, 6))
+    dep = synthetic(8, topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)), input_shape=(1, 6, 6))
     top = WinogradAccelerator(dep)
     seen = {}
 
@@ -278,10 +281,10 @@ def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits
     """Random lanes, widths, map sizes and layer stacks: scores equal the reference, counters the model."""
     topology, (h, w) = [], shape[1:]
     for _ in range(data.draw(st.integers(1, 2), label="winograd layers")):
-        topology.append(("wconv", data.draw(st.integers(1, 5), label="channels")))
+        topology.append(("winograd_conv2d", data.draw(st.integers(1, 5), label="channels")))
         if min(h, w) >= 2 and data.draw(st.booleans(), label="pool"):
             k = data.draw(st.integers(2, min(3, h, w)), label="pool size")
-            topology.append(("pool", k))
+            topology.append(("maxpool2d", k))
             h, w = (h - k) // k + 1, (w - k) // k + 1
     if data.draw(st.booleans(), label="hidden linear"):
         topology.append(("linear", data.draw(st.integers(1, 6), label="hidden features")))

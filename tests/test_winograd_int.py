@@ -17,7 +17,8 @@ from terwin.sim import reference
 from terwin.spec import WINOGRAD
 from terwin.synthetic import random_deployment
 
-WTOPO = (("wconv", 16), ("wconv", 32), ("pool", 2), ("wconv", 32), ("pool", 2), ("linear", 10))
+WTOPO = (("winograd_conv2d", 16), ("winograd_conv2d", 32), ("maxpool2d", 2), ("winograd_conv2d", 32), ("maxpool2d", 2),
+         ("linear", 10))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_quantizer_gradient_is_straight_through():
        density=st.floats(0.1, 0.9))
 def test_torch_integer_evaluation_equals_reference_on_random_models(seed, h, w, c, density):
     """Odd sizes, partial tiles, every Winograd-domain value of the 8-bit range."""
-    topo = (("wconv", 16), ("wconv", 16), ("pool", 2), ("linear", 10))
+    topo = (("winograd_conv2d", 16), ("winograd_conv2d", 16), ("maxpool2d", 2), ("linear", 10))
     dep = random_deployment(WINOGRAD, seed=seed, topology=topo, input_shape=(c, h, w), winograd_density=density,
                             calibration_images=8)
     q = np.random.default_rng(seed).integers(0, 256, size=(6, c, h, w))
@@ -84,7 +85,7 @@ def test_torch_integer_evaluation_equals_reference_on_random_models(seed, h, w, 
 
 def test_torch_integer_evaluation_of_direct_conv_layers_equals_reference():
     """Non-Winograd layers (direct conv, linear) follow the same integer contract."""
-    topo = (("conv", 16), ("pool", 2), ("wconv", 16), ("linear", 10))
+    topo = (("conv2d", 16), ("maxpool2d", 2), ("winograd_conv2d", 16), ("linear", 10))
     dep = random_deployment(WINOGRAD, seed=5, topology=topo, input_shape=(1, 7, 7))
     q = np.random.default_rng(5).integers(0, 256, size=(10, 1, 7, 7))
     assert np.array_equal(reference.forward(dep, q), torch_int.forward(dep, q).numpy())
@@ -148,7 +149,7 @@ def test_integer_model_tracks_the_fake_quantized_torch_model(digits):
 
 def test_accumulator_bound_holds_and_is_reached_by_the_worst_input():
     rng = np.random.default_rng(0)
-    dep = random_deployment(WINOGRAD, seed=3, topology=(("wconv", 4), ("linear", 2)), input_shape=(3, 4, 4))
+    dep = random_deployment(WINOGRAD, seed=3, topology=(("winograd_conv2d", 4), ("linear", 2)), input_shape=(3, 4, 4))
     layer = dep.layers[0]
     bound = accumulator_bound(layer, WINOGRAD)
     worst = 0

@@ -17,11 +17,10 @@ leave the output FIFO while the last layer still runs): io_cycles = inputs + 3.
 """
 from __future__ import annotations
 
-import numpy as np
-
+from terwin.deployment import MaxPool2d
 from terwin.spec import ceil_div
 
-from .program import OP, WinogradProgram, compile_program
+from .program import OP, WinogradProgram
 
 
 def stage_cycles(program: WinogradProgram) -> list[dict]:
@@ -31,7 +30,7 @@ def stage_cycles(program: WinogradProgram) -> list[dict]:
         ph = [p for p in program.phases if p.stage == n]
         cycles = sum(p.length for p in ph)
         mac = sum(p.length for p in ph if p.op in (OP["MULT"], OP["DRAIN"]))
-        ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != "pool" else 0
+        ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != MaxPool2d.kind else 0
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out
 
@@ -41,36 +40,3 @@ def predict(program: WinogradProgram) -> dict:
     # one beat per input activation; the scores leave the FIFO while the last layer still runs, and
     # `busy` falls 3 cycles after the last push (FIFO latency 2, then the controller sees it empty)
     return {"layers": program.per_layer(stage_cycles(program)), "io_cycles": program.n_inputs + 3}
-
-
-DIGITS_TOPOLOGY = (("wconv", 16), ("wconv", 32), ("pool", 2), ("wconv", 32), ("pool", 2), ("linear", 10))
-
-
-def sparsity_series(densities=(1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), *, spec=None, seed: int = 0,
-                    topology=DIGITS_TOPOLOGY) -> list[dict]:
-    """Cycles of synthetic Winograd models (`terwin.synthetic`, int8 classifier) as Winograd density falls."""
-    from terwin.spec import PRESETS
-    from terwin.synthetic import random_deployment
-
-    spec = spec or PRESETS["winograd"]
-    rows = []
-    for d in densities:
-        dep = random_deployment(spec, seed=seed, topology=topology, winograd_density=d, linear_int_bits=8)
-        layers = predict(compile_program(dep))["layers"]
-        wl = [l for l, layer in zip(layers, dep.layers) if layer.kind == "winograd_conv2d"]
-        rows.append({
-            "density": d,
-            "winograd_nonzeros": sum(int(np.count_nonzero(x.weight)) for x in dep.layers if x.kind == "winograd_conv2d"),
-            "winograd_mac_cycles": sum(l["mac_cycles"] for l in wl),
-            "winograd_ideal_mac_cycles": sum(l["ideal_mac_cycles"] for l in wl),
-            "cycles": sum(l["cycles"] for l in layers),
-        })
-    return rows
-
-
-if __name__ == "__main__":
-    print(f"{'density':>8}{'nnz(U)':>9}{'mult cyc':>10}{'ideal':>8}{'ratio':>7}{'cycles':>9}")
-    for r in sparsity_series():
-        print(f"{r['density']:>8.2f}{r['winograd_nonzeros']:>9}{r['winograd_mac_cycles']:>10}"
-              f"{r['winograd_ideal_mac_cycles']:>8}{r['winograd_mac_cycles'] / r['winograd_ideal_mac_cycles']:>7.3f}"
-              f"{r['cycles']:>9}")

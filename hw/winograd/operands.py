@@ -6,6 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
+from terwin.deployment import Linear, WinogradConv2d
 from terwin.intmath import signed_bits, unsigned_bits
 
 from .buffers import act_addr_bits
@@ -53,7 +54,7 @@ class OperandLoader(wiring.Component):
         cbits = signed_bits(-coord_max, coord_max)
         ky, kx, chan = count[2:4], count[0:2], count[4:]
         for n, s in enumerate(p.stages):
-            if s.kind != "wconv":
+            if s.kind != WinogradConv2d.kind:
                 continue
             c, h, w = s.in_shape
             y = Signal(signed(cbits), name=f"iy_{s.name}")
@@ -94,7 +95,7 @@ class OperandLoader(wiring.Component):
         copy_addr = Signal.like(self.v_write.addr)
         with m.If(self.in_linear):
             for n, s in enumerate(p.stages):
-                if s.kind == "linear":
+                if s.kind == Linear.kind:
                     with m.If(stage == n):
                         m.d.comb += [self.read.addr.eq(count), self.read.inside.eq(1), self.read.en.eq(1)]
                         m.d.sync += copy_valid.eq(count < s.in_shape[0] * s.in_shape[1] * s.in_shape[2])

@@ -5,6 +5,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from terwin.deployment import MaxPool2d
 from terwin.intmath import unsigned_bits
 
 from .buffers import act_addr_bits
@@ -37,7 +38,7 @@ class PoolUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, count = self._program, self.count
-        pools = [(n, s) for n, s in enumerate(p.stages) if s.kind == "pool"]
+        pools = [(n, s) for n, s in enumerate(p.stages) if s.kind == MaxPool2d.kind]
         kmax = max(s.pool_k for _, s in pools)
         pos = Signal(range(kmax * kmax + 1))                  # position in the window, row-major
         out_x = Signal(range(max(s.out_shape[2] for _, s in pools) + 1))

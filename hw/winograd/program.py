@@ -70,7 +70,7 @@ OP = {name: i for i, name in enumerate(OPS)}
 @dataclass
 class Stage(ProgramStage):
     """One layer as the engine runs it."""
-    kind: str                        # "wconv", "linear", "pool"
+    kind: str                        # its layer's kind (`layer.kind`): winograd_conv2d, linear, maxpool2d
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     src: int                         # activation buffer read (0/1)
@@ -157,10 +157,10 @@ class WinogradProgram(Program):
     @property
     def weighted(self) -> list[Stage]:
         """The stages with weights (the multiply stage's layers), in order."""
-        return [s for s in self.stages if s.kind != "pool"]
+        return [s for s in self.stages if s.kind != MaxPool2d.kind]
 
     def stage_table(self) -> dict[str, list[int]]:
-        weighted = [n for n, s in enumerate(self.stages) if s.kind != "pool"]
+        weighted = [n for n, s in enumerate(self.stages) if s.kind != MaxPool2d.kind]
         return {
             "src": [s.src for s in self.stages],                    # activation buffer read
             "dst": [max(s.dst, 0) for s in self.stages],            # activation buffer written
@@ -282,24 +282,19 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     cur = 0
     for i, layer in enumerate(layers):
         last = i == len(layers) - 1
-        if isinstance(layer, MaxPool2d):
-            kind = "pool"
-        elif isinstance(layer, WinogradConv2d):
-            kind = "wconv"
-            if not layer.relu:
-                raise TerwinError(f"layer {layer.name}: the Winograd engine outputs class scores from a linear layer; "
-                                  f"a Winograd convolution must end in a ReLU")
-        elif isinstance(layer, Linear):
-            kind = "linear"
-            if layer.weight_code not in ("int", "ternary"):
-                raise TerwinError(f"layer {layer.name}: unknown weight code {layer.weight_code!r}")
-        else:
+        kind = layer.kind    # the stage's kind is its layer's
+        if not isinstance(layer, (WinogradConv2d, MaxPool2d, Linear)):
             raise TerwinError(f"layer {layer.name}: the Winograd engine runs winograd_conv2d, maxpool2d and linear "
                               f"layers, not {layer.kind} (use a ternary spec for spatial convolutions)")
-        if last and kind != "linear":
+        if isinstance(layer, WinogradConv2d) and not layer.relu:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine outputs class scores from a linear layer; "
+                              f"a Winograd convolution must end in a ReLU")
+        if isinstance(layer, Linear) and layer.weight_code not in ("int", "ternary"):
+            raise TerwinError(f"layer {layer.name}: unknown weight code {layer.weight_code!r}")
+        if last and kind != Linear.kind:
             raise TerwinError(f"layer {layer.name}: the Winograd engine needs a linear classifier as the last layer, "
                               f"not {layer.kind}")
-        if not last and kind == "linear" and not layer.relu:
+        if not last and kind == Linear.kind and not layer.relu:
             raise TerwinError(f"layer {layer.name}: only the last layer may output raw scores")
         if last and layer.relu:
             raise TerwinError(f"layer {layer.name}: the Winograd engine's last layer outputs raw class scores; "
@@ -307,10 +302,10 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         raw = last
         s = Stage(index=i, name=layer.name, kind=kind, in_shape=tuple(layer.in_shape),
                   out_shape=tuple(layer.out_shape), src=cur, dst=-1 if raw else 1 - cur, raw=raw)
-        if kind == "pool":
+        if kind == MaxPool2d.kind:
             s.pool_k, s.pool_s = layer.kernel, layer.stride
         else:
-            if kind == "wconv":
+            if kind == WinogradConv2d.kind:
                 m = layer.tile
                 s.padding = layer.padding
                 s.tiles_y = ceil_div(s.out_shape[1], m)
@@ -322,7 +317,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
             s.nonzero = int(np.count_nonzero(layer.weight))
             s.issue = max(1, max(len(items) for items in s.lane_items))
             w = np.abs(np.asarray(layer.weight, dtype=np.int64))
-            if kind == "wconv":
+            if kind == WinogradConv2d.kind:
                 per_target = w.sum(axis=1).max() if w.size else 0
                 s.acc_max = int(per_target) * s.operand_max
                 s.y_max = y_gain * s.acc_max
@@ -338,7 +333,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     target_map: list = []
     params: list = []
     for s in stages:
-        if s.kind == "pool":
+        if s.kind == MaxPool2d.kind:
             continue
         layer = layers[s.index]
         s.item_base = [len(items[l]) for l in range(lanes)]
@@ -359,11 +354,11 @@ def compile_program(dep: Deployment) -> WinogradProgram:
 
     phases: list[Phase] = []
     for n, s in enumerate(stages):
-        if s.kind == "pool":
+        if s.kind == MaxPool2d.kind:
             c, ho, wo = s.out_shape
             phases.append(Phase(OP["POOL"], n, c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL))
             continue
-        if s.kind == "linear":
+        if s.kind == Linear.kind:
             n_in = int(np.prod(s.in_shape))
             phases += [Phase(OP["IN_L"], n, n_in + 1, arm=1), Phase(OP["MULT"], n, s.issue),
                        Phase(OP["DRAIN"], n, MULT_LATENCY), Phase(OP["OUT_L"], n, s.out_channels + OUT_TAIL_L)]
@@ -383,9 +378,10 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         phases.append(Phase(OP["DRAIN"], n, MULT_LATENCY))
         phases.append(Phase(OP["OUT_W"], n, out_len, *coords[-1]))
 
-    weighted = [s for s in stages if s.kind != "pool"]
+    weighted = [s for s in stages if s.kind != MaxPool2d.kind]
     act_sizes = [int(np.prod(dep.input_shape))] + [int(np.prod(s.out_shape)) for s in stages if not s.raw]
-    operand_depth = max(16 * s.in_shape[0] if s.kind == "wconv" else int(np.prod(s.in_shape)) for s in weighted)
+    operand_depth = max(16 * s.in_shape[0] if s.kind == WinogradConv2d.kind else int(np.prod(s.in_shape))
+                        for s in weighted)
     operand_max = max(s.operand_max for s in weighted)
     wmax = max(int(np.abs(np.asarray(layers[s.index].weight)).max(initial=0)) for s in weighted)
     wmin = min(int(np.asarray(layers[s.index].weight).min(initial=0)) for s in weighted)

@@ -6,6 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
+from terwin.deployment import Linear, WinogradConv2d
 from terwin.intmath import unsigned_bits
 
 from ..common.control import delayed
@@ -63,10 +64,10 @@ class ResultReader(wiring.Component):
         reading = Signal()
         m.d.comb += [self.m_read.addr.eq(self.k.map_base + count), self.m_read.en.eq(reading)]
         for n, s in enumerate(p.stages):
-            if s.kind == "wconv":
+            if s.kind == WinogradConv2d.kind:
                 with m.If(self.out_window & (stage == n)):
                     m.d.comb += reading.eq(count < 16 * s.out_channels)
-            elif s.kind == "linear":
+            elif s.kind == Linear.kind:
                 with m.If(self.out_linear & (stage == n)):
                     m.d.comb += reading.eq(count < s.out_channels)
         # tags along the two-cycle M read: valid, target, linear
@@ -104,7 +105,7 @@ class ResultReader(wiring.Component):
             m.d.comb += [self.y_valid.eq(1), self.y.eq(y_flat[y_idx]), xform.o_stream.ready.eq(y_idx == 3)]
             m.d.sync += y_idx.eq(y_idx + 1)
             for n, s in enumerate(p.stages):
-                if s.kind != "wconv":
+                if s.kind != WinogradConv2d.kind:
                     continue
                 _, ho, wo = s.out_shape
                 oy = Signal(range(2 * s.tiles_y + 2), name=f"oy_{s.name}")

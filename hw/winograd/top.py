@@ -23,6 +23,8 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 
+from terwin.deployment import MaxPool2d
+
 from ..common.control import LayerCounters, StageConstants
 from ..common.ports import accelerator_signature
 from .buffers import ActivationBuffers, ImageLoader
@@ -61,7 +63,7 @@ class WinogradAccelerator(wiring.Component):
         m.submodules.reader = reader = ResultReader(p, phase=phases, constants=kk)
         m.submodules.writer = writer = ResultWriter(p, constants=kk)
         units = [operands, reader]
-        if any(s.kind == "pool" for s in p.stages):
+        if any(s.kind == MaxPool2d.kind for s in p.stages):
             m.submodules.pool = pool = PoolUnit(p, phase=phases, constants=kk)
             units.append(pool)
             m.d.comb += [pool.active.eq(running & (phase.op == OP["POOL"])), pool.pixel.eq(buffers.pixel)]
