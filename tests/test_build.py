@@ -156,6 +156,21 @@ def test_ecp5_build_reports_bram_and_pll(tmp_path):
     assert report["fmax_by_clock"] and report["fmax_mhz"] == min(v["achieved_mhz"] for v in report["fmax_by_clock"].values())
 
 
+
+@pytest.mark.build
+def test_ecp5_builds_the_ternary_accelerator(tmp_path):
+    """Yosys' ABC9 stopped on an assertion for this design on ECP5 until the view-field names were made
+    private (`terwin.build.YOSYS_AFTER_READ`)."""
+    from terwin.build import build_model
+    from terwin.spec import PRESETS
+    from terwin.synthetic import random_deployment
+
+    dep = random_deployment(PRESETS["pe4x4"], seed=5, input_shape=(1, 6, 6),
+                            topology=(("conv", 8), ("pool", 2), ("linear", 5)))
+    report = build_model(dep, board="ulx3s-85f", out_dir=tmp_path, clock_mhz=60, quiet=True)
+    assert report["fits"] is True and report["family"] == "ecp5" and report["target_mhz"] == 60.0
+    assert report["luts"] > 0 and (tmp_path / "terwin.bit").stat().st_size > 100_000
+
 # -- FPGA families ---------------------------------------------------------------------------------
 
 ROOT = Path(__file__).parents[1]
