@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import TerwinError
 
 DESCRIPTION = ("terwin: compress a CNN into a ternary PE-tile-pruned or Winograd-sparse integer model, generate "
@@ -45,7 +46,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="terwin", description=DESCRIPTION,
         epilog="Start with `terwin demo` (the whole flow on the digits demo); `terwin COMMAND --help` for each command.")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"terwin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():

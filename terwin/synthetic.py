@@ -5,11 +5,14 @@ unsigned range instead of saturating or vanishing: the hardware sees realistic v
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import intmath
 from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
 from .network import layer_name, random_int_linear, random_ternary_layer, random_winograd_layer
+from .sim import reference  # the calibration oracle
 from .spec import HardwareSpec
 
 # A topology is (kind, arg) per layer, kind one of the Deployment's layer kinds (`layer.kind`):
@@ -26,8 +29,6 @@ def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPO
     """`topology`: (kind, arg) per layer, kinds as in `DIGITS_TOPOLOGY`. `linear_int_bits`: when set,
     "linear" layers get signed integer weights of that width (weight_code "int", no tile mask,
     `zero_fraction` of them zero) instead of ternary tiles."""
-    from terwin.sim import reference  # the reference is the calibration oracle
-
     topology = tuple(topology)
     for i, (kind, _) in enumerate(topology):
         if kind not in KINDS:
@@ -77,5 +78,4 @@ def random_deployment(spec: HardwareSpec, *, seed: int = 0, topology=DIGITS_TOPO
 
 
 def _with(layer, **changes):
-    import dataclasses
     return dataclasses.replace(layer, **changes)

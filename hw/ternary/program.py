@@ -235,6 +235,7 @@ class TernaryProgram(Program):
         return unsigned_bits(len(self.lane_map) - 1)
 
     def memories(self) -> list[MemoryImage]:
+        # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
         from amaranth.hdl import signed, unsigned
 
         from ..common.requant import param_layout

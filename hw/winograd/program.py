@@ -177,6 +177,7 @@ class WinogradProgram(Program):
                 "tile_bits": unsigned_bits(max(max(s.tiles_y, s.tiles_x) for s in self.stages))}
 
     def memories(self) -> list[MemoryImage]:
+        # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
         from amaranth.hdl import signed, unsigned
 
         from ..common.requant import param_layout
