@@ -166,7 +166,7 @@ def test_ecp5_builds_the_ternary_accelerator(tmp_path):
     from terwin.synthetic import random_deployment
 
     dep = random_deployment(PRESETS["pe4x4"], seed=5, input_shape=(1, 6, 6),
-                            topology=(("conv", 8), ("pool", 2), ("linear", 5)))
+                            topology=(("conv2d", 8), ("maxpool2d", 2), ("linear", 5)))
     report = build_model(dep, board="ulx3s-85f", out_dir=tmp_path, clock_mhz=60, quiet=True)
     assert report["fits"] is True and report["family"] == "ecp5" and report["target_mhz"] == 60.0
     assert report["luts"] > 0 and (tmp_path / "terwin.bit").stat().st_size > 100_000
