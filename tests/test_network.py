@@ -258,3 +258,59 @@ def test_retarget_a_model_to_another_array_and_clock(tmp_path, capsys):
     assert main(["simulate", str(path), "--spec", str(spec)]) == 2
     assert "compressed with act_bits=8" in capsys.readouterr().err
 
+
+# -- graph features on the Winograd engine: refused in one line naming the layer and the feature -------------
+
+
+CHAIN = {"input_shape": [4, 8, 8], "layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3, "padding": 1,
+                                               "repeat": 4}, {"type": "linear", "out_channels": 3}]}
+
+
+def _graph(**changes):
+    """The Winograd chain CHAIN with some layers' fields changed (by name), validated."""
+    dep = network.network_deployment(CHAIN, WINOGRAD)
+    layers = tuple(dataclasses.replace(l, **changes.get(l.name, {})) for l in dep.layers)
+    return dep.replace(layers=layers).validate()
+
+
+def test_the_winograd_engine_refuses_graph_features():
+    from terwin.hw.winograd.program import compile_program
+    m_r = {"residual_multiplier": np.full(4, 2)}
+    compile_program(_graph(conv1={"source": "conv0"}))  # a source naming the previous layer is a chain
+    cases = [
+        (_graph(conv1={"source": "@input"}, conv2={"residual": "conv0", **m_r}),
+         "layer conv1: the Winograd engine runs a chain of layers, each reading the one before it; "
+         "this one reads @input (source)"),
+        (_graph(conv2={"residual": "conv0", **m_r}),
+         "layer conv2: the Winograd engine has no residual connections (residual conv0)"),
+        (_graph(conv1={"relu": False}, conv2={"source": "conv0"}, conv3={"residual": "conv1", **m_r}),
+         "layer conv1: the Winograd engine has no signed maps (relu false before the last layer: a projection "
+         "shortcut)"),
+    ]
+    for dep, message in cases:
+        with pytest.raises(TerwinError) as info:
+            compile_program(dep)
+        assert str(info.value) == message
+
+
+def test_winograd_graph_refusals_through_the_cli(tmp_path, capsys):
+    identity = {**CHAIN, "layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3, "padding": 1},
+                                    {"type": "residual", "out_channels": 4}, {"type": "linear", "out_channels": 3}]}
+    pooled = {**CHAIN, "layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3, "padding": 1},
+                                  {"type": "avgpool2d", "global": True}, {"type": "linear", "out_channels": 3}]}
+    for net, message in ((identity, "layer conv2: the Winograd engine has no residual connections (residual conv0)"),
+                         (pooled, "layer avgpool1: the Winograd engine has no average pooling (avgpool2d)"),
+                         ({**identity, "layers": [{"type": "residual", "out_channels": 8},
+                                                  {"type": "linear", "out_channels": 3}]},
+                          "layers[0] (residual): the Winograd engine runs 3x3 stride-1 convolutions only, not kernel "
+                          "1 stride 1 (the block's projection shortcut)")):
+        assert main(["simulate", str(write(tmp_path, net)), "--spec", "winograd"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    model = tmp_path / "pooled.terwin"
+    fileformat.save(network.network_deployment(pooled, WINOGRAD), model)
+    assert main(["generate", str(model), "--out", str(tmp_path / "rtl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer avgpool1: the Winograd engine has no average pooling (avgpool2d)" in err
+    assert not (tmp_path / "rtl").exists()
+
