@@ -314,3 +314,23 @@ def test_winograd_graph_refusals_through_the_cli(tmp_path, capsys):
     assert err.count("\n") == 1 and "layer avgpool1: the Winograd engine has no average pooling (avgpool2d)" in err
     assert not (tmp_path / "rtl").exists()
 
+
+def test_inspect_shows_the_graph(tmp_path, capsys):
+    path = tmp_path / "res.terwin"
+    fileformat.save(network.network_deployment(RESIDUAL, PE4X4), path)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "format v2" in lines[0] and lines[3].split()[:3] == ["layer", "kind", "reads"]
+    rows = {line.split()[0]: line for line in lines[5:-1]}
+    assert rows["conv2"].split()[:3] == ["conv2", "conv2d", "+conv0"]
+    assert rows["proj3"].split()[:4] == ["proj3", "conv2d", "(signed)", "-"]
+    assert rows["conv4"].split()[:3] == ["conv4", "conv2d", "conv2"]  # reads the block's input, not proj3
+    assert rows["avgpool8"].split()[:4] == ["avgpool8", "avgpool2d", "-", "16x6x6"]
+    assert main(["inspect", "--json", str(path)]) == 0
+    stats = {row["name"]: row for row in json.loads(capsys.readouterr().out)["layers"]}
+    assert (stats["conv5"]["residual"], stats["conv4"]["source"], stats["proj3"]["signed"]) == ("proj3", "conv2", True)
+    assert "source" not in stats["conv5"] and "weights" not in stats["avgpool8"]
+    chain = tmp_path / "chain.terwin"
+    fileformat.save(network.network_deployment(SMALL, PE4X4), chain)
+    assert main(["inspect", str(chain)]) == 0
+    assert "reads" not in capsys.readouterr().out  # a version-1 model's table is as it was
