@@ -248,7 +248,7 @@ def _draw(fields: dict, spec: HardwareSpec, rng, tile_sparsity: float, zero_frac
     if kind == AvgPool2d.kind:
         return AvgPool2d(**fields)
     out = fields["out_channels"]
-    if fields.get("residual") is not None:  # the shortcut's map added at its own scale: m_r = 2^shift
+    if fields.get("residual") is not None:  # the shortcut at its own scale: m_r = 2^shift, shift 1 (`unit_requant`)
         fields["residual_multiplier"] = np.full(out, 2, dtype=np.int64)
     winograd = spec.weight_format == "winograd"
     if kind == Linear.kind:

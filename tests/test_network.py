@@ -56,8 +56,9 @@ def test_resnet18_description_is_resnet18_and_builds_in_under_a_second():
     assert (fc.kind, fc.relu, fc.in_shape) == ("linear", False, (512, 1, 1))
 
 
-@pytest.mark.xfail(strict=True, raises=TerwinError, reason="the ternary engine compiles no graphs (residual, avgpool2d) in this branch: "
-                                       "the graph engine lands in branch graphhw")
+@pytest.mark.xfail(strict=True, raises=TerwinError,
+                   reason="the ternary engine compiles no graphs (residual, avgpool2d) in this branch: "
+                          "the graph engine lands in branch graphhw")
 def test_resnet18_example_through_the_cli(tmp_path, capsys):
     dep = network.load_network(RESNET18, PE8X8)
     start = time.perf_counter()
@@ -199,7 +200,8 @@ def test_winograd_network_and_what_the_engine_cannot_run(tmp_path, capsys):
      "layers[0] (avgpool2d).global must be true or false, not 'yes'"),
     ({"layers": [{"type": "avgpool2d", "global": True, "kernel": 3}, {"type": "linear", "out_channels": 2}]},
      "layers[0] (avgpool2d): a global average pool takes no kernel or stride"),
-    ({"input_shape": [2, 12, 8], "layers": [{"type": "avgpool2d", "global": True}, {"type": "linear", "out_channels": 2}]},
+    ({"input_shape": [2, 12, 8],
+      "layers": [{"type": "avgpool2d", "global": True}, {"type": "linear", "out_channels": 2}]},
      "layers[0] (avgpool2d): a global average pool needs a square map, not 12x8"),
     ({"layers": [{"type": "avgpool2d", "kernel": 13}, {"type": "linear", "out_channels": 2}]},
      "layers[0] (avgpool2d): input (2, 12, 12) gives an empty output (2, 0, 0)"),
