@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .deployment import Deployment, MaxPool2d, WinogradConv2d
+from .deployment import INPUT, Deployment, WinogradConv2d
 
 SCALE_BITS = 32
 REQUANT_BITS_PER_CHANNEL = 32 + 16 + 6
@@ -24,7 +24,7 @@ REQUANT_BITS_PER_CHANNEL = 32 + 16 + 6
 def layer_stats(layer, spec) -> dict:
     row = {"name": layer.name, "kind": layer.kind, "in": "x".join(map(str, layer.in_shape)),
            "out": "x".join(map(str, layer.out_shape))}
-    if isinstance(layer, MaxPool2d):
+    if not hasattr(layer, "weight"):  # maxpool2d, avgpool2d
         return row
     w = layer.weight
     out = layer.out_channels
@@ -53,7 +53,18 @@ def layer_stats(layer, spec) -> dict:
 
 
 def model_stats(dep: Deployment) -> dict:
+    """Per-layer rows (`layer_stats`, and the graph: `source` where a layer reads another map than the
+    previous layer's, `residual` where it adds one, `signed` for a signed map) and model totals."""
     rows = [layer_stats(layer, dep.spec) for layer in dep.layers]
+    previous = INPUT
+    for i, (row, layer, source) in enumerate(zip(rows, dep.layers, dep.sources())):
+        if source != previous:
+            row["source"] = source
+        if getattr(layer, "residual", None) is not None:
+            row["residual"] = layer.residual
+        if not getattr(layer, "relu", True) and i < len(rows) - 1:
+            row["signed"] = True
+        previous = layer.name
     weighted = [r for r in rows if "weights" in r]
     totals = {k: sum(r.get(k, 0) for r in weighted)
               for k in ("weights", "nonzero", "float_weights", "weight_bits_stored", "requant_bits", "tiles", "tiles_kept")}

@@ -132,6 +132,12 @@ class TileGrid:
     def expand(self, tile_values, dtype=None) -> np.ndarray:
         """Per-tile values [og, tg, cg] -> per-weight array [out, in, kh, kw] (inverse of grouping)."""
         tile_values = np.asarray(tile_values)
+        if self.in_channels >= self.cols:  # one tap a tile: a broadcast, no index table (ResNet-sized layers)
+            og, tg, cg = self.shape
+            v = tile_values.astype(dtype or tile_values.dtype, copy=False).transpose(0, 2, 1)  # [og, cg, tg]
+            full = np.broadcast_to(v[:, None, :, None, :], (og, self.rows, cg, self.cols, tg))
+            full = full.reshape(og * self.rows, cg * self.cols, tg)[:self.out_channels, :self.in_channels]
+            return full.copy().reshape(self.out_channels, self.in_channels, self.kh, self.kw)  # writable, C order
         full = np.broadcast_to(tile_values[..., None, None], self.index.shape)
         out = np.zeros(self.out_channels * self.in_channels * self.taps, dtype=dtype or tile_values.dtype)
         valid = self.index >= 0
@@ -145,4 +151,10 @@ class TileGrid:
 
     def occupied(self, weight) -> np.ndarray:
         """bool [og, tg, cg]: tiles holding at least one nonzero weight."""
+        if self.in_channels >= self.cols:  # one tap a tile: group the weights by reshaping (as `expand`)
+            og, tg, cg = self.shape
+            nz = np.zeros((og * self.rows, cg * self.cols, tg), dtype=bool)
+            nz[:self.out_channels, :self.in_channels] = \
+                np.asarray(weight).reshape(self.out_channels, self.in_channels, self.taps) != 0
+            return nz.reshape(og, self.rows, cg, self.cols, tg).any(axis=(1, 3)).transpose(0, 2, 1)
         return np.any(self.tiles(weight) != 0, axis=(-2, -1))

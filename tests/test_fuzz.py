@@ -34,7 +34,8 @@ EDGE_INTS = [0, 1, 2, 3, 8, 64, 255, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 62, 2 *
 ints = st.integers(-3, 40) | st.sampled_from(EDGE_INTS)
 scalars = (st.none() | st.booleans() | ints | st.floats(allow_nan=True, allow_infinity=True)
            | st.text(max_size=12) | st.sampled_from(["ternary", "winograd", "conv2d", "maxpool2d", "linear",
-                                                   "winograd_conv2d", "int", "|i1", "<i8", "conv", "pool"]))
+                                                   "winograd_conv2d", "int", "|i1", "<i8", "conv", "pool",
+                                                   "residual", "avgpool2d", "global"]))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
 
@@ -204,7 +205,9 @@ def test_spec_from_mutated_fields(changes):
 NET = {"input_shape": [2, 10, 10], "seed": 1, "tile_sparsity": 0.25,
        "layers": [{"type": "conv2d", "out_channels": 6, "kernel": 3, "padding": 1, "repeat": 2},
                   {"type": "maxpool2d", "kernel": 2},
+                  {"type": "residual", "out_channels": 8, "stride": 1, "repeat": 2},
                   {"type": "conv2d", "out_channels": 8, "kernel": 3},
+                  {"type": "avgpool2d", "global": True},
                   {"type": "linear", "out_channels": 10}]}
 NET_PATHS = [p for p in _paths(NET) if p]
 net_specs = st.sampled_from([PE4X4, WINOGRAD])

@@ -262,6 +262,10 @@ def test_float_sizes_in_a_model_are_refused_by_every_command(command, field, mod
     {"type": "conv2d", "out_channels": 8, "kernel": 3, "padding": 1.0},
     {"type": "conv2d", "out_channels": 8, "kernel": True},
     {"type": "maxpool2d", "kernel": 2.0},
+    {"type": "avgpool2d", "kernel": 2.0},
+    {"type": "avgpool2d", "global": 1},
+    {"type": "residual", "out_channels": 8.0},
+    {"type": "residual", "out_channels": 8, "stride": True},
 ])
 def test_float_sizes_in_a_network_description(layer, tmp_path, capsys):
     path = write(tmp_path, "net.json", {**NET, "layers": [layer, {"type": "linear", "out_channels": 10}]})
@@ -374,6 +378,13 @@ def test_a_directory_is_refused(tmp_path, capsys):
     ({"layers": [{"type": "linear", "out_channels": 10 ** 9}]}, "layers[0] (linear).out_channels"),
     ({"input_shape": [1, 10 ** 5, 10 ** 5]}, "input_shape"),
     ({"input_shape": [1, 4096, 4096]}, "input_shape"),
+    ({"layers": [{"type": "residual", "out_channels": 4, "repeat": 1_000_000}]}, "layers[0].repeat"),
+    ({"layers": [{"type": "residual", "out_channels": 10 ** 12}, {"type": "linear", "out_channels": 2}]},
+     "layers[0] (residual): output"),
+    ({"input_shape": [64, 1, 1], "layers": [{"type": "residual", "out_channels": 2 ** 20},
+                                            {"type": "linear", "out_channels": 2}]}, "layers[0] (residual).weight"),
+    ({"layers": [{"type": "avgpool2d", "kernel": 10 ** 12}, {"type": "linear", "out_channels": 2}]},
+     "layers[0] (avgpool2d): input (1, 8, 8) gives an empty output"),
 ])
 def test_network_sizes_are_bounded_before_allocation(change, field, tmp_path, capsys):
     path = write(tmp_path, "net.json", {**NET, **change})

@@ -96,3 +96,21 @@ def test_empty_folder_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a folder" in err
+
+
+def test_a_graph_model_is_reported(tmp_path):
+    """A residual model with average pooling (format version 2): statistics and the table work; the cycle
+    model runs it, or its engine's refusal is listed as a note."""
+    from terwin import network
+    from terwin.stats import model_stats
+    net = {"input_shape": [3, 8, 8], "layers": [{"type": "conv2d", "out_channels": 8, "kernel": 3, "padding": 1},
+                                                {"type": "residual", "out_channels": 16, "stride": 2},
+                                                {"type": "avgpool2d", "global": True},
+                                                {"type": "linear", "out_channels": 4}]}
+    dep = network.network_deployment(net, PRESETS["pe4x4"])
+    fileformat.save(dep, tmp_path / "model.terwin")
+    [run] = collect(tmp_path)
+    assert run.simulate is not None or any(p.startswith("cycle model: layer ") for p in run.problems), run.problems
+    html_path, _ = write_report(tmp_path)
+    ratio = model_stats(dep)["totals"]["compression_ratio"]
+    assert f"{ratio:.1f}x" in html_path.read_text()

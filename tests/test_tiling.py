@@ -67,3 +67,21 @@ def test_index_follows_lane_source(rows, cols, out, cin, k):
                         o = og * rows + r
                         want = -1 if src is None or o >= out else (o * cin + src[1]) * k * k + src[0]
                         assert grid.index[og, tg, cg, r, lane] == want
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=pow2, cols=pow2, out=st.integers(1, 20), cin=st.integers(1, 40), k=st.sampled_from([1, 3]),
+       seed=st.integers(0, 9))
+def test_expand_and_occupied_follow_the_index_table(rows, cols, out, cin, k, seed):
+    """`expand` and `occupied` (a reshape when a tile holds one tap) agree with the index table."""
+    grid = TileGrid.for_weight((out, cin, k, k), HardwareSpec(pe_rows=rows, pe_cols=cols))
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 100, size=grid.shape)
+    expected = np.zeros(out * cin * k * k, dtype=values.dtype)
+    valid = grid.index >= 0
+    expected[grid.index[valid]] = np.broadcast_to(values[..., None, None], grid.index.shape)[valid]
+    expanded = grid.expand(values)
+    assert np.array_equal(expanded, expected.reshape(out, cin, k, k)) and expanded.flags.writeable
+    assert grid.expand(values, dtype=np.float32).dtype == np.float32
+    w = rng.integers(-1, 2, size=(out, cin, k, k)) * (rng.random((out, cin, k, k)) < 0.05)
+    assert np.array_equal(grid.occupied(w), np.any(grid.tiles(w) != 0, axis=(-2, -1)))

@@ -41,6 +41,10 @@ A linear layer is one tile: IN (copy the N input activations into the operand me
 cycles), MULT, DRAIN, OUT (O + OUT_TAIL_L cycles; the last layer pushes raw scores into the output
 FIFO). A max-pool layer is one POOL phase of (outputs * k * k + 1) cycles.
 `mac_cycles` of a layer = its MULT and DRAIN cycles.
+
+The engine runs a chain: each layer reads the one before it (two ping-pong activation buffers). A
+graph (format version 2: a `source` other than the layer before, a `residual`, a signed map, an
+`avgpool2d`) is refused, in one line naming the layer and the feature (`_refuse_graph_features`).
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from terwin import winograd
-from terwin.deployment import Deployment, Linear, MaxPool2d, WinogradConv2d
+from terwin.deployment import INPUT, AvgPool2d, Deployment, Linear, MaxPool2d, WinogradConv2d
 from terwin.errors import TerwinError
 from terwin.intmath import MULTIPLIER_BITS, signed_bits, unsigned_bits
 from terwin.spec import ceil_div
@@ -268,6 +272,26 @@ def decode_lane_items(lane_items, lane_targets, *, n_targets: int, n_operands: i
     return dense
 
 
+def _refuse_graph_features(dep: Deployment) -> None:
+    """The engine runs a chain (each layer reads the one before, through two ping-pong buffers):
+    a format-version-2 graph feature is refused in one line naming the layer and the feature."""
+    previous = INPUT
+    for i, (layer, source) in enumerate(zip(dep.layers, dep.sources())):
+        last = i == len(dep.layers) - 1
+        if source != previous:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine runs a chain of layers, each reading the "
+                              f"one before it; this one reads {source} (source)")
+        if getattr(layer, "residual", None) is not None:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine has no residual connections "
+                              f"(residual {layer.residual})")
+        if not getattr(layer, "relu", True) and not last:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine has no signed maps (relu false before the "
+                              f"last layer: a projection shortcut)")
+        if layer.kind == AvgPool2d.kind:
+            raise TerwinError(f"layer {layer.name}: the Winograd engine has no average pooling (avgpool2d)")
+        previous = layer.name
+
+
 def compile_program(dep: Deployment) -> WinogradProgram:
     """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
     spec = dep.spec
@@ -279,6 +303,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     v_gain = int(np.abs(bt).sum(axis=1).max()) ** 2     # |V| <= v_gain * act_max
     y_gain = int(np.abs(at).sum(axis=1).max()) ** 2     # |Y| <= y_gain * max|M|
     layers = list(dep.layers)
+    _refuse_graph_features(dep)
     stages: list[Stage] = []
     cur = 0
     for i, layer in enumerate(layers):
@@ -295,8 +320,6 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         if last and kind != Linear.kind:
             raise TerwinError(f"layer {layer.name}: the Winograd engine needs a linear classifier as the last layer, "
                               f"not {layer.kind}")
-        if not last and kind == Linear.kind and not layer.relu:
-            raise TerwinError(f"layer {layer.name}: only the last layer may output raw scores")
         if last and layer.relu:
             raise TerwinError(f"layer {layer.name}: the Winograd engine's last layer outputs raw class scores; "
                               f"it cannot end in a ReLU")

@@ -25,15 +25,29 @@ def run(args) -> int:
     print(f"spec {spec.name}: {spec.pe_rows}x{spec.pe_cols} PEs, {spec.act_bits}-bit activations, "
           f"{spec.weight_format} weights, {spec.clock_mhz:g} MHz target")
     print(f"input {'x'.join(map(str, dep.input_shape))}, scale {dep.input_scale:g}; family {dep.meta.get('family', '?')}")
-    head = f"{'layer':<10} {'kind':<16} {'in':>10} {'out':>10} {'weights':>8} {'nonzero':>8} {'tiles':>11} {'sparsity':>8} {'bits':>8}"
+    # a graph (format version 2) has a column `reads`: the map a layer reads when it is not the previous
+    # layer's, and +name for the residual it adds; a signed map (a projection shortcut) is marked in `kind`
+    graph = dep.format_version > 1
+    reads = [_reads(row) for row in stats["layers"]]
+    width = max(len("reads"), *map(len, reads))
+    head = (f"{'layer':<10} {'kind':<16} " + (f"{'reads':<{width}} " if graph else "") +
+            f"{'in':>10} {'out':>10} {'weights':>8} {'nonzero':>8} {'tiles':>11} {'sparsity':>8} {'bits':>8}")
     print(head)
     print("-" * len(head))
-    for row in stats["layers"]:
+    for row, via in zip(stats["layers"], reads):
         tiles = f"{row['tiles_kept']}/{row['tiles']}" if row.get("tiles") else "-"
         sp = f"{row['sparsity']:.3f}" if row.get("weights") else "-"
-        print(f"{row['name']:<10} {row['kind']:<16} {row['in']:>10} {row['out']:>10} {row.get('weights', 0):>8} "
+        kind = row["kind"] + (" (signed)" if row.get("signed") else "")
+        print(f"{row['name']:<10} {kind:<16} " + (f"{via:<{width}} " if graph else "") +
+              f"{row['in']:>10} {row['out']:>10} {row.get('weights', 0):>8} "
               f"{row.get('nonzero', 0):>8} {tiles:>11} {sp:>8} {row.get('weight_bits_stored', 0):>8}")
     t = stats["totals"]
     print(f"total: {t['weights']} weights, {t['nonzero']} nonzero, {t['weight_bits_stored']} stored weight bits "
           f"(+{t['requant_bits']} bias/requant bits), compression {t['compression_ratio']:.1f}x vs 32-bit float")
     return 0
+
+
+def _reads(row: dict) -> str:
+    """`source` (when not the previous layer) and `+residual` of a statistics row; "-" for neither."""
+    parts = ([row["source"]] if "source" in row else []) + ([f"+{row['residual']}"] if "residual" in row else [])
+    return " ".join(parts) or "-"
