@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .program import REQUANT_TAIL, TernaryProgram
+from .program import TernaryProgram
 
 
 def stage_cycles(program: TernaryProgram) -> list[dict]:
@@ -38,7 +38,7 @@ def stage_cycles(program: TernaryProgram) -> list[dict]:
         j = s.jobs_per_og
         mac = int(j * n.sum())
         steps = int((j * np.maximum(n, rows)).sum() - max(int(n[0]), rows))
-        cycles = int(n[0]) - 1 + a + steps + rows + REQUANT_TAIL
+        cycles = int(n[0]) - 1 + a + steps + rows + program.requant_tail(s)
         ideal = math.ceil(s.nonzero_weights * s.conv_pixels / lanes)
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out
