@@ -69,6 +69,8 @@ class TernaryAccelerator(wiring.Component):
             wiring.connect(m, loader.bank_write[b], banks.load[b])
             wiring.connect(m, mac.bank_read[b], banks.read[b])
             wiring.connect(m, writer.bank_write[b], banks.write[b])
+            if p.has_residual:
+                wiring.connect(m, writer.residual_read[b], banks.residual[b])
         wiring.connect(m, writer.score_write, output.write)
         wiring.connect(m, output.o_stream, wiring.flipped(self.o_stream))
         m.d.comb += [
