@@ -98,8 +98,9 @@ def random_graph_deployment(spec: HardwareSpec, *, seed: int = 0, input_shape=No
     relu) -> conv2 (stride 1, + the shortcut as its `residual`, relu); the shortcut is the block's
     input (the network input itself for a first block without a stem) or a projection (1x1,
     stride s, relu false: a signed map), computed before or after conv1 (`projection_first`, per
-    block); `pools[i]`: a 2x2 average pool after block i, or None; `final_pool`: "global" (kernel =
-    the map's size), "avg2" (2x2 stride 2) or None; then a linear layer of `classes` outputs.
+    block); `pools[i]`: a 2x2 average pool after block i; `final_pool`: "global" (kernel = the map's
+    size), "avg2" (2x2 stride 2) or "none" (no pool after a block's pool: each pool reads a conv);
+    then a linear layer of `classes` outputs.
     Every argument left None is drawn from `seed`. Requantization is calibrated with the reference
     on random inputs (the residual's m_r too), so activations spread over the range."""
     from terwin.sim import reference  # the reference is the calibration oracle
@@ -153,7 +154,8 @@ def random_graph_deployment(spec: HardwareSpec, *, seed: int = 0, input_shape=No
 
     def pool(name, source, kind, kernel):
         if kind == "max":
-            return add(MaxPool2d(name=name, in_shape=shapes[source], kernel=kernel, stride=kernel, source=source), source)
+            return add(MaxPool2d(name=name, in_shape=shapes[source], kernel=kernel, stride=kernel, source=source),
+                       source)
         m, s = intmath.fit_multiplier(1.0 / (kernel * kernel), bits=int(rng.choice([8, 16])))
         return add(AvgPool2d(name=name, in_shape=shapes[source], kernel=kernel, stride=kernel, multiplier=m,
                              shift=s, source=source), source)
@@ -177,11 +179,14 @@ def random_graph_deployment(spec: HardwareSpec, *, seed: int = 0, input_shape=No
             current = pool(f"{b}_pool", current, "avg", 2)
     if final_pool is None:
         final_pool = rng.choice(["global", "global", "avg2", "none"])
+    if isinstance(layers[-1], AvgPool2d):   # a pool reads a conv (the ternary engine fuses it into that conv)
+        final_pool = "none"
     if final_pool == "global" and shapes[current][1] > 1:
         current = pool("gap", current, "avg", shapes[current][1])
     elif final_pool == "avg2" and shapes[current][1] >= 2:
         current = pool("pool", current, "avg", 2)
-    proto = random_ternary_layer(Linear, dict(name="fc", in_shape=shapes[current], out_channels=classes, source=current),
+    proto = random_ternary_layer(Linear, dict(name="fc", in_shape=shapes[current], out_channels=classes,
+                                              source=current),
                                  (classes, int(np.prod(shapes[current]))), spec, rng, tile_sparsity, zero_fraction)
     acc = reference.layer_acc(proto, maps[current])
     bias = rng.integers(-4, 5, size=classes) * max(1, int(np.std(acc)) // 8)
