@@ -198,10 +198,12 @@ def random_graph_deployment(spec: HardwareSpec, *, seed: int = 0, input_shape=No
 
 def resnet8_deployment(spec: HardwareSpec, *, seed: int = 0, tile_sparsity: float = 0.5, **kw) -> Deployment:
     """A ResNet-8-like graph on 32x32x3 input: stem conv 16, three blocks of 16/32/64 channels (the
-    last two with stride 2 and projection shortcuts), global average pool, linear 10."""
+    last two with stride 2 and projection shortcuts, each computed after its block's conv1, as a
+    traced PyTorch block orders them), global average pool, linear 10."""
     return random_graph_deployment(spec, seed=seed, input_shape=(3, 32, 32), stem=16, stem_pool=False,
-                                   blocks=RESNET8_BLOCKS, project=[False, True, True], final_pool="global",
-                                   classes=10, tile_sparsity=tile_sparsity, **kw)
+                                   blocks=RESNET8_BLOCKS, project=[False, True, True],
+                                   projection_first=[False, False, False], pools=[False, False, False],
+                                   final_pool="global", classes=10, tile_sparsity=tile_sparsity, **kw)
 
 
 class _GraphDraw:

@@ -23,7 +23,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int, res_mult_bits: int | None = None) -> data.StructLayout:
+def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int,
+                 res_mult_bits: int | None = None) -> data.StructLayout:
     """Per output channel requantization constants (one word of either engine's `params` memory);
     with `res_mult_bits`, also the residual multiplier m_r (a program with residual connections)."""
     fields = {"bias": signed(bias_bits), "mult": signed(mult_bits), "shift": unsigned(shift_bits)}
