@@ -116,6 +116,23 @@ def test_sequential_programs_keep_their_two_ping_pong_regions():
         check_regions(program)
 
 
+def test_stored_model_compiles_to_the_same_memories_and_table():
+    """Pin (taken before graphs were supported): the stored digits model's ROM images (as `terwin
+    generate` writes them), stage table and regions. Graph support must leave a chain's program alone."""
+    import hashlib
+    from pathlib import Path
+    dep = fileformat.load(Path(__file__).parents[1] / "bitstreams" / "icebreaker" / "ternary-50" / "model.terwin")
+    program = compile_program(dep)
+    digest = {image.name: (image.depth, image.width,
+                           hashlib.sha256(" ".join(f"{w:x}" for w in image.words()).encode()).hexdigest()[:16])
+              for image in program.memories() if image.is_rom}
+    assert digest == {"weights": (214, 141, "cb695173daf5cda0"), "lane_map": (24, 72, "5e410e21b776d485"),
+                      "params": (128, 32, "12f08a857a882712"), "og_table": (17, 5, "0d0ee98ace32e4e5")}
+    table = json.dumps(program.stage_table(), sort_keys=True, default=int).encode()
+    assert hashlib.sha256(table).hexdigest()[:16] == "281867dc952a27af"
+    assert (program.region, program.bank_depth, program.slots) == (128, 256, 2)
+
+
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 10_000), rows=st.sampled_from([1, 2, 4, 8]), cols=st.sampled_from([1, 2, 4, 8, 16]))
 def test_regions_by_liveness_never_overlap(seed, rows, cols):
