@@ -33,9 +33,10 @@ MAX_LAYER_WEIGHTS = 1 << 24
 MAX_TOTAL_WEIGHTS = 1 << 26
 MAX_NAME_CHARS = 128           # a layer or class name: printable characters
 WEIGHT_BITS = (2, 16)          # weight_bits: smallest and largest
-# What `generate`, `verify` and `build` accept (`check_fits_hardware`): the accelerator holds two
-# activation maps and its weights in on-chip memory; more than 4 Mibit fits no FPGA terwin builds for
-# (the largest, ECP5-85F, has 3.7 Mbit of block RAM).
+# What `generate`, `verify` and `build` accept (`check_fits_hardware`): the accelerator holds the
+# activation maps live at once (two in a chain; a residual connection keeps its map longer) and its
+# weights in on-chip memory; more than 4 Mibit fits no FPGA terwin builds for (the largest, ECP5-85F,
+# has 3.7 Mbit of block RAM).
 MAX_ONCHIP_BITS = 1 << 22
 
 
@@ -297,20 +298,37 @@ class Deployment:
         return out
 
     def onchip_bits(self) -> int:
-        """On-chip memory the accelerator needs, at most: two activation maps of the largest size
-        (a layer's input and output) at act_bits, and every weight at its weight_bits."""
+        """On-chip memory the accelerator needs, at most: as many activation maps of the largest size
+        as are live at once (`live_maps`) at act_bits, and every weight at its weight_bits."""
         _, largest = self._largest_map()
-        return 2 * math.prod(largest) * self.spec.act_bits + self._weight_bits()
+        return self.live_maps() * math.prod(largest) * self.spec.act_bits + self._weight_bits()
+
+    def live_maps(self) -> int:
+        """The most activation maps live at once, at least 2: while a layer runs, its output and every
+        map (the input or an earlier layer's output) that it or a later layer still reads, as source or
+        residual. 2 for a chain (a layer's input and output); a residual block keeps its input live
+        across the block."""
+        last_read: dict[str, int] = {}
+        for i, (layer, source) in enumerate(zip(self.layers, self.sources())):
+            last_read[source] = i
+            if getattr(layer, "residual", None) is not None:
+                last_read[layer.residual] = i
+        names = [INPUT] + [layer.name for layer in self.layers]
+        peak = 2
+        for i in range(len(self.layers)):   # live during layer i: maps written before it, read at i or later
+            peak = max(peak, 1 + sum(1 for name in names[:i + 1] if last_read.get(name, -1) >= i))
+        return peak
 
     def check_fits_hardware(self) -> "Deployment":
-        """Refuse (one line naming the largest map) a model too large for any accelerator terwin
-        generates (MAX_ONCHIP_BITS): `generate`, `verify` and `build` call this before building anything."""
+        """Refuse (one line naming the largest map and how many maps are live at once) a model too
+        large for any accelerator terwin generates (MAX_ONCHIP_BITS): `generate`, `verify` and `build`
+        call this before building anything."""
         bits = self.onchip_bits()
         if bits > MAX_ONCHIP_BITS:
             where, largest = self._largest_map()
             raise FormatError(f"{where} {'x'.join(map(str, largest))}: the accelerator would need {bits:,} bits of "
-                              f"on-chip memory (two such maps at {self.spec.act_bits} bits, {self._weight_bits():,} "
-                              f"bits of weights), more than the limit of {MAX_ONCHIP_BITS:,} bits (the largest FPGA "
+                              f"on-chip memory ({self.live_maps()} such maps at {self.spec.act_bits} bits, "
+                              f"{self._weight_bits():,} bits of weights), more than the limit of {MAX_ONCHIP_BITS:,} bits (the largest FPGA "
                               f"terwin builds for has 3.7 Mbit of block RAM)")
         return self
 

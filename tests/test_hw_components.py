@@ -156,6 +156,56 @@ def test_requantizer_matches_the_integer_contract():
     assert got_score == (acc + bias).tolist()
 
 
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_requantizer_with_residual_and_signed_clamp_matches_the_integer_contract(act_bits):
+    """The graph options: r * m_r added before the shift (latency 5), and the signed clamp of a
+    projection shortcut's map (o_act in act_bits two's complement), per value against intmath."""
+    rng = np.random.default_rng(act_bits)
+    acc_bits, bias_bits, mult_bits, shift_bits, res_mult_bits = 16, 12, 16, 6, 24
+    n = 500
+    acc = rng.integers(-(1 << 15), 1 << 15, size=n)
+    bias = rng.integers(-(1 << 11), 1 << 11, size=n)
+    mult = rng.integers(-(1 << 15), 1 << 15, size=n)
+    res = rng.integers(-(1 << act_bits), 1 << act_bits, size=n)        # act_bits + 1 signed: either kind of map
+    res_mult = rng.integers(-(1 << 23), 1 << 23, size=n)
+    signed = rng.random(n) < 0.5
+    pre = (acc + bias) * mult + res * res_mult
+    # shifts around the one that lands in the activation range, so rounding and both clamps are hit
+    shift = np.clip([max(1, int(abs(v)).bit_length() - act_bits) + int(rng.integers(-2, 3)) for v in pre], 1, 40)
+    acc[:6] = [-(1 << 15), (1 << 15) - 1, 0, 0, 0, 0]
+    res[:6] = [-(1 << act_bits), (1 << act_bits) - 1, 0, 0, 0, 0]
+    # exactly the signed clamp's edges: (t + 1) >> 1 at -2^(a-1) - 1, -2^(a-1), 2^(a-1) - 1, 2^(a-1)
+    bias[2:6] = [-(1 << act_bits) - 2, -(1 << act_bits), (1 << act_bits) - 2, 1 << act_bits]
+    mult[2:6], shift[2:6], res_mult[2:6], signed[2:6] = 1, 1, 0, True
+    dut = Requantizer(act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits, mult_bits=mult_bits,
+                      shift_bits=shift_bits, residual_bits=act_bits + 1, res_mult_bits=res_mult_bits, signed_out=True)
+    assert dut.latency == Requantizer.RESIDUAL_LATENCY == Requantizer.LATENCY + 1
+    want = [int(intmath.requantize(np.array([a]), np.array([b]), np.array([m]), np.array([s]), act_bits=act_bits,
+                                   relu=not sg, signed=bool(sg), residual=np.array([r]),
+                                   residual_multiplier=np.array([rm]))[0])
+            for a, b, m, s, r, rm, sg in zip(acc, bias, mult, shift, res, res_mult, signed)]
+    want = [v & ((1 << act_bits) - 1) for v in want]   # two's complement on the port
+    got = []
+
+    async def bench(ctx):
+        for i in range(n + dut.latency):
+            if i < n:
+                for port, values in ((dut.i_acc, acc), (dut.i_bias, bias), (dut.i_mult, mult), (dut.i_shift, shift),
+                                     (dut.i_residual, res), (dut.i_res_mult, res_mult), (dut.i_signed, signed)):
+                    ctx.set(port, int(values[i]))
+                ctx.set(dut.i_valid, 1)
+            else:
+                ctx.set(dut.i_valid, 0)
+            await ctx.tick()
+            if ctx.get(dut.o_valid):
+                got.append(ctx.get(dut.o_act))
+
+    _run(dut, bench)
+    assert got == want
+    signed_values = {v for v, sg in zip(want, signed) if sg}
+    assert len(signed_values) > 12 and {1 << (act_bits - 1), (1 << (act_bits - 1)) - 1} <= signed_values
+
+
 def test_compile_rejects_what_the_engine_cannot_run():
     spec = PE4X4
     dep = random_deployment(spec, seed=1, topology=(("conv2d", 4), ("linear", 3)), input_shape=(1, 4, 4))

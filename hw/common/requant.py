@@ -8,6 +8,13 @@ computed as ((p >> (s - 1)) + 1) >> 1 with p = (acc + bias) * m, which equals
 act_bits + 1 bits and two flags, so no stage has a long carry chain. Four registered stages
 (add, multiply, shift, round + clamp),
 no back-pressure: `o_valid` follows `i_valid` exactly `LATENCY` cycles later.
+
+Options (the hardware for each exists only when asked for):
+
+* `residual_bits`, `res_mult_bits`: a residual connection, p = (acc + bias) * m + r * m_r: r * m_r
+  is multiplied beside (acc + bias) * m and added in a stage of its own (`latency` = 5);
+* `signed_out`: `i_signed` high clamps to the signed range -2^(act_bits-1) .. 2^(act_bits-1) - 1
+  (a signed map), `o_act` then holding the value in act_bits two's complement.
 """
 from __future__ import annotations
 
@@ -16,20 +23,32 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int) -> data.StructLayout:
-    """Per output channel requantization constants (one word of either engine's `params` memory)."""
-    return data.StructLayout({"bias": signed(bias_bits), "mult": signed(mult_bits), "shift": unsigned(shift_bits)})
+def param_layout(*, bias_bits: int, mult_bits: int, shift_bits: int,
+                 res_mult_bits: int | None = None) -> data.StructLayout:
+    """Per output channel requantization constants (one word of either engine's `params` memory);
+    with `res_mult_bits`, also the residual multiplier m_r (a program with residual connections)."""
+    fields = {"bias": signed(bias_bits), "mult": signed(mult_bits), "shift": unsigned(shift_bits)}
+    if res_mult_bits is not None:
+        fields["res_mult"] = signed(res_mult_bits)
+    return data.StructLayout(fields)
 
 
 class Requantizer(wiring.Component):
     LATENCY = 4
+    RESIDUAL_LATENCY = 5
 
-    def __init__(self, *, act_bits: int, acc_bits: int, bias_bits: int, mult_bits: int, shift_bits: int):
+    def __init__(self, *, act_bits: int, acc_bits: int, bias_bits: int, mult_bits: int, shift_bits: int,
+                 residual_bits: int | None = None, res_mult_bits: int | None = None, signed_out: bool = False):
         self.act_bits = act_bits
         self.x_bits = max(acc_bits, bias_bits) + 1
         self.p_bits = self.x_bits + mult_bits
         self.score_bits = self.x_bits
-        super().__init__({
+        self.residual = residual_bits is not None
+        self.signed_out = signed_out
+        self.latency = self.RESIDUAL_LATENCY if self.residual else self.LATENCY
+        # the shifted sum: (acc + bias) * m, plus r * m_r with a residual
+        self.t_bits = max(self.p_bits, residual_bits + res_mult_bits) + 1 if self.residual else self.p_bits
+        ports = {
             "i_valid": In(1),
             "i_acc": In(signed(acc_bits)),
             "i_bias": In(signed(bias_bits)),
@@ -38,7 +57,12 @@ class Requantizer(wiring.Component):
             "o_valid": Out(1),
             "o_act": Out(unsigned(act_bits)),
             "o_score": Out(signed(self.x_bits)),
-        })
+        }
+        if self.residual:
+            ports.update({"i_residual": In(signed(residual_bits)), "i_res_mult": In(signed(res_mult_bits))})
+        if signed_out:
+            ports["i_signed"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -51,8 +75,10 @@ class Requantizer(wiring.Component):
         v2, p2, x2 = Signal(), Signal(signed(self.p_bits)), Signal.like(x1)
         s2 = Signal.like(s1)
         m.d.sync += [v2.eq(v1), p2.eq(x1 * m1), x2.eq(x1), s2.eq(s1)]
+        if self.residual:   # r * m_r beside it, then the sum in a stage of its own
+            v2, p2, x2, s2 = self._residual(m, v2, p2, x2, s2)
         # stage 3: arithmetic shift by s - 1 (a barrel shifter, no carry chain)
-        v3, t3, x3 = Signal(), Signal(signed(self.p_bits)), Signal.like(x1)
+        v3, t3, x3 = Signal(), Signal(signed(self.t_bits)), Signal.like(x1)
         m.d.sync += [v3.eq(v2), t3.eq(p2 >> s2), x3.eq(x2)]
         # stage 4: round half up ((t + 1) >> 1) and clamp, on the low act_bits + 1 bits only:
         # t < 0 gives q <= 0; t >= 2**(act_bits + 1) gives q > act_max; otherwise q = (low + 1) >> 1
@@ -62,10 +88,54 @@ class Requantizer(wiring.Component):
         low = Signal(a + 2)
         m.d.comb += low.eq(t3[:a + 1] + 1)
         m.d.sync += [self.o_valid.eq(v3), self.o_score.eq(x3)]
-        with m.If(negative):
-            m.d.sync += self.o_act.eq(0)
-        with m.Elif(big | low[-1]):
-            m.d.sync += self.o_act.eq(act_max)
+
+        def unsigned_clamp():
+            with m.If(negative):
+                m.d.sync += self.o_act.eq(0)
+            with m.Elif(big | low[-1]):
+                m.d.sync += self.o_act.eq(act_max)
+            with m.Else():
+                m.d.sync += self.o_act.eq(low[1:a + 1])
+
+        if self.signed_out:
+            with m.If(self._delayed_flag(m)):
+                self._signed_clamp(m, t3)
+            with m.Else():
+                unsigned_clamp()
+        else:
+            unsigned_clamp()
+        return m
+
+    def _residual(self, m, v2, p2, x2, s2):
+        """Stage 1's r and m_r registers, r * m_r in stage 2, and stage 2b: p + r * m_r."""
+        r1, mr1 = Signal.like(self.i_residual), Signal.like(self.i_res_mult)
+        m.d.sync += [r1.eq(self.i_residual), mr1.eq(self.i_res_mult)]
+        q2 = Signal(signed(len(r1) + len(mr1)))
+        m.d.sync += q2.eq(r1 * mr1)
+        vs, ps, xs, ss = Signal(), Signal(signed(self.t_bits)), Signal.like(x2), Signal.like(s2)
+        m.d.sync += [vs.eq(v2), ps.eq(p2 + q2), xs.eq(x2), ss.eq(s2)]
+        return vs, ps, xs, ss
+
+    def _delayed_flag(self, m):
+        """`i_signed`, delayed to stage 4 (it is used there)."""
+        flag = self.i_signed
+        for i in range(self.latency - 1):
+            reg = Signal(name=f"signed{i + 1}")
+            m.d.sync += reg.eq(flag)
+            flag = reg
+        return flag
+
+    def _signed_clamp(self, m, t):
+        """q = (t + 1) >> 1 clamped to -2^(a-1) .. 2^(a-1) - 1: t fits in a + 1 signed bits (the bits from
+        a up all equal) or saturates by its sign; within, only t = 2^a - 1 rounds past the top."""
+        a = self.act_bits
+        high = t[a:]
+        fits = high.all() | ~high.any()
+        low = Signal(signed(a + 2))
+        m.d.comb += low.eq(t[:a + 1].as_signed() + 1)
+        with m.If(~fits & t[-1]):
+            m.d.sync += self.o_act.eq(1 << (a - 1))                  # -2^(a-1)
+        with m.Elif(~fits | (low[a] & ~low[a + 1])):
+            m.d.sync += self.o_act.eq((1 << (a - 1)) - 1)            # 2^(a-1) - 1
         with m.Else():
             m.d.sync += self.o_act.eq(low[1:a + 1])
-        return m

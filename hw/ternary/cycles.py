@@ -2,7 +2,8 @@
 
 It reads the same `TernaryProgram` as the top (`terwin.hw.ternary.program`: the stages, their kept
 tiles per output group, the pipeline latencies), in NumPy, with no per-cycle loop. Per stage (a
-conv/linear layer with its fused max-pool), with R = pe_rows:
+conv/linear layer with its fused pool; a graph runs its stages one at a time, in layer order), with
+R = pe_rows:
 
 * jobs run output group by output group; group g has J = pooled pixels x pool_k**2 jobs of n_g
   tiles (its kept tiles, at least 1); the array issues one tile per cycle: mac_cycles = sum J * n_g;
@@ -10,9 +11,11 @@ conv/linear layer with its fused max-pool), with R = pe_rows:
   (decoder 2, activation read 1, activation register 1, PE products 1, adder tree log2(pe_cols));
 * the sums of job j move to the shadow register at c_j = c_(j-1) + max(n_j, R): the requantizer
   drains the shadow one channel per cycle and the array stalls when a job ends before that;
-* the last channel is written 6 cycles after its shadow load + R - 1 (parameter read 1, requantizer
-  4), and the next stage starts the cycle after (`REQUANT_TAIL`):
-  cycles = (n_0 - 1 + A) + sum_(j>=1) max(n_j, R) + R + 6.
+* the last channel is written T cycles after its shadow load + R - 1, and the next stage starts the
+  cycle after (`TernaryProgram.requant_tail`): T = 6 (drain register 1, parameter read 1,
+  requantizer 4), + 2 in a program with residual connections (the residual read, the residual add),
+  + 4 in a stage with a fused average pool (its requantizer):
+  cycles = (n_0 - 1 + A) + sum_(j>=1) max(n_j, R) + R + T.
 
 `cycles` counts compute only: loading the image (one beat per activation) and sending the scores
 (one beat per score + 2) come on top, at the rate the streams allow.
@@ -24,7 +27,7 @@ import math
 
 import numpy as np
 
-from .program import REQUANT_TAIL, TernaryProgram
+from .program import TernaryProgram
 
 
 def stage_cycles(program: TernaryProgram) -> list[dict]:
@@ -38,7 +41,7 @@ def stage_cycles(program: TernaryProgram) -> list[dict]:
         j = s.jobs_per_og
         mac = int(j * n.sum())
         steps = int((j * np.maximum(n, rows)).sum() - max(int(n[0]), rows))
-        cycles = int(n[0]) - 1 + a + steps + rows + REQUANT_TAIL
+        cycles = int(n[0]) - 1 + a + steps + rows + program.requant_tail(s)
         ideal = math.ceil(s.nonzero_weights * s.conv_pixels / lanes)
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out

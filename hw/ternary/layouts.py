@@ -80,15 +80,32 @@ def channel_base_bits(program) -> int:
     return max(1, chmax.bit_length())
 
 
+def conv_pixel_bits(program) -> int:
+    """Width of a conv output pixel's index (0 .. conv_h * conv_w) within its channel."""
+    return max(1, max(s.conv_h * s.conv_w for s in program.stages).bit_length())
+
+
+def _residual_fields(program) -> dict:
+    """What a job or channel carries for the residual read (only in a program with residuals): the
+    conv output pixel (before the fused pool) and the channel part of the residual map's address."""
+    if not program.has_residual:
+        return {}
+    plane = max(s.conv_h * s.conv_w for s in program.stages)
+    res_max = 2 * (program.bank_depth + program.spec.pe_rows * plane)
+    return {"conv_pixel": unsigned(conv_pixel_bits(program)), "res_address": unsigned(res_max.bit_length())}
+
+
 def job_layout(program) -> data.StructLayout:
     """One job (an output pixel of an output group, at one pool-window position).
 
     group: output group; channel_base: its first channel's output address offset; pixel: the pooled
     output pixel's index; window_first/window_last: first/last position of its pool window;
-    stage_last: the stage's last job."""
+    stage_last: the stage's last job; with residuals, conv_pixel and res_address (the group's first
+    channel's offset in the residual map)."""
     return data.StructLayout({
         "group": unsigned(group_bits(program)), "channel_base": unsigned(channel_base_bits(program)),
         "pixel": unsigned(pixel_index_bits(program)), "window_first": 1, "window_last": 1, "stage_last": 1,
+        **_residual_fields(program),
     })
 
 
@@ -106,9 +123,11 @@ def channel_layout(program) -> data.StructLayout:
     """One output channel of a job on its way through the requantizer to the writer.
 
     channel: output channel within the stage; address: its output address offset (channel part);
-    pixel, window_first, window_last: of its job; stage_last: the stage's last channel."""
+    pixel, window_first, window_last: of its job; stage_last: the stage's last channel; with
+    residuals, conv_pixel and res_address (the channel part of its residual's address)."""
     log_rows = (program.spec.pe_rows - 1).bit_length()
     return data.StructLayout({
         "channel": unsigned(group_bits(program) + log_rows), "address": unsigned(channel_base_bits(program)),
         "pixel": unsigned(pixel_index_bits(program)), "window_first": 1, "window_last": 1, "stage_last": 1,
+        **_residual_fields(program),
     })

@@ -123,6 +123,7 @@ class Accumulators(wiring.Component):
         shadow_job = Signal(self._tile["job"].shape)
         row = Signal(range(rows))
         address = Signal.like(self.channel.address)
+        res_address = Signal.like(self.channel.res_address) if p.has_residual else None
         # last_row == (row == rows - 1), kept in a register: `freeing` feeds the stall, whose fan-out
         # (every pipeline enable) is the iCE40's critical path, so it must not wait for a comparator
         last_row = Signal(init=int(rows == 1))
@@ -141,6 +142,10 @@ class Accumulators(wiring.Component):
                          row.eq(row + 1), last_row.eq((row == rows - 2) if rows > 1 else 1)]
             with m.If(~k.banked_out | (((index + 1) & (cols - 1)) == 0)):   # the next channel's address
                 m.d.sync += address.eq(address + k.out_plane)
+            if p.has_residual:   # ... and its residual's (the conv output's plane, the residual map's storage)
+                m.d.sync += [out.conv_pixel.eq(shadow_job.conv_pixel), out.res_address.eq(res_address)]
+                with m.If(~k.res_banked | (((index + 1) & (cols - 1)) == 0)):
+                    m.d.sync += res_address.eq(res_address + k.res_plane)
             with m.If(freeing):
                 m.d.sync += [shadow_valid.eq(0), row.eq(0), last_row.eq(rows == 1)]
 
@@ -155,4 +160,6 @@ class Accumulators(wiring.Component):
         with m.If(tile.valid & tile.last & en):
             m.d.sync += [shadow_valid.eq(1), shadow_job.eq(tile.job), row.eq(0), last_row.eq(rows == 1),
                          address.eq(tile.job.channel_base)]
+            if p.has_residual:
+                m.d.sync += res_address.eq(tile.job.res_address)
         return m

@@ -23,17 +23,22 @@ class ActivationBanks(wiring.Component):
 
     * `load[b]`: writes of the image loader; `write[b]`: writes of the stage writer (a bank takes
       `load` when its `en` is high, `write` otherwise: they never write in the same cycle);
-    * `read[b]`: the MAC pipeline's reads (synchronous: data one cycle after the address).
+    * `read[b]`: the MAC pipeline's reads (synchronous: data one cycle after the address);
+    * `residual[b]` (only in a program with residual connections): the writer's reads of a residual
+      map, a second read port (synchronous too).
     """
 
     def __init__(self, program):
         self._images = [image for image in program.memories() if image.name.startswith("act_bank")]
         cols = len(self._images)
-        super().__init__({
+        ports = {
             "load": Out(bank_port(program)).array(cols),
             "write": Out(bank_port(program)).array(cols),
             "read": Out(bank_port(program, ReadPort)).array(cols),
-        })
+        }
+        if program.has_residual:
+            ports["residual"] = Out(bank_port(program, ReadPort)).array(cols)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -46,6 +51,9 @@ class ActivationBanks(wiring.Component):
                 m.d.comb += [wp.en.eq(self.write[b].en), wp.addr.eq(self.write[b].addr),
                              wp.data.eq(self.write[b].data)]
             m.d.comb += [rp.addr.eq(self.read[b].addr), rp.en.eq(self.read[b].en), self.read[b].data.eq(rp.data)]
+            if "residual" in self.signature.members:
+                res, rr = self.residual[b], bank.read_port()
+                m.d.comb += [rr.addr.eq(res.addr), rr.en.eq(res.en), res.data.eq(rr.data)]
         return m
 
 

@@ -7,16 +7,24 @@ The schedule (stages, tile counts) is computed at once; the memory contents only
 (`memories()`, `words`, ...), so the cycle model stays fast on large networks.
 
 A *stage* is one weighted layer (conv or linear, a linear layer being the conv with kernel (H, W))
-with the max-pool that follows it fused into its output. Activation memory is `pe_cols` banks.
-A stage's input map is stored either
+with the pool that reads it fused into its output (a max-pool, or an average pool: the writer keeps
+the window's maximum or sum). Stages run in layer order (a topological order of the graph): each
+reads the map its layer's `source` names and writes its own map (its layer's, or its fused pool's),
+and a layer with a `residual` reads that map too, in the writer (r at the same (channel, y, x), times
+m_r, added before the rounding shift). Activation memory is `pe_cols` banks. A map is stored either
 
-* banked (in_channels >= pe_cols): channel c in bank c % pe_cols at
+* banked (channels >= pe_cols): channel c in bank c % pe_cols at
   base + (c // pe_cols) * H * W + y * W + x, so every lane of a tile reads the same address; or
-* replicated (in_channels < pe_cols, taps packed per tile): every bank holds the whole map at
+* replicated (channels < pe_cols, taps packed per tile): every bank holds the whole map at
   base + c * H * W + y * W + x, so each lane can read its own tap.
 
-Two regions (ping-pong): stage i reads region i % 2 and writes region (i + 1) % 2; the last stage
-writes raw class scores into the score memory (index c * Ho * Wo + y * Wo + x).
+Regions by liveness: the banks are cut into `slots` regions of `region` words (the largest stored
+map). A map lives from the stage that writes it (the network input: from the start) to its last
+reader (as source or residual); each stage's output takes the lowest-numbered region no live map
+holds. A sequential network gets two regions used in turn (ping-pong: stage i reads region i % 2
+and writes region (i + 1) % 2), a residual block three. The last stage writes its outputs into the
+score memory (index c * Ho * Wo + y * Wo + x). Signed maps (a projection shortcut: relu false, not
+the last layer) are stored as act_bits two's complement and sign-extended when read as a residual.
 
 Weight memory: one word per kept tile, in TileGrid order (out group, tap group, channel group),
 holding the tile's 2-bit codes, the lane-map row of its tap group, its channel-group address offset
@@ -26,12 +34,13 @@ number of words per output group (memory `og_table`); the controller visits exac
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
-from terwin.deployment import Conv2d, Deployment, Linear, MaxPool2d, conv_out_size
+from terwin.deployment import INPUT, AvgPool2d, Conv2d, Deployment, Linear, MaxPool2d, conv_out_size
 from terwin.errors import TerwinError
 from terwin.intmath import signed_bits, unsigned_bits
 from terwin.tiling import TileGrid
@@ -59,12 +68,18 @@ def pipeline_depth(spec) -> int:
 # a stage's last shadow load -> its last channel written: pe_rows - 1 (the channels before it) + 1 (the
 # drain register) + the parameter read + the requantizer = pe_rows + 5; +1 to count inclusive
 REQUANT_TAIL = 1 + PARAM_READ_LATENCY + REQUANT_LATENCY
+# a program with residual connections: the writer reads r (one cycle: the other operands wait in a
+# register for it) and its requantizer adds r * m_r in a stage of its own (one more cycle)
+RESIDUAL_READ_LATENCY = 1
+RESIDUAL_ADD_LATENCY = 1
+# an average pool: the window's sum goes through a second requantizer (multiply, shift, round, clamp)
+AVERAGE_LATENCY = 4
 
 
 @dataclass
 class Stage(ProgramStage):
     """One weighted layer with the max-pool fused into its output."""
-    pool_index: int | None     # position of the fused max-pool, if any
+    pool_index: int | None     # position of the fused pool, if any
     in_shape: tuple[int, int, int]
     out_channels: int
     kh: int
@@ -81,7 +96,17 @@ class Stage(ProgramStage):
     in_mode: str               # "banked" or "replicated"
     out_mode: str              # "banked", "replicated" or "scores"
     grid: TileGrid
+    source: str = INPUT        # the map it reads (INPUT or a layer's name)
+    output: str = ""           # the map it writes: its layer's name, or its fused pool's
+    residual: str | None = None  # the map its layer adds (residual connection), if any
+    pool_kind: str = ""        # "max", "avg" or "" (no pool)
+    avg_mult: int = 1          # average pool: y = clamp((sum * avg_mult + 2^(avg_shift-1)) >> avg_shift, 0, act_max)
+    avg_shift: int = 1
+    out_signed: bool = False   # writes a signed map (relu false, not the last stage): the signed clamp
+    res_mode: str = ""         # the residual map's storage ("banked" / "replicated")
+    res_signed: bool = False   # ... and whether it is a signed map
     in_base: int = 0
+    res_base: int = 0
     out_base: int = 0
     lm_base: int = 0
     param_base: int = 0
@@ -110,21 +135,72 @@ class Stage(ProgramStage):
     def group_channel_step(self, rows: int, cols: int) -> tuple[int, int]:
         """(address step, mask): the output address advances by the step at every output group g with
         (g + 1) & mask == 0 (banked outputs put pe_cols channels side by side in one address)."""
-        plane = self.out_h * self.out_w
-        if self.out_mode != "banked":
-            return rows * plane, 0
-        if rows >= cols:
-            return (rows // cols) * plane, 0
-        return plane, cols // rows - 1
+        return _channel_step(self.out_mode, self.out_h * self.out_w, rows, cols)
+
+    def residual_channel_step(self, rows: int, cols: int) -> tuple[int, int]:
+        """The same for the address of the residual map (of the conv's output shape, before any pool)."""
+        return _channel_step(self.res_mode, self.conv_h * self.conv_w, rows, cols)
+
+
+def _channel_step(mode: str, plane: int, rows: int, cols: int) -> tuple[int, int]:
+    if mode != "banked":
+        return rows * plane, 0
+    if rows >= cols:
+        return (rows // cols) * plane, 0
+    return plane, cols // rows - 1
+
+
+@dataclass(frozen=True)
+class ActivationMap:
+    """One map stored in the activation banks: the network input or a stage's output."""
+    name: str
+    shape: tuple[int, int, int]
+    mode: str                  # "banked" or "replicated"
+    signed: bool
+    slot: int                  # its region: words slot * region ... + size - 1 of every bank
+    base: int
+    size: int                  # words per bank
+    producer: int              # the stage writing it (-1: the network input, loaded before stage 0)
+    last_reader: int           # the last stage reading it (as its source or residual)
 
 
 @dataclass
 class TernaryProgram(Program):
     """The ternary accelerator's program: stages, buffers, memories, widths (see the module docstring)."""
     dep: Deployment
-    region: int                # words of one activation region (the larger map)
+    region: int                # words of one activation region (the largest stored map)
     bank_depth: int
     addr_bits: int             # activation bank address width
+    maps: dict = field(default_factory=dict)   # name -> ActivationMap, every map the banks hold
+    slots: int = 2             # activation regions
+
+    # -- graph features: the hardware for each is built only when a stage needs it -----------------
+
+    @property
+    def has_residual(self) -> bool:
+        return any(s.residual is not None for s in self.stages)
+
+    @property
+    def has_signed(self) -> bool:
+        return any(s.out_signed for s in self.stages)
+
+    @property
+    def has_avgpool(self) -> bool:
+        return any(s.pool_kind == "avg" for s in self.stages)
+
+    @property
+    def requant_latency(self) -> int:
+        """Channel in (with its sum) -> requantized activation out, in the writer."""
+        extra = RESIDUAL_READ_LATENCY + RESIDUAL_ADD_LATENCY if self.has_residual else 0
+        return PARAM_READ_LATENCY + REQUANT_LATENCY + extra
+
+    def requant_tail(self, stage) -> int:
+        """A stage's last shadow load -> the cycle after its last output is written, less pe_rows."""
+        return 1 + self.requant_latency + (AVERAGE_LATENCY if stage.pool_kind == "avg" else 0)
+
+    @property
+    def input_map(self) -> ActivationMap:
+        return self.maps[INPUT]
 
     # -- schedule ----------------------------------------------------------------------------------
 
@@ -163,7 +239,34 @@ class TernaryProgram(Program):
             "last_stage": [i == len(st) - 1 for i in range(len(st))],
             "group_channel_step": [s.group_channel_step(rows, cols)[0] for s in st],
             "group_channel_mask": [s.group_channel_step(rows, cols)[1] for s in st],
+            **self._graph_table(),
         }
+
+    def _graph_table(self) -> dict[str, list[int]]:
+        """The columns of the graph features, present only in programs that use them (a sequential
+        network's table, and so its hardware, is what it was before graphs)."""
+        rows, cols = self.spec.pe_rows, self.spec.pe_cols
+        st = self.stages
+        table = {}
+        if self.has_residual:
+            table.update({
+                "has_residual": [s.residual is not None for s in st],
+                "res_base": [s.res_base for s in st],
+                "res_banked": [s.res_mode == "banked" for s in st],
+                "res_signed": [s.res_signed for s in st],
+                "res_plane": [s.conv_h * s.conv_w for s in st],           # address step per residual channel
+                "res_row": [s.conv_w for s in st],                         # between conv rows of a pool window
+                "res_pool_step": [s.pool_s for s in st],                   # conv pixels between pooled outputs
+                "res_pool_row_step": [s.pool_s * s.conv_w for s in st],
+                "res_channel_step": [s.residual_channel_step(rows, cols)[0] for s in st],
+                "res_channel_mask": [s.residual_channel_step(rows, cols)[1] for s in st],
+            })
+        if self.has_signed:
+            table["signed_out"] = [s.out_signed for s in st]
+        if self.has_avgpool:
+            table.update({"avg_pool": [s.pool_kind == "avg" for s in st],
+                          "avg_mult": [s.avg_mult for s in st], "avg_shift": [s.avg_shift for s in st]})
+        return table
 
     # -- memory contents (computed when first asked for) -------------------------------------------
 
@@ -183,7 +286,7 @@ class TernaryProgram(Program):
 
     @property
     def params(self) -> list[dict]:
-        """Per padded output channel {bias, mult, shift}."""
+        """Per padded output channel {bias, mult, shift} (+ res_mult, m_r, in a program with residuals)."""
         return self._contents[2]
 
     @property
@@ -219,6 +322,20 @@ class TernaryProgram(Program):
         return unsigned_bits(max(p["shift"] for p in self.params))
 
     @property
+    def res_mult_bits(self) -> int | None:
+        """Signed width of m_r (None: no residual in the program)."""
+        if not self.has_residual:
+            return None
+        mults = [p["res_mult"] for p in self.params] + [0]
+        return signed_bits(min(mults), max(mults))
+
+    @property
+    def avg_sum_bits(self) -> int:
+        """Unsigned width of an average pool's window sum."""
+        return unsigned_bits(max([self.spec.act_max * s.pool_k * s.pool_k for s in self.stages
+                                  if s.pool_kind == "avg"] + [1]))
+
+    @property
     def k_bits(self) -> int:
         return unsigned_bits(max(max(s.kh, s.kw) for s in self.stages) - 1)
 
@@ -248,7 +365,8 @@ class TernaryProgram(Program):
             MemoryImage("lane_map", layouts.lane_map_layout(spec, k_bits=self.k_bits, aoff_bits=self.aoff_bits),
                         max(1, len(self.lane_map)), self.lane_map),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
-                                               shift_bits=self.shift_bits), len(self.params), self.params),
+                                               shift_bits=self.shift_bits, res_mult_bits=self.res_mult_bits),
+                        len(self.params), self.params),
             # one entry more: read (and ignored) after the last output group
             MemoryImage("og_table", unsigned(unsigned_bits(max(counts))), len(counts) + 1, counts + [1]),
             MemoryImage("scores", signed(self.score_bits), max(2, self.n_scores)),
@@ -257,27 +375,40 @@ class TernaryProgram(Program):
 
 
 def _stage_layers(dep: Deployment):
+    """(layer index, fused pool index or None) per stage, in layer order. A pool (max or average) is
+    fused into the conv or linear layer it reads, which nothing else may read (its un-pooled output is
+    never stored); anything else is refused in one line naming the layer."""
     layers = list(dep.layers)
-    out = []
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        if isinstance(layer, MaxPool2d):
-            raise TerwinError(f"layer {layer.name}: the ternary engine fuses a max-pool into the conv or linear "
-                              f"layer before it; a max-pool cannot come first or follow another max-pool")
-        if not isinstance(layer, (Conv2d, Linear)):
-            raise TerwinError(f"layer {layer.name}: the ternary engine runs conv2d, linear and maxpool2d layers, "
-                              f"not {layer.kind} (use a winograd spec for Winograd layers)")
-        if layer.weight_code != "ternary":
+    sources = dep.sources()
+    index = {layer.name: i for i, layer in enumerate(layers)}
+    readers: dict[str, list[int]] = {}
+    for i, (layer, source) in enumerate(zip(layers, sources)):
+        readers.setdefault(source, []).append(i)
+        if getattr(layer, "residual", None) is not None:
+            readers.setdefault(layer.residual, []).append(i)
+    fused = {}   # conv index -> pool index
+    for i, (layer, source) in enumerate(zip(layers, sources)):
+        if isinstance(layer, (MaxPool2d, AvgPool2d)):
+            what = "a max-pool" if isinstance(layer, MaxPool2d) else "an average pool"
+            j = index.get(source)
+            if j is None or j >= i or not isinstance(layers[j], (Conv2d, Linear)):
+                raise TerwinError(f"layer {layer.name}: the ternary engine fuses {what} into the conv or linear "
+                                  f"layer it reads; {layer.name} reads {source}, which is not one (a pool cannot "
+                                  f"come first or follow another pool)")
+            if not layers[j].relu:
+                raise TerwinError(f"layer {layer.name}: {what} after raw class scores or a signed map is not "
+                                  f"supported")
+            others = [layers[r].name for r in readers[source] if r != i]
+            if others:
+                raise TerwinError(f"layer {layer.name}: the ternary engine fuses {what} into the layer it reads, "
+                                  f"but {others[0]} reads {source} too")
+            fused[j] = i
+        elif not isinstance(layer, (Conv2d, Linear)):
+            raise TerwinError(f"layer {layer.name}: the ternary engine runs conv2d, linear, maxpool2d and avgpool2d "
+                              f"layers, not {layer.kind} (use a winograd spec for Winograd layers)")
+        elif layer.weight_code != "ternary":
             raise TerwinError(f"layer {layer.name}: the ternary engine needs ternary weight codes, not {layer.weight_code!r}")
-        pool = None
-        if i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2d):
-            pool = i + 1
-            if not layer.relu:
-                raise TerwinError(f"layer {layers[pool].name}: max-pool after raw class scores is not supported")
-        out.append((i, pool))
-        i += 2 if pool is not None else 1
-    return out
+    return [(i, fused.get(i)) for i, layer in enumerate(layers) if isinstance(layer, (Conv2d, Linear))]
 
 
 def kept_tiles(layer, grid: TileGrid) -> np.ndarray:
@@ -311,8 +442,10 @@ def compile_program(dep: Deployment) -> TernaryProgram:
     if spec.weight_format != "ternary":
         raise TerwinError(f"the ternary engine cannot run a {spec.weight_format!r} model")
     rows, cols = spec.pe_rows, spec.pe_cols
+    sources = dep.sources()
+    plan = _stage_layers(dep)
     stages: list[Stage] = []
-    for li, pi in _stage_layers(dep):
+    for n, (li, pi) in enumerate(plan):
         layer = dep.layers[li]
         c, h, w = layer.in_shape
         if isinstance(layer, Conv2d):
@@ -321,31 +454,39 @@ def compile_program(dep: Deployment) -> TernaryProgram:
         else:
             kh, kw, stride, pad = h, w, 1, 0
         ch, cw = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
+        pool_kind, avg = "", {}
         if pi is not None:
             pool = dep.layers[pi]
             pk, ps = pool.kernel, pool.stride
             oh, ow = conv_out_size(ch, pk, ps, 0), conv_out_size(cw, pk, ps, 0)
+            pool_kind = "max" if isinstance(pool, MaxPool2d) else "avg"
+            if pool_kind == "avg":
+                avg = dict(avg_mult=pool.multiplier, avg_shift=pool.shift)
         else:
             pk = ps = 1
             oh, ow = ch, cw
+        last = n == len(plan) - 1
         stages.append(Stage(index=li, pool_index=pi, name=layer.name, in_shape=(c, h, w),
                             out_channels=layer.out_channels, kh=kh, kw=kw, stride=stride, padding=pad,
                             conv_h=ch, conv_w=cw, pool_k=pk, pool_s=ps, out_h=oh, out_w=ow, relu=layer.relu,
-                            in_mode="banked" if c >= cols else "replicated", out_mode="scores",
-                            grid=layer.tile_grid(spec)))
-    for a, b in zip(stages, stages[1:]):
-        a.out_mode = b.in_mode
-
-    def map_size(c, h, w, mode):
-        return (-(-c // cols)) * h * w if mode == "banked" else c * h * w
-
-    region = max(map_size(*s.in_shape, s.in_mode) for s in stages)
-    bank_depth = 1 << (2 * region - 1).bit_length()      # the next power of two of two regions
+                            in_mode=_mode(c, cols), out_mode="scores" if last else _mode(layer.out_channels, cols),
+                            grid=layer.tile_grid(spec), source=sources[li],
+                            output=dep.layers[pi].name if pi is not None else layer.name,
+                            residual=layer.residual, pool_kind=pool_kind, out_signed=not layer.relu and not last,
+                            **avg))
+    assert stages[-1].output == dep.layers[-1].name, "the last layer is the last stage's"
+    maps, slots = _allocate(dep, stages, cols)
+    region = max(m.size for m in maps.values())
+    maps = {name: dataclasses.replace(m, base=m.slot * region) for name, m in maps.items()}
+    bank_depth = 1 << (slots * region - 1).bit_length()      # the next power of two of the regions
     og_base = lm_base = param_base = word_base = 0
-    for n, s in enumerate(stages):
+    for s in stages:
         layer = dep.layers[s.index]
-        s.in_base = (n % 2) * region
-        s.out_base = ((n + 1) % 2) * region if s.out_mode != "scores" else 0
+        s.in_base = maps[s.source].base
+        s.out_base = maps[s.output].base if s.out_mode != "scores" else 0
+        if s.residual is not None:
+            r = maps[s.residual]
+            s.res_base, s.res_mode, s.res_signed = r.base, r.mode, r.signed
         s.nonzero_weights = int(np.count_nonzero(layer.weight))
         s.og_counts = np.maximum(kept_tiles(layer, s.grid).sum(axis=(1, 2)), 1).astype(np.int64)
         s.og_base, s.lm_base, s.param_base, s.word_base = og_base, lm_base, param_base, word_base
@@ -357,12 +498,45 @@ def compile_program(dep: Deployment) -> TernaryProgram:
     return TernaryProgram(spec=spec, input_shape=tuple(dep.input_shape),
                           layer_names=tuple(layer.name for layer in dep.layers), stages=stages,
                           n_scores=last.out_channels * last.out_h * last.out_w, dep=dep, region=region,
-                          bank_depth=bank_depth, addr_bits=unsigned_bits(bank_depth - 1))
+                          bank_depth=bank_depth, addr_bits=unsigned_bits(bank_depth - 1), maps=maps, slots=slots)
+
+
+def _mode(channels: int, cols: int) -> str:
+    return "banked" if channels >= cols else "replicated"
+
+
+def _allocate(dep: Deployment, stages: list[Stage], cols: int):
+    """Every stored map (the input, each stage's output but the last's) with its region (`slot`), by
+    liveness: a map holds its region from the stage writing it to its last reader; a stage's output
+    takes the lowest region no live map holds. At least two regions (a one-stage network keeps the
+    two of a sequential one)."""
+    last_reader: dict[str, int] = {}
+    for n, s in enumerate(stages):
+        last_reader[s.source] = n
+        if s.residual is not None:
+            last_reader[s.residual] = n
+
+    def size(c, h, w):
+        return (-(-c // cols)) * h * w if _mode(c, cols) == "banked" else c * h * w
+
+    c, h, w = dep.input_shape
+    maps = {INPUT: ActivationMap(INPUT, (c, h, w), _mode(c, cols), False, 0, 0, size(c, h, w), -1,
+                                 last_reader.get(INPUT, -1))}
+    for n, s in enumerate(stages):
+        if s.out_mode == "scores":
+            continue
+        held = {m.slot for m in maps.values() if m.last_reader >= n}
+        slot = next(i for i in range(len(maps) + 1) if i not in held)
+        shape = (s.out_channels, s.out_h, s.out_w)
+        maps[s.output] = ActivationMap(s.output, shape, s.out_mode, s.out_signed, slot, 0, size(*shape), n,
+                                       last_reader[s.output])
+    return maps, max(2, 1 + max(m.slot for m in maps.values()))
 
 
 def _contents(dep: Deployment, stages: list[Stage]):
     """Weight words, lane-map rows and requantization constants of every stage, in memory order."""
     rows, cols = dep.spec.pe_rows, dep.spec.pe_cols
+    residuals = any(s.residual is not None for s in stages)
     words, lane_map, params = [], [], []
     for s in stages:
         layer = dep.layers[s.index]
@@ -398,10 +572,13 @@ def _contents(dep: Deployment, stages: list[Stage]):
                 words.append({"codes": codes, "lm": s.lm_base + tg, "coff": coff, "last": int(j == len(kept) - 1)})
             counts[og] = len(kept)
         assert np.array_equal(counts, s.og_counts)
+        requantizes = s.out_mode != "scores" or layer.relu     # not raw class scores
         for o in range(grid.out_groups * rows):
             if o < layer.out_channels:
-                params.append({"bias": int(layer.bias[o]), "mult": int(layer.multiplier[o]) if layer.relu else 0,
-                               "shift": int(layer.shift[o]) if layer.relu else 1})
+                params.append({"bias": int(layer.bias[o]), "mult": int(layer.multiplier[o]) if requantizes else 0,
+                               "shift": int(layer.shift[o]) if requantizes else 1})
+                if residuals:
+                    params[-1]["res_mult"] = int(layer.residual_multiplier[o]) if s.residual is not None else 0
             else:
-                params.append({"bias": 0, "mult": 0, "shift": 1})
+                params.append({"bias": 0, "mult": 0, "shift": 1, **({"res_mult": 0} if residuals else {})})
     return words, lane_map, params

@@ -121,4 +121,32 @@ class TileSequencer(wiring.Component):
                                     m.d.sync += group.eq(group + 1)
                                 with m.Else():
                                     m.d.comb += self.stage_done.eq(1)
+        if p.has_residual:
+            self._residual_counters(m, job_counters, last_tile, win_x, win_y, out_x, out_y, group)
         return m
+
+    def _residual_counters(self, m, job_counters, last_tile, win_x, win_y, out_x, out_y, group):
+        """The job's conv output pixel (before the fused pool) and its group's channel offset in the
+        residual map, stepped alongside the counters above: conv_pixel = (out_y * pool_s + win_y) *
+        conv_w + out_x * pool_s + win_x."""
+        k, job = self.k, self.tile.job
+        row, col, win_row = (Signal(len(job.conv_pixel), name=n) for n in ("res_row", "res_col", "res_win_row"))
+        base = Signal.like(job.res_address)
+        m.d.comb += [job.conv_pixel.eq(row + col + win_row + win_x), job.res_address.eq(base)]
+        with m.If(self.start_image | self.start_stage):
+            m.d.sync += [row.eq(0), col.eq(0), win_row.eq(0), base.eq(0)]
+        with m.If(self.issue & last_tile & (win_x == k.window_last)):
+            with m.If(win_y != k.window_last):
+                m.d.sync += win_row.eq(win_row + k.res_row)
+            with m.Else():
+                m.d.sync += win_row.eq(0)
+                with m.If(out_x != k.col_last):
+                    m.d.sync += col.eq(col + k.res_pool_step)
+                with m.Else():
+                    m.d.sync += col.eq(0)
+                    with m.If(out_y != k.row_last):
+                        m.d.sync += row.eq(row + k.res_pool_row_step)
+                    with m.Else():
+                        m.d.sync += row.eq(0)
+                        with m.If(((group + 1) & k.res_channel_mask) == 0):
+                            m.d.sync += base.eq(base + k.res_channel_step)

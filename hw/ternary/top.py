@@ -1,7 +1,7 @@
 """`TernaryAccelerator`: runs a whole ternary `Deployment` from on-chip memories.
 
 Ports: `terwin.hw.common.ports.accelerator_signature` (shared with the Winograd engine; see
-docs/hardware.md); a max-pool fused into the layer before it reads 0 on `layer_cycles`.
+docs/hardware.md); a pool fused into the layer it reads reads 0 on `layer_cycles`.
 
 Built from the `TernaryProgram` (`terwin.hw.ternary.program`) that the cycle model
 (`terwin.hw.ternary.cycles`) reads too, as a chain of stage components:
@@ -10,7 +10,9 @@ Built from the `TernaryProgram` (`terwin.hw.ternary.program`) that the cycle mod
                         ^                                                                  |
                         +-------------- next stage's region (or ScoreOutput) <------------+
 
-One stage = a conv/linear layer with its max-pool fused. `TileSequencer` issues, for each output
+One stage = a conv/linear layer with the pool reading it fused; stages run in layer order, each
+reading the map its layer's `source` names (and, in the writer, its `residual`), each map in the
+region the program's liveness allocation gave it. `TileSequencer` issues, for each output
 group of `pe_rows` channels, for each pooled output pixel, for each position in its pool window, the
 group's kept tiles, one per cycle; `MacPipeline` (decoder 2, activation read 2, PE array
 1 + log2 pe_cols) brings their sums to the `Accumulators`, whose shadow register the
@@ -69,6 +71,8 @@ class TernaryAccelerator(wiring.Component):
             wiring.connect(m, loader.bank_write[b], banks.load[b])
             wiring.connect(m, mac.bank_read[b], banks.read[b])
             wiring.connect(m, writer.bank_write[b], banks.write[b])
+            if p.has_residual:
+                wiring.connect(m, writer.residual_read[b], banks.residual[b])
         wiring.connect(m, writer.score_write, output.write)
         wiring.connect(m, output.o_stream, wiring.flipped(self.o_stream))
         m.d.comb += [
