@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import safeio
 from .errors import TerwinError
 
 MANIFEST = ".terwin-outputs.json"
@@ -38,9 +39,9 @@ def _err(option: str, path, why: str) -> TerwinError:
 
 def _listed(folder: Path) -> set[str]:
     """The relative paths `folder`'s manifest lists (none when it has no readable manifest)."""
-    try:
-        files = json.loads((folder / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    try:  # through safeio: a FIFO or a huge file under the manifest's name is no manifest, not a hang
+        files = safeio.load_json(folder / MANIFEST, what="terwin outputs list")["files"]
+    except (TerwinError, KeyError, TypeError):
         return set()
     return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
 
