@@ -97,6 +97,9 @@ class WinogradOptions(CompressOptions):
         return scaled_epochs(EPOCHS[stage], self.epochs_scale)
 
 
+OPTIONS = WinogradOptions  # the family's options dataclass (terwin.api builds it from keywords)
+
+
 def _fraction(text: str) -> float:
     try:
         v = float(text)
@@ -304,5 +307,5 @@ def _compress(options: WinogradOptions):
     return dep, report
 
 
-__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "MODES", "EPOCHS", "WinogradOptions", "add_arguments",
+__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "MODES", "EPOCHS", "WinogradOptions", "add_arguments",
            "options_from_args", "compress", "winograd_stats", "placement"]
