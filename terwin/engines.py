@@ -61,7 +61,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("ternary", compress_flow="terwin.algo.ternary.flow",
            plot_style=("o", "tab:blue"), model_flow="terwin.algo.ternary.graph_flow"),
     Engine("winograd", compress_flow="terwin.algo.winograd.flow",
-           plot_style=("s", "tab:orange")),
+           plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow"),
 )}
 
 

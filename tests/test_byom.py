@@ -149,7 +149,8 @@ def test_cli_with_weights_fine_tunes_from_them(model_file, tmp_path, capsys):
     (["--model", "{models}:nothing"], ["has no 'nothing'"]),
     (["--data", "digits32"], ["--data needs --model"]),
     (["--weights", "{weights}"], ["--weights needs --model"]),
-    (["--model", "{models}:tiny", "--family", "winograd"], ["--family winograd", "--model needs --family ternary"]),
+    (["--model", "{models}:tiny", "--family", "winograd"], ["conv1: is a 3x3 stride-2 padding-1 conv",
+                                                            "--family ternary"]),
     (["--model", "{models}:tiny", "--data", "{bad_npz}"], ["y_test", "one label per image"]),
     (["--model", "{models}:tiny", "--data", "nowhere.npz"], ["nowhere.npz: no such file"]),
 ])
@@ -283,6 +284,21 @@ def test_api_compress_save_load_scores(model_file, tmp_path):
         terwin.compress(None, arrays)
     with pytest.raises(TerwinError, match="no engine 'nope'"):
         terwin.compress(None, family="nope")
+
+
+def test_api_winograd_family_on_a_plain_user_model():
+    """A plain chain (3x3 stride-1 convs with BN or bias, max-pools, a last linear) through the Winograd
+    family: batch norm folded, the family's stages, layer names from the module paths."""
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    dep, report = terwin.compress(model, terwin.load_data("digits", limit=300), family="winograd",
+                                  winograd_sparsity=0.5, epochs_scale=0.02, quiet=True)
+    assert [(layer.name, layer.kind) for layer in dep.layers] == [
+        ("0", "winograd_conv2d"), ("3", "maxpool2d"), ("4", "winograd_conv2d"), ("7", "linear")]
+    assert report["reference_mismatches"] == 0 and report["family"] == "winograd"
+    assert 0.45 < report["sparsity"] < 0.55 and report["winograd"]["validation"]["images"] == 30
 
 
 # -- the examples -------------------------------------------------------------------------------------

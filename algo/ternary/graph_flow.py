@@ -42,14 +42,13 @@ from ..graph import GraphNet, capture, check_capture, load_weights
 from ..options import check_number
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
-from ..train import Tensors, single_thread, train
+from ..train import BestCheckpoint, Tensors, accuracy, single_thread, train
 from .export import with_tile_mask
 from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
 from .pruning import REGULARIZERS, TilePruner
 from .ternarize import Ternarizer, prepare_ternary, ternary_codes
 
-EVAL_BATCH = 256
 RESIDUAL_MULTIPLIER_MAX = (1 << 31) - 1
 
 
@@ -83,38 +82,6 @@ def options_from_args(args, spec) -> GraphOptions:
 
 
 # -- training --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def accuracy(net: nn.Module, x, y, *, batch: int = EVAL_BATCH) -> float:
-    """Accuracy in eval mode, `batch` images at a time (the training mode is restored)."""
-    was = net.training
-    net.eval()
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
-    correct = sum(int((net(x[i:i + batch]).argmax(dim=1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
-    net.train(was)
-    return correct / len(y)
-
-
-class BestCheckpoint:
-    """The state with the highest validation accuracy seen (the later one on a tie)."""
-
-    def __init__(self, net: nn.Module, x_val, y_val):
-        self.net, self.x, self.y = net, x_val, y_val
-        self.accuracy = -1.0
-        self.epoch = None
-        self.state = None
-
-    def offer(self, epoch: int) -> float:
-        acc = accuracy(self.net, self.x, self.y)
-        if acc >= self.accuracy:
-            self.accuracy, self.epoch = acc, epoch
-            self.state = copy.deepcopy(self.net.state_dict())
-        return acc
-
-    def restore(self) -> None:
-        if self.state is not None:
-            self.net.load_state_dict(self.state)
 
 
 @dataclass
@@ -394,4 +361,4 @@ def compress(options: GraphOptions, model: nn.Module, data: Split, *, weights=No
 
 
 __all__ = ["GraphOptions", "OPTIONS", "options_from_args", "compress", "prepare", "train_graph", "export_graph", "check_limits",
-           "sync_graph_scales", "accuracy"]
+           "sync_graph_scales"]
