@@ -63,8 +63,9 @@ class CaptureError(TerwinError):
 # -- loading a user's model and weights -----------------------------------------------------------
 
 
-def load_model(ref: str) -> nn.Module:
-    """`FILE.py:FACTORY` -> the nn.Module that FACTORY() returns (FILE loaded with importlib by path).
+def load_model(ref: str, *, seed: int | None = None) -> nn.Module:
+    """`FILE.py:FACTORY` -> the nn.Module that FACTORY() returns (FILE loaded with importlib by path),
+    with torch's global RNG seeded by `seed` first, so that its initial weights are reproducible.
     A missing file or factory, a file that fails to load, a factory that raises or returns something
     else than a Module: one TerwinError line."""
     path, sep, name = str(ref).rpartition(":")
@@ -92,6 +93,8 @@ def load_model(ref: str) -> nn.Module:
         raise TerwinError(f"{path}: has no {name!r} (the factory --model names)")
     if not callable(factory):
         raise TerwinError(f"{path}: {name} is a {type(factory).__name__}, not a function returning the model")
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         model = factory()
     except Exception as e:

@@ -69,7 +69,8 @@ def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, 
     default: the family's). `weights`: the model's trained state_dict (a mapping or a file) — the
     float training is skipped. `options`: the family's other options (e.g. regularizer="group-lasso",
     zero_budget=0.05; see the family's options dataclass). Returns (Deployment, the compress.json
-    dict, without "checksum": `save` returns it)."""
+    dict, without "checksum": `save` returns it). Training starts from the model's weights as given
+    (seed torch before building it, for a reproducible start) and is seeded by `seed`."""
     engine = engines.get(family)
     flow = importlib.import_module(engine.compress_flow)
     spec = _spec(spec, flow.DEFAULT_SPEC)

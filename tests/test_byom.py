@@ -269,13 +269,17 @@ def test_validation_split_is_stratified_seeded_and_leaves_the_test_images():
 
 def test_api_compress_save_load_scores(model_file, tmp_path):
     arrays = dict(np.load(_npz(tmp_path / "d.npz", shape=(3, 8, 8), n_train=64, n_test=24)))
-    dep, report = terwin.compress(load_model(f"{model_file}:tiny_rgb4"), arrays, tile_sparsity=0.25,
+    dep, report = terwin.compress(load_model(f"{model_file}:tiny_rgb4", seed=0), arrays, tile_sparsity=0.25,
                                   epochs_scale=0.02, quiet=True)
     assert set(report) == REPORT_KEYS - {"checksum"} and report["reference_mismatches"] == 0
     assert report["options"]["model_ref"] == "Tiny" and report["options"]["tile_sparsity"] == 0.25
     checksum = terwin.save(dep, tmp_path / "m.terwin")
     again = terwin.load(tmp_path / "m.terwin")
     assert fileformat.checksum(again) == checksum == fileformat.checksum(dep)
+    # seeded and single-threaded: the same call writes the same model
+    twin, _ = terwin.compress(load_model(f"{model_file}:tiny_rgb4", seed=0), arrays, tile_sparsity=0.25,
+                              epochs_scale=0.02, quiet=True)
+    assert fileformat.checksum(twin) == checksum
     x = arrays["x_test"] / np.float32(255)
     assert np.array_equal(terwin.scores(again, x), reference.forward(dep, reference.quantize_input(dep, x)))
     with pytest.raises(TerwinError, match="unexpected keyword argument 'no_such_option'"):

@@ -212,6 +212,8 @@ def test_load_model_errors(tmp_path):
         NUMBER = 4
     """))
     assert isinstance(load_model(f"{f}:good"), nn.Module)
+    a, b = load_model(f"{f}:good", seed=3), load_model(f"{f}:good", seed=3)   # the initial weights under --seed
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     for ref, words in [(f"{f}:bad", "bad() raised ValueError: no such width"), (f"{f}:not_module", "returned a int"),
                        (f"{f}:missing", "has no 'missing'"), (f"{f}:NUMBER", "not a function"),
                        (str(f), "FILE.py:FACTORY"), (f"{tmp_path / 'nope.py'}:good", "no such file")]:

@@ -76,7 +76,8 @@ def run(args) -> int:
             flow = importlib.import_module(model_flow)
             options = flow.options_from_args(args, spec)
             data = load_data(args.data or "digits", act_bits=spec.act_bits)
-            dep, report = flow.compress(options, load_model(args.model), data, weights=args.weights)
+            model = load_model(args.model, seed=args.seed)  # its initial weights: FACTORY() under --seed
+            dep, report = flow.compress(options, model, data, weights=args.weights)
         report = {**report, "checksum": fileformat.save(dep, stage / "model.terwin")}
         (stage / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     summary = {k: report[k] for k in ("float_accuracy", "accuracy", "reference_mismatches") if k in report}
