@@ -326,3 +326,31 @@ def test_limits_are_checked_before_training():
     ok = GraphNet(capture(Seq(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()), (1, 8, 8)), act_bits=8, input_scale=1 / 255)
     check_limits(ok, PE8X8)
     assert ok.ops[0].source == INPUT
+
+
+class InputShortcut(nn.Module):
+    """The shortcut on the left of `+` is the network input itself; a conv head returns the scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Conv2d(2, 3, 1)
+
+    def forward(self, x):
+        y = F.relu(x + self.conv(x))
+        return torch.flatten(self.head(self.pool(y)), 1)
+
+
+def test_input_shortcut_on_the_left_and_a_conv_score_layer():
+    model = InputShortcut()
+    graph = capture(model, (2, 6, 6))
+    assert [(op.name, op.kind, op.residual, op.relu) for op in graph.ops] == [
+        ("conv", "conv2d", INPUT, True), ("pool", "avgpool2d", None, True), ("head", "conv2d", None, False)]
+    net, pruner = _calibrated(model, (2, 6, 6))
+    assert check_capture(GraphNet(capture(model, (2, 6, 6)), act_bits=8, input_scale=1 / 255), model) < 1e-5
+    dep = export_graph(net, PE8X8, tile_masks=pruner.tile_masks())
+    q = np.random.default_rng(0).integers(0, 256, size=(8, 2, 6, 6))
+    for a, b in zip(torch_int.trace(dep, q), reference.trace(dep, q)):
+        assert np.array_equal(a.numpy(), b)
+    assert dep.layers[0].residual == INPUT and reference.forward(dep, q).shape == (8, 3)
