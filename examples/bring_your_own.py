@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import terwin  # the API (loads torch and the flows on first use)
+
 
 class SmallResNet(nn.Module):
     def __init__(self, classes: int = 10):
@@ -68,8 +70,6 @@ def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
 
 
 def main(argv=None) -> int:
-    import terwin  # the API (loads torch and the flows on first use)
-
     parser = argparse.ArgumentParser(description="train in PyTorch, compress with terwin's Python API")
     parser.add_argument("--out", default="runs/byo", help="folder for float.pt and model.terwin")
     parser.add_argument("--epochs", type=int, default=15, help="float training epochs (plain PyTorch)")

@@ -1,6 +1,6 @@
 """ResNet-8 for 32x32 images: a stem conv, three residual stages (16, 32, 64 channels; the second and
 third halve the map with a stride-2 conv and a 1x1 stride-2 projection shortcut), global average
-pooling and a linear classifier. Plain PyTorch: nothing here knows terwin.
+pooling and a linear classifier. The network is plain PyTorch (nothing in it knows terwin).
 
 As a `terwin compress` model (the factory takes no arguments):
 
@@ -17,6 +17,8 @@ import argparse
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+import terwin  # the API, for main() (the model classes below do not use it)
 
 
 class BasicBlock(nn.Module):
@@ -65,8 +67,6 @@ def resnet8() -> nn.Module:
 
 
 def main(argv=None) -> int:
-    import terwin  # the API; importing terwin loads no torch until compress is called
-
     parser = argparse.ArgumentParser(description="compress ResNet-8 on digits32 with terwin's Python API")
     parser.add_argument("--out", default="runs/resnet8", help="folder for model.terwin and compress.json")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="every training stage's epochs times this")

@@ -4,6 +4,7 @@ on tiny samples and epochs."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import textwrap
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import terwin
 from terwin import fileformat, intmath
@@ -234,7 +236,6 @@ def test_npz_container_problems(tmp_path):
         datasets.load_npz(tmp_path / "text.npz")
     # a header claiming more data than the member holds, and a header too large for the limits
     header = np.lib.format.header_data_from_array_1_0(np.zeros((4, 2, 2), np.uint8))
-    import io
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
     _write_npy(tmp_path / "short.npz", {"x_train": buf.getvalue() + b"\0" * 3})
@@ -293,7 +294,6 @@ def test_api_compress_save_load_scores(model_file, tmp_path):
 def test_api_winograd_family_on_a_plain_user_model():
     """A plain chain (3x3 stride-1 convs with BN or bias, max-pools, a last linear) through the Winograd
     family: batch norm folded, the family's stages, layer names from the module paths."""
-    from torch import nn
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))

@@ -15,6 +15,8 @@ The core imports no torch, Amaranth or cocotb; hw imports no torch; algo imports
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,8 +129,6 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
 def test_import_terwin_loads_no_torch():
     """The API's names resolve lazily: importing the package (and using the core) loads no torch,
     Amaranth or flow; the first API name loads the API."""
-    import subprocess
-    import sys
     code = ("import sys, terwin; terwin.Deployment; terwin.load_spec('pe8x8'); "
             "bad = [m for m in ('torch', 'amaranth', 'terwin.api', 'terwin.algo.graph') if m in sys.modules]; "
             "assert not bad, bad; f = terwin.compress; import terwin.api; assert f is terwin.api.compress; "
