@@ -3,8 +3,11 @@ package per compression family (`terwin.algo.ternary`, `terwin.algo.winograd`).
 
 Common to every family:
 
-* `data`      — the digits split (NumPy only; `terwin verify` and `terwin demo` import it without torch);
-* `train`     — the one training loop (`train`, `evaluate`, `Tensors`, epoch scaling, single-threading);
+* `data`      — the digits split, digits32, a user's .npz, the validation split (NumPy only; `terwin verify`
+                and `terwin demo` import it without torch);
+* `graph`     — a user's network: torch.fx capture, lowering to the Deployment's layers, `GraphNet`;
+* `train`     — the one training loop (`train`, `evaluate`, `accuracy`, `BestCheckpoint`, `Tensors`, epoch
+                scaling, single-threading);
 * `quant`     — activation/weight fake quantizers (`ActQuant` with an explicit calibration rule,
                 `PerChannelQuant`, `InputQuant`), batch-norm folding, requantizer fitting;
 * `torch_int` — the one torch integer evaluator of any `Deployment` (every layer kind);

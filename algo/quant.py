@@ -31,14 +31,17 @@ def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
     return _RoundHalfUpSTE.apply(x)
 
 
-def fake_quantize(x: torch.Tensor, scale: float | torch.Tensor, *, bits: int) -> torch.Tensor:
-    """Unsigned fake quantization: clamp(floor(x / scale + 1/2), 0, 2**bits - 1) * scale.
+def fake_quantize(x: torch.Tensor, scale: float | torch.Tensor, *, bits: int, signed: bool = False) -> torch.Tensor:
+    """Unsigned fake quantization: clamp(floor(x / scale + 1/2), 0, 2**bits - 1) * scale; `signed`:
+    clamped to -2**(bits-1) .. 2**(bits-1) - 1 instead (a signed map: a projection shortcut).
 
     Straight-through: the gradient passes where the value lies inside the range and is zero where
     the clamp cut it.
     """
-    qmax = (1 << bits) - 1
-    q = torch.clamp(round_half_up_ste(x / scale), 0, qmax)
+    if signed:
+        q = torch.clamp(round_half_up_ste(x / scale), -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    else:
+        q = torch.clamp(round_half_up_ste(x / scale), 0, (1 << bits) - 1)
     return q * scale
 
 
@@ -61,14 +64,18 @@ class ActQuant(nn.Module):
 
     `min_scale` (set by the ternary exporter's `sync_activation_scales`) keeps the scale from being
     finer than the grid the integer model can reach. With `enabled` off the module is the identity.
+
+    `signed` (a projection shortcut's map, which has no ReLU): the range is -2**(bits-1) .. 2**(bits-1) - 1
+    and the ema-max rule follows the batch maximum of |x|.
     """
 
     def __init__(self, bits: int, *, calibration: str = "ema-max", momentum: float = 0.1,
-                 percentile: float = 99.99):
+                 percentile: float = 99.99, signed: bool = False):
         super().__init__()
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, not {calibration!r}")
         self.bits = bits
+        self.signed = signed
         self.calibration = calibration
         self.momentum = momentum
         self.percentile = percentile
@@ -82,7 +89,7 @@ class ActQuant(nn.Module):
 
     @property
     def qmax(self) -> int:
-        return (1 << self.bits) - 1
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
 
     @property
     def scale(self) -> float:
@@ -97,10 +104,10 @@ class ActQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
             if self.calibration == "percentile":
-                self.observed.append(x.detach())
+                self.observed.append(x.detach().abs() if self.signed else x.detach())
             elif self.training:
                 with torch.no_grad():
-                    batch_max = x.detach().max()
+                    batch_max = x.detach().abs().max() if self.signed else x.detach().max()
                     if not bool(self.initialized):
                         self.running_max.copy_(batch_max)
                         self.initialized.fill_(True)
@@ -108,7 +115,7 @@ class ActQuant(nn.Module):
                         self.running_max.lerp_(batch_max, self.momentum)
         if not self.enabled:
             return x
-        return fake_quantize(x, self.scale, bits=self.bits)
+        return fake_quantize(x, self.scale, bits=self.bits, signed=self.signed)
 
     def finish_calibration(self) -> float:
         """Percentile rule: set the scale from the observed activations, stop observing, switch on."""
@@ -123,7 +130,8 @@ class ActQuant(nn.Module):
         return float(self.calibrated_scale)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, calibration={self.calibration}, enabled={self.enabled}, scale={self.scale:.4g}"
+        signed = ", signed" if self.signed else ""
+        return f"bits={self.bits}{signed}, calibration={self.calibration}, enabled={self.enabled}, scale={self.scale:.4g}"
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ from .options import CompressOptions
 from .train import Tensors
 
 
-def evaluate_deployment(dep: Deployment, data: Tensors) -> dict:
+def evaluate_deployment(dep: Deployment, data: Tensors, *, batch: int = 128) -> dict:
     """Accuracy of the integer model on the test split, agreement of the torch integer evaluation with
     `sim.reference` on every score, and the model file's size figures."""
     x = data.x_test.numpy()
@@ -42,7 +42,8 @@ def evaluate_deployment(dep: Deployment, data: Tensors) -> dict:
     q = reference.quantize_input(dep, x)
     if not np.array_equal(torch_int.quantize_input(dep, x).numpy(), q):
         raise AssertionError("torch and NumPy input quantization disagree")
-    scores_ref = reference.forward(dep, q)
+    # the reference `batch` images at a time: its im2col of a 32x32 model's whole test split is gigabytes
+    scores_ref = np.concatenate([reference.forward(dep, q[i:i + batch]) for i in range(0, len(q), batch)])
     scores_torch = torch_int.forward(dep, q).numpy()
     totals = model_stats(dep)["totals"]
     return {

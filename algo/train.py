@@ -15,13 +15,15 @@ differently is a parameter, never a second loop:
   epoch — the place for validation (e.g. checkpoint choice on a held-out split).
 * `teacher`/`distill_weight`: knowledge distillation (an experiment knob of the ternary schedule).
 
-`evaluate` is test accuracy in eval mode. Runs are deterministic: seed the global RNG before building
+`evaluate` is test accuracy in eval mode (`accuracy`: the same, batched, as a plain fraction);
+`BestCheckpoint` keeps the state with the best validation accuracy (checkpoint selection). Runs are deterministic: seed the global RNG before building
 the model, pass one `torch.Generator` for batch order and augmentation, and run under
 `single_thread()`.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -76,6 +78,38 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, dtype: torch
     acc = float((model(x).argmax(dim=1) == y).to(dtype).mean())
     model.train(was)
     return acc
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, x, y, *, batch: int = 256) -> float:
+    """Accuracy in eval mode, `batch` images at a time (the training mode is restored)."""
+    was = net.training
+    net.eval()
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    correct = sum(int((net(x[i:i + batch]).argmax(dim=1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
+    net.train(was)
+    return correct / len(y)
+
+
+class BestCheckpoint:
+    """The state with the highest validation accuracy seen (the later one on a tie)."""
+
+    def __init__(self, net: nn.Module, x_val, y_val):
+        self.net, self.x, self.y = net, x_val, y_val
+        self.accuracy = -1.0
+        self.epoch = None
+        self.state = None
+
+    def offer(self, epoch: int) -> float:
+        acc = accuracy(self.net, self.x, self.y)
+        if acc >= self.accuracy:
+            self.accuracy, self.epoch = acc, epoch
+            self.state = copy.deepcopy(self.net.state_dict())
+        return acc
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.net.load_state_dict(self.state)
 
 
 def train(model: nn.Module, data: Tensors, *, epochs: int, lr: float, generator: torch.Generator,
@@ -155,4 +189,5 @@ def random_shift(x: torch.Tensor, *, generator: torch.Generator, max_shift: int 
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "train", "random_shift"]
+__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "accuracy", "BestCheckpoint", "train",
+           "random_shift"]

@@ -18,7 +18,7 @@ DESCRIPTION = ("terwin: compress a CNN into a ternary PE-tile-pruned or Winograd
                "predict its cycles exactly, and build bitstreams with open-source tools.")
 
 COMMANDS = {
-    "compress": "train and compress the digits CNN into an integer model file",
+    "compress": "train and compress a CNN (the built-in digits net, or your own with --model) into an integer model file",
     "inspect": "print a model file: layers, shapes, sparsity, bits",
     "generate": "generate Verilog, memory images and a manifest for a model",
     "verify": "run the RTL under Icarus Verilog (cocotb) and compare every output with the reference",

@@ -28,6 +28,9 @@ class Engine:
     compress_flow: str                 # its `terwin compress --family NAME` module (terwin/commands/compress.py;
                                        # the module's DEFAULT_SPEC is the family's spec without --spec)
     plot_style: tuple[str, str]        # marker and colour of its series in the report's plots
+    model_flow: str | None = None      # its `terwin compress --family NAME --model FILE.py:FACTORY` module (a
+                                       # user's network: `options_from_args`, `compress(options, model, data,
+                                       # weights=)`), or None when the family compresses only its built-in net
 
     @property
     def package(self) -> str:
@@ -56,9 +59,9 @@ class Engine:
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("ternary", compress_flow="terwin.algo.ternary.flow",
-           plot_style=("o", "tab:blue")),
+           plot_style=("o", "tab:blue"), model_flow="terwin.algo.ternary.graph_flow"),
     Engine("winograd", compress_flow="terwin.algo.winograd.flow",
-           plot_style=("s", "tab:orange")),
+           plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow"),
 )}
 
 

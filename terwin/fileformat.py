@@ -38,7 +38,7 @@ MAX_HEADER_BYTES = safeio.MAX_JSON_BYTES
 MAX_ARRAY_DIMS = 4
 
 # Canonical storage dtype of each array field.
-_FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift": "|u1"}
+_FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift": "|u1", "residual_multiplier": "<i4"}
 
 
 def _weight_dtype(arr: np.ndarray) -> str:

@@ -8,8 +8,9 @@ Stored weight bits, per layer:
 * Winograd layers: weight_bits per nonzero Winograd-domain weight + a 1-bit occupancy mask per
   Winograd-domain position, + 32 bits per float scale.
 The float baseline is 32 bits per spatial weight (a Winograd layer's float model has 3x3 kernels).
-Biases and requantization constants (32-bit bias, 16-bit multiplier, 6-bit shift per channel)
-are counted apart, as `requant_bits`.
+Biases and requantization constants (32-bit bias, 16-bit multiplier, 6-bit shift per channel, and
+a 32-bit residual multiplier per channel of a layer with a residual connection) are counted apart,
+as `requant_bits`. Pooling layers hold no weights.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .deployment import INPUT, Deployment, WinogradConv2d
 
 SCALE_BITS = 32
 REQUANT_BITS_PER_CHANNEL = 32 + 16 + 6
+RESIDUAL_BITS_PER_CHANNEL = 32
 
 
 def layer_stats(layer, spec) -> dict:
@@ -32,7 +34,7 @@ def layer_stats(layer, spec) -> dict:
     row["weights"] = int(w.size)
     row["nonzero"] = int(np.count_nonzero(w))
     row["sparsity"] = 1.0 - row["nonzero"] / w.size
-    row["requant_bits"] = REQUANT_BITS_PER_CHANNEL * out
+    row["requant_bits"] = (REQUANT_BITS_PER_CHANNEL + (RESIDUAL_BITS_PER_CHANNEL if layer.residual else 0)) * out
     if isinstance(layer, WinogradConv2d):
         row["float_weights"] = out * layer.in_shape[0] * 9
         row["weight_bits_stored"] = layer.weight_bits * row["nonzero"] + w.size + scale_bits

@@ -3,7 +3,7 @@ or inside a function) goes down the stack or sideways within a layer, never up.
 
     demo                     runs the other commands through the CLI
     cli, commands            the command line
-    flows                    build, report, runtime (board), engines registry users
+    flows                    build, report, runtime (board), api (the Python API), engines registry users
     sim                      cycle-model report, RTL runner, cocotb bench, synthetic models
     engines                  the registry (loads hw/<engine>/ by name)
     algo | hw                PyTorch compression | Amaranth hardware (neither imports the other)
@@ -15,6 +15,8 @@ The core imports no torch, Amaranth or cocotb; hw imports no torch; algo imports
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +29,16 @@ LAYERS = {
     "terwin.algo": 2, "terwin.hw": 2,
     "terwin.engines": 3,
     "terwin.sim": 4, "terwin.synthetic": 4,
-    "terwin.build": 5, "terwin.report": 5, "terwin.runtime": 5,
+    "terwin.build": 5, "terwin.report": 5, "terwin.runtime": 5, "terwin.api": 5,
     "terwin.commands": 6,
     "terwin.cli": 7, "terwin.__main__": 7,
     "terwin.commands.demo": 8,  # drives the other commands through the CLI's entry point
 }
 SIBLINGS_APART = ("terwin.algo", "terwin.hw")
+# The package's __init__ forwards the API names (terwin.compress, ...) to terwin.api inside its
+# module-level __getattr__, on first use: `import terwin` loads no flow and no torch
+# (test_import_terwin_loads_no_torch). That one edge up the stack is the facade, and allowed.
+LAZY_FACADE = {"terwin": ("terwin.api",)}
 FORBIDDEN_THIRD_PARTY = {
     0: ("torch", "amaranth", "amaranth_boards", "cocotb", "cocotb_tools", "matplotlib", "sklearn"),
     1: ("torch", "amaranth", "cocotb"),
@@ -96,7 +102,7 @@ def violations() -> list[str]:
                     bad.append(f"{where}: {mine[1]} must not use {top}")
                 continue
             theirs = layer_of(target)
-            if theirs is None or target == "terwin":
+            if theirs is None or target == "terwin" or target in LAZY_FACADE.get(name, ()):
                 continue
             if theirs[0] > mine[0]:
                 bad.append(f"{where}: '{mine[1]}' (layer {mine[0]}) reaches up to '{theirs[1]}' (layer {theirs[0]})")
@@ -118,3 +124,13 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from terwin.cli import main\n    from . import build\n")
     assert imports_of("terwin.spec", path, {"terwin.build"}) == [("terwin.cli", 2), ("terwin.build", 3)]
+
+
+def test_import_terwin_loads_no_torch():
+    """The API's names resolve lazily: importing the package (and using the core) loads no torch,
+    Amaranth or flow; the first API name loads the API."""
+    code = ("import sys, terwin; terwin.Deployment; terwin.load_spec('pe8x8'); "
+            "bad = [m for m in ('torch', 'amaranth', 'terwin.api', 'terwin.algo.graph') if m in sys.modules]; "
+            "assert not bad, bad; f = terwin.compress; import terwin.api; assert f is terwin.api.compress; "
+            "assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

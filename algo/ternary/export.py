@@ -49,7 +49,7 @@ def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarra
             proto = Conv2d(name=name, in_shape=shape, out_channels=codes.shape[0], kernel=3, stride=1, padding=1,
                            weight=codes, bias=bias, multiplier=mult, shift=shift, relu=True,
                            weight_scale=tuple(float(a) for a in alpha))
-            layer = _with_mask(proto, spec, tile_masks.get(name))
+            layer = with_tile_mask(proto, spec, tile_masks.get(name))
             s_in = s_out
         elif isinstance(block, LinearHead):
             codes, alpha = ternary_codes(block.fc)
@@ -58,7 +58,7 @@ def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarra
             bias, mult, shift = fit_requant(np.ones_like(fc_bias), fc_bias, acc_scale=alpha_ch * s_in)
             proto = Linear(name=name, in_shape=shape, out_channels=codes.shape[0], weight=codes, bias=bias,
                            multiplier=mult, shift=shift, relu=False, weight_scale=tuple(float(a) for a in alpha))
-            layer = _with_mask(proto, spec, tile_masks.get(name))
+            layer = with_tile_mask(proto, spec, tile_masks.get(name))
         else:
             raise TypeError(f"cannot export a {type(block).__name__}")
         layers.append(layer)
@@ -94,11 +94,12 @@ def sync_activation_scales(model) -> list[float]:
     return bounds
 
 
-def _with_mask(layer, spec: HardwareSpec, mask):
+def with_tile_mask(layer, spec: HardwareSpec, mask):
+    """`layer` with its tile mask: `mask` (the pruner's, or None: all kept) and "the tile holds a nonzero code"."""
     grid = layer.tile_grid(spec)
     occupied = grid.occupied(layer.weight)
     keep = occupied if mask is None else (np.asarray(mask).astype(bool) & occupied)
     return dataclasses.replace(layer, tile_mask=keep.astype(np.uint8))
 
 
-__all__ = ["export_ternary", "sync_activation_scales"]
+__all__ = ["export_ternary", "sync_activation_scales", "with_tile_mask"]

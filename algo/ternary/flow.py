@@ -112,6 +112,9 @@ class TernaryOptions(CompressOptions):
         return self.schedule.scaled(self.epochs_scale)
 
 
+OPTIONS = TernaryOptions  # the family's options dataclass (terwin.api builds it from keywords)
+
+
 def add_arguments(group) -> None:
     group.add_argument("--tile-sparsity", type=float, default=0.5, metavar="F",
                        help="fraction of PE tiles to prune, in [0, 1) (default: 0.5)")
@@ -291,5 +294,5 @@ def kept_tile_stats(dep) -> dict:
     }
 
 
-__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "TernaryOptions", "Schedule", "DEFAULT_SCHEDULE", "add_arguments",
+__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "TernaryOptions", "Schedule", "DEFAULT_SCHEDULE", "add_arguments",
            "options_from_args", "compress", "train_ternary", "Trained", "kept_tile_stats"]

@@ -97,6 +97,9 @@ class WinogradOptions(CompressOptions):
         return scaled_epochs(EPOCHS[stage], self.epochs_scale)
 
 
+OPTIONS = WinogradOptions  # the family's options dataclass (terwin.api builds it from keywords)
+
+
 def _fraction(text: str) -> float:
     try:
         v = float(text)
@@ -214,21 +217,39 @@ def _compress(options: WinogradOptions):
     gen = torch.Generator().manual_seed(options.seed)
     data = Tensors.from_split(load_digits_split())
     progress = Progress(f"winograd-{options.mode}", quiet=options.quiet)
-    figures = {"mode": options.mode}
-
     net = WinogradNet(m=spec.winograd_tile, act_bits=spec.act_bits)
 
+    # 1. float spatial pretraining
+    _fit(net, data, options, gen, progress, "pretrain", 3e-3, "pretrain")
+    float_acc = evaluate(net, data.x_test, data.y_test)
+    progress.note(f"float accuracy {float_acc:.4f}")
+    return sparsify(options, net, data, gen=gen, progress=progress, float_accuracy=float_acc, started=t0,
+                    input_scale=INPUT_SCALE, class_names=tuple(str(i) for i in range(10)),
+                    meta={"family": "winograd", "mode": options.mode})
+
+
+def _fit(net: WinogradNet, data: Tensors, options: WinogradOptions, gen, progress, stage: str, lr: float, label: str,
+         **extra) -> None:
+    train(net, data, epochs=options.epochs(stage), lr=lr, batch_size=BATCH, generator=gen, lr_decay="cosine",
+          after_step=net.apply_masks, progress=functools.partial(progress, stage=label), **extra)
+
+
+def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: torch.Generator, progress,
+             float_accuracy: float, started: float, input_scale: float, class_names, meta: dict,
+             epochs: dict | None = None, figures: dict | None = None):
+    """Stages 2-5 on a float-trained `net` (spatial mode): Winograd-domain sparsity (Liu) or joint
+    regularisation and pruning, quantization-aware fine-tuning, export and evaluation on `data`'s
+    test split. Returns (Deployment, compress.json dict)."""
+    spec = options.model_spec
+    t0, float_acc = started, float_accuracy
+    figures = {"mode": options.mode, **(figures or {})}
+
     def fit(stage: str, lr: float, label: str, **extra) -> None:
-        train(net, data, epochs=options.epochs(stage), lr=lr, batch_size=BATCH, generator=gen, lr_decay="cosine",
-              after_step=net.apply_masks, progress=functools.partial(progress, stage=label), **extra)
+        _fit(net, data, options, gen, progress, stage, lr, label, **extra)
 
     def accuracy() -> float:
         return evaluate(net, data.x_test, data.y_test)
 
-    # 1. float spatial pretraining
-    fit("pretrain", 3e-3, "pretrain")
-    float_acc = accuracy()
-    progress.note(f"float accuracy {float_acc:.4f}")
     s_w, s_s = options.winograd_sparsity, options.spatial_sparsity
 
     if options.mode == "liu":
@@ -274,8 +295,7 @@ def _compress(options: WinogradOptions):
     fake_quant_acc = accuracy()
 
     # 5. export and check the integer model
-    dep = export(net, spec, input_scale=INPUT_SCALE, class_names=tuple(str(i) for i in range(10)),
-                 meta={"family": "winograd", "mode": options.mode})
+    dep = export(net, spec, input_scale=input_scale, class_names=tuple(class_names), meta=meta)
     acc_bits = {layer.name: accumulator_bits(layer, spec) for layer in dep.layers if isinstance(layer, WinogradConv2d)}
     for name, bits in acc_bits.items():
         if bits > MAX_ACCUMULATOR_BITS:
@@ -297,12 +317,13 @@ def _compress(options: WinogradOptions):
     })
     report = compress_report(options, dep, data, float_accuracy=float_acc, fake_quant_accuracy=fake_quant_acc,
                              sparsity=stats["winograd_sparsity"], sparsity_measure="winograd_sparsity",
-                             epochs={k: options.epochs(k) for k in EPOCHS}, started=t0, family_figures=figures)
+                             epochs=epochs or {k: options.epochs(k) for k in EPOCHS}, started=t0,
+                             family_figures=figures)
     progress.note(f"accuracy {report['accuracy']:.4f} (float {float_acc:.4f}), winograd sparsity "
                   f"{stats['winograd_sparsity']:.3f}, mult reduction {stats['mult_reduction']:.2f}x, "
                   f"mismatches {report['reference_mismatches']}")
     return dep, report
 
 
-__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "MODES", "EPOCHS", "WinogradOptions", "add_arguments",
-           "options_from_args", "compress", "winograd_stats", "placement"]
+__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "MODES", "EPOCHS", "WinogradOptions", "add_arguments",
+           "options_from_args", "compress", "sparsify", "winograd_stats", "placement", "BATCH"]

@@ -1,10 +1,17 @@
-"""`terwin compress`: train the digits CNN (float, then compressed) and export an integer model.
+"""`terwin compress`: train a CNN (float, then compressed) and export an integer model.
+
+Without `--model`: the family's built-in digits CNN on the digits. With `--model FILE.py:FACTORY`:
+the network FACTORY() returns (a torch.nn.Module; `--weights STATE.pt` its trained state_dict) on
+`--data digits|digits32|FILE.npz`, captured with torch.fx (`terwin.algo.graph`; an unsupported op
+is refused before any training).
 
 Writes DIR/model.terwin and DIR/compress.json, both at once when training succeeds; DIR is checked
 before training starts (`terwin.outdir`). The family modules
 (`terwin.algo.ternary.flow`, `terwin.algo.winograd.flow`) each provide `WEIGHT_FORMAT`,
 `add_arguments(group)` for their own options, `options_from_args(args, spec)` (the family's options
-dataclass) and `compress(options) -> (Deployment, compress.json dict)`.
+dataclass) and `compress(options) -> (Deployment, compress.json dict)`; a family that takes a
+user's model names its module in the engine registry (`Engine.model_flow`: `options_from_args`,
+`compress(options, model, data, weights=)`).
 """
 from __future__ import annotations
 
@@ -32,6 +39,15 @@ def add_arguments(parser):
     parser.add_argument("--force", action="store_true",
                         help="write into --out even if it holds files terwin did not write (they are kept)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--model", metavar="FILE.py:FACTORY",
+                        help="compress your own network: FACTORY() in FILE.py returns the torch.nn.Module "
+                             "(default: the family's built-in digits CNN)")
+    parser.add_argument("--weights", metavar="STATE.pt",
+                        help="with --model: its trained state_dict (torch.save(model.state_dict(), ...)); the float "
+                             "training is skipped and compression fine-tunes from it")
+    parser.add_argument("--data", metavar="digits|digits32|FILE.npz",
+                        help="with --model: the images (default digits; digits32 = digits upsampled to 32x32; an .npz "
+                             "holds x_train, y_train, x_test, y_test)")
     for family, flow in flows.items():
         flow.add_arguments(parser.add_argument_group(f"{family} family"))
 
@@ -42,9 +58,26 @@ def run(args) -> int:
     if spec.weight_format != args.family:  # an engine's name is the weight format it runs
         raise TerwinError(f"spec {spec.name} has weight_format {spec.weight_format!r}, "
                           f"but --family {args.family} needs {args.family!r}")
+    model_flow = engines.get(args.family).model_flow
+    if args.model is None:
+        for option, value in (("--weights", args.weights), ("--data", None if args.data == "digits" else args.data)):
+            if value is not None:
+                raise TerwinError(f"{option} needs --model FILE.py:FACTORY (the built-in net is the 8x8 digits CNN)")
+    elif model_flow is None:
+        raise TerwinError(f"--family {args.family} compresses only its built-in digits net; --model needs "
+                          f"--family {' or '.join(e.name for e in engines.ENGINES.values() if e.model_flow)}")
     out = Path(args.out)
     with OutputFolder(out, force=args.force) as stage:  # a bad --out is refused before training
-        dep, report = module.compress(module.options_from_args(args, spec))
+        if args.model is None:
+            dep, report = module.compress(module.options_from_args(args, spec))
+        else:
+            from terwin.algo.data import load_data
+            from terwin.algo.graph import load_model
+            flow = importlib.import_module(model_flow)
+            options = flow.options_from_args(args, spec)
+            data = load_data(args.data or "digits", act_bits=spec.act_bits)
+            model = load_model(args.model, seed=args.seed)  # its initial weights: FACTORY() under --seed
+            dep, report = flow.compress(options, model, data, weights=args.weights)
         report = {**report, "checksum": fileformat.save(dep, stage / "model.terwin")}
         (stage / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     summary = {k: report[k] for k in ("float_accuracy", "accuracy", "reference_mismatches") if k in report}

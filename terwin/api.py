@@ -1,0 +1,148 @@
+"""terwin's Python API: the command line's steps as functions on a `Deployment`.
+
+    import terwin
+    dep, report = terwin.compress(model, "digits32", family="ternary", tile_sparsity=0.5, seed=0)
+    terwin.save(dep, "runs/m/model.terwin")          # the .terwin file; returns its checksum
+    dep = terwin.load("runs/m/model.terwin")
+    terwin.scores(dep, images)                        # the integer model's class scores (NumPy reference)
+    terwin.simulate(dep)                              # cycles per layer (the exact cycle model)
+    terwin.generate(dep, "runs/m/rtl")                # Verilog, memory images, manifest
+    terwin.verify(dep, images)                        # the RTL under Icarus, every score compared (==)
+    terwin.build_bitstream(dep, board="icebreaker", out_dir="runs/m/ice")
+
+`import terwin` loads none of this (and no torch): `terwin/__init__.py` resolves these names on first
+use. The bitstream step is `terwin.build_bitstream` at the package level because `terwin.build` is
+the module that builds (`terwin.build.build_model`); here it is also `terwin.api.build`.
+
+Mistakes (a spec that does not exist, a model terwin cannot capture, malformed data) raise
+`TerwinError` with the one line the command line would print.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from terwin import engines, fileformat
+from terwin.algo.data import BUILTIN, Split, first, load_data as _load_data, split_from_arrays
+from terwin.build import DEFAULT_SEED, build_model
+from terwin.deployment import Deployment
+from terwin.errors import TerwinError
+from terwin.sim import cycles, reference, rtl
+from terwin.spec import HardwareSpec, load_spec
+
+
+def load_data(ref="digits", *, limit: int | None = None, act_bits: int = 8) -> Split:
+    """A data set: "digits", "digits32", an .npz file, a mapping or tuple of the four arrays
+    (x_train, y_train, x_test, y_test), or a `Split`; `limit`: only the first N training and test
+    images (small runs)."""
+    if isinstance(ref, Split):
+        split = ref
+    elif isinstance(ref, (str, Path)):
+        split = _load_data(str(ref), act_bits=act_bits)
+    elif isinstance(ref, (Mapping, tuple, list)):
+        split = split_from_arrays(ref, act_bits=act_bits)
+    else:
+        raise TerwinError(f"data must be {', '.join(BUILTIN)}, an .npz file, the four arrays or a Split, "
+                          f"not a {type(ref).__name__}")
+    return first(split, limit)
+
+
+def _spec(spec, default: HardwareSpec) -> HardwareSpec:
+    if spec is None:
+        return default
+    if isinstance(spec, HardwareSpec):
+        return spec
+    if isinstance(spec, str):
+        return load_spec(spec)
+    raise TerwinError(f"spec must be a preset name, a spec .json file or a HardwareSpec, not {type(spec).__name__}")
+
+
+def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, family: str = "ternary",
+             tile_sparsity: float | None = None, seed: int = 0, weights=None, epochs_scale: float = 1.0,
+             quiet: bool = False, **options) -> tuple[Deployment, dict]:
+    """Compress `model` (a torch.nn.Module; None: the family's built-in digits CNN) trained on `data`
+    (`load_data`) into an integer model for `spec` (a preset name, a spec file or a HardwareSpec;
+    default: the family's). `weights`: the model's trained state_dict (a mapping or a file) — the
+    float training is skipped. `options`: the family's other options (e.g. regularizer="group-lasso",
+    zero_budget=0.05; see the family's options dataclass). Returns (Deployment, the compress.json
+    dict, without "checksum": `save` returns it). Training starts from the model's weights as given
+    (seed torch before building it, for a reproducible start) and is seeded by `seed`."""
+    engine = engines.get(family)
+    flow = importlib.import_module(engine.compress_flow)
+    spec = _spec(spec, flow.DEFAULT_SPEC)
+    if tile_sparsity is not None:
+        options["tile_sparsity"] = tile_sparsity
+    common = dict(spec=spec, seed=seed, epochs_scale=epochs_scale, quiet=quiet, **options)
+    if model is None:
+        if weights is not None or not (isinstance(data, str) and data == "digits"):
+            raise TerwinError("the built-in net trains on the 8x8 digits only: give a model for other data or weights")
+        return flow.compress(_options(flow.OPTIONS, common))
+    if engine.model_flow is None:
+        raise TerwinError(f"family {family} compresses only its built-in digits net; a model needs family "
+                          f"{' or '.join(e.name for e in engines.ENGINES.values() if e.model_flow)}")
+    model_flow = importlib.import_module(engine.model_flow)
+    split = load_data(data, act_bits=spec.act_bits)
+    name = data if isinstance(data, (str, Path)) else split.name
+    weights_ref = str(weights) if isinstance(weights, (str, Path)) else None if weights is None else "state_dict"
+    opts = _options(model_flow.OPTIONS, dict(common, model_ref=type(model).__name__, data_ref=str(name),
+                                              weights_ref=weights_ref))
+    return model_flow.compress(opts, model, split, weights=weights)
+
+
+def _options(cls, values: dict):
+    try:
+        return cls(**values)
+    except TypeError as e:  # an option the family does not have
+        raise TerwinError(f"{cls.__name__}: {e}") from None
+
+
+def save(dep: Deployment, path) -> str:
+    """Write the model file (atomically); returns its checksum."""
+    return fileformat.save(dep, path)
+
+
+def load(path) -> Deployment:
+    """Read and validate a model file."""
+    return fileformat.load(path)
+
+
+def scores(dep: Deployment, images) -> np.ndarray:
+    """The integer model's class scores int64 [N, classes] for float images [N, C, H, W] (or
+    [C, H, W]) in the data's range: quantized with the model's input scale, run by the NumPy
+    reference. The predicted class is the argmax (the lowest index on a tie)."""
+    return reference.forward(dep, reference.quantize_input(dep, images))
+
+
+def simulate(dep: Deployment) -> dict:
+    """The exact cycle model's report (`terwin simulate`): per-layer and total cycles, images/s."""
+    return cycles.predict(dep)
+
+
+def generate(dep: Deployment, out_dir, *, force: bool = False) -> dict:
+    """Verilog, memory images and manifest.json in `out_dir` (`terwin generate`); returns the manifest."""
+    return rtl.generate(dep.check_fits_hardware(), out_dir, force=force)
+
+
+def verify(dep: Deployment, images, *, jobs: int | None = None, build_root=None, progress: bool = False):
+    """Run the generated RTL under Icarus Verilog (cocotb) over float `images` [N, C, H, W] and compare
+    every score with the reference (`terwin verify`); returns `terwin.sim.rtl.VerifyResult`
+    (`.mismatches` is 0 when every score is equal, `.layers` holds the per-layer cycles)."""
+    q = reference.quantize_input(dep.check_fits_hardware(), images)
+    return rtl.verify(dep, q, jobs=jobs, build_root=build_root, progress=progress)
+
+
+def build(dep: Deployment, board: str, out_dir, *, clock_mhz: float | None = None, seed: int = DEFAULT_SEED,
+          force: bool = False, quiet: bool = False) -> dict:
+    """A bitstream for `board` in `out_dir` with Yosys and nextpnr (`terwin build`); returns the build report."""
+    return build_model(dep.check_fits_hardware(), board=board, out_dir=out_dir, clock_mhz=clock_mhz, seed=seed,
+                       quiet=quiet, force=force)
+
+
+build_bitstream = build
+
+__all__ = ["compress", "load_data", "save", "load", "scores", "simulate", "generate", "verify", "build",
+           "build_bitstream"]
