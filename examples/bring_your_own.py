@@ -18,9 +18,9 @@ What it does, step by step:
 3. saves `OUT/model.terwin` and checks the integer model on the test images with `terwin.scores`
    (the NumPy reference, the same integers the hardware computes);
 4. with `--hardware`: `terwin.simulate` (cycles), `terwin.generate` (Verilog), `terwin.verify` (the
-   RTL under Icarus, every score compared) and `terwin.build_bitstream` (iCEBreaker). These need
-   the ternary engine to run residual graphs and average pooling (#12, hardware half); until that
-   lands they fail for this model, so they are off by default.
+   RTL under Icarus, every score compared with ==) and `terwin.build_bitstream` (`--board`, default
+   the ULX3S-85F; the iCEBreaker's 30 block RAMs are too few for this model: `terwin build` says so in
+   one line). Measured: 10,041 cycles per image, 20 test images 0 mismatching scores.
 """
 from __future__ import annotations
 
@@ -79,8 +79,10 @@ def main(argv=None) -> int:
                         help="terwin's ternary stages' epochs times this (they start from your weights)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test images")
     parser.add_argument("--hardware", action="store_true",
-                        help="also simulate cycles, generate and verify the RTL, and build a bitstream "
-                             "(needs the ternary engine's graph support)")
+                        help="also simulate cycles, generate and verify the RTL, and build a bitstream")
+    parser.add_argument("--board", default="ulx3s-85f",
+                        help="board for the bitstream (default ulx3s-85f; the iCEBreaker's 30 block RAMs are "
+                             "too few for this model's three live 32x8x8 maps)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +117,9 @@ def main(argv=None) -> int:
         print(f"generated {out / 'rtl' / manifest['verilog']}")
         result = terwin.verify(dep, data.x_test[:20])
         print(f"RTL on 20 test images: {result.mismatches} mismatching scores")
-        build = terwin.build_bitstream(dep, board="icebreaker", out_dir=out / "icebreaker", force=True)
-        print(f"bitstream: {build['luts']} LUTs, fmax {build['fmax_mhz']} MHz")
+        build = terwin.build_bitstream(dep, board=args.board, out_dir=out / args.board, force=True)
+        print(f"bitstream for {args.board}: {build['luts']} LUTs, {build['brams']} block RAMs, "
+              f"fmax {build['fmax_mhz']} MHz, timing {'met' if build['timing_met'] else 'NOT met'}")
     return 0
 
 

@@ -331,9 +331,10 @@ def test_example_resnet8(tmp_path, capsys):
 def test_example_bring_your_own(tmp_path, capsys):
     mod = _example("bring_your_own")
     args = ["--out", str(tmp_path), "--limit", "120", "--epochs", "1", "--epochs-scale", "0.02"]
-    # HARDWARE (#12): enable when hw/ternary runs residual graphs and average pooling:
-    # args.append("--hardware")
+    args.append("--hardware")   # simulate, generate, verify 20 images in Icarus, build for the ULX3S
     assert mod.main(args) == 0
     out = capsys.readouterr().out
+    assert "RTL on 20 test images: 0 mismatching scores" in out, out
+    assert "timing met" in out, out
     assert "reference mismatches 0" in out and (tmp_path / "float.pt").exists()
     assert terwin.load(tmp_path / "model.terwin").format_version == 2
