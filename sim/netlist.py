@@ -10,10 +10,14 @@ simulation models of the cells it instantiates:
 * ECP5 (`LUT4`, `CCU2C`, `PFUMX`, `L6MUX21`, `TRELLIS_FF`, `TRELLIS_DPR16X4`, ...): Yosys's
   `share/ecp5/cells_sim.v`. Yosys ships the block RAM `DP16KD` only as a black box and the
   multiplier `MULT18X18D` not at all, so terwin adds behavioural models of both for the
-  configurations Yosys's mapping (`share/lattice/brams_map_16kd.v`, `dsp_map_18x18.v`) produces:
-  no output or pipeline registers, any of the data widths 1, 2, 4, 9, 18 and 36 (the pseudo
-  dual-port x36), the three write modes, chip selects, clock inversion. A configuration outside that
-  stops the simulation with `$fatal` instead of simulating something else.
+  configurations Yosys's mapping (`share/lattice/brams_map_16kd.v`, `dsp_map_18x18.v`) produces
+  for terwin's tops: no output or pipeline registers; data widths 9, 18 (with byte enables) and
+  36 (the pseudo dual-port mode: written as {DIB, DIA}, read as {DOB, DOA}), mixed between the
+  ports; the three write modes (a read at the edge of a write returns the old word, on either
+  port); chip selects; clock inversion. INITVAL_xx holds 16 words of 18 bits at 20-bit strides
+  (Yosys's `init_slice`), and 36-bit word w is the 18-bit words 2w (low) and 2w + 1. Anything else
+  (widths 1, 2, 4, output registers, ...) stops the simulation with `$fatal` instead of simulating
+  something else; both stored models' netlists simulate to 0 mismatches with these models.
 
 Synthesis of a top the size of terwin's takes 10-60 s; its netlist is kept under the build folder,
 keyed by the input, the family, the options and Yosys's version.
@@ -93,6 +97,13 @@ def synthesize(source: str, *, family: str, synth_opts, top: str, cache_dir: Pat
     if not models.is_file():
         models.write_text(cell_models(family))
     return Netlist(family=family, path=path, models=models)
+
+
+def defines(family: str, simulator: str) -> dict:
+    """Preprocessor defines the cell models need under `simulator`: Icarus cannot parse the default
+    values Yosys's iCE40 models give input ports (SystemVerilog), and Yosys's netlist connects every
+    input anyway."""
+    return {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1} if family == "ice40" and simulator == "icarus" else {}
 
 
 def cell_models(family: str) -> str:
@@ -178,29 +189,19 @@ def _dp16kd_body(decl: str) -> str:
     endcase
   endfunction
 
-  // the bit offset of a narrow (1, 2, 4, 9) datum within its 18-bit word
-  function integer offset(input integer width, input [13:0] a);
-    case (width)
-      9: offset = a[3] * 9;
-      4: offset = a[3] * 9 + a[2] * 4;
-      2: offset = a[3] * 9 + a[2:1] * 2;
-      1: offset = a[3] * 9 + a[2:0];
-      default: offset = 0;
-    endcase
-  endfunction
-
+  // a 9-bit datum is byte a[3] of its 18-bit word
   function [17:0] narrow(input integer width, input [13:0] a, input [17:0] word);
     if (width >= 18) narrow = word;
-    else narrow = (word >> offset(width, a)) & ((18'd1 << width) - 1);
+    else narrow = a[3] ? {{9'd0, word[17:9]}} : {{9'd0, word[8:0]}};
   endfunction
 
-  // the word at a[13:4] after writing d (x18: the bytes a[1:0] enable)
+  // the word at a[13:4] after writing d (x18: the bytes a[1:0] enable; x9: byte a[3])
   function [17:0] merged(input integer width, input [13:0] a, input [17:0] d, input [17:0] word);
     reg [17:0] mask;
     begin
       if (width >= 18) mask = {{{{9{{a[1]}}}}, {{9{{a[0]}}}}}};
-      else mask = ((18'd1 << width) - 1) << offset(width, a);
-      merged = (word & ~mask) | ((width >= 18 ? d : d << offset(width, a)) & mask);
+      else mask = a[3] ? {{9'h1ff, 9'h000}} : {{9'h000, 9'h1ff}};
+      merged = (word & ~mask) | ((width >= 18 ? d : {{d[8:0], d[8:0]}}) & mask);
     end
   endfunction
 
@@ -209,10 +210,9 @@ def _dp16kd_body(decl: str) -> str:
   initial begin
     if (REGMODE_A != "NOREG" || REGMODE_B != "NOREG")
       $fatal(1, "DP16KD %m: output registers (REGMODE OUTREG) are not modelled");
-    if (!(DATA_WIDTH_A == 1 || DATA_WIDTH_A == 2 || DATA_WIDTH_A == 4 || DATA_WIDTH_A == 9 || DATA_WIDTH_A == 18
-          || DATA_WIDTH_A == 36) || !(DATA_WIDTH_B == 1 || DATA_WIDTH_B == 2 || DATA_WIDTH_B == 4
-          || DATA_WIDTH_B == 9 || DATA_WIDTH_B == 18 || DATA_WIDTH_B == 36))
-      $fatal(1, "DP16KD %m: data widths %0d/%0d are not modelled", DATA_WIDTH_A, DATA_WIDTH_B);
+    if (!(DATA_WIDTH_A == 9 || DATA_WIDTH_A == 18 || DATA_WIDTH_A == 36)
+        || !(DATA_WIDTH_B == 9 || DATA_WIDTH_B == 18 || DATA_WIDTH_B == 36))
+      $fatal(1, "DP16KD %m: data widths %0d/%0d are not modelled (9, 18 and 36 are)", DATA_WIDTH_A, DATA_WIDTH_B);
     if (INIT_DATA != "STATIC") $fatal(1, "DP16KD %m: INIT_DATA %s is not modelled", INIT_DATA);
     for (i = 0; i < 64; i = i + 1) begin
       row = initval(i);

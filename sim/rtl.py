@@ -228,7 +228,8 @@ def read_rtl(rtl, *, top: str = TOP_NAME, simulator=None) -> str:
     return text
 
 
-def _build(sim, build_dir: Path, sources: dict[str, str], *, root: Path, vcd: bool = False, verbose: bool = False):
+def _build(sim, build_dir: Path, sources: dict[str, str], *, root: Path, vcd: bool = False, verbose: bool = False,
+           defines=None):
     """Write `sources` (file name -> text) into `build_dir` and compile them there, once: a finished
     build leaves `build.ok`, and a build folder is keyed by everything that goes into it."""
     if (build_dir / "build.ok").exists():
@@ -239,7 +240,8 @@ def _build(sim, build_dir: Path, sources: dict[str, str], *, root: Path, vcd: bo
             (tmp / name).write_text(text)
         try:
             sim.build([tmp / name for name in sources], tmp, top=harness.BENCH_TOP,
-                      defines={"TERWIN_VCD": 1} if vcd else None, log=tmp / "build.log", vcd=vcd, cache_root=root)
+                      defines={**(defines or {}), **({"TERWIN_VCD": 1} if vcd else {})}, log=tmp / "build.log",
+                      vcd=vcd, cache_root=root)
         except (RuntimeError, simulators.SimulatorTimeout) as e:
             log = tmp / "build.log"
             tail = log.read_text(errors="replace").strip().splitlines()[-20:] if log.exists() else []
@@ -341,18 +343,21 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
         nl = netlist_mod.synthesize(source, family=netlist, synth_opts=synth_opts, top=top, cache_dir=root,
                                     verilog=text is not None)
         design = {"top.v": for_icarus(nl.path.read_text()), "cells.v": nl.models.read_text()}
+        defines = netlist_mod.defines(netlist, sim.name)
     else:
         design = {"top.v": for_icarus(text if text is not None else to_verilog(dep, top=top_component))}
+        defines = {}
     n_layers = len(dep.layers)
     n_scores = int(np.prod(dep.output_shape))
     bench = harness.bench_verilog(top=top, act_bits=dep.spec.act_bits, score_bits=program.score_bits,
                                   n_inputs=int(np.prod(dep.input_shape)), n_scores=n_scores, n_layers=n_layers,
                                   sel_bits=max(1, (max(2, n_layers) - 1).bit_length()))
     sources = {**design, "bench.v": bench}
-    digest = hashlib.sha256("\0".join([sim.name, *sources.values()]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\0".join([sim.name, json.dumps(defines, sort_keys=True), *sources.values()])
+                            .encode()).hexdigest()[:16]
     build_dir = root / f"{sim.name}-{digest}"
     built = time.monotonic()
-    _build(sim, build_dir, sources, root=root, verbose=verbose)
+    _build(sim, build_dir, sources, root=root, verbose=verbose, defines=defines)
     simulated = time.monotonic()
 
     limit = watchdog_limit(predicted, n_layers)
@@ -420,7 +425,7 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
         shutil.rmtree(run_dir, ignore_errors=True)
     elif vcd_dir is not None:
         result.vcd = _waves(sim, result, sources, root=root, digest=digest, q=q, expected=expected,
-                            vcd_dir=Path(vcd_dir), job_for=job_for, verbose=verbose, limit=limit)
+                            vcd_dir=Path(vcd_dir), job_for=job_for, verbose=verbose, limit=limit, defines=defines)
     return result
 
 
@@ -429,7 +434,7 @@ def _fraction(p: float) -> int:
 
 
 def _waves(sim, result: VerifyResult, sources: dict, *, root: Path, digest: str, q, expected, vcd_dir: Path,
-           job_for, verbose: bool, limit: int) -> str | None:
+           job_for, verbose: bool, limit: int, defines: dict) -> str | None:
     """Simulate the first failing image again, alone and with the same pauses, into a VCD: all of it, or
     for a watchdog timeout its last VCD_WINDOW cycles. Returns the VCD's path (None if none was written)."""
     firsts = [e["image"] for e in (result.counter_errors[:1] + result.protocol_errors[:1])]
@@ -446,7 +451,7 @@ def _waves(sim, result: VerifyResult, sources: dict, *, root: Path, digest: str,
     vcd = (vcd_dir / f"fail_image{img}.vcd").resolve()
     vcd.parent.mkdir(parents=True, exist_ok=True)
     wave_build = root / f"{sim.name}-{digest}-vcd"
-    _build(sim, wave_build, sources, root=root, vcd=True, verbose=verbose)
+    _build(sim, wave_build, sources, root=root, vcd=True, verbose=verbose, defines=defines)
     run_dir = Path(tempfile.mkdtemp(prefix="waves-", dir=wave_build))
     job = job_for(run_dir, img, img + 1, extra=(f"+vcd={vcd}", f"+dump_from={dump_from}"))
     job["cfg"]["expected"] = str(run_dir / "expected.npy")
