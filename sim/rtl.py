@@ -1,10 +1,12 @@
-"""Generate Verilog for a `Deployment` and run it under Icarus Verilog with the cocotb bench.
+"""Generate Verilog for a `Deployment` and run it under a simulator with the cocotb bench.
 
 `generate(dep, out_dir)` writes the top's Verilog, the memory images and a manifest.
-`verify(dep, q, ...)` builds (once per Verilog text) and runs `terwin.sim.cocotb_bench.bench` over
-all images in one simulator run, then compares every score with `terwin.sim.reference` and the
-per-layer cycles with nothing (the caller compares them with `terwin.sim.cycles`). On a mismatch
-the first failing image is simulated again alone, with a VCD dump.
+`verify(dep, q, ...)` builds the bench (`terwin.sim.harness`, the Verilog half, around the top, its
+netlist with `netlist=`) once per design and simulator (`terwin.sim.simulators`: Verilator or
+Icarus) and runs `terwin.sim.cocotb_bench.bench` over the images, in slices at once; it checks every
+score against `terwin.sim.reference` with `==`, every layer's cycle and MAC-cycle counter and the
+total against the cycle model (`terwin.sim.cycles`), and the stream protocol; a watchdog stops a
+design that hangs. On a failure the first failing image is simulated again alone, into a VCD.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,13 +27,14 @@ from pathlib import Path
 import numpy as np
 from amaranth.back import rtlil
 from amaranth.hdl import Shape
-from cocotb_tools.runner import Icarus, get_runner
 
 from terwin import engines, fileformat, safeio
 from terwin.errors import TerwinError
 from terwin.hw.common.program import write_hex
 from terwin.outdir import OutputFolder
-from terwin.sim import reference
+from terwin.sim import cycles as cycle_model
+from terwin.sim import harness, reference, simulators
+from terwin.sim import netlist as netlist_mod
 from terwin.tools import find_tool
 
 TOP_NAME = "terwin_top"
@@ -122,6 +126,7 @@ def _shape_width(shape) -> int:
     return Shape.cast(shape).width
 
 
+
 def _mean_layers(dep, per_image) -> list[dict]:
     """Per layer {name, cycles, mac_cycles} averaged over the images: integers when every image took
     the same (a data-independent schedule, as terwin's engines have), exact means otherwise."""
@@ -148,70 +153,143 @@ class VerifyResult:
     first_mismatch: dict | None = None
     vcd: str | None = None
     verilog: str = ""
+    simulator: str = ""
+    netlist: str | None = None   # the FPGA family whose synthesized netlist ran, or None (the RTL)
+    completed: int = 0           # images that ran to the end (all, unless the watchdog stopped one)
+    counter_errors: list = field(default_factory=list)    # {image, layer, counter, got, expected}
+    protocol_errors: list = field(default_factory=list)   # {image, what}
+    timeout: dict | None = None  # {image, phase, cycles, limit}: the watchdog stopped the run there
+    watchdog_cycles: int = 0
+    seconds: dict = field(default_factory=dict)   # wall-clock: {"design", "build", "simulate"}
+
+    @property
+    def ok(self) -> bool:
+        return (self.mismatches == 0 and not self.counter_errors and not self.protocol_errors
+                and self.timeout is None and self.completed == self.images)
+
+    def failures(self) -> list[str]:
+        """One line per kind of failure, naming the first instance."""
+        out = []
+        if self.timeout is not None:
+            t = self.timeout
+            out.append(f"TIMEOUT: image {t['image']} did not finish within {t['limit']} cycles "
+                       f"(2x the cycle model's plus a margin); it hung {t['phase']}")
+        if self.mismatches:
+            fm = self.first_mismatch
+            out.append(f"MISMATCH: {self.mismatches} score(s) differ over {self.completed} image(s); first: "
+                       f"image {fm['image']}, layer {fm['layer']}, output {fm['output']}: expected "
+                       f"{fm['expected']}, got {fm['got']}")
+        if self.counter_errors:
+            e = self.counter_errors[0]
+            where = f"layer {e['layer']}: {e['counter']}" if e["layer"] else "the total cycles (cycles port)"
+            n_images = len({c["image"] for c in self.counter_errors})
+            out.append(f"CYCLES DIFFER from the cycle model: {where} = {e['got']}, model {e['expected']} "
+                       f"(image {e['image']}; {len(self.counter_errors)} counter value(s) over {n_images} image(s))")
+        if self.protocol_errors:
+            e = self.protocol_errors[0]
+            out.append(f"PROTOCOL: image {e['image']}: {e['what']} ({len(self.protocol_errors)} violation(s))")
+        return out
 
 
-def _runner():
-    iverilog = find_tool("iverilog", install="install Icarus Verilog (apt-get install iverilog)")
-    # the cocotb runner starts iverilog and vvp by name
-    folder = os.path.dirname(iverilog)
-    if folder not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
-    return get_runner("icarus")
+DEFAULT_PAUSE = 0.2      # probability of an idle cycle before an input beat / of ready low on the output
+FULL_RATE_EVERY = 8      # every 8th image streams at full rate: its latency is compared with the model
+WATCHDOG_MARGIN = 1000   # cycles on top of 2x the model's per image
+VCD_WINDOW = 2000        # cycles of waves before a watchdog timeout
 
 
-def _vcd_runner():
-    class IcarusVCD(Icarus):
-        """Icarus with VCD dumping (the stock runner asks vvp for FST or for no dump at all)."""
-
-        def _test_command(self):
-            cmds = super()._test_command()
-            return [[("-vcd" if a in ("-none", "-fst") else a) for a in cmd] for cmd in cmds]
-
-    return IcarusVCD()
+def default_jobs() -> int:
+    """Simulator processes to run at once: one per core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _build(verilog_path: Path, build_dir: Path, *, top: str, vcd: Path | None = None):
-    runner = _runner() if vcd is None else (_runner() and _vcd_runner())
-    sources = [verilog_path]
-    build_args = []
-    if vcd is not None:
-        dump = build_dir / "terwin_vcd_dump.v"
-        dump.parent.mkdir(parents=True, exist_ok=True)
-        dump.write_text("module terwin_vcd_dump();\n"
-                        f"  initial begin\n    $dumpfile(\"{vcd}\");\n    $dumpvars(0, {top});\n  end\n"
-                        "endmodule\n")
-        sources.append(dump)
-        build_args = ["-s", "terwin_vcd_dump"]
-    runner.log.setLevel(logging.ERROR)  # not "Skipping compilation of ... sim.vvp" for every job
-    runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, timescale=("1ns", "1ps"),
-                 build_args=build_args, log_file=build_dir / "build.log")
-    return runner
+MAX_RTL_BYTES = 64 << 20
 
 
-def _test(runner, **kwargs):
-    # the runner exits (SystemExit) when the bench's test fails; the bench has written its results
+def watchdog_limit(predicted: dict, n_layers: int) -> int:
+    """Cycles an image may take (less the cycles the bench held it up) before the watchdog stops it:
+    twice the cycle model's compute + stream cycles plus the bench's own (counter read-out), plus a margin."""
+    return 2 * (int(predicted["cycles"]) + int(predicted["io_cycles"]) + n_layers + 2) + WATCHDOG_MARGIN
+
+
+def read_rtl(rtl, *, top: str = TOP_NAME, simulator=None) -> str:
+    """The text of a user's Verilog file for `--rtl`, refused in one line if it cannot be the top: not
+    a regular file of at most MAX_RTL_BYTES, not UTF-8 text, no module `top`, or the simulator
+    cannot compile it."""
+    try:
+        text = safeio.read_text(rtl, limit=MAX_RTL_BYTES, what="Verilog file")
+    except TerwinError as e:
+        raise TerwinError(f"--rtl {e}") from None
+    if f"module {top}" not in text and f"module \\{top}" not in text:
+        raise TerwinError(f"--rtl {rtl}: no module named {top!r} in the file")
+    sim = simulators.resolve(simulator)
+    error = sim.lint(rtl, top=top)  # a syntax error is the user's, found before any build or progress line
+    if error is not None:
+        raise TerwinError(f"--rtl {rtl}: {sim.name} cannot compile it: {error}")
+    return text
+
+
+def _build(sim, build_dir: Path, sources: dict[str, str], *, root: Path, vcd: bool = False, verbose: bool = False,
+           defines=None):
+    """Write `sources` (file name -> text) into `build_dir` and compile them there, once: a finished
+    build leaves `build.ok`, and a build folder is keyed by everything that goes into it."""
+    if (build_dir / "build.ok").exists():
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=build_dir.name + ".tmp-", dir=build_dir.parent))
+    try:
+        for name, text in sources.items():
+            (tmp / name).write_text(text)
+        try:
+            sim.build([tmp / name for name in sources], tmp, top=harness.BENCH_TOP,
+                      defines={**(defines or {}), **({"TERWIN_VCD": 1} if vcd else {})}, log=tmp / "build.log",
+                      vcd=vcd, cache_root=root)
+        except (RuntimeError, simulators.SimulatorTimeout) as e:
+            log = tmp / "build.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-20:] if log.exists() else []
+            errors = [ln for ln in tail if "rror" in ln] or tail
+            raise RuntimeError(f"{sim.name} could not build the bench ({e}): {errors[-1][:300] if errors else ''}"
+                               f" (log: {log})") from None
+        (tmp / "build.ok").write_text("")
+        if build_dir.exists() and not (build_dir / "build.ok").exists():
+            shutil.rmtree(build_dir, ignore_errors=True)   # left by an interrupted run
+        try:
+            tmp.rename(build_dir)
+        except OSError:
+            pass   # built by another run meanwhile
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _test(runner, job: dict, **kwargs):
+    # the runner exits (SystemExit) when the bench's test fails; the Verilog half has written its results
     # by then, and the caller reads them, so a failing comparison is a result, not an error here
     try:
         runner.test(**kwargs)
     except SystemExit:
         pass
+    except simulators.SimulatorTimeout as e:
+        job["wall_timeout"] = str(e)
+    except RuntimeError as e:
+        job["error"] = str(e)
 
 
-def _run_jobs(make_runner, build_dir: Path, jobs: list[dict], *, top: str, verbose: bool, progress: bool):
-    """Simulate each job (a slice of the images, in its own folder) in its own Icarus process, all at
-    once, from the one compiled `build_dir/sim.vvp`; relay their progress as one line.
-    `make_runner()` gives a runner built in `build_dir`."""
+def _run_jobs(sim, build_dir: Path, jobs: list[dict], *, verbose: bool, progress: bool, vcd: bool = False,
+              check=None):
+    """Simulate each job (a slice of the images, in its own folder) in its own simulator process, all
+    at once, from the one build in `build_dir`; relay their progress as one line. `check(images)`
+    counts the mismatches of a job's results so far."""
     threads = []
     for job in jobs:
         job_dir = Path(job["dir"])
         cfg_path = job_dir / "bench.json"
-        cfg_path.write_text(json.dumps(job))
+        cfg_path.write_text(json.dumps(job["cfg"]))
         env = {"TERWIN_BENCH": str(cfg_path), "COCOTB_LOG_LEVEL": "WARNING" if not verbose else "INFO"}
-        if job["progress"]:
-            Path(job["progress"]).write_text("")
-        threads.append(threading.Thread(target=_test, args=(make_runner(),), kwargs=dict(
-            test_module=BENCH_MODULE, hdl_toplevel=top, build_dir=build_dir, test_dir=job_dir,
-            extra_env=env, log_file=None if verbose else job_dir / "test.log")))
+        runner = sim.runner(vcd=vcd)
+        runner.wall_limit = job["wall_limit"]
+        threads.append(threading.Thread(target=_test, args=(runner, job), kwargs=dict(
+            test_module=BENCH_MODULE, hdl_toplevel=harness.BENCH_TOP, hdl_toplevel_lang="verilog",
+            build_dir=build_dir, test_dir=job_dir, extra_env=env, plusargs=job["plusargs"],
+            log_file=None if verbose else job_dir / "test.log")))
     for t in threads:
         t.start()
     total = sum(job["count"] for job in jobs)
@@ -220,11 +298,10 @@ def _run_jobs(make_runner, build_dir: Path, jobs: list[dict], *, top: str, verbo
         alive = any(t.is_alive() for t in threads)
         if progress:
             done = bad = 0
-            for job in jobs:  # the bench appends "<images done> <mismatches so far>" lines
-                lines = [ln.split() for ln in Path(job["progress"]).read_text().splitlines(keepends=True)
-                         if ln.endswith("\n")]
-                if lines:
-                    done, bad = done + int(lines[-1][0]), bad + int(lines[-1][1])
+            for job in jobs:   # the Verilog half writes a line per image as it goes
+                path = Path(job["cfg"]["results"])
+                images, _ = harness.parse_results(path.read_text() if path.exists() else "", **job["parse"])
+                done, bad = done + len(images), bad + check(images)
             if (done, bad) != shown and (done or not alive):
                 shown = (done, bad)
                 print(f"[verify {done}/{total}] mismatches={bad} ({time.monotonic() - start:.1f}s)",
@@ -236,105 +313,147 @@ def _run_jobs(make_runner, build_dir: Path, jobs: list[dict], *, top: str, verbo
         t.join()
 
 
-def default_jobs() -> int:
-    """Simulator processes to run at once: one per core."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-MAX_RTL_BYTES = 64 << 20
-
-
-def read_rtl(rtl, *, top: str = TOP_NAME) -> str:
-    """The text of a user's Verilog file for `--rtl`, refused in one line if it cannot be the top: not
-    a regular file of at most MAX_RTL_BYTES, not UTF-8 text, no module `top`, or Icarus cannot compile it."""
-    try:
-        text = safeio.read_text(rtl, limit=MAX_RTL_BYTES, what="Verilog file")
-    except TerwinError as e:
-        raise TerwinError(f"--rtl {e}") from None
-    if f"module {top}" not in text and f"module \\{top}" not in text:
-        raise TerwinError(f"--rtl {rtl}: no module named {top!r} in the file")
-    iverilog = find_tool("iverilog", install="install Icarus Verilog (apt-get install iverilog)")
-    try:  # elaborate only (-t null): a syntax error is the user's, found before any build or progress line
-        run = subprocess.run([iverilog, "-g2012", "-t", "null", "-s", top, "--", str(rtl)], capture_output=True,
-                             text=True, errors="replace", timeout=300)
-    except subprocess.TimeoutExpired:
-        raise TerwinError(f"--rtl {rtl}: Icarus Verilog did not finish reading it in 300 s") from None
-    if run.returncode != 0:
-        first = next((line.strip() for line in (run.stderr + run.stdout).splitlines() if line.strip()),
-                     f"exit status {run.returncode}")
-        raise TerwinError(f"--rtl {rtl}: Icarus Verilog cannot compile it: {first[:200]}")
-    return text
-
-
 def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int = 0,
-           pause_in: float = 0.0, pause_out: float = 0.0, progress: bool = True,
-           vcd_dir=None, verbose: bool = False, jobs: int | None = None) -> VerifyResult:
-    """Run the RTL (generated from `dep`, or the Verilog file `rtl`) over quantized images `q`.
+           pause_in: float = DEFAULT_PAUSE, pause_out: float = DEFAULT_PAUSE, full_rate: int = FULL_RATE_EVERY,
+           progress: bool = True, vcd_dir=None, verbose: bool = False, jobs: int | None = None,
+           simulator=None, netlist: str | None = None, synth_opts=()) -> VerifyResult:
+    """Run the design (generated from `dep`, or the Verilog file `rtl`; its synthesized netlist for the
+    FPGA family `netlist`, with `synth_opts`) over quantized images `q` under `simulator` (a name,
+    or None: the fastest installed), and check every score, counter and the stream protocol.
 
     The images are split into `jobs` contiguous slices (default: one per core), simulated at once by
-    separate Icarus processes; each job's back-pressure generator is seeded with `seed` + job."""
+    separate simulator processes from one build. Input gaps / output back-pressure: `pause_in` /
+    `pause_out` per cycle, seeded by `seed` and each image's index; every `full_rate`-th image runs
+    without them (0: none)."""
+    started = time.monotonic()
+    sim = simulators.resolve(simulator)
     q = np.asarray(q, dtype=np.int64)
     if q.ndim == 3:
         q = q[None]
     expected = reference.forward(dep, q)
-    if rtl is not None:
-        text = read_rtl(rtl, top=top)
+    predicted = cycle_model.predict(dep)
+    engine = engines.for_spec(dep.spec)
+    root = (Path(build_root) if build_root else Path.cwd() / ".terwin-build").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    text = read_rtl(rtl, top=top, simulator=sim) if rtl is not None else None
+    top_component = engine.build_top(dep) if rtl is None else None
+    program = top_component.program if top_component is not None else engine.compile(dep)
+    if netlist is not None:
+        source = text if text is not None else rtlil.convert(top_component, name=TOP_NAME)
+        nl = netlist_mod.synthesize(source, family=netlist, synth_opts=synth_opts, top=top, cache_dir=root,
+                                    verilog=text is not None)
+        design = {"top.v": for_icarus(nl.path.read_text()), "cells.v": nl.models.read_text()}
+        defines = netlist_mod.defines(netlist, sim.name)
     else:
-        text = to_verilog(dep)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    root = Path(build_root) if build_root else Path.cwd() / ".terwin-build"
-    build_dir = (root / f"rtl-{digest}").resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    vpath = build_dir / f"{top}.v"
-    sim_text = for_icarus(text)
-    if not vpath.exists() or vpath.read_text() != sim_text:
-        vpath.write_text(sim_text)
+        design = {"top.v": for_icarus(text if text is not None else to_verilog(dep, top=top_component))}
+        defines = {}
+    n_layers = len(dep.layers)
+    n_scores = int(np.prod(dep.output_shape))
+    bench = harness.bench_verilog(top=top, act_bits=dep.spec.act_bits, score_bits=program.score_bits,
+                                  n_inputs=int(np.prod(dep.input_shape)), n_scores=n_scores, n_layers=n_layers,
+                                  sel_bits=max(1, (max(2, n_layers) - 1).bit_length()))
+    sources = {**design, "bench.v": bench}
+    digest = hashlib.sha256("\0".join([sim.name, json.dumps(defines, sort_keys=True), *sources.values()])
+                            .encode()).hexdigest()[:16]
+    build_dir = root / f"{sim.name}-{digest}"
+    built = time.monotonic()
+    _build(sim, build_dir, sources, root=root, verbose=verbose, defines=defines)
+    simulated = time.monotonic()
+
+    limit = watchdog_limit(predicted, n_layers)
+    parse = {"n_layers": n_layers, "score_bits": program.score_bits}
+    names = [layer.name for layer in dep.layers]
+    slow = 10.0 if netlist is not None else 1.0
+
+    def job_for(job_dir: Path, a: int, b: int, extra=()) -> dict:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / harness.IMAGES_FILE).write_text("".join(f"{int(v):x}\n" for v in q[a:b].reshape(-1)))
+        np.save(job_dir / "expected.npy", expected[a:b])
+        cfg = {"results": str(job_dir / harness.RESULTS_FILE), "expected": str(job_dir / "expected.npy"),
+               "first": a, "count": b - a, "predicted": predicted, "layer_names": names,
+               "score_bits": program.score_bits, "full_rate": full_rate}
+        plusargs = [f"+images={b - a}", f"+first={a}", f"+limit={limit}", f"+pause_in={_fraction(pause_in)}",
+                    f"+pause_out={_fraction(pause_out)}", f"+full_rate={full_rate}", f"+seed={seed}", *extra]
+        wall = 120 + (b - a) * limit * slow / sim.nominal_cycles_per_s
+        return {"dir": str(job_dir), "count": b - a, "first": a, "cfg": cfg, "plusargs": plusargs,
+                "wall_limit": wall, "parse": parse}
+
+    def mismatches_of(images):
+        return sum(int(np.count_nonzero(np.asarray(img["scores"]) != expected[img["index"]])) for img in images)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
     n_jobs = max(1, min(jobs or default_jobs(), len(q)))
     bounds = np.linspace(0, len(q), n_jobs + 1).astype(int)
-    job_cfgs = []
-    for j in range(n_jobs):
-        job_dir = build_dir / f"job{j}"
-        job_dir.mkdir(exist_ok=True)
-        (job_dir / "results.json").unlink(missing_ok=True)
-        a, b = int(bounds[j]), int(bounds[j + 1])
-        np.save(job_dir / "images.npy", q[a:b])
-        np.save(job_dir / "expected.npy", expected[a:b])
-        job_cfgs.append({"dir": str(job_dir), "count": b - a, "images": str(job_dir / "images.npy"),
-                         "expected": str(job_dir / "expected.npy"), "results": str(job_dir / "results.json"),
-                         "n_layers": len(dep.layers), "seed": seed + j, "pause_in": pause_in,
-                         "pause_out": pause_out, "progress": str(job_dir / "progress.log") if progress else ""})
-    # every job's runner "builds" in build_dir: the first compiles, the others find sim.vvp up to date
-    _run_jobs(lambda: _build(vpath, build_dir, top=top), build_dir, job_cfgs, top=top, verbose=verbose,
-              progress=progress)
-    res = {"scores": [], "cycles": [], "layers": []}
-    for job in job_cfgs:
-        path = Path(job["results"])
-        if not path.exists():
-            raise TerwinError(f"the simulation ended without results (see {Path(job['dir']) / 'test.log'})")
-        part = json.loads(path.read_text())
-        for key in res:
-            res[key] += part[key]
-    scores = np.asarray(res["scores"], dtype=np.int64).reshape(expected.shape)
-    per_image = res["layers"]
-    diff = scores != expected
-    mismatches = int(diff.sum())
-    result = VerifyResult(images=len(q), mismatches=mismatches, scores=scores, expected=expected,
-                          cycles=[int(c) for c in res["cycles"]], layers=_mean_layers(dep, per_image),
-                          layer_cycles_per_image=per_image, verilog=str(vpath))
-    if mismatches:
-        img, out = (int(v) for v in np.argwhere(diff)[0])
-        result.first_mismatch = {"image": img, "output": out, "layer": dep.layers[-1].name,
-                                 "expected": int(expected[img, out]), "got": int(scores[img, out])}
-        if vcd_dir is not None:
-            vcd = (Path(vcd_dir) / f"fail_image{img}.vcd").resolve()
-            vcd.parent.mkdir(parents=True, exist_ok=True)
-            wave_dir = build_dir / "waves"
-            wave_dir.mkdir(exist_ok=True)
-            np.save(wave_dir / "images.npy", q[img:img + 1])
-            np.save(wave_dir / "expected.npy", expected[img:img + 1])
-            wcfg = dict(job_cfgs[0], dir=str(wave_dir), count=1, images=str(wave_dir / "images.npy"),
-                        expected=str(wave_dir / "expected.npy"), results=str(wave_dir / "results.json"), progress="")
-            _run_jobs(lambda: _build(vpath, wave_dir, top=top, vcd=vcd), wave_dir, [wcfg], top=top,
-                      verbose=verbose, progress=False)
-            result.vcd = str(vcd) if vcd.exists() else None
+    job_list = [job_for(run_dir / f"job{j}", int(bounds[j]), int(bounds[j + 1])) for j in range(n_jobs)]
+    _run_jobs(sim, build_dir, job_list, verbose=verbose, progress=progress, check=mismatches_of)
+    seconds = {"design": round(built - started, 2), "build": round(simulated - built, 2),
+               "simulate": round(time.monotonic() - simulated, 2)}
+
+    images, timeout = [], None
+    for job in job_list:
+        path = Path(job["cfg"]["results"])
+        part, t = harness.parse_results(path.read_text() if path.exists() else "", **parse)
+        images += part
+        if t is not None and timeout is None:
+            timeout = dict(t, limit=limit)
+        elif t is None and len(part) < job["count"]:
+            if "wall_timeout" in job:
+                timeout = timeout or {"image": job["first"] + len(part), "phase": "(the simulator itself stopped "
+                                      "advancing time: " + job["wall_timeout"] + ")", "cycles": None,
+                                      "since_start": None, "limit": limit}
+            else:
+                log = Path(job["dir"]) / "test.log"
+                raise TerwinError(f"the simulation ended after {len(part)} of {job['count']} image(s) without "
+                                  f"a result (see {log}{': ' + job['error'] if 'error' in job else ''})")
+    found = harness.check(images, expected=expected, first=0, predicted=predicted, layer_names=names,
+                          full_rate=full_rate)
+    scores = np.zeros_like(expected)
+    for img in images:
+        scores[img["index"]] = img["scores"]
+    per_image = [img["layers"] for img in images]
+    first_mismatch = found["first_mismatch"]
+    if first_mismatch is not None:
+        first_mismatch = dict(first_mismatch, layer=dep.layers[-1].name)
+    result = VerifyResult(images=len(q), mismatches=found["mismatches"], scores=scores, expected=expected,
+                          cycles=[img["cycles"] for img in images], layers=_mean_layers(dep, per_image),
+                          layer_cycles_per_image=per_image, first_mismatch=first_mismatch,
+                          verilog=str(build_dir / "top.v"), simulator=sim.name, netlist=netlist,
+                          completed=len(images), counter_errors=found["counter_errors"],
+                          protocol_errors=found["protocol_errors"], timeout=timeout, watchdog_cycles=limit,
+                          seconds=seconds)
+    if result.ok:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif vcd_dir is not None:
+        result.vcd = _waves(sim, result, sources, root=root, digest=digest, q=q, expected=expected,
+                            vcd_dir=Path(vcd_dir), job_for=job_for, verbose=verbose, limit=limit, defines=defines)
     return result
+
+
+def _fraction(p: float) -> int:
+    return int(round(float(p) * 65536))
+
+
+def _waves(sim, result: VerifyResult, sources: dict, *, root: Path, digest: str, q, expected, vcd_dir: Path,
+           job_for, verbose: bool, limit: int, defines: dict) -> str | None:
+    """Simulate the first failing image again, alone and with the same pauses, into a VCD: all of it, or
+    for a watchdog timeout its last VCD_WINDOW cycles. Returns the VCD's path (None if none was written)."""
+    firsts = [e["image"] for e in (result.counter_errors[:1] + result.protocol_errors[:1])]
+    if result.first_mismatch is not None:
+        firsts.append(result.first_mismatch["image"])
+    dump_from = 0
+    if result.timeout is not None:
+        firsts.append(result.timeout["image"])
+    img = min(firsts) if firsts else None
+    if img is None or img >= len(q):
+        return None
+    if result.timeout is not None and img == result.timeout["image"] and result.timeout.get("since_start"):
+        dump_from = max(0, harness.RESET_CYCLES + result.timeout["since_start"] - VCD_WINDOW)
+    vcd = (vcd_dir / f"fail_image{img}.vcd").resolve()
+    vcd.parent.mkdir(parents=True, exist_ok=True)
+    wave_build = root / f"{sim.name}-{digest}-vcd"
+    _build(sim, wave_build, sources, root=root, vcd=True, verbose=verbose, defines=defines)
+    run_dir = Path(tempfile.mkdtemp(prefix="waves-", dir=wave_build))
+    job = job_for(run_dir, img, img + 1, extra=(f"+vcd={vcd}", f"+dump_from={dump_from}"))
+    job["cfg"]["expected"] = str(run_dir / "expected.npy")
+    _run_jobs(sim, wave_build, [job], verbose=verbose, progress=False, vcd=True)
+    return str(vcd) if vcd.exists() else None

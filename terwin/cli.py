@@ -21,7 +21,7 @@ COMMANDS = {
     "compress": "train and compress a CNN (the built-in digits net, or your own with --model) into an integer model file",
     "inspect": "print a model file: layers, shapes, sparsity, bits",
     "generate": "generate Verilog, memory images and a manifest for a model",
-    "verify": "run the RTL under Icarus Verilog (cocotb) and compare every output with the reference",
+    "verify": "simulate the RTL (or its netlist) under cocotb and compare every score, counter and handshake",
     "simulate": "predict per-layer cycles with the exact cycle model (a model, or a network description)",
     "build": "build a bitstream with Yosys/nextpnr for a board",
     "program": "load a bitstream onto a board over USB (iceprog / openFPGALoader)",
