@@ -44,12 +44,6 @@ from .tools import find_tool
 DESIGN_NAME = "terwin"
 DEFAULT_SEED = 1
 
-# Run by Yosys right after reading the design. Amaranth names the fields and elements of a view
-# after their wire (`codes[0]`, `codes[0][1]` beside `codes`); Yosys' ABC9 reintegration (LUT mapping,
-# both families) names bit k of a multi-bit wire W "W[k]" and fails on an assertion when a wire of
-# that name exists already (YosysHQ/yosys#4349; the ternary engine hits it on ECP5 with Yosys 0.70).
-# Those names are aliases for debugging only: make them private. Ports are left as they are.
-YOSYS_AFTER_READ = "rename -hide w:*]"
 
 
 @dataclass(frozen=True)
@@ -177,7 +171,7 @@ def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed
     plan = platform.prepare(
         top, name=name, emit_src=False,
         synth_opts=synth_opts, nextpnr_opts=nextpnr_opts,
-        script_after_read=YOSYS_AFTER_READ,
+        script_after_read=fpga.YOSYS_AFTER_READ,
         script_after_synth=f"tee -q -o {name}.stat.json stat -json",
     )
     plan.extract(build_dir)

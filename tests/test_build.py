@@ -160,7 +160,7 @@ def test_ecp5_build_reports_bram_and_pll(tmp_path):
 @pytest.mark.build
 def test_ecp5_builds_the_ternary_accelerator(tmp_path):
     """Yosys' ABC9 stopped on an assertion for this design on ECP5 until the view-field names were made
-    private (`terwin.build.YOSYS_AFTER_READ`)."""
+    private (`terwin.hw.fpga.YOSYS_AFTER_READ`)."""
     from terwin.build import build_model
     from terwin.spec import PRESETS
     from terwin.synthetic import random_deployment

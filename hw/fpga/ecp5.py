@@ -4,10 +4,14 @@ from __future__ import annotations
 from amaranth.hdl import Instance
 from amaranth.lib import io
 
+from . import ecp5_models
 from .base import FpgaFamily, PLLSetting, Tool
 
 
 class ECP5(FpgaFamily):
+    def simulation_models(self, share):
+        return ecp5_models.cell_models(share)
+
     def resource_counts(self, util, cells):
         luts = util.get("TRELLIS_COMB", (0, 0))
         return {

@@ -7,6 +7,11 @@ from .base import FpgaFamily, PLLSetting, Tool
 
 
 class ICE40(FpgaFamily):
+    def simulation_defines(self, simulator):
+        # Icarus cannot parse the default values Yosys's iCE40 models give input ports (SystemVerilog);
+        # Yosys's netlist connects every input anyway
+        return {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1} if simulator == "icarus" else {}
+
     def resource_counts(self, util, cells):
         # LUTs and FFs from Yosys' cells: nextpnr packs them into logic cells (LUT + FF + carry)
         return {

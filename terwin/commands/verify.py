@@ -65,7 +65,7 @@ def count_images(text: str, available: int, *, option: str = "--images") -> int:
 
 def run(args) -> int:
     from terwin.algo.data import load_digits_split
-    from terwin.build import SYNTH_OPTS
+    from terwin.hw import fpga
     from terwin.sim import cycles as cycle_model
     from terwin.sim import netlist as netlist_mod
     from terwin.sim import reference, rtl, simulators
@@ -93,12 +93,12 @@ def run(args) -> int:
     progress = Progress("verify", quiet=args.quiet)
     what = ("the given RTL " + args.rtl) if args.rtl else "the generated design"
     if args.netlist:
-        what = f"the {args.netlist} netlist (synth_{args.netlist} {' '.join(SYNTH_OPTS[args.netlist])}) of {what}"
+        what = f"the {args.netlist} netlist (synth_{args.netlist} {' '.join(fpga.get(args.netlist).synth_opts)}) of {what}"
     progress.note(f"{n} image(s) on {what}, simulated by {sim.name}")
     res = rtl.verify(dep, q, rtl=args.rtl, top=args.top, build_root=args.build_dir, seed=args.seed,
                      pause_in=args.backpressure, pause_out=args.backpressure, progress=not args.quiet,
                      vcd_dir=args.build_dir, jobs=args.jobs, simulator=sim, netlist=args.netlist,
-                     synth_opts=SYNTH_OPTS[args.netlist] if args.netlist else ())
+                     synth_opts=fpga.get(args.netlist).synth_opts if args.netlist else ())
     beside = Path(args.json).parent / Path(res.vcd).name if res.vcd and args.json else None
     if beside is not None and beside.resolve() != Path(res.vcd).resolve():
         try:  # the waves go beside the results, unless that would replace a file terwin did not write
