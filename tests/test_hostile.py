@@ -277,9 +277,9 @@ def test_float_sizes_in_a_network_description(layer, tmp_path, capsys):
 
 @pytest.mark.parametrize("content, message", [
     (bytes(range(256)) * 8, "not UTF-8"),
-    ("module terwin_top(input clk);\n  wire a = ;\nendmodule\n", "Icarus Verilog cannot compile it"),
-    ("module terwin_top(input clk);\n  assign b = c\n", "Icarus Verilog cannot compile it"),
-    ("// module terwin_top\nmodule other(); endmodule\n", "Icarus Verilog cannot compile it"),
+    ("module terwin_top(input clk);\n  wire a = ;\nendmodule\n", "cannot compile it"),
+    ("module terwin_top(input clk);\n  assign b = c\n", "cannot compile it"),
+    ("// module terwin_top\nmodule other(); endmodule\n", "cannot compile it"),
     ("module other(); endmodule\n", "no module named 'terwin_top'"),
 ])
 def test_rtl_that_is_binary_or_does_not_compile(content, message, model_path, tmp_path, capsys):
