@@ -62,5 +62,12 @@ fi
 if ! command -v make >/dev/null 2>&1 || ! { command -v g++ || command -v c++ || command -v clang++; } >/dev/null 2>&1; then
     apt_install g++ make
 fi
+# Verilator's runtime is the same for every design: compiled now for the default build folder
+# (.terwin-build), not by the first `terwin verify`
+if "$PY" -c 'from terwin.sim import simulators; raise SystemExit(not simulators.Verilator().available())' 2>/dev/null \
+   && [ ! -d .terwin-build/verilator-runtime ]; then
+    echo "[setup] compiling Verilator's runtime into .terwin-build/ (once)" >&2
+    "$PY" -m terwin.sim.simulators .terwin-build >/dev/null || echo "[setup] note: that failed; verify compiles it itself" >&2
+fi
 echo "[setup] ready: $("$PY" -c 'import terwin; print("terwin", terwin.__version__)') in $PY, $(iverilog -V 2>&1 | head -n1)," \
      "verify's default simulator: $("$PY" -c 'from terwin.sim import simulators; print(simulators.default().name)')" >&2

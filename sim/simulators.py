@@ -300,7 +300,8 @@ class _RuntimeCache:
         import cocotb
         self.build_dir = build_dir
         classes = (build_dir / "Vtop_classes.mk").read_text(errors="replace")
-        settings = "\n".join(sorted(line for line in classes.splitlines() if re.match(r"^VM_[A-Z_]+ = ", line)))
+        settings = "\n".join(sorted(line for line in classes.splitlines()   # (how the design is split: no)
+                                     if re.match(r"^VM_[A-Z_0-9]+ = ", line) and not line.startswith("VM_PARALLEL")))
         self.objects = re.findall(r"^\s+(verilated\w*) \\$", classes, re.M)
         base = "\n".join([version, " ".join(make[make.index("Vtop.mk"):]), settings, cocotb.__version__,
                           cocotb.__file__])
@@ -361,3 +362,45 @@ def resolve(simulator) -> Simulator:
     if isinstance(simulator, Simulator):
         return simulator
     return get(simulator)
+
+
+_STUB_TOP = """module terwin_top(clk, rst, i_stream__valid, i_stream__ready, i_stream__payload, o_stream__valid,
+  o_stream__ready, o_stream__payload, busy, cycles, layer_sel, layer_cycles, layer_mac_cycles);
+  input clk, rst, i_stream__valid, o_stream__ready;
+  input [7:0] i_stream__payload;
+  input [0:0] layer_sel;
+  output i_stream__ready, o_stream__valid, busy;
+  output [7:0] o_stream__payload;
+  output [31:0] cycles, layer_cycles, layer_mac_cycles;
+  assign {i_stream__ready, o_stream__valid, busy, o_stream__payload} = 0;
+  assign {cycles, layer_cycles, layer_mac_cycles} = 0;
+endmodule
+"""
+
+
+def warm(root) -> bool:
+    """Compile Verilator's runtime into the build folder `root` ahead of the first verify there (the
+    bench around a stub top); False when Verilator is not usable here."""
+    from terwin.sim import harness
+    sim = Verilator()
+    if not sim.available():
+        return False
+    root = Path(root).resolve()
+    cache = root / "verilator-runtime"
+    if cache.is_dir() and any(cache.glob("*/verilated.o")) and any(cache.glob("*/verilator.o")):
+        return True
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="warm-", dir=root) as tmp:
+        (Path(tmp) / "top.v").write_text(_STUB_TOP)
+        (Path(tmp) / "bench.v").write_text(harness.bench_verilog(top="terwin_top", act_bits=8, score_bits=8, n_inputs=1,
+                                                                 n_scores=1, n_layers=2, sel_bits=1))
+        sim.build([Path(tmp) / "top.v", Path(tmp) / "bench.v"], Path(tmp) / "build", top=harness.BENCH_TOP,
+                  log=Path(tmp) / "build.log", cache_root=root)
+    return True
+
+
+if __name__ == "__main__":
+    # python -m terwin.sim.simulators [BUILD_DIR]: Verilator's runtime compiled once, ahead of time
+    import sys
+    folder = sys.argv[1] if len(sys.argv) > 1 else ".terwin-build"
+    print(f"Verilator's runtime compiled into {folder}" if warm(folder) else "no usable Verilator: nothing to do")

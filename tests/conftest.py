@@ -6,5 +6,5 @@ import pytest
 
 @pytest.fixture(scope="session")
 def rtl_build_root(tmp_path_factory):
-    """One folder for Icarus builds across the session (builds are keyed by the Verilog's hash)."""
+    """One folder for simulator builds across the session (keyed by simulator and sources; Verilator's runtime compiled once)."""
     return tmp_path_factory.mktemp("rtl-builds")

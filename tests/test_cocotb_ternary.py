@@ -1,4 +1,4 @@
-"""cocotb on the generated Verilog under Icarus: whole networks, bit for bit and cycle for cycle,
+"""cocotb on the generated Verilog (Verilator or Icarus): whole networks, bit for bit and cycle for cycle,
 and `terwin verify` failing on a design with one operator flipped."""
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -282,11 +281,14 @@ def test_float_sizes_in_a_network_description(layer, tmp_path, capsys):
     ("// module terwin_top\nmodule other(); endmodule\n", "cannot compile it"),
     ("module other(); endmodule\n", "no module named 'terwin_top'"),
 ])
-def test_rtl_that_is_binary_or_does_not_compile(content, message, model_path, tmp_path, capsys):
-    if "Icarus" in message and shutil.which("iverilog") is None:
-        pytest.skip("Icarus Verilog is not installed")
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_rtl_that_is_binary_or_does_not_compile(content, message, simulator, model_path, tmp_path, capsys):
+    from terwin.sim import simulators
+    if not simulators.SIMULATORS[simulator]().available():
+        pytest.skip(f"{simulator} is not installed")
     rtl = write(tmp_path, "design.v", content)
-    refused(["verify", model_path, "--rtl", rtl, "--quiet"], capsys, f"--rtl {rtl}", message)
+    refused(["verify", model_path, "--rtl", rtl, "--simulator", simulator, "--quiet"], capsys, f"--rtl {rtl}",
+            message if message != "cannot compile it" else f"{simulator} cannot compile it")
 
 
 @pytest.mark.parametrize("top", ["../../evil", "a b", "1top", ""])
