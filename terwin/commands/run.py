@@ -44,8 +44,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from terwin.algo.data import load_digits_split
-    from terwin.commands.verify import count_images
+    from terwin.commands.verify import test_images
     from terwin.runtime import BoardSession, Protocol, check_report, compare, open_port
     from terwin.sim import reference
 
@@ -56,13 +55,8 @@ def run(args) -> int:
         raise TerwinError(f"--baud must be a positive number, not {args.baud}")
     if not 0 < args.timeout <= 3600:  # NaN and inf fail too
         raise TerwinError(f"--timeout must be a positive number of seconds, at most 3600, not {args.timeout:g}")
-    split = load_digits_split()
-    x = split.x_test
-    if tuple(x.shape[1:]) != tuple(dep.input_shape):
-        raise TerwinError(f"the model's input {dep.input_shape} does not match the digits images {tuple(x.shape[1:])}")
-    n = count_images(args.images, len(x))
-    q = reference.quantize_input(dep, x[:n])
-    labels = split.y_test[:n]
+    q, labels = test_images(dep, args.images)
+    n = len(q)
     expected = reference.forward(dep, q)
 
     protocol = Protocol.for_model(dep)

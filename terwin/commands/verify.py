@@ -17,9 +17,11 @@ import re
 from pathlib import Path
 
 from terwin import fileformat, outdir
+from terwin.algo.data import load_digits_split
 from terwin.checks import probability_below_one, seed
 from terwin.errors import TerwinError
 from terwin.progress import Progress
+from terwin.sim import reference
 
 DEFAULT_PAUSE = 0.2      # = terwin.sim.rtl.DEFAULT_PAUSE (not imported here: `terwin --help` loads no Amaranth)
 FULL_RATE_EVERY = 8      # = terwin.sim.rtl.FULL_RATE_EVERY
@@ -63,12 +65,21 @@ def count_images(text: str, available: int, *, option: str = "--images") -> int:
     return n
 
 
+def test_images(dep, images: str):
+    """The first `images` (a count or 'all') digits test images, quantized for `dep`, and their labels."""
+    split = load_digits_split()
+    x = split.x_test
+    if tuple(x.shape[1:]) != tuple(dep.input_shape):
+        raise TerwinError(f"the model's input {dep.input_shape} does not match the digits images {tuple(x.shape[1:])}")
+    n = count_images(images, len(x))
+    return reference.quantize_input(dep, x[:n]), split.y_test[:n]
+
+
 def run(args) -> int:
-    from terwin.algo.data import load_digits_split
     from terwin.hw import fpga
     from terwin.sim import cycles as cycle_model
     from terwin.sim import netlist as netlist_mod
-    from terwin.sim import reference, rtl, simulators
+    from terwin.sim import rtl, simulators
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", args.top):
         raise TerwinError(f"--top must be a Verilog module name (letters, digits, _ and $), not {args.top[:40]!r}")
@@ -84,12 +95,8 @@ def run(args) -> int:
     if args.json:
         outdir.check_file(args.json, inputs=inputs, force=args.force)
     outdir.check_folder(args.build_dir, shared=True, option="--build-dir")  # terwin's cache: any content
-    split = load_digits_split()
-    x = split.x_test
-    if tuple(x.shape[1:]) != tuple(dep.input_shape):
-        raise TerwinError(f"the model's input {dep.input_shape} does not match the digits images {tuple(x.shape[1:])}")
-    n = count_images(args.images, len(x))
-    q = reference.quantize_input(dep, x[:n])
+    q, _ = test_images(dep, args.images)
+    n = len(q)
     progress = Progress("verify", quiet=args.quiet)
     what = ("the given RTL " + args.rtl) if args.rtl else "the generated design"
     if args.netlist:
