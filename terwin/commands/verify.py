@@ -65,15 +65,18 @@ def count_images(text: str, available: int, *, option: str = "--images") -> int:
 
 def run(args) -> int:
     from terwin.algo.data import load_digits_split
-    from terwin.build import SYNTH_OPTS
     from terwin.sim import cycles as cycle_model
     from terwin.sim import netlist as netlist_mod
     from terwin.sim import reference, rtl, simulators
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", args.top):
         raise TerwinError(f"--top must be a Verilog module name (letters, digits, _ and $), not {args.top[:40]!r}")
-    if args.netlist is not None and args.netlist not in netlist_mod.FAMILIES:
-        raise TerwinError(f"--netlist must be one of {', '.join(netlist_mod.FAMILIES)}, not {args.netlist[:40]!r}")
+    synth_opts = ()
+    if args.netlist is not None:
+        if args.netlist not in netlist_mod.FAMILIES:
+            raise TerwinError(f"--netlist must be one of {', '.join(netlist_mod.FAMILIES)}, not {args.netlist[:40]!r}")
+        from terwin.build import SYNTH_OPTS   # the build's own synthesis options (a flow: imported when used)
+        synth_opts = tuple(SYNTH_OPTS[args.netlist])
     sim = simulators.get(args.simulator) if args.simulator is not None else simulators.default()
     dep = fileformat.load(args.model, hardware=args.rtl is None)  # the design to generate must fit
     if args.jobs is not None and args.jobs < 1:
@@ -93,12 +96,12 @@ def run(args) -> int:
     progress = Progress("verify", quiet=args.quiet)
     what = ("the given RTL " + args.rtl) if args.rtl else "the generated design"
     if args.netlist:
-        what = f"the {args.netlist} netlist (synth_{args.netlist} {' '.join(SYNTH_OPTS[args.netlist])}) of {what}"
+        what = f"the {args.netlist} netlist (synth_{args.netlist} {' '.join(synth_opts)}) of {what}"
     progress.note(f"{n} image(s) on {what}, simulated by {sim.name}")
     res = rtl.verify(dep, q, rtl=args.rtl, top=args.top, build_root=args.build_dir, seed=args.seed,
                      pause_in=args.backpressure, pause_out=args.backpressure, progress=not args.quiet,
                      vcd_dir=args.build_dir, jobs=args.jobs, simulator=sim, netlist=args.netlist,
-                     synth_opts=SYNTH_OPTS[args.netlist] if args.netlist else ())
+                     synth_opts=synth_opts)
     beside = Path(args.json).parent / Path(res.vcd).name if res.vcd and args.json else None
     if beside is not None and beside.resolve() != Path(res.vcd).resolve():
         try:  # the waves go beside the results, unless that would replace a file terwin did not write
