@@ -1,9 +1,9 @@
 """The post-synthesis netlist under the same bench: the top through `synth_ice40 -dsp` / `synth_ecp5`
 (the build's options), simulated with Yosys's cell models (and terwin's for the ECP5 block RAM and
-multiplier), every score compared with `==` and every counter with the cycle model."""
+multiplier), every score compared with `==` and every counter with the cycle model. The stored
+models' netlists on 50 images each: `benchmarks/netlist.py` (minutes, not a test)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,6 @@ from terwin.sim import netlist, reference, rtl
 from terwin.spec import PE4X4
 from terwin.synthetic import random_deployment
 
-ROOT = Path(__file__).parents[1]
-TERNARY_50 = ROOT / "bitstreams" / "icebreaker" / "ternary-50" / "model.terwin"
-WINOGRAD = ROOT / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin"
 
 pytestmark = pytest.mark.cocotb
 
@@ -49,14 +46,3 @@ def test_cli_netlist_option(tmp_path):
     path = tmp_path / "m.terwin"
     fileformat.save(random_deployment(PE4X4, seed=62), path)
     assert main(["verify", str(path), "--netlist", "xilinx7", "--images", "1", "--quiet"]) == 2
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("model,family", [(TERNARY_50, "ice40"), (TERNARY_50, "ecp5"), (WINOGRAD, "ecp5")],
-                         ids=["ternary-50-ice40", "ternary-50-ecp5", "winograd-ecp5"])
-def test_stored_models_netlists_on_50_images(model, family, tmp_path, rtl_build_root):
-    out = tmp_path / "v.json"
-    assert main(["verify", str(model), "--netlist", family, "--images", "50", "--json", str(out),
-                 "--build-dir", str(rtl_build_root), "--quiet"]) == 0
-    rep = json.loads(out.read_text())
-    assert rep["ok"] and rep["images"] == 50 and rep["mismatches"] == 0 and rep["netlist"] == family

@@ -30,7 +30,7 @@ def add_arguments(parser):
                              "'all' (default: 50)")
     parser.add_argument("--winograd-images", default="20",
                         help="test images for the Winograd engine's RTL simulation (about 2 s per image in "
-                             "Icarus, 30 per second in Verilator; default: 20)")
+                             "Icarus, ~70 per second in Verilator; default: 20)")
     parser.add_argument("--board", default="icebreaker", help="board to build for (default: icebreaker)")
     parser.add_argument("--no-build", action="store_true", help="skip the bitstream build")
     parser.add_argument("--no-winograd", action="store_true", help="skip the Winograd family")

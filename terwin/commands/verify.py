@@ -83,8 +83,9 @@ def run(args) -> int:
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", args.top):
         raise TerwinError(f"--top must be a Verilog module name (letters, digits, _ and $), not {args.top[:40]!r}")
-    if args.netlist is not None and args.netlist not in netlist_mod.FAMILIES:
-        raise TerwinError(f"--netlist must be one of {', '.join(netlist_mod.FAMILIES)}, not {args.netlist[:40]!r}")
+    if args.netlist is not None:
+        if args.netlist not in netlist_mod.FAMILIES:
+            raise TerwinError(f"--netlist must be one of {', '.join(netlist_mod.FAMILIES)}, not {args.netlist[:40]!r}")
     sim = simulators.get(args.simulator) if args.simulator is not None else simulators.default()
     dep = fileformat.load(args.model, hardware=args.rtl is None)  # the design to generate must fit
     if args.jobs is not None and args.jobs < 1:
