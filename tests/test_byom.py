@@ -21,6 +21,7 @@ from terwin import fileformat, intmath
 from terwin.algo import data as datasets
 from terwin.algo.graph import load_model
 from terwin.cli import main
+from terwin.commands.verify import test_images as images_for
 from terwin.errors import TerwinError
 from terwin.sim import reference
 
@@ -268,7 +269,7 @@ def test_validation_split_is_stratified_seeded_and_leaves_the_test_images():
 # -- the Python API -----------------------------------------------------------------------------------
 
 
-def test_api_compress_save_load_scores(model_file, tmp_path):
+def test_api_compress_save_load_scores(model_file, tmp_path, capsys):
     arrays = dict(np.load(_npz(tmp_path / "d.npz", shape=(3, 8, 8), n_train=64, n_test=24)))
     dep, report = terwin.compress(load_model(f"{model_file}:tiny_rgb4", seed=0), arrays, tile_sparsity=0.25,
                                   epochs_scale=0.02, quiet=True)
@@ -283,6 +284,15 @@ def test_api_compress_save_load_scores(model_file, tmp_path):
     assert fileformat.checksum(twin) == checksum
     x = arrays["x_test"] / np.float32(255)
     assert np.array_equal(terwin.scores(again, x), reference.forward(dep, reference.quantize_input(dep, x)))
+    # verify takes the user's test images (--data), as compress did; no built-in set is 3x8x8
+    rc, stdout, err = _run(["verify", str(tmp_path / "m.terwin"), "--data", str(tmp_path / "d.npz"),
+                            "--images", "3", "--simulator", "icarus", "--build-dir", str(tmp_path / "b"),
+                            "--quiet"], capsys)
+    assert rc == 0 and "OK: 3 image(s), 0 mismatches" in stdout, stdout + err
+    rc, _, err = _run(["verify", str(tmp_path / "m.terwin"), "--images", "3"], capsys)
+    assert rc == 2 and "matches no built-in data set" in err and "--data FILE.npz" in err
+    rc, _, err = _run(["verify", str(tmp_path / "m.terwin"), "--data", "digits"], capsys)
+    assert rc == 2 and "does not match the digits test images (1, 8, 8)" in err
     with pytest.raises(TerwinError, match="unexpected keyword argument 'no_such_option'"):
         terwin.compress(load_model(f"{model_file}:tiny_rgb4"), arrays, no_such_option=1)
     with pytest.raises(TerwinError, match="built-in net trains on the 8x8 digits only"):
@@ -326,6 +336,11 @@ def test_example_resnet8(tmp_path, capsys):
     projections = [layer for layer in dep.layers if layer.kind == "conv2d" and not layer.relu]
     assert len(residuals) == 3 and len(projections) == 2
     assert dep.layers[-2].kind == "avgpool2d" and dep.layers[-2].kernel == 8
+    # verify and run pick the digits32 test images for a 1x32x32 model by themselves
+    q, labels = images_for(dep, "5")
+    split = datasets.load_digits32_split()
+    assert np.array_equal(q, reference.quantize_input(dep, split.x_test[:5]))
+    assert np.array_equal(labels, split.y_test[:5]) and q.shape == (5, 1, 32, 32)
 
 
 def test_example_bring_your_own(tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""`terwin run MODEL --port PORT [--baud N] [--images N|all] [--report REPORT] [--json OUT] [--timeout S]`:
-the model's digits test images through a programmed board, over the bitstream's UART bridge.
+"""`terwin run MODEL --port PORT [--baud N] [--images N|all] [--data SET] [--report REPORT] [--json OUT] [--timeout S]`:
+the model's test images (a built-in set or --data FILE.npz) through a programmed board, over the bitstream's UART bridge.
 
 Sends each quantized test image (the reference's input), reads the board's class scores and compares
 every one with `terwin.sim.reference` using `==`; prints the accuracy of the board's scores (argmax,
@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from terwin import fileformat, outdir
+from terwin.commands.verify import add_data_argument
 from terwin.errors import TerwinError
 from terwin.progress import Progress
 from terwin.runtime import DEFAULT_BAUD, DEFAULT_TIMEOUT, WIRING
@@ -32,7 +33,8 @@ def add_arguments(parser):
                              "or a pyserial URL")
     parser.add_argument("--baud", type=int, default=None,
                         help=f"baud rate (default: the --report's, else {DEFAULT_BAUD}, as terwin build makes)")
-    parser.add_argument("--images", default="20", help="number of digits test images, or 'all' (default 20)")
+    parser.add_argument("--images", default="20", help="number of test images, or 'all' (default 20)")
+    add_data_argument(parser)
     parser.add_argument("--report", help="the build's report.json: refuse to run unless the bitstream was built "
                                          "from this model (the board itself cannot be asked)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
@@ -55,7 +57,7 @@ def run(args) -> int:
         raise TerwinError(f"--baud must be a positive number, not {args.baud}")
     if not 0 < args.timeout <= 3600:  # NaN and inf fail too
         raise TerwinError(f"--timeout must be a positive number of seconds, at most 3600, not {args.timeout:g}")
-    q, labels = test_images(dep, args.images)
+    q, labels = test_images(dep, args.images, args.data)
     n = len(q)
     expected = reference.forward(dep, q)
 

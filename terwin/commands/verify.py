@@ -1,6 +1,6 @@
-"""`terwin verify MODEL [--images N|all] [--rtl FILE.v] [--netlist ice40|ecp5] [--simulator NAME] [--json OUT]`.
+"""`terwin verify MODEL [--images N|all] [--data digits|digits32|FILE.npz] [--rtl FILE.v] [--netlist ice40|ecp5] [--simulator NAME] [--json OUT]`.
 
-Streams digits test images through the generated top (or the given Verilog; or its netlist from the
+Streams test images (the built-in set of the model's input shape, or --data) through the generated top (or the given Verilog; or its netlist from the
 same Yosys synthesis as `terwin build`) under the cocotb bench (Verilator or Icarus Verilog), with
 seeded random gaps on the input stream and back-pressure on the output stream, and compares every
 score bit for bit with `terwin.sim.reference`, every layer's cycle and MAC-cycle counter and the
@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from terwin import fileformat, outdir
-from terwin.algo.data import load_digits_split
+from terwin.algo.data import load_data
 from terwin.checks import probability_below_one, seed
 from terwin.errors import TerwinError
 from terwin.progress import Progress
@@ -31,6 +31,7 @@ SHOWN_ERRORS = 20        # counter and protocol errors listed in --json
 def add_arguments(parser):
     parser.add_argument("model", help="a .terwin model file")
     parser.add_argument("--images", default="20", help="number of test images, or 'all' (default 20)")
+    add_data_argument(parser)
     parser.add_argument("--rtl", help="verify this Verilog file instead of generating the design")
     parser.add_argument("--top", default="terwin_top", help="top module name in --rtl (default terwin_top)")
     parser.add_argument("--json", help="write the results as JSON to this file (and a failing image's VCD beside it)")
@@ -65,12 +66,26 @@ def count_images(text: str, available: int, *, option: str = "--images") -> int:
     return n
 
 
-def test_images(dep, images: str):
-    """The first `images` (a count or 'all') digits test images, quantized for `dep`, and their labels."""
-    split = load_digits_split()
+def add_data_argument(parser) -> None:
+    parser.add_argument("--data", metavar="digits|digits32|FILE.npz", default=None,
+                        help="whose test images: a built-in set or a user's .npz (as for terwin compress); "
+                             "default: the built-in set of the model's input shape")
+
+
+def test_images(dep, images: str, data: str | None = None):
+    """The first `images` (a count or 'all') test images of `data` (digits, digits32 or a .npz; by
+    default the built-in set whose images have the model's input shape), quantized for `dep`, and
+    their labels."""
+    shape = tuple(dep.input_shape)
+    if data is None:
+        data = {(1, 8, 8): "digits", (1, 32, 32): "digits32"}.get(shape)
+        if data is None:
+            raise TerwinError(f"the model's input {shape} matches no built-in data set (digits 1x8x8, "
+                              "digits32 1x32x32); name its test images with --data FILE.npz")
+    split = load_data(data, act_bits=dep.spec.act_bits)
     x = split.x_test
-    if tuple(x.shape[1:]) != tuple(dep.input_shape):
-        raise TerwinError(f"the model's input {dep.input_shape} does not match the digits images {tuple(x.shape[1:])}")
+    if tuple(x.shape[1:]) != shape:
+        raise TerwinError(f"the model's input {shape} does not match the {split.name} test images {tuple(x.shape[1:])}")
     n = count_images(images, len(x))
     return reference.quantize_input(dep, x[:n]), split.y_test[:n]
 
@@ -96,7 +111,7 @@ def run(args) -> int:
     if args.json:
         outdir.check_file(args.json, inputs=inputs, force=args.force)
     outdir.check_folder(args.build_dir, shared=True, option="--build-dir")  # terwin's cache: any content
-    q, _ = test_images(dep, args.images)
+    q, _ = test_images(dep, args.images, args.data)
     n = len(q)
     progress = Progress("verify", quiet=args.quiet)
     what = ("the given RTL " + args.rtl) if args.rtl else "the generated design"
