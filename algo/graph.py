@@ -81,24 +81,34 @@ def load_model(ref: str, *, seed: int | None = None) -> nn.Module:
         raise TerwinError(f"{path}: not a Python file importlib can load")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    # as `python FILE.py` would: the file's folder first on the module path while it loads and its
+    # factory runs, so it can import the modules beside it
+    folder = str(Path(path).resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
-    except BaseException as e:  # the user's file: any error is theirs, reported in one line
-        sys.modules.pop(module_name, None)
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        raise TerwinError(f"{path}: loading it failed: {_one_line(e)}") from None
-    factory = getattr(module, name, None)
-    if factory is None:
-        raise TerwinError(f"{path}: has no {name!r} (the factory --model names)")
-    if not callable(factory):
-        raise TerwinError(f"{path}: {name} is a {type(factory).__name__}, not a function returning the model")
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        model = factory()
-    except Exception as e:
-        raise TerwinError(f"{path}: {name}() raised {_one_line(e)}") from None
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as e:  # the user's file: any error is theirs, reported in one line
+            sys.modules.pop(module_name, None)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise TerwinError(f"{path}: loading it failed: {_one_line(e)}") from None
+        factory = getattr(module, name, None)
+        if factory is None:
+            raise TerwinError(f"{path}: has no {name!r} (the factory --model names)")
+        if not callable(factory):
+            raise TerwinError(f"{path}: {name} is a {type(factory).__name__}, not a function returning the model")
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = factory()
+        except Exception as e:
+            raise TerwinError(f"{path}: {name}() raised {_one_line(e)}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     if not isinstance(model, nn.Module):
         raise TerwinError(f"{path}: {name}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import terwin  # the API (loads torch and the flows on first use)
+from float_training import accuracy, train_float  # examples/float_training.py: a plain PyTorch loop
 
 
 class SmallResNet(nn.Module):
@@ -53,22 +53,6 @@ class SmallResNet(nn.Module):
         y = F.relu(self.bn1(self.conv1(x)))
         y = F.relu(self.bn2(self.conv2(y)) + self.project(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
-
-
-def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int) -> None:
-    """A plain PyTorch training loop (Adam, cross entropy, batches of 64)."""
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(y))
-        for i in range(0, len(y), 64):
-            idx = order[i:i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
 
 
 def main(argv=None) -> int:
@@ -93,8 +77,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = SmallResNet()
     train_float(model, data.x_train, data.y_train, epochs=args.epochs)
-    with torch.no_grad():
-        float_acc = float((model(torch.from_numpy(data.x_test)).argmax(1).numpy() == data.y_test).mean())
+    float_acc = accuracy(model, data.x_test, data.y_test)
     torch.save(model.state_dict(), out / "float.pt")
     print(f"float model (plain PyTorch): test accuracy {float_acc:.4f}, saved {out / 'float.pt'}")
 

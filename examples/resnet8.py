@@ -9,16 +9,22 @@ As a `terwin compress` model (the factory takes no arguments):
 Run as a script it does the same through the Python API (`terwin.compress`), then saves the model:
 
     python examples/resnet8.py [--out runs/resnet8] [--epochs-scale 1.0] [--tile-sparsity 0.5]
+
+With `--float-epochs N` the float network is first trained in a plain PyTorch loop
+(examples/float_training.py) and saved as OUT/float.pt; terwin then fine-tunes from those weights
+only (no float training of its own), as `terwin compress ... --weights OUT/float.pt` does.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import terwin  # the API, for main() (the model classes below do not use it)
+from float_training import accuracy, train_float  # examples/float_training.py: a plain PyTorch loop
 
 
 class BasicBlock(nn.Module):
@@ -73,10 +79,24 @@ def main(argv=None) -> int:
     parser.add_argument("--tile-sparsity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training and test images")
+    parser.add_argument("--float-epochs", type=int, default=None,
+                        help="train the float model in plain PyTorch for N epochs first (saved as OUT/float.pt); "
+                             "terwin then only fine-tunes from it")
     args = parser.parse_args(argv)
     data = terwin.load_data("digits32", limit=args.limit)
+    weights = None
+    if args.float_epochs is not None:
+        torch.set_num_threads(1)
+        torch.manual_seed(args.seed)
+        model = resnet8()
+        train_float(model, data.x_train, data.y_train, epochs=args.float_epochs)
+        weights = Path(args.out) / "float.pt"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), weights)
+        print(f"float model (plain PyTorch, {args.float_epochs} epochs): test accuracy "
+              f"{accuracy(model, data.x_test, data.y_test):.4f}, saved {weights}")
     dep, report = terwin.compress(resnet8(), data, family="ternary", tile_sparsity=args.tile_sparsity,
-                                  seed=args.seed, epochs_scale=args.epochs_scale)
+                                  seed=args.seed, epochs_scale=args.epochs_scale, weights=weights)
     checksum = terwin.save(dep, f"{args.out}/model.terwin")
     print(f"{args.out}/model.terwin ({checksum[:16]}): float {report['float_accuracy']:.4f}, integer "
           f"{report['accuracy']:.4f}, compression {report['compression_ratio']:.1f}x, tile sparsity "

@@ -144,6 +144,16 @@ def test_cli_with_weights_fine_tunes_from_them(model_file, tmp_path, capsys):
     assert report["float_accuracy"] == pytest.approx(acc)
 
 
+def test_a_model_file_imports_the_modules_beside_it(tmp_path):
+    """As `python FILE.py` would: the file's folder is on the module path while it loads (and only then)."""
+    (tmp_path / "blocks_beside.py").write_text("from torch import nn\n\ndef head():\n    return nn.Linear(64, 10)\n")
+    (tmp_path / "net.py").write_text("import torch\nfrom torch import nn\nfrom blocks_beside import head\n\n"
+                                     "def net():\n    return nn.Sequential(nn.Flatten(), head())\n")
+    before = list(os.sys.path)
+    model = load_model(f"{tmp_path / 'net.py'}:net", seed=0)
+    assert isinstance(model[1], nn.Linear) and os.sys.path == before
+
+
 @pytest.mark.parametrize("args, words", [
     (["--model", "{models}:gated"], ["sigmoid", "torch.sigmoid", "supported"]),
     (["--model", "{models}:tiny", "--weights", "{weights}"], ["w.pt", "'fc.weight' has shape (4, 16)"]),
@@ -318,15 +328,17 @@ def test_api_winograd_family_on_a_plain_user_model():
 # -- the examples -------------------------------------------------------------------------------------
 
 
-def _example(name):
+def _example(name, monkeypatch):
+    # as `python examples/NAME.py` runs it: examples/ first on the module path (float_training.py)
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     spec = importlib.util.spec_from_file_location(f"terwin_example_{name}", ROOT / "examples" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_example_resnet8(tmp_path, capsys):
-    mod = _example("resnet8")
+def test_example_resnet8(tmp_path, capsys, monkeypatch):
+    mod = _example("resnet8", monkeypatch)
     assert mod.main(["--out", str(tmp_path), "--limit", "64", "--epochs-scale", "0.02"]) == 0
     out = capsys.readouterr().out
     assert "reference mismatches 0" in out
@@ -341,10 +353,22 @@ def test_example_resnet8(tmp_path, capsys):
     split = datasets.load_digits32_split()
     assert np.array_equal(q, reference.quantize_input(dep, split.x_test[:5]))
     assert np.array_equal(labels, split.y_test[:5]) and q.shape == (5, 1, 32, 32)
+    # --float-epochs: the example's own float training, saved; terwin then fine-tunes from it only,
+    # and the CLI loads the same file (its sibling import included) with those weights
+    tuned = tmp_path / "tuned"
+    assert mod.main(["--out", str(tuned), "--limit", "64", "--epochs-scale", "0.02", "--float-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "float model (plain PyTorch, 1 epochs)" in out and "reference mismatches 0" in out
+    assert fileformat.checksum(terwin.load(tuned / "model.terwin")) != fileformat.checksum(dep)
+    data = _npz(tmp_path / "d32.npz", shape=(1, 32, 32), classes=10, n_train=40, n_test=10)
+    rc, _, err = _run(["compress", "--model", f"{ROOT / 'examples' / 'resnet8.py'}:resnet8", "--weights",
+                       str(tuned / "float.pt"), "--data", str(data), "--out", str(tmp_path / "cli"), *TINY], capsys)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "cli" / "compress.json").read_text())["epochs"]["float"] == 0
 
 
-def test_example_bring_your_own(tmp_path, capsys):
-    mod = _example("bring_your_own")
+def test_example_bring_your_own(tmp_path, capsys, monkeypatch):
+    mod = _example("bring_your_own", monkeypatch)
     args = ["--out", str(tmp_path), "--limit", "120", "--epochs", "1", "--epochs-scale", "0.02"]
     args.append("--hardware")   # simulate, generate, verify 20 images in Icarus, build for the ULX3S
     assert mod.main(args) == 0
