@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from terwin.errors import TerwinError
+from terwin.sim import harness
 from terwin.tools import find_tool, interpreter_bin, which
 
 ORDER = ("verilator", "icarus")        # fastest first: the default is the first one installed
@@ -381,7 +382,6 @@ endmodule
 def warm(root) -> bool:
     """Compile Verilator's runtime into the build folder `root` ahead of the first verify there (the
     bench around a stub top); False when Verilator is not usable here."""
-    from terwin.sim import harness
     sim = Verilator()
     if not sim.available():
         return False
