@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import safeio
+from . import codec, safeio
 from .checks import is_int, short_repr
 from .deployment import LAYER_TYPES, MAX_LAYERS, VERSION_2_FIELDS, Deployment
 from .errors import FormatError, SpecError
@@ -29,8 +29,8 @@ from .spec import HardwareSpec
 
 MAGIC = b"TERWIN\r\n"
 FORMAT_NAME = "terwin-deployment"
-FORMAT_VERSION = 2           # the newest this terwin writes and reads
-READS_VERSIONS = (1, 2)      # a model without graph features is still written as version 1, byte for byte
+FORMAT_VERSION = 3           # the newest this terwin writes and reads
+READS_VERSIONS = (1, 2, 3)   # a model without graph features or codecs is still written as version 1, byte for byte
 DIGEST_BYTES = 32
 ALLOWED_DTYPES = {"|i1", "|u1", "<i2", "<i4", "<i8"}
 MAX_FILE_BYTES = 512 << 20          # a whole model file
@@ -39,6 +39,18 @@ MAX_ARRAY_DIMS = 4
 
 # Canonical storage dtype of each array field.
 _FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift": "|u1", "residual_multiplier": "<i4"}
+# What a layer with codec "huffman" adds (format version 3): arrays of its code and stream, and the stream's bits.
+CODEC_ARRAYS = ("codec_lengths", "codec_stream")
+CODEC_BITS = "codec_bits"
+
+
+def _add_array(blobs: list, arrays: dict, name: str, value: np.ndarray, dtype: str, offset: int) -> int:
+    """Append one array to the data section; return the next offset."""
+    data = np.ascontiguousarray(value.astype(np.dtype(dtype), copy=False)).tobytes()
+    arrays[name] = {"dtype": dtype, "shape": list(value.shape), "offset": offset, "nbytes": len(data)}
+    pad = (-len(data)) % 8
+    blobs.append(data + b"\0" * pad)
+    return offset + len(data) + pad
 
 
 def _weight_dtype(arr: np.ndarray) -> str:
@@ -75,17 +87,19 @@ def to_bytes(dep: Deployment) -> bytes:
         for f in dataclasses.fields(layer):
             value = getattr(layer, f.name)
             if isinstance(value, np.ndarray):
-                dtype = _FIELD_DTYPES.get(f.name) or _weight_dtype(value)
-                data = np.ascontiguousarray(value.astype(np.dtype(dtype), copy=False)).tobytes()
-                arrays[f.name] = {"dtype": dtype, "shape": list(value.shape), "offset": offset, "nbytes": len(data)}
-                pad = (-len(data)) % 8
-                blobs.append(data + b"\0" * pad)
-                offset += len(data) + pad
+                offset = _add_array(blobs, arrays, f.name, value, _FIELD_DTYPES.get(f.name) or _weight_dtype(value), offset)
             elif value is None:
                 if f.name not in VERSION_2_FIELDS:  # absent means None (version 1 wrote tile_mask: null)
                     entry[f.name] = None
+            elif f.name == "codec" and value == "raw":
+                pass                                # absent means raw: files without codecs stay as they were
             else:
                 entry[f.name] = _jsonable(value)
+        if getattr(layer, "codec", "raw") == "huffman":
+            code = codec.encode_layer(layer, dep.spec)
+            offset = _add_array(blobs, arrays, "codec_lengths", code.lengths, "|u1", offset)
+            offset = _add_array(blobs, arrays, "codec_stream", np.frombuffer(code.data, dtype=np.uint8), "|u1", offset)
+            entry[CODEC_BITS] = code.nbits
         entry["arrays"] = arrays
         layers.append(entry)
     header = {
@@ -205,7 +219,7 @@ def from_bytes(data: bytes) -> Deployment:
     entries = _field(header, "layers", list, "")
     if len(entries) > MAX_LAYERS:
         raise FormatError(f"layers: {len(entries):,} layers, more than the limit of {MAX_LAYERS:,}")
-    layers = []
+    layers, codecs = [], []
     for i, entry in enumerate(entries):
         where = f"layers[{i}]."
         if not isinstance(entry, dict):
@@ -224,13 +238,57 @@ def from_bytes(data: bytes) -> Deployment:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise FormatError(f"{where}{f.name}: missing")
         layers.append(cls(**kwargs))  # keyword names are the class's own fields: cannot fail
+        codecs.append(_read_codec(blob, entry, arrays, where, coded="codec" in {f.name for f in dataclasses.fields(cls)}))
     dep = Deployment(spec=spec, input_shape=input_shape, input_scale=input_scale, layers=tuple(layers),
                      class_names=_tuples(header.get("class_names", [])), meta=header.get("meta", {}))
     dep.validate()
     if dep.format_version > version:
-        raise FormatError(f"format_version: {version}, but the model uses graph features of version {dep.format_version} "
-                          f"(source, residual, avgpool2d)")
+        features = "weight codecs (codec)" if dep.format_version == 3 else "graph features (source, residual, avgpool2d)"
+        raise FormatError(f"format_version: {version}, but the model uses {features} of version {dep.format_version}")
+    for i, (layer, coded) in enumerate(zip(dep.layers, codecs)):
+        _check_codec(dep, i, layer, coded)
     return dep
+
+
+def _read_codec(blob: memoryview, entry: dict, arrays: dict, where: str, *, coded: bool):
+    """A layer's coded stream as stored: None (no codec fields), or (lengths, stream bytes, bits).
+    `coded`: the layer kind has weights (a codec). The arrays are bounded by the file (read like
+    every array); the bits are checked against them."""
+    present = [k for k in (*CODEC_ARRAYS, CODEC_BITS) if k in arrays or k in entry]
+    if not coded and "codec" in entry:
+        raise FormatError(f"{where}codec: a layer without weights has no codec")
+    if entry.get("codec", "raw") != "huffman":
+        if present and entry.get("codec", "raw") == "raw":
+            raise FormatError(f"{where}{present[0]}: present, but the layer's codec is not huffman")
+        return None
+    for k in CODEC_ARRAYS:
+        if k not in arrays:
+            raise FormatError(f"{where}{k}: missing (the layer's codec is huffman)")
+    lengths = _read_array(blob, arrays["codec_lengths"], f"{where}codec_lengths")
+    stream = _read_array(blob, arrays["codec_stream"], f"{where}codec_stream")
+    nbits = _field(entry, CODEC_BITS, int, where)
+    for name, arr in (("codec_lengths", lengths), ("codec_stream", stream)):
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise FormatError(f"{where}{name}: must be a one-dimensional |u1 array")
+    if not 0 <= nbits <= 8 * stream.size:
+        raise FormatError(f"{where}{CODEC_BITS}: {nbits} is not within the {stream.size} bytes of codec_stream")
+    return lengths, stream.tobytes(), nbits
+
+
+def _check_codec(dep: Deployment, i: int, layer, coded) -> None:
+    """Decode a huffman layer's stream and hold it to the layer's weights with ==."""
+    if coded is None:
+        return
+    where = f"layers[{i}] ({layer.name})."
+    lengths, stream, nbits = coded
+    try:
+        weights = codec.decode_layer(layer, dep.spec, lengths, stream, nbits)
+    except FormatError as e:
+        raise FormatError(f"{where}{e}") from None
+    if not np.array_equal(weights, np.asarray(layer.weight)):
+        bad = np.argwhere(weights != np.asarray(layer.weight))[0]
+        raise FormatError(f"{where}codec_stream: decodes to {int(weights[tuple(bad)])} at weight {tuple(int(v) for v in bad)}, "
+                          f"not the layer's {int(np.asarray(layer.weight)[tuple(bad)])}")
 
 
 def _read_array(blob: memoryview, ref, where: str) -> np.ndarray:
