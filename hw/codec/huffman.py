@@ -10,24 +10,35 @@ code, the number of codes and the index of the first symbol of that length in th
                      decoder decodes exactly `count` symbols, then waits for the next `start`
                      (the last symbol may still wait in `o_stream`)
     count     (in)   symbols of the stream, read with `start`
-    i_stream  (in)   the coded stream, `word_bits` a beat, most significant bit first (`words`)
+    i_stream  (in)   the coded stream, `word_bits` a beat, most significant bit first, followed by
+                     one zero word (`words`)
     o_stream  (out)  the symbols, in order; `valid` never waits on `ready`
     idle      (out)  every symbol of the stream has been decoded
-    error     (out)  sticky: L or more bits are held and no code matches them (a corrupt stream or
-                     an incomplete code); cleared by `start`
+    error     (out)  sticky: no code matches the next L bits (a corrupt stream or an incomplete
+                     code); cleared by `start`
 
-Each cycle the decoder compares the top L bits of its bit buffer with every length's range of
-codes at once (L comparators; the shortest match is the code), shifts the code out and reads its
-symbol from the symbol memory (synchronous: the symbol is `o_stream.payload` the next cycle). So
-one symbol leaves per cycle while the buffer holds the next code, and `i_stream` refills the
-buffer one word at a time whenever `word_bits` free bits are left. The buffer is 2L + word_bits - 1
-bits: with word_bits >= L, a word every cycle keeps at least L bits in it, so the decoder sustains
-one symbol per cycle for any mix of code lengths (tested in `tests/test_codec_hw.py`).
+Each cycle the decoder looks at the next L bits of the stream (a shift of the two oldest held
+words by the bit offset `off`) and compares them with every length's left-aligned limit at once
+(canonical codes of length l are exactly the values below (first[l] + count[l]) << (L - l) and not
+below the limit of l - 1): the shortest length below its limit is the code's. It adds the length to
+`off` (a carry out of `off` uses up the oldest word) and passes the code to stage B, which forms
+the symbol's index (base[l] + code - first[l]) and reads the symbol memory (synchronous: the symbol
+is `o_stream.payload` the cycle after). Codes are decoded only while two words are held (so a
+stream ends with one zero word, and the loop needs no bit count). The held words are three
+slots of `word_bits` (a power of two, at least L); a word is taken whenever at most two are held,
+and two held words hold at least word_bits + 1 >= L bits: with a word offered every cycle the
+decoder sends one symbol per cycle for any mix of code lengths (`tests/test_codec_hw.py` counts the
+cycles). The loop closing in one cycle is offset -> shift -> L comparisons with constants -> length
+-> offset adder (no barrel shift of the buffer, no subtraction); the index and the memory read are
+pipelined after it (two cycles of latency, no loss of rate).
 """
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,9 +47,10 @@ from terwin.codec import CanonicalTable
 
 def words(data: bytes, nbits: int, word_bits: int) -> list[int]:
     """A coded stream cut into `word_bits`-bit words, most significant bit first, the last word
-    padded with zero bits: what `i_stream` takes, beat by beat."""
+    padded with zero bits, then one more zero word (the decoder decodes a code only while two words
+    are held): what `i_stream` takes, beat by beat."""
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:nbits]
-    bits = np.concatenate([bits, np.zeros((-nbits) % word_bits, dtype=np.uint8)]).reshape(-1, word_bits)
+    bits = np.concatenate([bits, np.zeros((-nbits) % word_bits + word_bits, dtype=np.uint8)]).reshape(-1, word_bits)
     weights = [1 << (word_bits - 1 - k) for k in range(word_bits)]
     return [int(sum(w for w, b in zip(weights, row) if b)) for row in bits]
 
@@ -47,14 +59,14 @@ class HuffmanDecoder(wiring.Component):
     """See the module docstring. `table`: the canonical code; `symbol_bits`: width of a symbol."""
 
     def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int = 1 << 24):
-        if word_bits < 1 or symbol_bits < 1:
-            raise ValueError("word_bits and symbol_bits must be positive")
+        if word_bits < table.max_length or word_bits & (word_bits - 1) or symbol_bits < 1:
+            raise ValueError(f"word_bits must be a power of two of at least the longest code ({table.max_length} "
+                             f"bits), symbol_bits positive")
         if max(table.symbols) >= 1 << symbol_bits:
             raise ValueError(f"symbol {max(table.symbols)} does not fit in {symbol_bits} bits")
         self.table = table
         self.symbol_bits = symbol_bits
         self.word_bits = word_bits
-        self.buffer_bits = 2 * table.max_length + word_bits - 1
         super().__init__({
             "i_stream": In(stream.Signature(unsigned(word_bits))),
             "o_stream": Out(stream.Signature(unsigned(symbol_bits))),
@@ -64,67 +76,75 @@ class HuffmanDecoder(wiring.Component):
             "error": Out(1),
         })
 
-    @property
-    def sustains_one_symbol_per_cycle(self) -> bool:
-        return self.word_bits >= self.table.max_length
-
     def elaborate(self, platform):
         m = Module()
-        t, L, W, wb = self.table, self.table.max_length, self.buffer_bits, self.word_bits
+        t, L, wb = self.table, self.table.max_length, self.word_bits
         m.submodules.symbols = mem = memory.Memory(shape=unsigned(self.symbol_bits), depth=len(t.symbols),
                                                    init=list(t.symbols))
         rd = mem.read_port()
 
-        buf = Signal(W)                    # the held bits, left-aligned: bit W-1 is the next to decode
-        held = Signal(range(W + 1))        # how many
-        peek = buf[W - L:]
+        # the held words: slots[0] the oldest, its bit `off` (from the most significant) the next to decode
+        slots = [Signal(wb, name=f"slot{i}") for i in range(3)]
+        held = Signal(range(4))            # words in the slots
+        off = Signal(range(wb))
+        pair = Cat(slots[1], slots[0])     # slots[0] in the top bits
+        peek = Signal(L)                   # the next L bits, the first in the top bit
+        m.d.comb += peek.eq((pair << off)[2 * wb - L:2 * wb])
 
-        # every length at once: does the top l bits' code fall in that length's range?
-        found = Signal()
+        # the code's length: the shortest l whose left-aligned limit (first[l] + count[l]) << (L - l) lies
+        # above the next L bits (canonical codes: each length's codes follow the shorter ones), found at once
+        below = [peek < ((t.first[l_] + t.count[l_]) << (L - l_)) for l_ in range(1, L + 1)]
+        onehot = [below[0]] + [below[k] & ~below[k - 1] for k in range(1, L)]
         length = Signal(range(L + 1))
-        index = Signal(range(max(2, len(t.symbols))))
-        for l_ in range(L, 0, -1):         # later statements win: the shortest match is taken
-            if t.count[l_] == 0:
-                continue
-            code = peek[L - l_:]
-            hit = (code >= t.first[l_]) & (code < t.first[l_] + t.count[l_]) & (held >= l_)
-            with m.If(hit):
-                m.d.comb += [found.eq(1), length.eq(l_), index.eq(code - t.first[l_] + t.base[l_])]
+        m.d.comb += length.eq(functools.reduce(operator.or_, (Mux(h, l_, 0) for l_, h in zip(range(1, L + 1), onehot))))
+        found = Signal()
+        m.d.comb += found.eq(below[-1] & (held >= 2))   # 2 words hold >= word_bits + 1 >= L bits
 
+        # stage B: the decoded code (its bits and its length, one-hot) waits here for the symbol memory;
+        # stage C: the symbol memory's read, `o_stream`. Each stage takes when it is empty or empties.
+        b_valid, b_peek, b_onehot = Signal(), Signal(L), Signal(L)
         o_valid = Signal()
+        c_free = ~o_valid | self.o_stream.ready
+        b_free = ~b_valid | c_free
         fire = Signal()
         remaining = Signal.like(self.count)
+        index = Signal(range(max(2, len(t.symbols))))
+        m.d.comb += index.eq(functools.reduce(operator.or_, (
+            Mux(b_onehot[l_ - 1], (b_peek >> (L - l_)) - t.first[l_] + t.base[l_], 0)[:len(index)]
+            for l_ in range(1, L + 1) if t.count[l_])))
         m.d.comb += [
             self.idle.eq(remaining == 0),
-            fire.eq(found & (remaining != 0) & ~self.error & (~o_valid | self.o_stream.ready) & ~self.start),
-            rd.addr.eq(index), rd.en.eq(fire),
+            fire.eq(found & (remaining != 0) & ~self.error & b_free & ~self.start),
+            rd.addr.eq(index), rd.en.eq(b_valid & c_free),
             self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(rd.data),
-            self.i_stream.ready.eq((held <= W - wb) & ~self.start),
+            self.i_stream.ready.eq((held <= 2) & ~self.start),
         ]
         with m.If(fire):
+            m.d.sync += [b_valid.eq(1), b_peek.eq(peek), b_onehot.eq(Cat(*onehot))]
+        with m.Elif(c_free):
+            m.d.sync += b_valid.eq(0)
+        with m.If(b_valid & c_free):
             m.d.sync += o_valid.eq(1)
         with m.Elif(self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
 
-        consume = Signal(range(L + 1))
-        kept = Signal(range(W + 1))
+        # consume the code: off + length < 2 wb, so at most one word is used up (popped) per cycle
+        step = Signal(range(2 * wb))       # the adder runs beside `fire`'s logic, which only selects its result
+        m.d.comb += step.eq(off + length)
+        pop = fire & step[len(off)]        # wb is a power of two: the carry out of off's bits
         take = Signal()
-        m.d.comb += [consume.eq(Mux(fire, length, 0)), kept.eq(held - consume),
-                     take.eq(self.i_stream.valid & self.i_stream.ready)]
-        shifted = Signal(W)
-        m.d.comb += shifted.eq((buf << consume)[:W])
+        m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
+        left = Signal(range(4))
+        m.d.comb += left.eq(held - pop)
         with m.If(self.start):
-            m.d.sync += [buf.eq(0), held.eq(0), self.error.eq(0), remaining.eq(self.count)]
+            m.d.sync += [held.eq(0), off.eq(0), self.error.eq(0), remaining.eq(self.count)]
         with m.Else():
+            m.d.sync += [off.eq(Mux(fire, step[:len(off)], off)), held.eq(left + take)]
+            for i, slot in enumerate(slots):
+                shifted = Mux(pop, slots[i + 1], slot) if i + 1 < len(slots) else Mux(pop, 0, slot)
+                m.d.sync += slot.eq(Mux(take & (left == i), self.i_stream.payload, shifted))
             with m.If(fire):
                 m.d.sync += remaining.eq(remaining - 1)
-            with m.If(take):
-                word = Signal(W)
-                pos = Signal(range(W))     # the word goes right below the kept bits (kept <= W - wb when taking)
-                m.d.comb += [word.eq(self.i_stream.payload), pos.eq(W - wb - kept)]
-                m.d.sync += [buf.eq(shifted | (word << pos)[:W]), held.eq(kept + wb)]
-            with m.Else():
-                m.d.sync += [buf.eq(shifted), held.eq(kept)]
-            with m.If(~found & (held >= L) & (remaining != 0)):
+            with m.If(~below[-1] & (held >= 2) & (remaining != 0)):
                 m.d.sync += self.error.eq(1)
         return m
