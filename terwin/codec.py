@@ -28,6 +28,7 @@ NumPy and the standard library only (the core layer).
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass
 
@@ -372,3 +373,24 @@ def stream_report(dep) -> dict:
         for k in totals:
             totals[k] += row[k]
     return {"layers": rows, **totals}
+
+
+# -- choosing a codec for a whole model (`terwin compress --codec`) ------------------------------------
+
+
+def with_codec(dep, name: str):
+    """The model with every weighted layer's codec set to `name` (weights unchanged)."""
+    if name not in CODECS:
+        raise FormatError(f"codec: must be one of {', '.join(CODECS)}, not {name!r}")
+    return dep.replace(layers=tuple(dataclasses.replace(layer, codec=name) if hasattr(layer, "weight") else layer
+                                    for layer in dep.layers))
+
+
+def report_fields(dep) -> dict:
+    """What compress.json says about the weight stream: `codec` (the layers' codec, or "mixed"),
+    `weight_stream_bits` (the weight memories' bits for that codec, decoder tables included) and
+    `weight_stream` (per layer and in all: raw, Huffman stream and table bits)."""
+    names = {getattr(layer, "codec", "raw") for layer in dep.weighted_layers}
+    rep = stream_report(dep)
+    return {"codec": names.pop() if len(names) == 1 else "mixed", "weight_stream_bits": rep["weight_stream_bits"],
+            "weight_stream": rep}

@@ -246,3 +246,43 @@ def test_every_flipped_stream_bit_is_refused(data):
     blob[ref["offset"] + bit // 8] ^= 0x80 >> (bit % 8)
     with pytest.raises(FormatError, match=r"layers\[\d+\] \(\w+\)\.codec_stream"):
         fileformat.from_bytes(_seal(json.dumps(header).encode(), bytes(blob)))
+
+
+# -- terwin compress --codec --------------------------------------------------------------------------------
+
+
+def test_compress_with_the_huffman_codec_writes_a_coded_model_and_its_stream_bits(tmp_path, capsys):
+    from terwin.cli import main
+    out = tmp_path / "run"
+    assert main(["compress", "--family", "ternary", "--tile-sparsity", "0.5", "--ternary-epochs-scale", "0.02",
+                 "--codec", "huffman", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "compress.json").read_text())
+    dep = fileformat.load(out / "model.terwin")
+    assert all(layer.codec == "huffman" for layer in dep.weighted_layers)
+    assert report["codec"] == "huffman" and report["checksum"] == fileformat.checksum(dep)
+    codes = [codec.encode_layer(layer, dep.spec) for layer in dep.weighted_layers]
+    assert report["weight_stream_bits"] == sum(c.nbits + c.table_bits for c in codes)
+    assert report["weight_stream"]["raw_bits"] == sum(codec.raw_stream_bits(l, dep.spec) for l in dep.weighted_layers)
+    # the raw model of the same training: the same weights, its stream bits the raw ones, written as before
+    raw = codec.with_codec(dep, "raw")
+    assert codec.report_fields(raw)["weight_stream_bits"] == report["weight_stream"]["raw_bits"]
+    assert fileformat.from_bytes(fileformat.to_bytes(raw)).format_version == 1
+    capsys.readouterr()
+    assert main(["compress", "--codec", "zip", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--codec" in err and not (tmp_path / "bad").exists()
+
+
+def test_the_api_applies_the_codec_after_export():
+    from terwin import api
+    dep = random_deployment(PE4X4, seed=4, calibration_images=2)
+    coded, report = api._with_codec(dep, {"accuracy": 0.5}, "huffman")
+    assert report["accuracy"] == 0.5 and report["codec"] == "huffman"
+    assert report["weight_stream_bits"] == codec.stream_report(coded)["huffman_bits"] + \
+        codec.stream_report(coded)["huffman_table_bits"]
+    assert all(l.codec == "huffman" and np.array_equal(l.weight, r.weight)
+               for l, r in zip(coded.weighted_layers, dep.weighted_layers))
+    raw, report = api._with_codec(dep, {}, "raw")
+    assert report["codec"] == "raw" and report["weight_stream_bits"] == report["weight_stream"]["raw_bits"]
+    with pytest.raises(Exception, match="codec must be one of raw, huffman"):
+        api._with_codec(dep, {}, "lzw")
