@@ -110,9 +110,9 @@ def _options(cls, values: dict):
         raise TerwinError(f"{cls.__name__}: {e}") from None
 
 
-def save(dep: Deployment, path) -> str:
-    """Write the model file (atomically); returns its checksum."""
-    return fileformat.save(dep, path)
+def save(dep: Deployment, path, *, storage: str = "raw") -> str:
+    """Write the model file (atomically; `storage` "xz" or "bz2": compressed); returns its checksum."""
+    return fileformat.save(dep, path, storage=storage)
 
 
 def load(path) -> Deployment:

@@ -10,9 +10,11 @@ docs/deployment-format.md describes every header field; this module is one reade
 """
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import hashlib
 import json
+import lzma
 import math
 import os
 import struct
@@ -36,6 +38,51 @@ ALLOWED_DTYPES = {"|i1", "|u1", "<i2", "<i4", "<i8"}
 MAX_FILE_BYTES = 512 << 20          # a whole model file
 MAX_HEADER_BYTES = safeio.MAX_JSON_BYTES
 MAX_ARRAY_DIMS = 4
+
+# Storage codecs: the whole file compressed with the standard library's lzma (.xz container) or bz2,
+# recognised by their magic bytes on load and decompressed (to at most MAX_FILE_BYTES) before anything
+# else; the model (and its checksum) is the decompressed file.
+STORAGE = {"raw": None, "xz": b"\xfd7zXZ\x00", "bz2": b"BZh"}
+
+
+def _decompressor(data: bytes):
+    if data.startswith(STORAGE["xz"]):
+        return "xz", lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    if data.startswith(STORAGE["bz2"]):
+        return "bz2", bz2.BZ2Decompressor()
+    return "raw", None
+
+
+def decompress(data: bytes) -> tuple[str, bytes]:
+    """(storage codec, the model file's bytes) of a file as stored: an xz or bz2 file is decompressed,
+    refused (FormatError, one line) when corrupt, truncated, followed by other data, or larger than
+    MAX_FILE_BYTES once decompressed (checked as it is decompressed: a small bomb cannot fill memory)."""
+    name, dec = _decompressor(data)
+    if dec is None:
+        return name, data
+    try:
+        out = dec.decompress(data, max_length=MAX_FILE_BYTES + 1)
+    except (lzma.LZMAError, OSError, EOFError, ValueError) as e:
+        raise FormatError(f"{name} storage: the compressed file is corrupt ({e})") from None
+    if len(out) > MAX_FILE_BYTES:
+        raise FormatError(f"{name} storage: decompresses to more than the {MAX_FILE_BYTES >> 20} MiB a model file may have")
+    if not dec.eof:
+        raise FormatError(f"{name} storage: the compressed file is truncated")
+    if dec.unused_data:
+        raise FormatError(f"{name} storage: {len(dec.unused_data)} bytes follow the compressed data")
+    return name, out
+
+
+def compress(data: bytes, storage: str) -> bytes:
+    """A model file's bytes as stored with `storage` ("raw", "xz" or "bz2"); deterministic."""
+    if storage not in STORAGE:
+        raise FormatError(f"storage: must be one of {', '.join(STORAGE)}, not {storage!r}")
+    if storage == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=9 | lzma.PRESET_EXTREME)
+    if storage == "bz2":
+        return bz2.compress(data, 9)
+    return data
+
 
 # Canonical storage dtype of each array field.
 _FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift": "|u1", "residual_multiplier": "<i4"}
@@ -124,15 +171,17 @@ def checksum(dep: Deployment) -> str:
     return to_bytes(dep)[-DIGEST_BYTES:].hex()
 
 
-def save(dep: Deployment, path) -> str:
-    """Write atomically (no half-written file on failure); return the checksum."""
+def save(dep: Deployment, path, *, storage: str = "raw") -> str:
+    """Write atomically (no half-written file on failure), compressed with `storage` (`STORAGE`);
+    return the checksum (of the model file, whatever its storage)."""
     path = Path(path)
     data = to_bytes(dep)
+    stored = compress(data, storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.write(stored)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -146,19 +195,29 @@ def load(path, *, hardware: bool = False) -> Deployment:
     terwin generates (`Deployment.check_fits_hardware`), for the commands that build one."""
     data = safeio.read_file(path, limit=MAX_FILE_BYTES, error=FormatError, what="model file")
     try:
-        dep = from_bytes(data)
+        dep = from_bytes(decompress(data)[1])
         return dep.check_fits_hardware() if hardware else dep
     except FormatError as e:
         raise FormatError(f"{path}: {e}") from None
 
 
 def file_checksum(path) -> str:
-    """The checksum stored in the last 32 bytes of the file (load() has checked it)."""
+    """The checksum stored in the last 32 bytes of the model file (load() has checked it); of the
+    decompressed file when it is stored xz or bz2."""
     with safeio.open_regular(path, error=FormatError, what="model file") as (f, size):
         if size < DIGEST_BYTES:
             raise FormatError(f"{path}: truncated file")
-        f.seek(size - DIGEST_BYTES)
-        return f.read(DIGEST_BYTES).hex()
+        head = f.read(8)
+        if _decompressor(head)[1] is None:
+            f.seek(size - DIGEST_BYTES)
+            return f.read(DIGEST_BYTES).hex()
+    try:
+        data = decompress(safeio.read_file(path, limit=MAX_FILE_BYTES, error=FormatError, what="model file"))[1]
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}") from None
+    if len(data) < DIGEST_BYTES:
+        raise FormatError(f"{path}: truncated file")
+    return data[-DIGEST_BYTES:].hex()
 
 
 def _field(obj: dict, key: str, types, where: str):

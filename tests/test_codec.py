@@ -255,9 +255,13 @@ def test_compress_with_the_huffman_codec_writes_a_coded_model_and_its_stream_bit
     from terwin.cli import main
     out = tmp_path / "run"
     assert main(["compress", "--family", "ternary", "--tile-sparsity", "0.5", "--ternary-epochs-scale", "0.02",
-                 "--codec", "huffman", "--out", str(out), "--quiet"]) == 0
+                 "--codec", "huffman", "--storage", "xz", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "compress.json").read_text())
     dep = fileformat.load(out / "model.terwin")
+    stored = (out / "model.terwin").read_bytes()
+    assert stored.startswith(fileformat.STORAGE["xz"]) and report["storage"] == "xz"
+    assert report["stored_bytes"] == len(stored) < report["file_bytes"] == len(fileformat.to_bytes(dep))
+    assert fileformat.file_checksum(out / "model.terwin") == report["checksum"]
     assert all(layer.codec == "huffman" for layer in dep.weighted_layers)
     assert report["codec"] == "huffman" and report["checksum"] == fileformat.checksum(dep)
     codes = [codec.encode_layer(layer, dep.spec) for layer in dep.weighted_layers]
@@ -286,3 +290,19 @@ def test_the_api_applies_the_codec_after_export():
     assert report["codec"] == "raw" and report["weight_stream_bits"] == report["weight_stream"]["raw_bits"]
     with pytest.raises(Exception, match="codec must be one of raw, huffman"):
         api._with_codec(dep, {}, "lzw")
+
+
+# -- storage codecs: the whole file compressed (xz, bz2) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["raw", "xz", "bz2"])
+def test_stored_files_load_as_the_same_model(storage, tmp_path):
+    dep = with_codec(random_deployment(WINOGRAD, seed=2, calibration_images=2, linear_int_bits=8,
+                                       topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("linear", 10))))
+    path = tmp_path / "m.terwin"
+    checksum = fileformat.save(dep, path, storage=storage)
+    data = path.read_bytes()
+    assert (data == fileformat.to_bytes(dep)) == (storage == "raw")
+    assert fileformat.decompress(data) == (storage, fileformat.to_bytes(dep))
+    assert fileformat.to_bytes(fileformat.load(path)) == fileformat.to_bytes(dep)
+    assert checksum == fileformat.checksum(dep) == fileformat.file_checksum(path)

@@ -524,3 +524,36 @@ def test_a_coded_model_loads_and_writes_back(coded_model, tmp_path, capsys):
     path = write(tmp_path, "m.terwin", coded_model)
     assert main(["inspect", path]) == 0
     assert fileformat.to_bytes(fileformat.load(path)) == coded_model
+
+
+# -- 14. storage codecs: compressed model files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["xz", "bz2"])
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d[:len(d) // 2], "truncated"),
+    (lambda d: d + b"junk", "follow the compressed data"),
+    (lambda d: d[:len(d) // 2] + bytes([d[len(d) // 2] ^ 0x55]) + d[len(d) // 2 + 1:], "storage"),
+    (lambda d: d[:8], "storage"),
+])
+def test_corrupt_compressed_model_files(storage, change, message, model, tmp_path, capsys):
+    path = write(tmp_path, "m.terwin", change(fileformat.compress(model, storage)))
+    refused(["inspect", path], capsys, path, f"{storage} storage", message)
+
+
+@pytest.mark.parametrize("storage", ["xz", "bz2"])
+def test_a_decompression_bomb_is_refused_at_the_file_limit(storage, monkeypatch, tmp_path, capsys):
+    """Decompression stops at MAX_FILE_BYTES + 1 bytes (here lowered to 64 KiB): a small file that would
+    decompress to more is refused before more is allocated."""
+    monkeypatch.setattr(fileformat, "MAX_FILE_BYTES", 64 << 10)
+    bomb = fileformat.compress(b"\0" * (1 << 20), storage)
+    assert len(bomb) < 4096
+    path = write(tmp_path, "m.terwin", bomb)
+    refused(["inspect", path], capsys, path, f"{storage} storage", "decompresses to more than")
+
+
+def test_a_compressed_file_holding_a_corrupt_model_names_the_model_field(model, tmp_path, capsys):
+    data = bytearray(model)
+    data[-1] ^= 1
+    path = write(tmp_path, "m.terwin", fileformat.compress(bytes(data), "xz"))
+    refused(["inspect", path], capsys, path, "checksum mismatch")

@@ -7,7 +7,8 @@ is refused before any training).
 
 `--codec huffman` stores each weighted layer's weight stream Huffman-coded too (`terwin.codec`,
 format version 3); compress.json says `codec` and `weight_stream_bits` (the weight memories' bits,
-decoder tables included) for every codec.
+decoder tables included) for every codec. `--storage xz|bz2` compresses the whole file (the model and
+its checksum are those of the decompressed file); compress.json says `file_bytes` and `stored_bytes`.
 
 Writes DIR/model.terwin and DIR/compress.json, both at once when training succeeds; DIR is checked
 before training starts (`terwin.outdir`). The family modules
@@ -47,6 +48,9 @@ def add_arguments(parser):
     parser.add_argument("--codec", choices=CODECS, default="raw",
                         help="how the weight stream is stored: raw, or huffman (canonical Huffman codes, decoded "
                              "in hardware; docs/codecs.md). Default: raw")
+    parser.add_argument("--storage", choices=sorted(fileformat.STORAGE), default="raw",
+                        help="store model.terwin compressed with xz (lzma) or bz2 from Python's standard library "
+                             "(every command reads it as it is); default: raw")
     parser.add_argument("--model", metavar="FILE.py:FACTORY",
                         help="compress your own network: FACTORY() in FILE.py returns the torch.nn.Module "
                              "(default: the family's built-in digits CNN)")
@@ -87,7 +91,10 @@ def run(args) -> int:
             model = load_model(args.model, seed=args.seed)  # its initial weights: FACTORY() under --seed
             dep, report = flow.compress(options, model, data, weights=args.weights)
         dep = codec.with_codec(dep, args.codec)     # after export: the weights are the same for every codec
-        report = {**report, **codec.report_fields(dep), "checksum": fileformat.save(dep, stage / "model.terwin")}
+        report = {**report, **codec.report_fields(dep),
+                  "checksum": fileformat.save(dep, stage / "model.terwin", storage=args.storage),
+                  "storage": args.storage, "file_bytes": len(fileformat.to_bytes(dep)),
+                  "stored_bytes": (stage / "model.terwin").stat().st_size}
         (stage / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     summary = {k: report[k] for k in ("float_accuracy", "accuracy", "reference_mismatches") if k in report}
     print(f"wrote {out / 'model.terwin'} and {out / 'compress.json'}: {json.dumps(summary)}")
