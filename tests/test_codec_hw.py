@@ -82,8 +82,11 @@ def coded(symbols, size, max_length=codec.DEFAULT_MAX_LENGTH):
     return lengths, data, nbits
 
 
+@pytest.mark.parametrize("p_in, p_out", [(0.7, 0.6), (0.15, 1.0)], ids=["backpressure", "starved"])
 @pytest.mark.parametrize("seed", range(4))
-def test_random_codes_and_streams_decode_exactly_under_backpressure(seed):
+def test_random_codes_and_streams_decode_exactly_under_backpressure(seed, p_in, p_out):
+    """Random codes (up to 13-bit codes) and streams, words offered and symbols taken at random; "starved":
+    words come seldom, so codes are often decoded with the fewest words held (straddling words)."""
     rng = np.random.default_rng(seed)
     size = int(rng.integers(2, 300))
     skew = rng.dirichlet(np.full(size, 0.3))
@@ -94,8 +97,22 @@ def test_random_codes_and_streams_decode_exactly_under_backpressure(seed):
     assert expected == symbols.tolist()
     word_bits = int(rng.choice([16, 32]))
     dut = HuffmanDecoder(table, symbol_bits=max(1, (size - 1).bit_length()), word_bits=word_bits)
-    got, _, error = simulate(dut, words(data, nbits, word_bits), symbols.size, p_in=0.7, p_out=0.6, seed=seed)
+    got, _, error = simulate(dut, words(data, nbits, word_bits), symbols.size, p_in=p_in, p_out=p_out, seed=seed)
     assert got == expected and not error
+
+
+@pytest.mark.parametrize("p_in", [0.2, 1.0], ids=["starved", "fed"])
+def test_codes_as_long_as_a_word_decode_exactly_across_words(p_in):
+    """200 near-uniform symbols: 7- and 8-bit codes in 8-bit words, so most codes straddle two words and
+    the decoder often holds only the fewest words it may decode with."""
+    rng = np.random.default_rng(5)
+    symbols = rng.choice(200, size=300)
+    lengths, data, nbits = coded(symbols, 200, max_length=8)
+    dut = HuffmanDecoder(codec.CanonicalTable.from_lengths(lengths), symbol_bits=8, word_bits=8)
+    got, cycles, error = simulate(dut, words(data, nbits, 8), symbols.size, p_in=p_in, seed=5)
+    assert got == symbols.tolist() and not error
+    if p_in == 1.0:
+        assert cycles == symbols.size + 5
 
 
 @pytest.mark.parametrize("path", STORED, ids=lambda p: "/".join(p.parts[-3:-1]))
@@ -119,7 +136,7 @@ def test_a_corrupt_stream_raises_error_and_start_begins_a_new_stream():
     lengths = np.array([1, 2, 0, 0])            # incomplete code: 0, 10; 11 is no code
     table = codec.CanonicalTable.from_lengths(lengths)
     dut = HuffmanDecoder(table, symbol_bits=2, word_bits=2)
-    got, _, error = simulate(dut, [0b01, 0b00, 0b11, 0b00, 0b00], 10, limit=40)
+    got, _, error = simulate(dut, [0b01, 0b00, 0b11, 0b00, 0b00, 0b00], 10, limit=40)
     assert got == [0, 1, 0] and error
     # the decoder stops after `count` symbols (the padding zeros would decode as symbol 0); `start`
     # drops them and clears the error; the second stream decodes from its first bit
@@ -130,8 +147,8 @@ def test_a_corrupt_stream_raises_error_and_start_begins_a_new_stream():
 
 
 def test_words_are_msb_first_and_zero_padded():
-    assert words(bytes([0b10110011, 0b01000000]), 10, 8) == [0b10110011, 0b01000000, 0]
-    assert words(bytes([0xAB, 0xCD, 0xE0]), 19, 16) == [0xABCD, 0xE000, 0]
+    assert words(bytes([0b10110011, 0b01000000]), 10, 8) == [0b10110011, 0b01000000, 0, 0]
+    assert words(bytes([0xAB, 0xCD, 0xE0]), 19, 16) == [0xABCD, 0xE000, 0, 0]
 
 
 # -- the decoder's Verilog under the cocotb bench (Verilator or Icarus Verilog) ------------------------

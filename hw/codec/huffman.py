@@ -11,31 +11,32 @@ code, the number of codes and the index of the first symbol of that length in th
                      (the last symbol may still wait in `o_stream`)
     count     (in)   symbols of the stream, read with `start`
     i_stream  (in)   the coded stream, `word_bits` a beat, most significant bit first, followed by
-                     one zero word (`words`)
+                     two zero words (`words`)
     o_stream  (out)  the symbols, in order; `valid` never waits on `ready`
     idle      (out)  every symbol of the stream has been decoded
     error     (out)  sticky: no code matches the next L bits (a corrupt stream or an incomplete
                      code); cleared by `start`
 
-Each cycle the decoder looks at the next L bits of the stream (a shift of the two oldest held
-words by the bit offset `off`) and compares them with every length's left-aligned limit at once
-(canonical codes of length l are exactly the values below (first[l] + count[l]) << (L - l) and not
-below the limit of l - 1): the shortest length below its limit is the code's. It adds the length to
-`off` (a carry out of `off` uses up the oldest word) and passes the code to stage B, which forms
-the symbol's index (base[l] + code - first[l]) and reads the symbol memory (synchronous: the symbol
-is `o_stream.payload` the cycle after). Codes are decoded only while two words are held (so a
-stream ends with one zero word, and the loop needs no bit count). The held words are three
-slots of `word_bits` (a power of two, at least L); a word is taken whenever at most two are held,
-and two held words hold at least word_bits + 1 >= L bits: with a word offered every cycle the
-decoder sends one symbol per cycle for any mix of code lengths (`tests/test_codec_hw.py` counts the
-cycles). The loop closing in one cycle is offset -> shift -> L comparisons with constants -> length
--> offset adder (no barrel shift of the buffer, no subtraction); the index and the memory read are
-pipelined after it (two cycles of latency, no loss of rate).
+Each cycle the decoder looks at the next L bits of the stream (the three oldest held words shifted
+by the bit offset `off`, 0 .. 2·word_bits − 1) and compares them with every length's limit at once
+(canonical codes of length l are exactly the values whose top l bits lie below first[l] + count[l]
+and not below the limit of l − 1): the shortest length below its limit is the code's, one-hot. The
+one-hot picks the next offset among off + l for every l, computed beside the comparisons; an offset
+past the first word (its top bit, a register) shifts that word out the next cycle. The code goes to
+stage B, which forms the symbol's index (base[l] + code − first[l]) and reads the symbol memory
+(synchronous: the symbol is `o_stream.payload` the cycle after). A code is decoded only while the
+words it may span are held (3, or 2 while off < word_bits), so a stream ends with two zero words and
+the loop needs no bit count. The four word slots take a word whenever at most three are full: with a
+word offered every cycle the decoder sends one symbol per cycle for any mix of code lengths
+(`tests/test_codec_hw.py` counts the cycles). `word_bits` is a power of two of at least L. The loop
+closing in one cycle is offset -> shift -> comparisons with constants -> one-hot -> offset mux; the
+index and the memory read are pipelined after it (two cycles of latency, no loss of rate).
 """
 from __future__ import annotations
 
 import functools
 import operator
+from math import log2 as _log2
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
@@ -47,12 +48,16 @@ from terwin.codec import CanonicalTable
 
 def words(data: bytes, nbits: int, word_bits: int) -> list[int]:
     """A coded stream cut into `word_bits`-bit words, most significant bit first, the last word
-    padded with zero bits, then one more zero word (the decoder decodes a code only while two words
-    are held): what `i_stream` takes, beat by beat."""
+    padded with zero bits, then two more zero words (the decoder decodes a code only while the words
+    after it are held): what `i_stream` takes, beat by beat."""
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:nbits]
-    bits = np.concatenate([bits, np.zeros((-nbits) % word_bits + word_bits, dtype=np.uint8)]).reshape(-1, word_bits)
+    bits = np.concatenate([bits, np.zeros((-nbits) % word_bits + 2 * word_bits, dtype=np.uint8)]).reshape(-1, word_bits)
     weights = [1 << (word_bits - 1 - k) for k in range(word_bits)]
     return [int(sum(w for w, b in zip(weights, row) if b)) for row in bits]
+
+
+def log2(n: int) -> int:
+    return int(_log2(n))
 
 
 class HuffmanDecoder(wiring.Component):
@@ -83,22 +88,27 @@ class HuffmanDecoder(wiring.Component):
                                                    init=list(t.symbols))
         rd = mem.read_port()
 
-        # the held words: slots[0] the oldest, its bit `off` (from the most significant) the next to decode
-        slots = [Signal(wb, name=f"slot{i}") for i in range(3)]
-        held = Signal(range(4))            # words in the slots
-        off = Signal(range(wb))
-        pair = Cat(slots[1], slots[0])     # slots[0] in the top bits
+        # the held words: slots[0] the oldest, bit `off` of slots[0..2] (from the most significant) the next
+        # to decode; off < 2 wb: when it reaches wb, slots[0] is used up and shifted out the next cycle
+        slots = [Signal(wb, name=f"slot{i}") for i in range(4)]
+        held = Signal(range(5))            # words in the slots
+        off = Signal(range(2 * wb))
+        off_lo, pop = off[:log2(wb)], off[log2(wb)]
+        window = Cat(slots[2], slots[1], slots[0])   # slots[0] in the top bits
         peek = Signal(L)                   # the next L bits, the first in the top bit
-        m.d.comb += peek.eq((pair << off)[2 * wb - L:2 * wb])
+        m.d.comb += peek.eq((window << off)[3 * wb - L:3 * wb])
 
-        # the code's length: the shortest l whose left-aligned limit (first[l] + count[l]) << (L - l) lies
-        # above the next L bits (canonical codes: each length's codes follow the shorter ones), found at once
-        below = [peek < ((t.first[l_] + t.count[l_]) << (L - l_)) for l_ in range(1, L + 1)]
+        # the code's length: the shortest l whose limit first[l] + count[l] lies above the top l of the next
+        # L bits (canonical codes: each length's codes follow the shorter ones), all lengths at once
+        below = [peek[L - l_:] < t.first[l_] + t.count[l_] for l_ in range(1, L + 1)]
         onehot = [below[0]] + [below[k] & ~below[k - 1] for k in range(1, L)]
-        length = Signal(range(L + 1))
-        m.d.comb += length.eq(functools.reduce(operator.or_, (Mux(h, l_, 0) for l_, h in zip(range(1, L + 1), onehot))))
+        # the offset after the code: off_lo + l for every l computed beside the comparisons, the one-hot picks
+        advanced = Signal.like(off)
+        m.d.comb += advanced.eq(functools.reduce(operator.or_, (Mux(h, off_lo + l_, 0) for l_, h in zip(range(1, L + 1), onehot))))
+        # enough bits for any code: 3 words, or 2 while off < wb (registers only: not in the loop)
+        enough = (held >= 3) | ((held == 2) & ~pop)
         found = Signal()
-        m.d.comb += found.eq(below[-1] & (held >= 2))   # 2 words hold >= word_bits + 1 >= L bits
+        m.d.comb += found.eq(below[-1] & enough)
 
         # stage B: the decoded code (its bits and its length, one-hot) waits here for the symbol memory;
         # stage C: the symbol memory's read, `o_stream`. Each stage takes when it is empty or empties.
@@ -117,7 +127,7 @@ class HuffmanDecoder(wiring.Component):
             fire.eq(found & (remaining != 0) & ~self.error & b_free & ~self.start),
             rd.addr.eq(index), rd.en.eq(b_valid & c_free),
             self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(rd.data),
-            self.i_stream.ready.eq((held <= 2) & ~self.start),
+            self.i_stream.ready.eq((held <= 3) & ~self.start),
         ]
         with m.If(fire):
             m.d.sync += [b_valid.eq(1), b_peek.eq(peek), b_onehot.eq(Cat(*onehot))]
@@ -128,23 +138,20 @@ class HuffmanDecoder(wiring.Component):
         with m.Elif(self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
 
-        # consume the code: off + length < 2 wb, so at most one word is used up (popped) per cycle
-        step = Signal(range(2 * wb))       # the adder runs beside `fire`'s logic, which only selects its result
-        m.d.comb += step.eq(off + length)
-        pop = fire & step[len(off)]        # wb is a power of two: the carry out of off's bits
+        # consume the code; a used-up oldest word (pop, a register bit) shifts out whatever else happens
         take = Signal()
         m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
-        left = Signal(range(4))
-        m.d.comb += left.eq(held - pop)
+        kept = [Mux(take & (held == i), self.i_stream.payload, slot) for i, slot in enumerate(slots)]
+        popped = [Mux(take & (held == i + 1), self.i_stream.payload, slots[i + 1] if i + 1 < len(slots) else 0)
+                  for i in range(len(slots))]
         with m.If(self.start):
             m.d.sync += [held.eq(0), off.eq(0), self.error.eq(0), remaining.eq(self.count)]
         with m.Else():
-            m.d.sync += [off.eq(Mux(fire, step[:len(off)], off)), held.eq(left + take)]
-            for i, slot in enumerate(slots):
-                shifted = Mux(pop, slots[i + 1], slot) if i + 1 < len(slots) else Mux(pop, 0, slot)
-                m.d.sync += slot.eq(Mux(take & (left == i), self.i_stream.payload, shifted))
+            m.d.sync += [off.eq(Mux(fire, advanced, off_lo)), held.eq(held - pop + take)]
+            for slot, k, p_ in zip(slots, kept, popped):
+                m.d.sync += slot.eq(Mux(pop, p_, k))
             with m.If(fire):
                 m.d.sync += remaining.eq(remaining - 1)
-            with m.If(~below[-1] & (held >= 2) & (remaining != 0)):
+            with m.If(~below[-1] & enough & (remaining != 0)):
                 m.d.sync += self.error.eq(1)
         return m
