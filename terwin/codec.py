@@ -7,16 +7,16 @@ docs/deployment-format.md ("Weight codecs") the file fields.
 
 Symbols (what one code stands for) follow the engine's weight stream:
 
-* ternary engine (`spec.weight_format == "ternary"`): the stream of PE tiles the engine visits,
-  in its order (`stream_tiles`: the kept tiles of each output group in TileGrid order, an output
+* ternary engine (a layer of ternary codes for `spec.weight_format` "ternary": `tile_stream`): the
+  stream of PE tiles the engine visits, in its order (`stream_tiles`: the kept tiles of each output group in TileGrid order, an output
   group with none keeping its tile (og, 0, 0), all zero), each tile row-major (row, then lane).
   A symbol is a group of `ternary_group(spec)` = min(4, pe_cols) consecutive lanes of one row:
   their 2-bit codes packed as the hardware holds them, lane j at bits 2j..2j+1, a code being
   bit 0 `nonzero`, bit 1 `negative` (0 -> 0b00, +1 -> 0b01, -1 -> 0b11; 0b10 is no symbol).
   Alphabet: 4^G values (256 for G = 4), at most 3^G used. Groups of 4 measure 1.21 bits a code
   of entropy on the ternary-50 stream against 1.36 for single codes (docs/codecs.md).
-* Winograd engine: every weight of the layer, C order, the symbol being the signed value plus
-  2^(weight_bits - 1) (alphabet 2^weight_bits).
+* Winograd engine (and any layer of `int` weights): every weight of the layer, C order, the symbol
+  being the signed value plus 2^(weight_bits - 1) (alphabet 2^weight_bits).
 
 A code: `lengths[s]` bits for symbol s (0: s does not occur), at most `MAX_CODE_BITS`, with
 Kraft sum at most 1. Canonical codes are assigned in order of (length, symbol): the first code
@@ -225,6 +225,12 @@ def decode(data: bytes, nbits: int, lengths, count: int, where: str = "codec_str
 # -- symbols of each engine's weight stream ----------------------------------------------------------
 
 
+def tile_stream(layer, spec) -> bool:
+    """Whether a layer's symbols are groups of the ternary codes of its PE tiles (a ternary layer for
+    the ternary engine), or else its integer weights one by one."""
+    return spec.weight_format == "ternary" and getattr(layer, "weight_code", None) == "ternary"
+
+
 def ternary_group(spec) -> int:
     return min(TERNARY_GROUP, spec.pe_cols)
 
@@ -243,7 +249,7 @@ def stream_tiles(layer, spec) -> tuple[TileGrid, np.ndarray]:
 
 def alphabet(layer, spec) -> tuple[int, int]:
     """(alphabet size, bits of one symbol) of a layer's weight stream."""
-    if spec.weight_format == "ternary":
+    if tile_stream(layer, spec):
         g = ternary_group(spec)
         return 1 << (2 * g), 2 * g
     return 1 << layer.weight_bits, layer.weight_bits
@@ -251,7 +257,7 @@ def alphabet(layer, spec) -> tuple[int, int]:
 
 def weight_symbols(layer, spec) -> np.ndarray:
     """The symbols of a layer's weight stream (see the module docstring)."""
-    if spec.weight_format == "ternary":
+    if tile_stream(layer, spec):
         grid, tiles = stream_tiles(layer, spec)
         g = ternary_group(spec)
         t = grid.tiles(layer.weight)[tiles[:, 0], tiles[:, 1], tiles[:, 2]].astype(np.int64)  # [k, rows, cols]
@@ -262,15 +268,15 @@ def weight_symbols(layer, spec) -> np.ndarray:
 
 
 def symbol_count(layer, spec) -> int:
-    if spec.weight_format == "ternary":
+    if tile_stream(layer, spec):
         _, tiles = stream_tiles(layer, spec)
         return len(tiles) * spec.pe_rows * spec.pe_cols // ternary_group(spec)
     return int(np.asarray(layer.weight).size)
 
 
-def check_symbols_valid(lengths, spec, where: str = "codec_lengths") -> None:
+def check_symbols_valid(layer, lengths, spec, where: str = "codec_lengths") -> None:
     """Refuse codes for symbols that stand for no weights: a ternary group with a 0b10 code."""
-    if spec.weight_format != "ternary":
+    if not tile_stream(layer, spec):
         return
     used = np.flatnonzero(np.asarray(lengths) > 0)
     fields = (used[:, None] >> (2 * np.arange(ternary_group(spec)))[None, :]) & 3
@@ -286,7 +292,7 @@ def weights_from_symbols(layer, spec, symbols) -> np.ndarray:
     outputs, taps or channels) holds a nonzero code."""
     symbols = np.asarray(symbols, dtype=np.int64)
     shape = np.asarray(layer.weight).shape
-    if spec.weight_format != "ternary":
+    if not tile_stream(layer, spec):
         return (symbols - (1 << (layer.weight_bits - 1))).reshape(shape)
     grid, tiles = stream_tiles(layer, spec)
     g = ternary_group(spec)
@@ -343,7 +349,7 @@ def decode_layer(layer, spec, lengths, data: bytes, nbits: int) -> np.ndarray:
     if lengths.shape != (size,):
         raise FormatError(f"codec_lengths: shape {lengths.shape} is not ({size},), one length per symbol")
     check_lengths(lengths)
-    check_symbols_valid(lengths, spec)
+    check_symbols_valid(layer, lengths, spec)
     symbols = decode(data, nbits, lengths, symbol_count(layer, spec))
     return weights_from_symbols(layer, spec, symbols)
 
@@ -351,7 +357,7 @@ def decode_layer(layer, spec, lengths, data: bytes, nbits: int) -> np.ndarray:
 def raw_stream_bits(layer, spec) -> int:
     """Bits of the layer's weight stream without a codec: the ternary engine's 2-bit codes of every
     tile it visits (padding lanes included), or every weight at weight_bits."""
-    if spec.weight_format == "ternary":
+    if tile_stream(layer, spec):
         _, tiles = stream_tiles(layer, spec)
         return len(tiles) * spec.pe_rows * spec.pe_cols * 2
     return int(np.asarray(layer.weight).size) * layer.weight_bits

@@ -172,6 +172,18 @@ def test_winograd_symbols_are_the_offset_weights():
         assert np.array_equal(codec.weights_from_symbols(layer, WINOGRAD, s), layer.weight)
 
 
+def test_int_layers_of_a_ternary_spec_are_coded_weight_by_weight():
+    """A ternary-spec model may hold `int` layers (the engine refuses them, the file does not): their
+    symbols are the integer weights, and the coded file reads back."""
+    dep = random_deployment(PE4X4, seed=1, linear_int_bits=8, topology=(("conv2d", 8), ("linear", 10)))
+    conv, fc = dep.weighted_layers
+    assert (conv.weight_code, fc.weight_code) == ("ternary", "int")
+    assert codec.tile_stream(conv, PE4X4) and not codec.tile_stream(fc, PE4X4)
+    assert np.array_equal(codec.weight_symbols(fc, PE4X4), fc.weight.reshape(-1).astype(np.int64) + 128)
+    data = fileformat.to_bytes(with_codec(dep))
+    assert fileformat.to_bytes(fileformat.from_bytes(data)) == data
+
+
 def test_ternary_symbols_with_the_unused_code_or_nonzero_padding_are_refused():
     dep = random_deployment(PE4X4, seed=7, topology=(("conv2d", 6), ("linear", 10)))  # 6 outputs: rows 6, 7 pad
     layer = dep.layers[0]
