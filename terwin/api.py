@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from terwin import codec as codecs
 from terwin import engines, fileformat
 from terwin.algo.data import BUILTIN, Split, first, load_data as _load_data, split_from_arrays
 from terwin.build import DEFAULT_SEED, build_model
@@ -63,11 +64,12 @@ def _spec(spec, default: HardwareSpec) -> HardwareSpec:
 
 def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, family: str = "ternary",
              tile_sparsity: float | None = None, seed: int = 0, weights=None, epochs_scale: float = 1.0,
-             quiet: bool = False, **options) -> tuple[Deployment, dict]:
+             quiet: bool = False, codec: str = "raw", **options) -> tuple[Deployment, dict]:
     """Compress `model` (a torch.nn.Module; None: the family's built-in digits CNN) trained on `data`
     (`load_data`) into an integer model for `spec` (a preset name, a spec file or a HardwareSpec;
     default: the family's). `weights`: the model's trained state_dict (a mapping or a file) — the
-    float training is skipped. `options`: the family's other options (e.g. regularizer="group-lasso",
+    float training is skipped. `codec`: "raw" or "huffman", how the weight stream is stored
+    (`terwin.codec`; the report gains `codec` and `weight_stream_bits`). `options`: the family's other options (e.g. regularizer="group-lasso",
     zero_budget=0.05; see the family's options dataclass). Returns (Deployment, the compress.json
     dict, without "checksum": `save` returns it). Training starts from the model's weights as given
     (seed torch before building it, for a reproducible start) and is seeded by `seed`."""
@@ -80,7 +82,7 @@ def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, 
     if model is None:
         if weights is not None or not (isinstance(data, str) and data == "digits"):
             raise TerwinError("the built-in net trains on the 8x8 digits only: give a model for other data or weights")
-        return flow.compress(_options(flow.OPTIONS, common))
+        return _with_codec(*flow.compress(_options(flow.OPTIONS, common)), codec)
     if engine.model_flow is None:
         raise TerwinError(f"family {family} compresses only its built-in digits net; a model needs family "
                           f"{' or '.join(e.name for e in engines.ENGINES.values() if e.model_flow)}")
@@ -90,7 +92,15 @@ def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, 
     weights_ref = str(weights) if isinstance(weights, (str, Path)) else None if weights is None else "state_dict"
     opts = _options(model_flow.OPTIONS, dict(common, model_ref=type(model).__name__, data_ref=str(name),
                                               weights_ref=weights_ref))
-    return model_flow.compress(opts, model, split, weights=weights)
+    return _with_codec(*model_flow.compress(opts, model, split, weights=weights), codec)
+
+
+def _with_codec(dep: Deployment, report: dict, name: str) -> tuple[Deployment, dict]:
+    """The post-export step of every flow: the chosen weight codec (the weights stay the same)."""
+    if name not in codecs.CODECS:
+        raise TerwinError(f"codec must be one of {', '.join(codecs.CODECS)}, not {name!r}")
+    dep = codecs.with_codec(dep, name)
+    return dep, {**report, **codecs.report_fields(dep)}
 
 
 def _options(cls, values: dict):
@@ -100,9 +110,9 @@ def _options(cls, values: dict):
         raise TerwinError(f"{cls.__name__}: {e}") from None
 
 
-def save(dep: Deployment, path) -> str:
-    """Write the model file (atomically); returns its checksum."""
-    return fileformat.save(dep, path)
+def save(dep: Deployment, path, *, storage: str = "raw") -> str:
+    """Write the model file (atomically; `storage` "xz" or "bz2": compressed); returns its checksum."""
+    return fileformat.save(dep, path, storage=storage)
 
 
 def load(path) -> Deployment:

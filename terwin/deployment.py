@@ -22,6 +22,7 @@ from .spec import HardwareSpec
 from .tiling import TileGrid
 
 WEIGHT_CODES = ("ternary", "int")
+CODECS = ("raw", "huffman")   # a weighted layer's `codec` (terwin.codec; "huffman" needs format version 3)
 INPUT = "@input"   # the name by which `source` / `residual` refer to the network input (a layer name cannot start with "@")
 
 # Limits on a model's sizes (docs/deployment-format.md, "Limits"), checked before anything of that size
@@ -70,6 +71,7 @@ class _Requant(_Node):
     weight_scale: tuple[float, ...] = ()  # informational: float value of one weight unit, per layer (1) or per channel
     residual: str | None = None
     residual_multiplier: np.ndarray | None = None  # int64 [out], signed 32-bit: m_r
+    codec: str = "raw"      # how the weight stream is stored (format version 3): "raw" or "huffman" (terwin.codec)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -179,6 +181,8 @@ LAYER_TYPES: dict[str, type] = {cls.kind: cls for cls in (Conv2d, Linear, MaxPoo
 # fields and kinds a format-version-1 file cannot hold (`Deployment.format_version`)
 VERSION_2_FIELDS = ("source", "residual", "residual_multiplier")
 VERSION_2_KINDS = ("avgpool2d",)
+# a weighted layer's codec other than "raw" (`Deployment.format_version` 3); a "raw" codec is not written
+VERSION_3_FIELDS = ("codec",)
 
 
 
@@ -283,7 +287,10 @@ class Deployment:
 
     @property
     def format_version(self) -> int:
-        """2 when the model uses a graph feature (a `source`, a `residual`, average pooling), else 1."""
+        """3 when a layer's weights are entropy-coded (`codec` other than "raw"), else 2 when the model
+        uses a graph feature (a `source`, a `residual`, average pooling), else 1."""
+        if any(getattr(layer, "codec", "raw") != "raw" for layer in self.layers):
+            return 3
         for layer in self.layers:
             if layer.kind in VERSION_2_KINDS or any(getattr(layer, f, None) is not None for f in VERSION_2_FIELDS):
                 return 2
@@ -482,6 +489,8 @@ def _validate_layer(layer, spec: HardwareSpec, where: str, *, last: bool):
             if pruned_nonzero.any():
                 og, tg, cg = (int(v) for v in np.argwhere(pruned_nonzero)[0])
                 raise FormatError(f"{where}.tile_mask: tile ({og}, {tg}, {cg}) is marked pruned but holds nonzero weights")
+    if layer.codec not in CODECS:
+        raise FormatError(f"{where}.codec: must be one of {', '.join(CODECS)}, not {short_repr(layer.codec)}")
     _check_array(layer.bias, f"{where}.bias", shape=(out,), lo=-(1 << 40), hi=(1 << 40))
     _check_array(layer.multiplier, f"{where}.multiplier", shape=(out,), lo=-(1 << 31), hi=(1 << 31) - 1)
     _check_array(layer.shift, f"{where}.shift", shape=(out,), lo=1, hi=62)

@@ -10,9 +10,11 @@ docs/deployment-format.md describes every header field; this module is one reade
 """
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import hashlib
 import json
+import lzma
 import math
 import os
 import struct
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import safeio
+from . import codec, safeio
 from .checks import is_int, short_repr
 from .deployment import LAYER_TYPES, MAX_LAYERS, VERSION_2_FIELDS, Deployment
 from .errors import FormatError, SpecError
@@ -29,16 +31,73 @@ from .spec import HardwareSpec
 
 MAGIC = b"TERWIN\r\n"
 FORMAT_NAME = "terwin-deployment"
-FORMAT_VERSION = 2           # the newest this terwin writes and reads
-READS_VERSIONS = (1, 2)      # a model without graph features is still written as version 1, byte for byte
+FORMAT_VERSION = 3           # the newest this terwin writes and reads
+READS_VERSIONS = (1, 2, 3)   # a model without graph features or codecs is still written as version 1, byte for byte
 DIGEST_BYTES = 32
 ALLOWED_DTYPES = {"|i1", "|u1", "<i2", "<i4", "<i8"}
 MAX_FILE_BYTES = 512 << 20          # a whole model file
 MAX_HEADER_BYTES = safeio.MAX_JSON_BYTES
 MAX_ARRAY_DIMS = 4
 
+# Storage codecs: the whole file compressed with the standard library's lzma (.xz container) or bz2,
+# recognised by their magic bytes on load and decompressed (to at most MAX_FILE_BYTES) before anything
+# else; the model (and its checksum) is the decompressed file.
+STORAGE = {"raw": None, "xz": b"\xfd7zXZ\x00", "bz2": b"BZh"}
+
+
+def _decompressor(data: bytes):
+    if data.startswith(STORAGE["xz"]):
+        return "xz", lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    if data.startswith(STORAGE["bz2"]):
+        return "bz2", bz2.BZ2Decompressor()
+    return "raw", None
+
+
+def decompress(data: bytes) -> tuple[str, bytes]:
+    """(storage codec, the model file's bytes) of a file as stored: an xz or bz2 file is decompressed,
+    refused (FormatError, one line) when corrupt, truncated, followed by other data, or larger than
+    MAX_FILE_BYTES once decompressed (checked as it is decompressed: a small bomb cannot fill memory)."""
+    name, dec = _decompressor(data)
+    if dec is None:
+        return name, data
+    try:
+        out = dec.decompress(data, max_length=MAX_FILE_BYTES + 1)
+    except (lzma.LZMAError, OSError, EOFError, ValueError) as e:
+        raise FormatError(f"{name} storage: the compressed file is corrupt ({e})") from None
+    if len(out) > MAX_FILE_BYTES:
+        raise FormatError(f"{name} storage: decompresses to more than the {MAX_FILE_BYTES >> 20} MiB a model file may have")
+    if not dec.eof:
+        raise FormatError(f"{name} storage: the compressed file is truncated")
+    if dec.unused_data:
+        raise FormatError(f"{name} storage: {len(dec.unused_data)} bytes follow the compressed data")
+    return name, out
+
+
+def compress(data: bytes, storage: str) -> bytes:
+    """A model file's bytes as stored with `storage` ("raw", "xz" or "bz2"); deterministic."""
+    if storage not in STORAGE:
+        raise FormatError(f"storage: must be one of {', '.join(STORAGE)}, not {storage!r}")
+    if storage == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=9 | lzma.PRESET_EXTREME)
+    if storage == "bz2":
+        return bz2.compress(data, 9)
+    return data
+
+
 # Canonical storage dtype of each array field.
 _FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift": "|u1", "residual_multiplier": "<i4"}
+# What a layer with codec "huffman" adds (format version 3): arrays of its code and stream, and the stream's bits.
+CODEC_ARRAYS = ("codec_lengths", "codec_stream")
+CODEC_BITS = "codec_bits"
+
+
+def _add_array(blobs: list, arrays: dict, name: str, value: np.ndarray, dtype: str, offset: int) -> int:
+    """Append one array to the data section; return the next offset."""
+    data = np.ascontiguousarray(value.astype(np.dtype(dtype), copy=False)).tobytes()
+    arrays[name] = {"dtype": dtype, "shape": list(value.shape), "offset": offset, "nbytes": len(data)}
+    pad = (-len(data)) % 8
+    blobs.append(data + b"\0" * pad)
+    return offset + len(data) + pad
 
 
 def _weight_dtype(arr: np.ndarray) -> str:
@@ -75,17 +134,19 @@ def to_bytes(dep: Deployment) -> bytes:
         for f in dataclasses.fields(layer):
             value = getattr(layer, f.name)
             if isinstance(value, np.ndarray):
-                dtype = _FIELD_DTYPES.get(f.name) or _weight_dtype(value)
-                data = np.ascontiguousarray(value.astype(np.dtype(dtype), copy=False)).tobytes()
-                arrays[f.name] = {"dtype": dtype, "shape": list(value.shape), "offset": offset, "nbytes": len(data)}
-                pad = (-len(data)) % 8
-                blobs.append(data + b"\0" * pad)
-                offset += len(data) + pad
+                offset = _add_array(blobs, arrays, f.name, value, _FIELD_DTYPES.get(f.name) or _weight_dtype(value), offset)
             elif value is None:
                 if f.name not in VERSION_2_FIELDS:  # absent means None (version 1 wrote tile_mask: null)
                     entry[f.name] = None
+            elif f.name == "codec" and value == "raw":
+                pass                                # absent means raw: files without codecs stay as they were
             else:
                 entry[f.name] = _jsonable(value)
+        if getattr(layer, "codec", "raw") == "huffman":
+            code = codec.encode_layer(layer, dep.spec)
+            offset = _add_array(blobs, arrays, "codec_lengths", code.lengths, "|u1", offset)
+            offset = _add_array(blobs, arrays, "codec_stream", np.frombuffer(code.data, dtype=np.uint8), "|u1", offset)
+            entry[CODEC_BITS] = code.nbits
         entry["arrays"] = arrays
         layers.append(entry)
     header = {
@@ -110,15 +171,17 @@ def checksum(dep: Deployment) -> str:
     return to_bytes(dep)[-DIGEST_BYTES:].hex()
 
 
-def save(dep: Deployment, path) -> str:
-    """Write atomically (no half-written file on failure); return the checksum."""
+def save(dep: Deployment, path, *, storage: str = "raw") -> str:
+    """Write atomically (no half-written file on failure), compressed with `storage` (`STORAGE`);
+    return the checksum (of the model file, whatever its storage)."""
     path = Path(path)
     data = to_bytes(dep)
+    stored = compress(data, storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.write(stored)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -132,19 +195,29 @@ def load(path, *, hardware: bool = False) -> Deployment:
     terwin generates (`Deployment.check_fits_hardware`), for the commands that build one."""
     data = safeio.read_file(path, limit=MAX_FILE_BYTES, error=FormatError, what="model file")
     try:
-        dep = from_bytes(data)
+        dep = from_bytes(decompress(data)[1])
         return dep.check_fits_hardware() if hardware else dep
     except FormatError as e:
         raise FormatError(f"{path}: {e}") from None
 
 
 def file_checksum(path) -> str:
-    """The checksum stored in the last 32 bytes of the file (load() has checked it)."""
+    """The checksum stored in the last 32 bytes of the model file (load() has checked it); of the
+    decompressed file when it is stored xz or bz2."""
     with safeio.open_regular(path, error=FormatError, what="model file") as (f, size):
         if size < DIGEST_BYTES:
             raise FormatError(f"{path}: truncated file")
-        f.seek(size - DIGEST_BYTES)
-        return f.read(DIGEST_BYTES).hex()
+        head = f.read(8)
+        if _decompressor(head)[1] is None:
+            f.seek(size - DIGEST_BYTES)
+            return f.read(DIGEST_BYTES).hex()
+    try:
+        data = decompress(safeio.read_file(path, limit=MAX_FILE_BYTES, error=FormatError, what="model file"))[1]
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}") from None
+    if len(data) < DIGEST_BYTES:
+        raise FormatError(f"{path}: truncated file")
+    return data[-DIGEST_BYTES:].hex()
 
 
 def _field(obj: dict, key: str, types, where: str):
@@ -205,7 +278,7 @@ def from_bytes(data: bytes) -> Deployment:
     entries = _field(header, "layers", list, "")
     if len(entries) > MAX_LAYERS:
         raise FormatError(f"layers: {len(entries):,} layers, more than the limit of {MAX_LAYERS:,}")
-    layers = []
+    layers, codecs = [], []
     for i, entry in enumerate(entries):
         where = f"layers[{i}]."
         if not isinstance(entry, dict):
@@ -224,13 +297,57 @@ def from_bytes(data: bytes) -> Deployment:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise FormatError(f"{where}{f.name}: missing")
         layers.append(cls(**kwargs))  # keyword names are the class's own fields: cannot fail
+        codecs.append(_read_codec(blob, entry, arrays, where, coded="codec" in {f.name for f in dataclasses.fields(cls)}))
     dep = Deployment(spec=spec, input_shape=input_shape, input_scale=input_scale, layers=tuple(layers),
                      class_names=_tuples(header.get("class_names", [])), meta=header.get("meta", {}))
     dep.validate()
     if dep.format_version > version:
-        raise FormatError(f"format_version: {version}, but the model uses graph features of version {dep.format_version} "
-                          f"(source, residual, avgpool2d)")
+        features = "weight codecs (codec)" if dep.format_version == 3 else "graph features (source, residual, avgpool2d)"
+        raise FormatError(f"format_version: {version}, but the model uses {features} of version {dep.format_version}")
+    for i, (layer, coded) in enumerate(zip(dep.layers, codecs)):
+        _check_codec(dep, i, layer, coded)
     return dep
+
+
+def _read_codec(blob: memoryview, entry: dict, arrays: dict, where: str, *, coded: bool):
+    """A layer's coded stream as stored: None (no codec fields), or (lengths, stream bytes, bits).
+    `coded`: the layer kind has weights (a codec). The arrays are bounded by the file (read like
+    every array); the bits are checked against them."""
+    present = [k for k in (*CODEC_ARRAYS, CODEC_BITS) if k in arrays or k in entry]
+    if not coded and "codec" in entry:
+        raise FormatError(f"{where}codec: a layer without weights has no codec")
+    if entry.get("codec", "raw") != "huffman":
+        if present and entry.get("codec", "raw") == "raw":
+            raise FormatError(f"{where}{present[0]}: present, but the layer's codec is not huffman")
+        return None
+    for k in CODEC_ARRAYS:
+        if k not in arrays:
+            raise FormatError(f"{where}{k}: missing (the layer's codec is huffman)")
+    lengths = _read_array(blob, arrays["codec_lengths"], f"{where}codec_lengths")
+    stream = _read_array(blob, arrays["codec_stream"], f"{where}codec_stream")
+    nbits = _field(entry, CODEC_BITS, int, where)
+    for name, arr in (("codec_lengths", lengths), ("codec_stream", stream)):
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise FormatError(f"{where}{name}: must be a one-dimensional |u1 array")
+    if not 0 <= nbits <= 8 * stream.size:
+        raise FormatError(f"{where}{CODEC_BITS}: {nbits} is not within the {stream.size} bytes of codec_stream")
+    return lengths, stream.tobytes(), nbits
+
+
+def _check_codec(dep: Deployment, i: int, layer, coded) -> None:
+    """Decode a huffman layer's stream and hold it to the layer's weights with ==."""
+    if coded is None:
+        return
+    where = f"layers[{i}] ({layer.name})."
+    lengths, stream, nbits = coded
+    try:
+        weights = codec.decode_layer(layer, dep.spec, lengths, stream, nbits)
+    except FormatError as e:
+        raise FormatError(f"{where}{e}") from None
+    if not np.array_equal(weights, np.asarray(layer.weight)):
+        bad = np.argwhere(weights != np.asarray(layer.weight))[0]
+        raise FormatError(f"{where}codec_stream: decodes to {int(weights[tuple(bad)])} at weight {tuple(int(v) for v in bad)}, "
+                          f"not the layer's {int(np.asarray(layer.weight)[tuple(bad)])}")
 
 
 def _read_array(blob: memoryview, ref, where: str) -> np.ndarray:

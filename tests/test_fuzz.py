@@ -10,10 +10,12 @@ Derandomized, so CI runs the same examples every time.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,10 +62,20 @@ def _model(spec, **kw) -> bytes:
     return fileformat.to_bytes(random_deployment(spec, seed=5, calibration_images=4, **kw))
 
 
+def _coded(spec, **kw) -> bytes:
+    """A model whose weighted layers are Huffman-coded (format version 3): its tables and streams fuzzed too."""
+    dep = random_deployment(spec, seed=5, calibration_images=4, **kw)
+    return fileformat.to_bytes(dep.replace(layers=tuple(
+        dataclasses.replace(l, codec="huffman") if hasattr(l, "weight") else l for l in dep.layers)))
+
+
+WINOGRAD_NET = dict(topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("winograd_conv2d", 8), ("maxpool2d", 2),
+                              ("linear", 10)), linear_int_bits=8)
 MODELS = {
     "ternary": _model(PE4X4),
-    "winograd": _model(WINOGRAD, topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("winograd_conv2d", 8),
-                                           ("maxpool2d", 2), ("linear", 10)), linear_int_bits=8),
+    "winograd": _model(WINOGRAD, **WINOGRAD_NET),
+    "ternary-huffman": _coded(PE4X4),
+    "winograd-huffman": _coded(WINOGRAD, **WINOGRAD_NET),
 }
 
 
@@ -177,6 +189,28 @@ def test_corrupt_data_sections_and_lengths(name, data):
     cut = data.draw(st.integers(0, len(raw)), label="cut")
     with pytest.raises(TerwinError):
         fileformat.from_bytes(bytes(raw[:cut]))
+
+
+@pytest.mark.parametrize("name", ["ternary-huffman", "winograd-huffman"])
+@FUZZ
+@given(data=st.data())
+def test_mutated_codec_data_resealed(name, data):
+    """Bytes of a coded layer's table or stream changed and the file re-sealed (a valid checksum): it
+    loads only if the stream still decodes to exactly the layer's weights, else it is refused."""
+    text, blob = _split(MODELS[name])
+    header = json.loads(text)
+    refs = [(layer["arrays"][k], layer["name"] if "name" in layer else "") for layer in header["layers"]
+            for k in ("codec_lengths", "codec_stream") if k in layer["arrays"]]
+    ref, _ = data.draw(st.sampled_from(refs), label="array")
+    blob = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        i = ref["offset"] + data.draw(st.integers(0, ref["nbytes"] - 1), label="at")
+        blob[i] = data.draw(st.integers(0, 255), label="byte")
+    original = fileformat.from_bytes(MODELS[name])
+    dep = loads_or_refuses(fileformat.from_bytes, _seal(text, bytes(blob)))
+    if dep is not None:
+        for a, b in zip(dep.weighted_layers, original.weighted_layers):
+            assert np.array_equal(a.weight, b.weight)
 
 
 # -- specs ---------------------------------------------------------------------------------------------

@@ -464,3 +464,96 @@ def test_limits_are_documented():
                   deployment.MAX_TOTAL_WEIGHTS, deployment.MAX_NAME_CHARS, fileformat.MAX_ARRAY_DIMS,
                   deployment.MAX_ONCHIP_BITS, MAX_SEED):
         assert f"{value:,}" in doc, value
+
+
+# -- 13. weight codecs (format version 3): corrupt tables and streams --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coded_model() -> bytes:
+    import dataclasses
+    dep = random_deployment(PE4X4, seed=3)
+    return fileformat.to_bytes(dep.replace(layers=tuple(
+        dataclasses.replace(l, codec="huffman") if hasattr(l, "weight") else l for l in dep.layers)))
+
+
+def _stream_edit(change):
+    """An edit of the coded model's data section: `change(blob, arrays of layer 0)`."""
+    def apply(model: bytes) -> bytes:
+        header, data = split(model)
+        blob = bytearray(data)
+        change(blob, header["layers"][0]["arrays"])
+        return seal(json.dumps(header).encode(), bytes(blob))
+    return apply
+
+
+def _lengths(values):
+    def change(blob, arrays):
+        ref = arrays["codec_lengths"]
+        blob[ref["offset"]:ref["offset"] + ref["nbytes"]] = bytes(values(ref["nbytes"]))
+    return change
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: edited(m, _set("layers", 0, "codec", "zip")), "layers[0] (conv0).codec: must be one of raw, huffman"),
+    (lambda m: edited(m, _set("layers", 0, "codec_bits", 10 ** 15)), "layers[0].codec_bits"),
+    (lambda m: edited(m, _set("layers", 0, "codec_bits", -1)), "layers[0].codec_bits"),
+    (lambda m: edited(m, _set("layers", 0, "codec_bits", 1.5)), "layers[0].codec_bits"),
+    (lambda m: edited(m, lambda h: h["layers"][0].pop("codec_bits")), "layers[0].codec_bits: missing"),
+    (lambda m: edited(m, lambda h: h["layers"][0]["arrays"].pop("codec_stream")), "layers[0].codec_stream: missing"),
+    (lambda m: edited(m, _set("layers", 0, "codec", "raw")), "layers[0].codec_lengths: present"),
+    (lambda m: edited(m, _set("layers", 2, "codec", "huffman")), "layers[2].codec: a layer without weights"),
+    (lambda m: edited(m, _set("format_version", 2)), "format_version: 2, but the model uses weight codecs"),
+    (lambda m: edited(m, _set("layers", 0, "arrays", "codec_lengths", "dtype", "<i2")), "codec_lengths"),
+    (lambda m: edited(m, _set("layers", 0, "arrays", "codec_lengths", "shape", [2 ** 40])), "codec_lengths"),
+    (lambda m: edited(m, lambda h: h["layers"][0]["arrays"]["codec_lengths"].update(shape=[16], nbytes=16)),
+     "codec_lengths: shape (16,) is not (256,)"),
+    (_stream_edit(_lengths(lambda n: [1] * n)), "Kraft"),
+    (_stream_edit(_lengths(lambda n: [200] * n)), "0 to 16"),
+    (_stream_edit(_lengths(lambda n: [0] * n)), "no symbol"),
+    (_stream_edit(_lengths(lambda n: [8] * n)), "0b10"),
+    (_stream_edit(lambda b, a: b.__setitem__(a["codec_stream"]["offset"], b[a["codec_stream"]["offset"]] ^ 0x80)),
+     "layers[0] (conv0).codec_stream"),
+])
+def test_corrupt_codec_tables_and_streams(edit, message, coded_model, tmp_path, capsys):
+    path = write(tmp_path, "m.terwin", edit(coded_model))
+    refused(["inspect", path], capsys, path, message)
+
+
+def test_a_coded_model_loads_and_writes_back(coded_model, tmp_path, capsys):
+    path = write(tmp_path, "m.terwin", coded_model)
+    assert main(["inspect", path]) == 0
+    assert fileformat.to_bytes(fileformat.load(path)) == coded_model
+
+
+# -- 14. storage codecs: compressed model files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["xz", "bz2"])
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d[:len(d) // 2], "truncated"),
+    (lambda d: d + b"junk", "follow the compressed data"),
+    (lambda d: d[:len(d) // 2] + bytes([d[len(d) // 2] ^ 0x55]) + d[len(d) // 2 + 1:], "storage"),
+    (lambda d: d[:8], "storage"),
+])
+def test_corrupt_compressed_model_files(storage, change, message, model, tmp_path, capsys):
+    path = write(tmp_path, "m.terwin", change(fileformat.compress(model, storage)))
+    refused(["inspect", path], capsys, path, f"{storage} storage", message)
+
+
+@pytest.mark.parametrize("storage", ["xz", "bz2"])
+def test_a_decompression_bomb_is_refused_at_the_file_limit(storage, monkeypatch, tmp_path, capsys):
+    """Decompression stops at MAX_FILE_BYTES + 1 bytes (here lowered to 64 KiB): a small file that would
+    decompress to more is refused before more is allocated."""
+    monkeypatch.setattr(fileformat, "MAX_FILE_BYTES", 64 << 10)
+    bomb = fileformat.compress(b"\0" * (1 << 20), storage)
+    assert len(bomb) < 4096
+    path = write(tmp_path, "m.terwin", bomb)
+    refused(["inspect", path], capsys, path, f"{storage} storage", "decompresses to more than")
+
+
+def test_a_compressed_file_holding_a_corrupt_model_names_the_model_field(model, tmp_path, capsys):
+    data = bytearray(model)
+    data[-1] ^= 1
+    path = write(tmp_path, "m.terwin", fileformat.compress(bytes(data), "xz"))
+    refused(["inspect", path], capsys, path, "checksum mismatch")

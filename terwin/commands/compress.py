@@ -5,6 +5,11 @@ the network FACTORY() returns (a torch.nn.Module; `--weights STATE.pt` its train
 `--data digits|digits32|FILE.npz`, captured with torch.fx (`terwin.algo.graph`; an unsupported op
 is refused before any training).
 
+`--codec huffman` stores each weighted layer's weight stream Huffman-coded too (`terwin.codec`,
+format version 3); compress.json says `codec` and `weight_stream_bits` (the weight memories' bits,
+decoder tables included) for every codec. `--storage xz|bz2` compresses the whole file (the model and
+its checksum are those of the decompressed file); compress.json says `file_bytes` and `stored_bytes`.
+
 Writes DIR/model.terwin and DIR/compress.json, both at once when training succeeds; DIR is checked
 before training starts (`terwin.outdir`). The family modules
 (`terwin.algo.ternary.flow`, `terwin.algo.winograd.flow`) each provide `WEIGHT_FORMAT`,
@@ -19,8 +24,9 @@ import importlib
 import json
 from pathlib import Path
 
-from terwin import engines, fileformat
+from terwin import codec, engines, fileformat
 from terwin.checks import seed
+from terwin.deployment import CODECS
 from terwin.errors import TerwinError
 from terwin.outdir import OutputFolder
 from terwin.spec import load_spec
@@ -39,6 +45,12 @@ def add_arguments(parser):
     parser.add_argument("--force", action="store_true",
                         help="write into --out even if it holds files terwin did not write (they are kept)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--codec", choices=CODECS, default="raw",
+                        help="how the weight stream is stored: raw, or huffman (canonical Huffman codes, decoded "
+                             "in hardware; docs/codecs.md). Default: raw")
+    parser.add_argument("--storage", choices=sorted(fileformat.STORAGE), default="raw",
+                        help="store model.terwin compressed with xz (lzma) or bz2 from Python's standard library "
+                             "(every command reads it as it is); default: raw")
     parser.add_argument("--model", metavar="FILE.py:FACTORY",
                         help="compress your own network: FACTORY() in FILE.py returns the torch.nn.Module "
                              "(default: the family's built-in digits CNN)")
@@ -78,7 +90,11 @@ def run(args) -> int:
             data = load_data(args.data or "digits", act_bits=spec.act_bits)
             model = load_model(args.model, seed=args.seed)  # its initial weights: FACTORY() under --seed
             dep, report = flow.compress(options, model, data, weights=args.weights)
-        report = {**report, "checksum": fileformat.save(dep, stage / "model.terwin")}
+        dep = codec.with_codec(dep, args.codec)     # after export: the weights are the same for every codec
+        report = {**report, **codec.report_fields(dep),
+                  "checksum": fileformat.save(dep, stage / "model.terwin", storage=args.storage),
+                  "storage": args.storage, "file_bytes": len(fileformat.to_bytes(dep)),
+                  "stored_bytes": (stage / "model.terwin").stat().st_size}
         (stage / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     summary = {k: report[k] for k in ("float_accuracy", "accuracy", "reference_mismatches") if k in report}
     print(f"wrote {out / 'model.terwin'} and {out / 'compress.json'}: {json.dumps(summary)}")

@@ -1,0 +1,1 @@
+"""Weight-stream decoders: hardware for the codecs of `terwin.codec`."""
