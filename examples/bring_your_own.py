@@ -87,9 +87,9 @@ def main(argv=None) -> int:
     checksum = terwin.save(dep, out / "model.terwin")
 
     # 3. the integer model on the test images
-    accuracy = float((terwin.scores(dep, data.x_test).argmax(1) == data.y_test).mean())
+    int_acc = float((terwin.scores(dep, data.x_test).argmax(1) == data.y_test).mean())
     print(f"integer model {out / 'model.terwin'} ({checksum[:16]}, format version {dep.format_version}): test "
-          f"accuracy {accuracy:.4f}, compression {report['compression_ratio']:.1f}x, tile sparsity "
+          f"accuracy {int_acc:.4f}, compression {report['compression_ratio']:.1f}x, tile sparsity "
           f"{report['sparsity']:.2f}, reference mismatches {report['reference_mismatches']}")
 
     # 4. the hardware (needs the ternary engine's graph support, #12)
