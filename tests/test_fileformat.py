@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from terwin import fileformat
+from terwin import codec, fileformat
 from terwin.errors import FormatError
 from terwin.sim import reference
 from terwin.spec import PRESETS
@@ -134,3 +134,12 @@ def test_cli_inspect_prints_layers(dep, tmp_path):
     js = subprocess.run([sys.executable, "-m", "terwin", "inspect", "--json", str(path)], capture_output=True, text=True)
     stats = json.loads(js.stdout)
     assert stats["totals"]["weights"] == sum(l.weight.size for l in dep.weighted_layers)
+    # the on-chip weight stream under each codec (a raw model: its raw bits; Huffman would need fewer)
+    stream = stats["weight_stream"]
+    assert stream["codec"] == "raw" and stream["bits"] == stream["raw_bits"] == codec.stream_report(dep)["raw_bits"]
+    assert f"weight stream on chip (raw codec): {stream['bits']} bits" in run.stdout
+    fileformat.save(codec.with_codec(dep, "huffman"), tmp_path / "h.terwin")
+    js = subprocess.run([sys.executable, "-m", "terwin", "inspect", "--json", str(tmp_path / "h.terwin")],
+                        capture_output=True, text=True)
+    coded = json.loads(js.stdout)["weight_stream"]
+    assert coded["codec"] == "huffman" and coded["bits"] == coded["huffman_bits"] + coded["huffman_table_bits"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from terwin import fileformat
+from terwin import codec, fileformat
 from terwin.stats import model_stats
 
 
@@ -16,6 +16,11 @@ def add_arguments(parser):
 def run(args) -> int:
     dep = fileformat.load(args.model)
     stats = model_stats(dep)
+    stream = codec.report_fields(dep)  # the on-chip weight stream under the layers' codec (docs/codecs.md)
+    stats["weight_stream"] = {"codec": stream["codec"], "bits": stream["weight_stream_bits"],
+                              "raw_bits": stream["weight_stream"]["raw_bits"],
+                              "huffman_bits": stream["weight_stream"]["huffman_bits"],
+                              "huffman_table_bits": stream["weight_stream"]["huffman_table_bits"]}
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -44,6 +49,9 @@ def run(args) -> int:
     t = stats["totals"]
     print(f"total: {t['weights']} weights, {t['nonzero']} nonzero, {t['weight_bits_stored']} stored weight bits "
           f"(+{t['requant_bits']} bias/requant bits), compression {t['compression_ratio']:.1f}x vs 32-bit float")
+    w = stats["weight_stream"]
+    print(f"weight stream on chip ({w['codec']} codec): {w['bits']} bits; raw {w['raw_bits']}, Huffman "
+          f"{w['huffman_bits']} + {w['huffman_table_bits']} table bits")
     return 0
 
 
