@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from terwin import winograd
 from terwin.hw.winograd.mult import SparseMultiplyStage, WeightDecoder
-from terwin.hw.winograd.program import compile_program, decode_lane_items, encode_layer
+from terwin.hw.winograd.program import MAP_WIDTH, MULT_LATENCY, compile_program, decode_lane_items, encode_layer
 from terwin.hw.winograd.transform import InputTransform, OutputTransform
 from terwin.spec import PRESETS, ceil_div
 from terwin.synthetic import random_deployment
@@ -229,6 +229,9 @@ def test_decoder_issues_one_item_per_cycle():
 
 @pytest.mark.parametrize("lanes", [1, 4])
 def test_sparse_multiply_stage_matches_numpy(lanes):
+    """Two tiles of every layer back to back, as a multiply-bound schedule runs them: operands in both
+    halves, the second `start` in the cycle of the first tile's last item; the lanes are busy
+    2 * issue + MULT_LATENCY cycles without a gap, and each bank half holds its tile's sums."""
     spec = PRESETS["winograd"].replace(mult_lanes=lanes)
     dep = small_dep(seed=5, spec=spec)
     program = compile_program(dep)
@@ -236,37 +239,53 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     weighted = [s for s in program.stages if s.kind != "maxpool2d"]
     rng = np.random.default_rng(11)
     lim = (1 << (program.operand_bits - 1)) - 1
+    half = 1 << program.addr_bits
     results = {}
 
     async def bench(ctx):
         for n, s in enumerate(weighted):
             layer = dep.layers[s.index]
             dense = dense_targets(layer)
-            operands = rng.integers(-lim if s.kind == "winograd_conv2d" else 0, lim + 1, size=dense.shape[1])
-            for a, v in enumerate(operands):
-                ctx.set(dut.v_write.en, 1)
-                ctx.set(dut.v_write.addr, a)
-                ctx.set(dut.v_write.data, int(v))
-                await ctx.tick()
+            operands = [rng.integers(-lim if s.kind == "winograd_conv2d" else 0, lim + 1, size=dense.shape[1])
+                        for _ in range(2)]
+            for buf in range(2):
+                for a, v in enumerate(operands[buf]):
+                    ctx.set(dut.v_write.en, 1)
+                    ctx.set(dut.v_write.addr, buf * half + a)
+                    ctx.set(dut.v_write.data, int(v))
+                    await ctx.tick()
             ctx.set(dut.v_write.en, 0)
             ctx.set(dut.layer, n)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            cycles = 0
-            while ctx.get(dut.busy):
-                cycles += 1
+            busy = []
+            for buf in range(2):
+                ctx.set(dut.start, 1)     # with the previous tile's last item (and its half) on offer
                 await ctx.tick()
-            assert cycles == s.issue, f"{s.name}: {cycles} multiply cycles, expected {s.issue}"
-            await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY)  # drain (MULT_LATENCY)
-            got = []
-            for t in range(dense.shape[0]):
-                ctx.set(dut.m_read.addr, s.map_base + t)
-                await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY)
-                got.append(ctx.get(dut.m_read.data))
-            results[s.name] = (np.array(got, dtype=np.int64), dense @ operands)
+                ctx.set(dut.start, 0)
+                ctx.set(dut.buf, buf)
+                for _ in range(s.issue - 1):     # the tile's items; the next start comes with its last
+                    busy.append(ctx.get(dut.busy))
+                    await ctx.tick()
+            for _ in range(MULT_LATENCY + 3):
+                busy.append(ctx.get(dut.busy))
+                await ctx.tick()
+            busy.append(ctx.get(dut.busy))
+            # sampled from the first item on, except the cycles of the second start (the first tile's last
+            # item) and of the second tile's last item (before the loop above): no gap, then idle
+            assert busy == [1] * (2 * s.issue - 1 + MULT_LATENCY) + [0] * 3, f"{s.name}: busy {busy}"
+            for buf in range(2):
+                got = []
+                for word in range(ceil_div(dense.shape[0], MAP_WIDTH)):
+                    ctx.set(dut.m_read.addr, s.map_base + word)
+                    ctx.set(dut.m_read.buf, buf)
+                    ctx.set(dut.m_read.en, 1)
+                    await ctx.tick()
+                    ctx.set(dut.m_read.en, 0)
+                    await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY - 1)
+                    got.extend(int(v) for v in ctx.get(dut.m_read.data))
+                results[s.name, buf] = (np.array(got[:dense.shape[0]], dtype=np.int64), dense @ operands[buf])
 
     run_sim(dut, bench, deadline=200_000)
+    assert len(results) == 2 * len(weighted)
     for name, (got, expected) in results.items():
         bad = np.flatnonzero(got != expected)
-        assert bad.size == 0, f"{name}: {bad.size} wrong sums, first target {bad[:1]}: {got[bad[:1]]} vs {expected[bad[:1]]}"
+        assert bad.size == 0, f"{name}: {bad.size} wrong sums {bad.tolist()}, first target {bad[:1]}: {got[bad[:1]]} vs {expected[bad[:1]]}"

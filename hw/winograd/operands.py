@@ -1,13 +1,13 @@
 """IN_W / IN_L phases: a layer's inputs into the multiply stage's operand memory."""
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
 from terwin.deployment import Linear, WinogradConv2d
-from terwin.intmath import signed_bits, unsigned_bits
+from terwin.intmath import signed_bits
 
 from .buffers import act_addr_bits
 from .layouts import read_layout
@@ -17,12 +17,14 @@ from .transform import InputTransform
 class OperandLoader(wiring.Component):
     """Fills the operand memory for the multiply stage.
 
-    * IN_W (`in_window`, a Winograd layer): reads the 4x4 input tile (`phase.ty`, `phase.tx`) of every
+    * IN_W (`in_window`, a Winograd layer): reads the 4x4 input tile (`phase.in_ty`, `phase.in_tx`) of every
       channel, one pixel a cycle (`count` = channel * 16 + row * 4 + column; zeros outside the map),
       into a window register; each full window goes through the `InputTransform` (V = B^T d B) and
       its 16 values are written to the operand memory at channel * 16 + i * 4 + j;
     * IN_L (`in_linear`, a linear layer): copies the input activations to the operand memory, one a
       cycle, in (C, H, W) order.
+
+    Both write operand half `phase.in_buf` (the memory is double-buffered: the lanes read the other).
 
     Ports: `phase`, `count`, `phase_end` (in) from the `PhaseSequencer`; `read` (out) and `pixel`
     (in, a cycle later): the activation buffers; `v_write` (out): the operand memory.
@@ -34,11 +36,11 @@ class OperandLoader(wiring.Component):
             "in_window": In(1),
             "in_linear": In(1),
             "phase": In(phase),
-            "count": In(unsigned_bits(max(ph.length for ph in program.phases))),
+            "count": In(program.count_bits),
             "phase_end": In(1),
             "read": Out(read_layout(addr_bits=act_addr_bits(program))),
             "pixel": In(unsigned(program.act_bits)),
-            "v_write": In(WritePort.Signature(addr_width=program.addr_bits, shape=signed(program.operand_bits))),
+            "v_write": In(WritePort.Signature(addr_width=program.addr_bits + 1, shape=signed(program.operand_bits))),
         })
 
     def elaborate(self, platform):
@@ -60,7 +62,7 @@ class OperandLoader(wiring.Component):
             y = Signal(signed(cbits), name=f"iy_{s.name}")
             x = Signal(signed(cbits), name=f"ix_{s.name}")
             with m.If(self.in_window & (stage == n)):
-                m.d.comb += [y.eq(self.phase.ty * 2 - s.padding + ky), x.eq(self.phase.tx * 2 - s.padding + kx),
+                m.d.comb += [y.eq(self.phase.in_ty * 2 - s.padding + ky), x.eq(self.phase.in_tx * 2 - s.padding + kx),
                              issue.eq(count < 16 * c), self.read.en.eq(1),
                              self.read.inside.eq((y >= 0) & (y < h) & (x >= 0) & (x < w)),
                              self.read.addr.eq(chan * (h * w) + y * w + x)]
@@ -81,8 +83,10 @@ class OperandLoader(wiring.Component):
         v_idx = Signal(4)
         v_chan = Signal(range(max(s.in_shape[0] for s in p.stages) + 1))
         v_flat = Array(xform.o_stream.payload[i][j] for i in range(4) for j in range(4))
+        v_addr = Signal(p.addr_bits)
+        m.d.comb += v_addr.eq(v_chan * 16 + v_idx)
         with m.If(xform.o_stream.valid):
-            m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(v_chan * 16 + v_idx),
+            m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(Cat(v_addr, self.phase.in_buf)),
                          self.v_write.data.eq(v_flat[v_idx]), xform.o_stream.ready.eq(v_idx == 15)]
             m.d.sync += v_idx.eq(v_idx + 1)
             with m.If(v_idx == 15):
@@ -92,7 +96,7 @@ class OperandLoader(wiring.Component):
 
         # IN_L: copy the input activations
         copy_valid = Signal()
-        copy_addr = Signal.like(self.v_write.addr)
+        copy_addr = Signal(p.addr_bits)
         with m.If(self.in_linear):
             for n, s in enumerate(p.stages):
                 if s.kind == Linear.kind:
@@ -103,5 +107,6 @@ class OperandLoader(wiring.Component):
             m.d.sync += copy_valid.eq(0)
         m.d.sync += copy_addr.eq(count)
         with m.If(copy_valid):
-            m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(copy_addr), self.v_write.data.eq(self.pixel)]
+            m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(Cat(copy_addr, self.phase.in_buf)),
+                         self.v_write.data.eq(self.pixel)]
         return m

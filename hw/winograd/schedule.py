@@ -1,19 +1,20 @@
-"""The Winograd engine's sequencer: walks the program's schedule of fixed-length phases."""
+"""The Winograd engine's sequencer: walks the program's schedule of fixed-length steps."""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from terwin.intmath import unsigned_bits
 
 
 class PhaseSequencer(wiring.Component):
-    """The schedule memory (`WinogradProgram.phases`: op, stage, length, tile, arm) and the position in it.
+    """The schedule memory (`WinogradProgram.phases`: the steps, each with the units it runs, their
+    tiles and buffer halves, its length) and the position in it.
 
-    * `start` (in): back to the first phase (an image has come in); `run` (in): the schedule runs;
-    * `phase` (out): the current entry (`layouts.phase_layout`); `count` (out): its cycle, from 0;
-    * `phase_end` (out): the phase's last cycle; `done` (out): ... of the last phase.
+    * `start` (in): back to the first step (an image has come in); `run` (in): the schedule runs;
+    * `phase` (out): the current entry (`layouts.phase_layout`); `count` (out): its cycle, from 0
+      (every unit of the step counts its own work from it);
+    * `phase_end` (out): the step's last cycle; `done` (out): ... of the last step.
     """
 
     def __init__(self, program):
@@ -23,7 +24,7 @@ class PhaseSequencer(wiring.Component):
             "start": In(1),
             "run": In(1),
             "phase": Out(self._image.shape),
-            "count": Out(unsigned_bits(max(ph.length for ph in program.phases))),
+            "count": Out(program.count_bits),
             "phase_end": Out(1),
             "done": Out(1),
         })
