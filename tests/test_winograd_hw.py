@@ -124,7 +124,7 @@ def test_output_transform_matches_numpy():
 
 
 def test_transform_full_throughput():
-    """With ready held high, one tile enters and one leaves every cycle (latency 1)."""
+    """With ready held high, one tile enters and one leaves every cycle (latency 2: one pass a stage)."""
     dut = InputTransform(act_bits=8)
     seen = []
 
@@ -138,8 +138,9 @@ def test_transform_full_throughput():
             assert ready == 1
             seen.append((valid, int(out[1][1])))
     run_sim(dut, bench)
-    # B^T d B of a constant tile n has V[1][1] = 4n; it leaves one cycle after it enters
-    assert seen == [(0, 0)] + [(1, 4 * n) for n in range(5)]
+    # B^T d B of a constant tile n has V[1][1] = 4n; it leaves two cycles after it enters
+    assert InputTransform.LATENCY == 2
+    assert seen == [(0, 0)] * 2 + [(1, 4 * n) for n in range(4)]
 
 
 # -- weight stream -----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
+from .program import M_READ_LATENCY, MULT_LATENCY
+
 
 
 class WeightDecoder(wiring.Component):
@@ -71,14 +73,15 @@ class MacLane(wiring.Component):
     """One multiplier: items in, target sums out.
 
     Cycle c: the item is taken and its operand address (in half `buf`) presented to `op_read` (a
-    synchronous read port); c + 1: product register w * operand; c + 2: accumulate, and on a `last`
+    synchronous read port); c + 1: operand register (the memory's output does not feed the
+    multiplier directly); c + 2: product register w * operand; c + 3: accumulate, and on a `last`
     item write the sum to `m_write` at the lane's target rank k in the same half (then k + 1,
     accumulator cleared). `clear` (the cycle before a tile's first item) sends k back to 0 when it
     reaches the accumulate stage, so a tile's items may follow the previous tile's back to back:
-    the half travels with each item. Always ready: `LATENCY` = 2 cycles item -> write;
+    the half travels with each item. Always ready: `LATENCY` = 3 cycles item -> write;
     `active` (out): an item is offered or on its way to the bank.
     """
-    LATENCY = 2
+    LATENCY = 3
 
     def __init__(self, *, item: data.StructLayout, operand_bits: int, acc_bits: int, k_bits: int):
         addr_bits = item.members["addr"].width
@@ -97,18 +100,22 @@ class MacLane(wiring.Component):
         m = Module()
         i = self.i_stream
         m.d.comb += [i.ready.eq(1), self.op_read.addr.eq(Cat(i.payload.addr, self.buf)), self.op_read.en.eq(1)]
+        v0, last0, buf0, clear0 = Signal(), Signal(), Signal(), Signal()
+        w0 = Signal.like(i.payload.w)
+        m.d.sync += [v0.eq(i.valid), last0.eq(i.payload.last), w0.eq(i.payload.w), buf0.eq(self.buf),
+                     clear0.eq(self.clear)]
         v1, last1, buf1, clear1 = Signal(), Signal(), Signal(), Signal()
-        w1 = Signal.like(i.payload.w)
-        m.d.sync += [v1.eq(i.valid), last1.eq(i.payload.last), w1.eq(i.payload.w), buf1.eq(self.buf),
-                     clear1.eq(self.clear)]
+        w1, op1 = Signal.like(w0), Signal.like(self.op_read.data)
+        m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), op1.eq(self.op_read.data), buf1.eq(buf0),
+                     clear1.eq(clear0)]
         v2, last2, buf2, clear2 = Signal(), Signal(), Signal(), Signal()
-        p2 = Signal(signed(len(w1) + len(self.op_read.data)))
-        m.d.sync += [v2.eq(v1), last2.eq(last1), p2.eq(w1 * self.op_read.data), buf2.eq(buf1), clear2.eq(clear1)]
+        p2 = Signal(signed(len(w1) + len(op1)))
+        m.d.sync += [v2.eq(v1), last2.eq(last1), p2.eq(w1 * op1), buf2.eq(buf1), clear2.eq(clear1)]
         acc = Signal(signed(self.acc_bits))
         k = Signal(self.k_bits)
         total = Signal(signed(self.acc_bits))
         m.d.comb += [total.eq(acc + p2), self.m_write.addr.eq(Cat(k, buf2)), self.m_write.data.eq(total),
-                     self.m_write.en.eq(v2 & last2), self.active.eq(i.valid | v1 | v2)]
+                     self.m_write.en.eq(v2 & last2), self.active.eq(i.valid | v0 | v1 | v2)]
         # in the clear2 cycle the stage holds the previous tile's last item (or none): it is written at k
         with m.If(clear2):
             m.d.sync += [acc.eq(0), k.eq(0)]
@@ -122,7 +129,8 @@ class MacLane(wiring.Component):
 
 def m_read_signature(program) -> wiring.Signature:
     """The output side's view of the sums: `addr` (a target-map word: MAP_WIDTH consecutive targets)
-    with `en`, from bank half `buf`; `data`: their sums M, two cycles later (held while `en` is low)."""
+    with `en`, from bank half `buf`; `data`: their sums M, `SparseMultiplyStage.READ_LATENCY` cycles
+    later (held while `en` is low)."""
     from .program import MAP_WIDTH
     return wiring.Signature({
         "addr": In(program.map_addr_bits),
@@ -145,10 +153,11 @@ class SparseMultiplyStage(wiring.Component):
       next cycle, operands from half `buf` and sums into bank half `buf` (`buf` as it is while the
       items are offered); `busy` is high while any lane has an item in flight;
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
-      map base + the target / MAP_WIDTH), two cycles after `addr`. The bank read ports are transparent
+      map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, banks, then each
+      lane's masked partial in a register before the adder trees). The bank read ports are transparent
       to the lanes' writes: a sum written in the cycle the bank is read is the one read.
     """
-    READ_LATENCY = 2
+    READ_LATENCY = 3
 
     def __init__(self, program):
         p = program
@@ -204,13 +213,17 @@ class SparseMultiplyStage(wiring.Component):
                 brp = bank.read_port(transparent_for=(bwp,))
                 m.d.comb += [brp.addr.eq(Cat(entry.k, read_buf)), brp.en.eq(1)]
                 present = Signal(name=f"present{lane}_{r}")
-                m.d.sync += present.eq(entry.present)
-                sums[r].append(Mux(present, brp.data, 0))
+                partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
+                m.d.sync += [present.eq(entry.present), partial.eq(Mux(present, brp.data, 0))]
+                sums[r].append(partial)
             active.append(mac.active)
         m.d.comb += self.busy.eq(_any(active))
         for r in range(width):
             m.d.comb += self.m_read.data[r].eq(_tree_sum(sums[r]))
         return m
+
+
+assert MacLane.LATENCY == MULT_LATENCY and SparseMultiplyStage.READ_LATENCY == M_READ_LATENCY
 
 
 def _tree_sum(values):

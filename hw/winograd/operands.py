@@ -9,9 +9,15 @@ from amaranth.lib.wiring import In, Out
 from terwin.deployment import Linear, WinogradConv2d
 from terwin.intmath import signed_bits
 
+from ..common.control import delayed
 from .buffers import act_addr_bits
 from .layouts import read_layout
+from .program import IN_TAIL, IN_TAIL_L
 from .transform import InputTransform
+
+# after the last pixel issue: read register, read, window register, transform register, 16 writes (the first
+# as the transform's output appears); linear: read register, read, data register
+assert IN_TAIL == 1 + 1 + 1 + InputTransform.LATENCY + 16 - 1 and IN_TAIL_L == 1 + 1 + 1
 
 
 class OperandLoader(wiring.Component):
@@ -48,6 +54,11 @@ class OperandLoader(wiring.Component):
         p, count, stage = self._program, self.count, self.phase.stage
         m.submodules.in_xform = xform = InputTransform(act_bits=p.act_bits, m=p.spec.winograd_tile)
 
+        # every read goes out through a register (the address arithmetic does not meet the buffers'
+        # address inputs in the same cycle): a pixel arrives two cycles after its issue
+        rd = Signal.like(self.read)
+        m.d.sync += self.read.eq(rd)
+
         # IN_W: pixel reads; each pixel goes to its own window register (no shifting: one register
         # changes a cycle, and the transform's inputs change only then); the full window enters the
         # transform a cycle later
@@ -63,12 +74,14 @@ class OperandLoader(wiring.Component):
             x = Signal(signed(cbits), name=f"ix_{s.name}")
             with m.If(self.in_window & (stage == n)):
                 m.d.comb += [y.eq(self.phase.in_ty * 2 - s.padding + ky), x.eq(self.phase.in_tx * 2 - s.padding + kx),
-                             issue.eq(count < 16 * c), self.read.en.eq(1),
-                             self.read.inside.eq((y >= 0) & (y < h) & (x >= 0) & (x < w)),
-                             self.read.addr.eq(chan * (h * w) + y * w + x)]
+                             issue.eq(count < 16 * c), rd.en.eq(1),
+                             rd.inside.eq((y >= 0) & (y < h) & (x >= 0) & (x < w)),
+                             rd.addr.eq(chan * (h * w) + y * w + x)]
         window = [Signal(unsigned(p.act_bits), name=f"win{i}") for i in range(16)]
         pixel_valid, pixel_pos, window_last, window_full = Signal(), Signal(4), Signal(), Signal()
-        m.d.sync += [pixel_valid.eq(issue), window_last.eq(issue & (count[0:4] == 15)), pixel_pos.eq(count[0:4]),
+        issue1, pos1 = Signal(), Signal(4)
+        m.d.sync += [issue1.eq(issue), pos1.eq(count[0:4]),
+                     pixel_valid.eq(issue1), window_last.eq(issue1 & (pos1 == 15)), pixel_pos.eq(pos1),
                      window_full.eq(window_last)]
         with m.If(pixel_valid):
             with m.Switch(pixel_pos):
@@ -95,18 +108,20 @@ class OperandLoader(wiring.Component):
             m.d.sync += v_chan.eq(0)
 
         # IN_L: copy the input activations
-        copy_valid = Signal()
-        copy_addr = Signal(p.addr_bits)
+        copy_issue = Signal()
+        copy_index = Signal(p.addr_bits)
+        m.d.comb += copy_index.eq(count)
         with m.If(self.in_linear):
             for n, s in enumerate(p.stages):
                 if s.kind == Linear.kind:
                     with m.If(stage == n):
-                        m.d.comb += [self.read.addr.eq(count), self.read.inside.eq(1), self.read.en.eq(1)]
-                        m.d.sync += copy_valid.eq(count < s.in_shape[0] * s.in_shape[1] * s.in_shape[2])
-        with m.Else():
-            m.d.sync += copy_valid.eq(0)
-        m.d.sync += copy_addr.eq(count)
+                        m.d.comb += [rd.addr.eq(count), rd.inside.eq(1), rd.en.eq(1),
+                                     copy_issue.eq(count < s.in_shape[0] * s.in_shape[1] * s.in_shape[2])]
+        copy_valid = delayed(m, copy_issue, IN_TAIL_L, name="copy_valid")
+        copy_addr = delayed(m, copy_index, IN_TAIL_L, name="copy_addr")
+        copy_data = Signal.like(self.pixel)       # a register between the two memories
+        m.d.sync += copy_data.eq(self.pixel)
         with m.If(copy_valid):
             m.d.comb += [self.v_write.en.eq(1), self.v_write.addr.eq(Cat(copy_addr, self.phase.in_buf)),
-                         self.v_write.data.eq(self.pixel)]
+                         self.v_write.data.eq(copy_data)]
         return m

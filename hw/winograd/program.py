@@ -41,12 +41,12 @@ and tile t uses operand half t % 2 and bank half t % 2.
   step's first cycle (the decoders are started in the last cycle of the step before, `arm`);
   its last products reach the banks MULT_LATENCY cycles into the next step, whose OUT reads the
   banks through read ports transparent to the lanes' writes, so no step waits for them;
-* OUT(t): OUT_READS_W * O + OUT_TAIL_W cycles: read M[o] (one row of 4 targets a cycle),
+* OUT(t): OUT_START + OUT_READS_W * O + OUT_TAIL_W cycles: read M[o] (one row of 4 targets a cycle),
   Y = A^T M A, requantize and write the 2x2 outputs inside the map; a 2x2 max-pool (stride 2)
   after the layer is fused into it (the maximum of the four requantized outputs is written).
 
 A linear layer is one tile in three steps: IN (copy the N input activations into the operand
-memory, N + 1 cycles), MULT, OUT (O + OUT_TAIL_L cycles; the last layer pushes raw scores into the
+memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes raw scores into the
 output FIFO). A max-pool layer not fused into a convolution is one POOL step of
 (outputs * k * k + 1) cycles.
 `mac_cycles` of a layer = the cycles in which a lane has an item in flight (offered, or its
@@ -73,11 +73,18 @@ from terwin.spec import ceil_div
 from ..common.program import MemoryImage, Program, ProgramStage
 
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
-IN_TAIL = 19        # after the last pixel read: read 1, window register 1, transform register 1, 16 operand writes
-MULT_LATENCY = 2    # after the last item issue: operand read 1, product register 1 (bank written at its end)
+# Each tail counts the cycles after a unit's last read (its pipeline), so the unit's last write lands in
+# the last cycle of its length; the RTL asserts these against its register stages.
+IN_TAIL = 20        # after the last pixel issue: read address register 1, read 1, window register 1,
+                    # transform 2, 16 operand writes (the first in the cycle the transform's output appears: -1)
+IN_TAIL_L = 3       # linear: read address register 1, read 1, data register 1
+MULT_LATENCY = 3    # after an item's issue: operand read 1, operand register 1, product register 1 (bank written at its end)
+M_READ_LATENCY = 3  # output side's sum read: target map 1, banks 1, masked-partial register 1 (then the adder trees)
+OUT_START = MULT_LATENCY - 2   # the output side's first map read: its bank read, a cycle later, then sees (through the
+                               # transparent bank port) the lanes' last write of the tile, MULT_LATENCY - 1 cycles into the step
 OUT_READS_W = 4     # cycles per output channel on the output side: M read one row (4 targets) a cycle
-OUT_TAIL_W = 12     # after the last M read: map 1, bank 1, window 1, transform 1, 4 outputs through the requantizer (4)
-OUT_TAIL_L = 7      # linear: map 1, bank 1, parameter read 1, requantizer 4
+OUT_TAIL_W = 13     # after the last M read: M read 3, window 1, transform 2, the other 3 outputs, requantizer 4
+OUT_TAIL_L = 8      # linear: M read 3, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
 MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
 
@@ -236,7 +243,7 @@ class WinogradProgram(Program):
         from . import layouts
         item = layouts.item_layout(weight_bits=self.weight_bits, addr_bits=self.addr_bits)
         return [
-            MemoryImage("schedule", layouts.phase_layout(**self.phase_widths()), len(self.phases) + 1,
+            MemoryImage("schedule", layouts.phase_layout(**self.phase_widths()), len(self.phases) + 2,
                         [dataclasses.asdict(ph) for ph in self.phases]),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
@@ -355,8 +362,10 @@ def unit_lengths(s: Stage) -> dict[str, int]:
         c, ho, wo = s.out_shape
         return {"pool": c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL}
     if s.kind == Linear.kind:
-        return {"in": int(np.prod(s.in_shape)) + 1, "mult": s.issue, "out": s.out_channels + OUT_TAIL_L}
-    return {"in": 16 * s.in_shape[0] + IN_TAIL, "mult": s.issue, "out": OUT_READS_W * s.out_channels + OUT_TAIL_W}
+        return {"in": int(np.prod(s.in_shape)) + IN_TAIL_L, "mult": s.issue,
+                "out": OUT_START + s.out_channels + OUT_TAIL_L}
+    return {"in": 16 * s.in_shape[0] + IN_TAIL, "mult": s.issue,
+            "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W}
 
 
 def _stage_steps(n: int, s: Stage) -> list[Phase]:
@@ -502,4 +511,4 @@ def compile_program(dep: Deployment) -> WinogradProgram:
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
-           "unit_lengths", "IN_TAIL", "MULT_LATENCY", "OUT_READS_W", "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]
+           "unit_lengths", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W", "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]

@@ -12,11 +12,12 @@ from ..common.requant import Requantizer
 from .buffers import act_addr_bits
 from .layouts import write_layout
 from .mult import m_read_signature
-from .program import MAP_WIDTH, OUT_READS_W, OUT_TAIL_L, OUT_TAIL_W
+from .program import M_READ_LATENCY, MAP_WIDTH, OUT_READS_W, OUT_START, OUT_TAIL_L, OUT_TAIL_W
 from .transform import OutputTransform
 
-assert OUT_TAIL_L == 2 + 1 + Requantizer.LATENCY       # M read 2, parameter read 1, requantizer
-assert OUT_TAIL_W == 2 + 1 + 1 + 4 + Requantizer.LATENCY  # M read 2, window 1, transform 1, 4 outputs
+assert OUT_TAIL_L == M_READ_LATENCY + 1 + Requantizer.LATENCY          # M read, select register, requantizer
+assert OUT_TAIL_W == M_READ_LATENCY + 1 + OutputTransform.LATENCY + 3 + Requantizer.LATENCY  # M read, window,
+# transform, 3 more outputs
 # a row of the 4x4 M tile a read, and the 4 outputs of a channel leave in the 4 cycles its rows take
 assert MAP_WIDTH == 4 and OUT_READS_W == 16 // MAP_WIDTH
 
@@ -65,19 +66,22 @@ class ResultReader(wiring.Component):
         p, count, stage = self._program, self.count, self.phase.stage
         m.submodules.out_xform = xform = OutputTransform(acc_bits=p.acc_bits, y_bits=p.y_bits, m=p.spec.winograd_tile)
         reading = Signal()
-        m.d.comb += [self.m_read.addr.eq(self.k.map_base + Mux(self.out_linear, count[2:], count)),
+        # the reads start OUT_START cycles into the step (the lanes' last write of the tile lands then)
+        index = Signal(len(count))
+        m.d.comb += index.eq(count - OUT_START)
+        m.d.comb += [self.m_read.addr.eq(self.k.map_base + Mux(self.out_linear, index[2:], index)),
                      self.m_read.en.eq(reading), self.m_read.buf.eq(self.phase.out_buf)]
         for n, s in enumerate(p.stages):
             if s.kind == WinogradConv2d.kind:
                 with m.If(self.out_window & (stage == n)):
-                    m.d.comb += reading.eq(count < OUT_READS_W * s.out_channels)
+                    m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + OUT_READS_W * s.out_channels))
             elif s.kind == Linear.kind:
                 with m.If(self.out_linear & (stage == n)):
-                    m.d.comb += reading.eq(count < s.out_channels)
-        # tags along the two-cycle M read: valid, the read (Winograd: channel * 4 + row; linear: target), linear
+                    m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + s.out_channels))
+        # tags along the M read: valid, the read (Winograd: channel * 4 + row; linear: target), linear
         tag = Signal(range(max(OUT_READS_W, 1) * max(s.out_channels for s in p.stages) + 1))
-        m_valid, m_target, m_linear = (delayed(m, v, 2, name=f"m_{name}") for v, name in
-                                       ((reading, "valid"), (count, "target"), (self.out_linear, "linear")))
+        m_valid, m_target, m_linear = (delayed(m, v, M_READ_LATENCY, name=f"m_{name}") for v, name in
+                                       ((reading, "valid"), (index, "target"), (self.out_linear, "linear")))
         m_val = self.m_read.data
         m.d.comb += tag.eq(m_target)
         window = [[Signal(signed(p.acc_bits), name=f"mwin{i}_{j}") for j in range(4)] for i in range(4)]
@@ -93,10 +97,14 @@ class ResultReader(wiring.Component):
         for i in range(4):
             for j in range(4):
                 m.d.comb += xform.i_stream.payload[i][j].eq(window[i][j])
-        # the constants: read when a channel's M is complete, held while its outputs are requantized
+        # the constants: read the cycle before a channel's first output leaves the transform, held while its
+        # outputs are requantized
         feed_linear = m_valid & m_linear
+        param_window = delayed(m, feed_window, OutputTransform.LATENCY - 1, name="param_window")
+        param_channel = delayed(m, channel, OutputTransform.LATENCY - 1, name="param_channel")
         held = Signal(range(_outputs(p)))
-        m.d.comb += [self.param_index.eq(Mux(feed_window, channel, tag)), self.param_en.eq(feed_window | feed_linear)]
+        m.d.comb += [self.param_index.eq(Mux(param_window, param_channel, tag)),
+                     self.param_en.eq(param_window | feed_linear)]
         with m.If(self.param_en):
             m.d.sync += held.eq(self.param_index)
         linear_val, linear_valid = Signal(signed(p.acc_bits)), Signal()

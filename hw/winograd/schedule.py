@@ -35,18 +35,22 @@ class PhaseSequencer(wiring.Component):
         entry = mem.read_port()
         index = Signal(range(self._n + 1))
         count = self.count
-        m.d.comb += [self.phase.eq(entry.data), entry.en.eq(1),
-                     self.phase_end.eq(self.run & (count == entry.data.length - 1))]
+        # the current entry lives in fabric registers (`phase`), not on the memory's output: the memory
+        # reads the next entry ahead (index + 1, or index + 2 in a step's last cycle, when index moves on),
+        # so every unit's decoding starts from a flip-flop; entry 0 is a constant, loaded on `start`
+        current = Signal(self._image.shape, init=self._image.init[0])
+        m.d.comb += [self.phase.eq(current), entry.en.eq(1),
+                     self.phase_end.eq(self.run & (count == current.length - 1))]
         with m.If(self.phase_end):
-            m.d.comb += entry.addr.eq(index + 1)
-            m.d.sync += [index.eq(index + 1), count.eq(0)]
+            m.d.comb += entry.addr.eq(index + 2)
+            m.d.sync += [index.eq(index + 1), count.eq(0), current.eq(entry.data)]
             with m.If(index == self._n - 1):
                 m.d.comb += self.done.eq(1)
         with m.Elif(self.run):
-            m.d.comb += entry.addr.eq(index)
+            m.d.comb += entry.addr.eq(index + 1)
             m.d.sync += count.eq(count + 1)
         with m.Else():
-            m.d.comb += entry.addr.eq(0)
+            m.d.comb += entry.addr.eq(1)
         with m.If(self.start):
-            m.d.sync += [index.eq(0), count.eq(0)]
+            m.d.sync += [index.eq(0), count.eq(0), current.eq(self._image.shape.const(self._image.init[0]))]
         return m
