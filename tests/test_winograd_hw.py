@@ -189,7 +189,8 @@ def test_decoder_streams_layer_items_under_back_pressure(layer_no):
     got = []
 
     async def bench(ctx):
-        ctx.set(dut.layer, layer_no)
+        ctx.set(dut.layer, layer_no)    # held a cycle before start (the decoder registers its base)
+        await ctx.tick()
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -215,6 +216,7 @@ def test_decoder_issues_one_item_per_cycle():
     async def bench(ctx):
         ctx.set(dut.o_stream.ready, 1)
         ctx.set(dut.layer, 1)
+        await ctx.tick()
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -256,7 +258,8 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
                     ctx.set(dut.v_write.data, int(v))
                     await ctx.tick()
             ctx.set(dut.v_write.en, 0)
-            ctx.set(dut.layer, n)
+            ctx.set(dut.layer, n)    # a cycle before the first start
+            await ctx.tick()
             busy = []
             for buf in range(2):
                 ctx.set(dut.start, 1)     # with the previous tile's last item (and its half) on offer

@@ -25,8 +25,9 @@ from .program import M_READ_LATENCY, MULT_LATENCY
 class WeightDecoder(wiring.Component):
     """Streams one layer's items of one lane out of its weight memory, one per cycle.
 
-    `start` (one cycle, with `layer`) begins layer `layer`: its first item is offered in the next
-    cycle and the rest follow back to back as long as `o_stream.ready` is high.
+    `start` (one cycle) begins layer `layer` (held since the cycle before: the layer's base and count
+    are registered, so the memory address comes from flip-flops): its first item is offered in the
+    next cycle and the rest follow back to back as long as `o_stream.ready` is high.
     `busy` is high while items of the layer remain (including the one offered).
     """
 
@@ -50,8 +51,9 @@ class WeightDecoder(wiring.Component):
         m.submodules.mem = mem = Memory(shape=self._layout, depth=depth, init=self._items)
         rp = mem.read_port()
         max_count = max(self._counts)
-        base = Array(Const(b, range(depth + 1)) for b in self._bases)[self.layer]
-        count = Array(Const(c, range(max_count + 1)) for c in self._counts)[self.layer]
+        base, count = Signal(range(depth + 1)), Signal(range(max_count + 1))
+        m.d.sync += [base.eq(Array(Const(b, range(depth + 1)) for b in self._bases)[self.layer]),
+                     count.eq(Array(Const(c, range(max_count + 1)) for c in self._counts)[self.layer])]
         ptr = Signal(range(depth + 1))
         remaining = Signal(range(max_count + 1))   # items not yet loaded into the output register
         o = self.o_stream
@@ -149,8 +151,8 @@ class SparseMultiplyStage(wiring.Component):
 
     * `v_write`: writes the operand memory (V of every input channel, or a linear layer's inputs;
       the address's top bit is the half);
-    * `start` with `layer` (a weighted-layer number): every lane streams that layer's items from the
-      next cycle, operands from half `buf` and sums into bank half `buf` (`buf` as it is while the
+    * `start` with `layer` (a weighted-layer number, held since the cycle before): every lane streams
+      that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf` (`buf` as it is while the
       items are offered); `busy` is high while any lane has an item in flight;
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
       map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, banks, then each

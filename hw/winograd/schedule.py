@@ -37,20 +37,26 @@ class PhaseSequencer(wiring.Component):
         count = self.count
         # the current entry lives in fabric registers (`phase`), not on the memory's output: the memory
         # reads the next entry ahead (index + 1, or index + 2 in a step's last cycle, when index moves on),
-        # so every unit's decoding starts from a flip-flop; entry 0 is a constant, loaded on `start`
+        # so every unit's decoding starts from a flip-flop; entry 0 is a constant, loaded on `start`.
+        # The step's last cycle is a flag computed a cycle ahead (a down-counter `left`), not a compare.
+        first = self._image.shape.const(self._image.init[0])
+        first_length = self._image.init[0]["length"]
         current = Signal(self._image.shape, init=self._image.init[0])
-        m.d.comb += [self.phase.eq(current), entry.en.eq(1),
-                     self.phase_end.eq(self.run & (count == current.length - 1))]
+        left = Signal(len(count), init=first_length - 1)     # cycles of the step after this one
+        last = Signal(init=first_length == 1)                # this is the step's last cycle
+        m.d.comb += [self.phase.eq(current), entry.en.eq(1), self.phase_end.eq(self.run & last)]
         with m.If(self.phase_end):
             m.d.comb += entry.addr.eq(index + 2)
-            m.d.sync += [index.eq(index + 1), count.eq(0), current.eq(entry.data)]
+            m.d.sync += [index.eq(index + 1), count.eq(0), current.eq(entry.data),
+                         left.eq(entry.data.length - 1), last.eq(entry.data.length == 1)]
             with m.If(index == self._n - 1):
                 m.d.comb += self.done.eq(1)
         with m.Elif(self.run):
             m.d.comb += entry.addr.eq(index + 1)
-            m.d.sync += count.eq(count + 1)
+            m.d.sync += [count.eq(count + 1), left.eq(left - 1), last.eq(left == 1)]
         with m.Else():
             m.d.comb += entry.addr.eq(1)
         with m.If(self.start):
-            m.d.sync += [index.eq(0), count.eq(0), current.eq(self._image.shape.const(self._image.init[0]))]
+            m.d.sync += [index.eq(0), count.eq(0), current.eq(first), left.eq(first_length - 1),
+                         last.eq(first_length == 1)]
         return m
