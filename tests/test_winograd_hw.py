@@ -233,8 +233,8 @@ def test_decoder_issues_one_item_per_cycle():
 @pytest.mark.parametrize("lanes", [1, 4])
 def test_sparse_multiply_stage_matches_numpy(lanes):
     """Two tiles of every layer back to back, as a multiply-bound schedule runs them: operands in both
-    halves, the second `start` in the cycle of the first tile's last item; the lanes are busy
-    2 * issue + MULT_LATENCY cycles without a gap, and each bank half holds its tile's sums."""
+    halves, the second `start` in the cycle of the first tile's last item; the lanes issue for
+    2 * issue cycles without a gap, and each bank half holds its tile's sums."""
     spec = PRESETS["winograd"].replace(mult_lanes=lanes)
     dep = small_dep(seed=5, spec=spec)
     program = compile_program(dep)
@@ -273,9 +273,9 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
                 busy.append(ctx.get(dut.busy))
                 await ctx.tick()
             busy.append(ctx.get(dut.busy))
-            # sampled from the first item on, except the cycles of the second start (the first tile's last
-            # item) and of the second tile's last item (before the loop above): no gap, then idle
-            assert busy == [1] * (2 * s.issue - 1 + MULT_LATENCY) + [0] * 3, f"{s.name}: busy {busy}"
+            # sampled from the first item on, except the cycle of the second start (the first tile's last
+            # item): no gap, then idle
+            assert busy == [1] * (2 * s.issue - 1) + [0] * (MULT_LATENCY + 3), f"{s.name}: busy {busy}"
             for buf in range(2):
                 got = []
                 for word in range(ceil_div(dense.shape[0], MAP_WIDTH)):

@@ -13,10 +13,9 @@ issue = ceil(nnz(U) / L) (the largest lane's item count):
 * max-pool: outputs * k * k + 1, or 0 when a 2x2 stride-2 pool is fused into the Winograd layer
   before it.
 
-mac_cycles: the cycles in which a lane has an item in flight: each MULT step's items are offered
-from its first cycle for `issue` cycles and reach the banks MULT_LATENCY cycles later; per MULT step
-min(step length, issue + MULT_LATENCY), and issue + MULT_LATENCY for the layer's last (0 for a layer
-without a nonzero weight).
+mac_cycles: the cycles in which the lanes issue items (a multiply a lane a cycle): `issue` per MULT
+step, T * issue for a Winograd layer (0 for a layer without a nonzero weight); the products reach the
+banks MULT_LATENCY cycles later, inside the next step.
 
 ideal_mac_cycles = ceil(nonzero multiplies / L), nonzero multiplies = nnz(U) * T (Winograd) or
 nnz(W) (linear). `cycles` counts compute only: loading the image (one beat per activation) comes on
@@ -28,20 +27,16 @@ from __future__ import annotations
 from terwin.deployment import MaxPool2d
 from terwin.spec import ceil_div
 
-from .program import MULT_LATENCY, WinogradProgram
+from .program import WinogradProgram
 
 
 def stage_cycles(program: WinogradProgram) -> list[dict]:
-    """Per stage: cycles (its steps), mac_cycles (lane activity) and ideal_mac_cycles."""
+    """Per stage: cycles (its steps), mac_cycles (the lanes' issue cycles) and ideal_mac_cycles."""
     out = []
     for n, s in enumerate(program.stages):
         steps = [p for p in program.phases if p.stage == n]
         cycles = sum(p.length for p in steps)
-        mac = 0
-        if s.kind != MaxPool2d.kind and s.nonzero:
-            busy = s.issue + MULT_LATENCY
-            mults = [p for p in steps if p.mult]
-            mac = sum(min(p.length, busy) for p in mults[:-1]) + busy
+        mac = sum(s.issue for p in steps if p.mult) if s.kind != MaxPool2d.kind and s.nonzero else 0
         ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != MaxPool2d.kind else 0
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out

@@ -74,16 +74,16 @@ class WeightDecoder(wiring.Component):
 class MacLane(wiring.Component):
     """One multiplier: items in, target sums out.
 
-    Cycle c: the item is taken and its operand address (in half `buf`) presented to `op_read` (a
-    synchronous read port); c + 1: operand register (the memory's output does not feed the
-    multiplier directly); c + 2: product register w * operand; c + 3: accumulate, and on a `last`
-    item write the sum to `m_write` at the lane's target rank k in the same half (then k + 1,
-    accumulator cleared). `clear` (the cycle before a tile's first item) sends k back to 0 when it
+    Cycle c: the item is taken into the address register; c + 1: its operand address (in half `buf`)
+    presented to `op_read` (a synchronous read port); c + 2: operand register (the memory's output
+    does not feed the multiplier directly); c + 3: product register w * operand; c + 4: accumulate,
+    and on a `last` item write the sum to `m_write` at the lane's target rank k in the same half
+    (then k + 1, accumulator cleared). `clear` (the cycle before a tile's first item) sends k back to 0 when it
     reaches the accumulate stage, so a tile's items may follow the previous tile's back to back:
-    the half travels with each item. Always ready: `LATENCY` = 3 cycles item -> write;
-    `active` (out): an item is offered or on its way to the bank.
+    the half travels with each item. Always ready: `LATENCY` = 4 cycles item -> write;
+    `issuing` (out): an item is offered (taken) this cycle.
     """
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, *, item: data.StructLayout, operand_bits: int, acc_bits: int, k_bits: int):
         addr_bits = item.members["addr"].width
@@ -93,7 +93,7 @@ class MacLane(wiring.Component):
             "i_stream": In(stream.Signature(item)),
             "buf": In(1),
             "clear": In(1),
-            "active": Out(1),
+            "issuing": Out(1),
             "op_read": In(ReadPort.Signature(addr_width=addr_bits + 1, shape=signed(operand_bits))),
             "m_write": In(WritePort.Signature(addr_width=k_bits + 1, shape=signed(acc_bits))),
         })
@@ -101,11 +101,17 @@ class MacLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i = self.i_stream
-        m.d.comb += [i.ready.eq(1), self.op_read.addr.eq(Cat(i.payload.addr, self.buf)), self.op_read.en.eq(1)]
+        # the item's address goes to the operand memory through a register (not straight from the weight
+        # memory's output)
+        va, lasta, bufa, cleara = Signal(), Signal(), Signal(), Signal()
+        wa, addra = Signal.like(i.payload.w), Signal(len(self.op_read.addr))
+        m.d.comb += i.ready.eq(1)
+        m.d.sync += [va.eq(i.valid), lasta.eq(i.payload.last), wa.eq(i.payload.w), bufa.eq(self.buf),
+                     cleara.eq(self.clear), addra.eq(Cat(i.payload.addr, self.buf))]
+        m.d.comb += [self.op_read.addr.eq(addra), self.op_read.en.eq(1)]
         v0, last0, buf0, clear0 = Signal(), Signal(), Signal(), Signal()
         w0 = Signal.like(i.payload.w)
-        m.d.sync += [v0.eq(i.valid), last0.eq(i.payload.last), w0.eq(i.payload.w), buf0.eq(self.buf),
-                     clear0.eq(self.clear)]
+        m.d.sync += [v0.eq(va), last0.eq(lasta), w0.eq(wa), buf0.eq(bufa), clear0.eq(cleara)]
         v1, last1, buf1, clear1 = Signal(), Signal(), Signal(), Signal()
         w1, op1 = Signal.like(w0), Signal.like(self.op_read.data)
         m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), op1.eq(self.op_read.data), buf1.eq(buf0),
@@ -117,7 +123,7 @@ class MacLane(wiring.Component):
         k = Signal(self.k_bits)
         total = Signal(signed(self.acc_bits))
         m.d.comb += [total.eq(acc + p2), self.m_write.addr.eq(Cat(k, buf2)), self.m_write.data.eq(total),
-                     self.m_write.en.eq(v2 & last2), self.active.eq(i.valid | v0 | v1 | v2)]
+                     self.m_write.en.eq(v2 & last2), self.issuing.eq(i.valid)]
         # in the clear2 cycle the stage holds the previous tile's last item (or none): it is written at k
         with m.If(clear2):
             m.d.sync += [acc.eq(0), k.eq(0)]
@@ -153,13 +159,14 @@ class SparseMultiplyStage(wiring.Component):
       the address's top bit is the half);
     * `start` with `layer` (a weighted-layer number, held since the cycle before): every lane streams
       that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf` (`buf` as it is while the
-      items are offered); `busy` is high while any lane has an item in flight;
+      items are offered); `busy` is high while any lane issues an item (the products reach the banks
+      MacLane.LATENCY cycles later);
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
-      map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, banks, then each
-      lane's masked partial in a register before the adder trees). The bank read ports are transparent
+      map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, the bank addresses
+      in a register, banks, then each lane's masked partial in a register before the adder trees). The bank read ports are transparent
       to the lanes' writes: a sum written in the cycle the bank is read is the one read.
     """
-    READ_LATENCY = 3
+    READ_LATENCY = 4
 
     def __init__(self, program):
         p = program
@@ -191,9 +198,11 @@ class SparseMultiplyStage(wiring.Component):
         m.d.comb += [map_rp.addr.eq(self.m_read.addr), map_rp.en.eq(self.m_read.en)]
         with m.If(self.m_read.en):
             m.d.sync += read_buf.eq(self.m_read.buf)
+        bank_buf = Signal()    # ... alongside the registered bank addresses
+        m.d.sync += bank_buf.eq(read_buf)
         width = len(map_rp.data)
 
-        active = []
+        issuing = []
         sums = [[] for _ in range(width)]
         for lane in range(p.lanes):
             dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
@@ -212,14 +221,16 @@ class SparseMultiplyStage(wiring.Component):
             m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
             for r in range(width):
                 entry = map_rp.data[r][lane]
+                k = Signal.like(entry.k, name=f"k{lane}_{r}")
+                present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
+                m.d.sync += [k.eq(entry.k), present[0].eq(entry.present), present[1].eq(present[0])]
                 brp = bank.read_port(transparent_for=(bwp,))
-                m.d.comb += [brp.addr.eq(Cat(entry.k, read_buf)), brp.en.eq(1)]
-                present = Signal(name=f"present{lane}_{r}")
+                m.d.comb += [brp.addr.eq(Cat(k, bank_buf)), brp.en.eq(1)]
                 partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
-                m.d.sync += [present.eq(entry.present), partial.eq(Mux(present, brp.data, 0))]
+                m.d.sync += partial.eq(Mux(present[1], brp.data, 0))
                 sums[r].append(partial)
-            active.append(mac.active)
-        m.d.comb += self.busy.eq(_any(active))
+            issuing.append(mac.issuing)
+        m.d.comb += self.busy.eq(_any(issuing))
         for r in range(width):
             m.d.comb += self.m_read.data[r].eq(_tree_sum(sums[r]))
         return m

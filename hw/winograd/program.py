@@ -49,9 +49,7 @@ A linear layer is one tile in three steps: IN (copy the N input activations into
 memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes raw scores into the
 output FIFO). A max-pool layer not fused into a convolution is one POOL step of
 (outputs * k * k + 1) cycles.
-`mac_cycles` of a layer = the cycles in which a lane has an item in flight (offered, or its
-product on the way to the bank): per MULT step, issue + MULT_LATENCY cycles, the next tile's
-overlapping the previous one's last two when the steps follow closely.
+`mac_cycles` of a layer = the cycles in which the lanes issue items: issue per MULT step.
 
 The engine runs a chain: each layer reads the one before it (two ping-pong activation buffers). A
 graph (format version 2: a `source` other than the layer before, a `residual`, a signed map, an
@@ -78,13 +76,16 @@ from ..common.program import MemoryImage, Program, ProgramStage
 IN_TAIL = 20        # after the last pixel issue: read address register 1, read 1, window register 1,
                     # transform 2, 16 operand writes (the first in the cycle the transform's output appears: -1)
 IN_TAIL_L = 3       # linear: read address register 1, read 1, data register 1
-MULT_LATENCY = 3    # after an item's issue: operand read 1, operand register 1, product register 1 (bank written at its end)
-M_READ_LATENCY = 3  # output side's sum read: target map 1, banks 1, masked-partial register 1 (then the adder trees)
-OUT_START = MULT_LATENCY - 2   # the output side's first map read: its bank read, a cycle later, then sees (through the
-                               # transparent bank port) the lanes' last write of the tile, MULT_LATENCY - 1 cycles into the step
+MULT_LATENCY = 4    # after an item's issue: address register 1, operand read 1, operand register 1, product register 1
+                    # (the bank is written at its end)
+M_READ_LATENCY = 4  # output side's sum read: target map 1, bank-address register 1, banks 1, masked-partial
+                    # register 1 (then the adder trees)
+OUT_START = MULT_LATENCY - M_READ_LATENCY + 1   # the output side's first map read: its bank read, M_READ_LATENCY - 2
+                    # cycles later, then sees (through the transparent bank port) the lanes' last write of the tile,
+                    # MULT_LATENCY - 1 cycles into the step
 OUT_READS_W = 4     # cycles per output channel on the output side: M read one row (4 targets) a cycle
-OUT_TAIL_W = 13     # after the last M read: M read 3, window 1, transform 2, the other 3 outputs, requantizer 4
-OUT_TAIL_L = 8      # linear: M read 3, select register 1, requantizer 4
+OUT_TAIL_W = 14     # after the last M read: M read 4, window 1, transform 2, the other 3 outputs, requantizer 4
+OUT_TAIL_L = 9      # linear: M read 4, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
 MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
 

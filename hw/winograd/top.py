@@ -1,7 +1,7 @@
 """`WinogradAccelerator`: runs a whole Winograd `Deployment` from on-chip memories.
 
 Ports: `terwin.hw.common.ports.accelerator_signature`, the same as the ternary top (docs/hardware.md);
-`layer_mac_cycles` counts the cycles in which a multiplier lane has an item in flight.
+`layer_mac_cycles` counts the cycles in which the multiplier lanes issue items.
 
 Built from the `WinogradProgram` (`terwin.hw.winograd.program`) that the cycle model
 (`terwin.hw.winograd.cycles`) reads too: its schedule of fixed-length steps drives a set of
