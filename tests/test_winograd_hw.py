@@ -292,4 +292,5 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     assert len(results) == 2 * len(weighted)
     for name, (got, expected) in results.items():
         bad = np.flatnonzero(got != expected)
-        assert bad.size == 0, f"{name}: {bad.size} wrong sums {bad.tolist()}, first target {bad[:1]}: {got[bad[:1]]} vs {expected[bad[:1]]}"
+        assert bad.size == 0, (f"{name}: {bad.size} wrong sums {bad.tolist()}, first target {bad[:1]}: "
+                               f"{got[bad[:1]]} vs {expected[bad[:1]]}")

@@ -7,9 +7,9 @@ longest, so per Winograd layer with T output tiles, C inputs, O outputs, L = mul
 issue = ceil(nnz(U) / L) (the largest lane's item count):
 
   cycles = IN + max(IN, issue) + (T - 2) * max(IN, issue, OUT) + max(issue, OUT) + OUT
-           (for T >= 2), IN = 16 C + 19, OUT = 4 O + 12;
+           (for T >= 2), IN = 16 C + 20, OUT = 1 + 4 O + 14 (`program.unit_lengths`);
 
-* linear (sparse integer MAC on the same lanes), N inputs: (N + 1) + issue + (O + 7);
+* linear (sparse integer MAC on the same lanes), N inputs: (N + 3) + issue + (1 + O + 9);
 * max-pool: outputs * k * k + 1, or 0 when a 2x2 stride-2 pool is fused into the Winograd layer
   before it.
 

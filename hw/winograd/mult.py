@@ -158,13 +158,14 @@ class SparseMultiplyStage(wiring.Component):
     * `v_write`: writes the operand memory (V of every input channel, or a linear layer's inputs;
       the address's top bit is the half);
     * `start` with `layer` (a weighted-layer number, held since the cycle before): every lane streams
-      that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf` (`buf` as it is while the
-      items are offered); `busy` is high while any lane issues an item (the products reach the banks
-      MacLane.LATENCY cycles later);
+      that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf`
+      (`buf` as it is while the items are offered); `busy` is high while any lane issues an item (the
+      products reach the banks MacLane.LATENCY cycles later);
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
       map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, the bank addresses
-      in a register, banks, then each lane's masked partial in a register before the adder trees). The bank read ports are transparent
-      to the lanes' writes: a sum written in the cycle the bank is read is the one read.
+      in a register, banks, then each lane's masked partial in a register before the adder trees).
+      The bank read ports are transparent to the lanes' writes: a sum written in the cycle the bank
+      is read is the one read.
     """
     READ_LATENCY = 4
 

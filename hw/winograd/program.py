@@ -46,8 +46,8 @@ and tile t uses operand half t % 2 and bank half t % 2.
   after the layer is fused into it (the maximum of the four requantized outputs is written).
 
 A linear layer is one tile in three steps: IN (copy the N input activations into the operand
-memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes raw scores into the
-output FIFO). A max-pool layer not fused into a convolution is one POOL step of
+memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
+raw scores into the output FIFO). A max-pool layer not fused into a convolution is one POOL step of
 (outputs * k * k + 1) cycles.
 `mac_cycles` of a layer = the cycles in which the lanes issue items: issue per MULT step.
 
@@ -512,4 +512,5 @@ def compile_program(dep: Deployment) -> WinogradProgram:
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
-           "unit_lengths", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W", "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]
+           "unit_lengths", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
+           "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]

@@ -124,7 +124,8 @@ class ResultReader(wiring.Component):
                 with m.If(stage == n):
                     if s.pool_index >= 0:     # the fused pool's output (ty, tx): a whole tile inside the map
                         _, hp, wp = s.pool_shape
-                        m.d.comb += [self.inside.eq((ty < hp) & (tx < wp)), self.dest.eq(held * (hp * wp) + ty * wp + tx)]
+                        m.d.comb += [self.inside.eq((ty < hp) & (tx < wp)),
+                                     self.dest.eq(held * (hp * wp) + ty * wp + tx)]
                         continue
                     _, ho, wo = s.out_shape
                     oy = Signal(range(2 * s.tiles_y + 2), name=f"oy_{s.name}")
