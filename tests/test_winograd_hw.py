@@ -294,3 +294,42 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
         bad = np.flatnonzero(got != expected)
         assert bad.size == 0, (f"{name}: {bad.size} wrong sums {bad.tolist()}, first target {bad[:1]}: "
                                f"{got[bad[:1]]} vs {expected[bad[:1]]}")
+
+
+# -- sequencer -----------------------------------------------------------------------------------------
+
+def test_sequencer_walks_steps_of_any_length_and_restarts():
+    """The step entry lives in registers, read ahead from the schedule memory, and the step's last cycle
+    is flagged a cycle ahead: steps of 1, 2 and 3 cycles in any order, twice (a second `start`), each
+    entry shown for exactly its length, `done` in the last step's last cycle."""
+    import dataclasses as dc
+
+    from terwin.hw.winograd.program import Phase
+    from terwin.hw.winograd.schedule import PhaseSequencer
+    program = compile_program(small_dep(seed=3, input_shape=(1, 16, 16)))
+    lengths = [1, 1, 3, 1, 2, 1, 1, 2, 3, 1]
+    program = dc.replace(program, phases=[Phase(0, n, in_tx=i) for i, n in enumerate(lengths)])
+    dut = PhaseSequencer(program)
+    seen = []
+
+    async def bench(ctx):
+        for _ in range(2):
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            ctx.set(dut.run, 1)
+            run = []
+            while True:
+                run.append((ctx.get(dut.phase.in_tx), ctx.get(dut.count), ctx.get(dut.phase_end), ctx.get(dut.done)))
+                done = ctx.get(dut.done)
+                await ctx.tick()
+                if done:
+                    break
+            ctx.set(dut.run, 0)
+            await ctx.tick().repeat(3)
+            seen.append(run)
+
+    run_sim(dut, bench)
+    expected = [(i, c, int(c == n - 1), int(i == len(lengths) - 1 and c == n - 1))
+                for i, n in enumerate(lengths) for c in range(n)]
+    assert seen == [expected, expected]
