@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from terwin import winograd
 from terwin.hw.winograd.mult import SparseMultiplyStage, WeightDecoder
-from terwin.hw.winograd.program import compile_program, decode_lane_items, encode_layer
+from terwin.hw.winograd.program import MAP_WIDTH, MULT_LATENCY, compile_program, decode_lane_items, encode_layer
 from terwin.hw.winograd.transform import InputTransform, OutputTransform
 from terwin.spec import PRESETS, ceil_div
 from terwin.synthetic import random_deployment
@@ -124,7 +124,7 @@ def test_output_transform_matches_numpy():
 
 
 def test_transform_full_throughput():
-    """With ready held high, one tile enters and one leaves every cycle (latency 1)."""
+    """With ready held high, one tile enters and one leaves every cycle (latency 2: one pass a stage)."""
     dut = InputTransform(act_bits=8)
     seen = []
 
@@ -138,8 +138,9 @@ def test_transform_full_throughput():
             assert ready == 1
             seen.append((valid, int(out[1][1])))
     run_sim(dut, bench)
-    # B^T d B of a constant tile n has V[1][1] = 4n; it leaves one cycle after it enters
-    assert seen == [(0, 0)] + [(1, 4 * n) for n in range(5)]
+    # B^T d B of a constant tile n has V[1][1] = 4n; it leaves two cycles after it enters
+    assert InputTransform.LATENCY == 2
+    assert seen == [(0, 0)] * 2 + [(1, 4 * n) for n in range(4)]
 
 
 # -- weight stream -----------------------------------------------------------------------------------
@@ -188,7 +189,8 @@ def test_decoder_streams_layer_items_under_back_pressure(layer_no):
     got = []
 
     async def bench(ctx):
-        ctx.set(dut.layer, layer_no)
+        ctx.set(dut.layer, layer_no)    # held a cycle before start (the decoder registers its base)
+        await ctx.tick()
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -214,6 +216,7 @@ def test_decoder_issues_one_item_per_cycle():
     async def bench(ctx):
         ctx.set(dut.o_stream.ready, 1)
         ctx.set(dut.layer, 1)
+        await ctx.tick()
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -229,6 +232,9 @@ def test_decoder_issues_one_item_per_cycle():
 
 @pytest.mark.parametrize("lanes", [1, 4])
 def test_sparse_multiply_stage_matches_numpy(lanes):
+    """Two tiles of every layer back to back, as a multiply-bound schedule runs them: operands in both
+    halves, the second `start` in the cycle of the first tile's last item; the lanes issue for
+    2 * issue cycles without a gap, and each bank half holds its tile's sums."""
     spec = PRESETS["winograd"].replace(mult_lanes=lanes)
     dep = small_dep(seed=5, spec=spec)
     program = compile_program(dep)
@@ -236,37 +242,94 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     weighted = [s for s in program.stages if s.kind != "maxpool2d"]
     rng = np.random.default_rng(11)
     lim = (1 << (program.operand_bits - 1)) - 1
+    half = 1 << program.addr_bits
     results = {}
 
     async def bench(ctx):
         for n, s in enumerate(weighted):
             layer = dep.layers[s.index]
             dense = dense_targets(layer)
-            operands = rng.integers(-lim if s.kind == "winograd_conv2d" else 0, lim + 1, size=dense.shape[1])
-            for a, v in enumerate(operands):
-                ctx.set(dut.v_write.en, 1)
-                ctx.set(dut.v_write.addr, a)
-                ctx.set(dut.v_write.data, int(v))
-                await ctx.tick()
+            operands = [rng.integers(-lim if s.kind == "winograd_conv2d" else 0, lim + 1, size=dense.shape[1])
+                        for _ in range(2)]
+            for buf in range(2):
+                for a, v in enumerate(operands[buf]):
+                    ctx.set(dut.v_write.en, 1)
+                    ctx.set(dut.v_write.addr, buf * half + a)
+                    ctx.set(dut.v_write.data, int(v))
+                    await ctx.tick()
             ctx.set(dut.v_write.en, 0)
-            ctx.set(dut.layer, n)
+            ctx.set(dut.layer, n)    # a cycle before the first start
+            await ctx.tick()
+            busy = []
+            for buf in range(2):
+                ctx.set(dut.start, 1)     # with the previous tile's last item (and its half) on offer
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+                ctx.set(dut.buf, buf)
+                for _ in range(s.issue - 1):     # the tile's items; the next start comes with its last
+                    busy.append(ctx.get(dut.busy))
+                    await ctx.tick()
+            for _ in range(MULT_LATENCY + 3):
+                busy.append(ctx.get(dut.busy))
+                await ctx.tick()
+            busy.append(ctx.get(dut.busy))
+            # sampled from the first item on, except the cycle of the second start (the first tile's last
+            # item): no gap, then idle
+            assert busy == [1] * (2 * s.issue - 1) + [0] * (MULT_LATENCY + 3), f"{s.name}: busy {busy}"
+            for buf in range(2):
+                got = []
+                for word in range(ceil_div(dense.shape[0], MAP_WIDTH)):
+                    ctx.set(dut.m_read.addr, s.map_base + word)
+                    ctx.set(dut.m_read.buf, buf)
+                    ctx.set(dut.m_read.en, 1)
+                    await ctx.tick()
+                    ctx.set(dut.m_read.en, 0)
+                    await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY - 1)
+                    got.extend(int(v) for v in ctx.get(dut.m_read.data))
+                results[s.name, buf] = (np.array(got[:dense.shape[0]], dtype=np.int64), dense @ operands[buf])
+
+    run_sim(dut, bench, deadline=200_000)
+    assert len(results) == 2 * len(weighted)
+    for name, (got, expected) in results.items():
+        bad = np.flatnonzero(got != expected)
+        assert bad.size == 0, (f"{name}: {bad.size} wrong sums {bad.tolist()}, first target {bad[:1]}: "
+                               f"{got[bad[:1]]} vs {expected[bad[:1]]}")
+
+
+# -- sequencer -----------------------------------------------------------------------------------------
+
+def test_sequencer_walks_steps_of_any_length_and_restarts():
+    """The step entry lives in registers, read ahead from the schedule memory, and the step's last cycle
+    is flagged a cycle ahead: steps of 1, 2 and 3 cycles in any order, twice (a second `start`), each
+    entry shown for exactly its length, `done` in the last step's last cycle."""
+    import dataclasses as dc
+
+    from terwin.hw.winograd.program import Phase
+    from terwin.hw.winograd.schedule import PhaseSequencer
+    program = compile_program(small_dep(seed=3, input_shape=(1, 16, 16)))
+    lengths = [1, 1, 3, 1, 2, 1, 1, 2, 3, 1]
+    program = dc.replace(program, phases=[Phase(0, n, in_tx=i) for i, n in enumerate(lengths)])
+    dut = PhaseSequencer(program)
+    seen = []
+
+    async def bench(ctx):
+        for _ in range(2):
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            cycles = 0
-            while ctx.get(dut.busy):
-                cycles += 1
+            ctx.set(dut.run, 1)
+            run = []
+            while True:
+                run.append((ctx.get(dut.phase.in_tx), ctx.get(dut.count), ctx.get(dut.phase_end), ctx.get(dut.done)))
+                done = ctx.get(dut.done)
                 await ctx.tick()
-            assert cycles == s.issue, f"{s.name}: {cycles} multiply cycles, expected {s.issue}"
-            await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY)  # drain (MULT_LATENCY)
-            got = []
-            for t in range(dense.shape[0]):
-                ctx.set(dut.m_read.addr, s.map_base + t)
-                await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY)
-                got.append(ctx.get(dut.m_read.data))
-            results[s.name] = (np.array(got, dtype=np.int64), dense @ operands)
+                if done:
+                    break
+            ctx.set(dut.run, 0)
+            await ctx.tick().repeat(3)
+            seen.append(run)
 
-    run_sim(dut, bench, deadline=200_000)
-    for name, (got, expected) in results.items():
-        bad = np.flatnonzero(got != expected)
-        assert bad.size == 0, f"{name}: {bad.size} wrong sums, first target {bad[:1]}: {got[bad[:1]]} vs {expected[bad[:1]]}"
+    run_sim(dut, bench)
+    expected = [(i, c, int(c == n - 1), int(i == len(lengths) - 1 and c == n - 1))
+                for i, n in enumerate(lengths) for c in range(n)]
+    assert seen == [expected, expected]

@@ -155,6 +155,54 @@ def test_multiply_stage_within_15_percent_of_ideal(seed):
             assert row["mac_cycles"] <= 1.15 * row["ideal_mac_cycles"], row
 
 
+def test_steps_overlap_input_multiply_and_output():
+    """A step runs IN(s), MULT(s - 1), OUT(s - 2) and lasts as long as the longest: a layer costs
+    IN + max(IN, issue) + (T - 2) * max(IN, issue, OUT) + max(issue, OUT) + OUT, so a dense layer is
+    multiply-bound (IN + T * issue + OUT) and a one-channel layer output-bound."""
+    from terwin.hw.winograd.program import unit_lengths
+    dep = synthetic(12, density=1.0, topology=(("winograd_conv2d", 8), ("winograd_conv2d", 8), ("linear", 3)))
+    program = compile_program(dep)
+    rows = predict(dep)["layers"]
+    for s, row in zip(program.stages, rows):
+        u = unit_lengths(s)
+        if s.kind == "linear":
+            assert row["cycles"] == u["in"] + u["mult"] + u["out"]
+            continue
+        t = s.tiles
+        assert t >= 2
+        expected = (u["in"] + max(u["in"], u["mult"]) + (t - 2) * max(u["in"], u["mult"], u["out"])
+                    + max(u["mult"], u["out"]) + u["out"])
+        assert row["cycles"] == expected, (s.name, row, u)
+    first, second = program.stages[0], program.stages[1]
+    assert unit_lengths(first)["out"] > max(unit_lengths(first)["in"], first.issue)      # 1 input channel
+    assert second.issue > max(unit_lengths(second)["in"], unit_lengths(second)["out"])  # dense 8 -> 8
+    assert rows[1]["cycles"] == unit_lengths(second)["in"] + second.tiles * second.issue + unit_lengths(second)["out"]
+
+
+def test_two_by_two_pools_are_fused_into_the_winograd_layer():
+    """A 2x2 stride-2 max-pool right after a Winograd layer takes no cycles of its own (the layer writes
+    the maximum of each output tile); other pools keep their POOL step."""
+    dep = synthetic(13, topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("maxpool2d", 2), ("linear", 3)),
+                    input_shape=(1, 9, 9))
+    rows = {r["name"]: r for r in predict(dep)["layers"]}
+    names = [layer.name for layer in dep.layers]
+    assert rows[names[1]]["cycles"] == 0 and rows[names[1]]["fused_into"] == names[0]
+    assert rows[names[2]]["cycles"] == 4 * 2 * 2 * 4 + 1 and "fused_into" not in rows[names[2]]   # 4x4 -> 2x2
+    q = np.random.default_rng(13).integers(0, 256, size=(1, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=13))
+
+
+def test_stored_winograd_model_runs_within_1_3_of_its_ideal():
+    """The reference Winograd model (bitstreams/): whole-image cycles (compute + streams) at most 1.3x
+    its ideal multiply cycles (nonzero Winograd-domain multiplies / lanes)."""
+    from pathlib import Path
+
+    from terwin import fileformat
+    dep = fileformat.load(Path(__file__).parents[1] / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin")
+    report = predict(dep)
+    assert report["cycles"] + report["io_cycles"] <= 1.3 * report["ideal_mac_cycles"], report
+
+
 def test_cycles_fall_as_winograd_sparsity_rises():
     densities = [1.0, 0.8, 0.6, 0.4, 0.2, 0.1]
     series = []

@@ -1,14 +1,21 @@
 """Exact cycle model of the Winograd engine (`terwin.hw.winograd.top.WinogradAccelerator`).
 
-The engine's controller walks the schedule of fixed-length phases of the `WinogradProgram`
-(`terwin.hw.winograd.program`, NumPy only); this model sums the same phases, so it needs no
-per-cycle loop. Per layer:
+The engine's controller walks the schedule of fixed-length steps of the `WinogradProgram`
+(`terwin.hw.winograd.program`, NumPy only); this model sums the same steps, so it needs no
+per-cycle loop. A step runs IN(t), MULT(t - 1) and OUT(t - 2) side by side and lasts as long as the
+longest, so per Winograd layer with T output tiles, C inputs, O outputs, L = mult_lanes,
+issue = ceil(nnz(U) / L) (the largest lane's item count):
 
-* Winograd conv, T output tiles, C inputs, O outputs, nnz = nnz(U), L = mult_lanes:
-  cycles = T * (16 C + 19) + T * (16 O + 12) + T * ceil(nnz / L) + 2,
-  mac_cycles = T * ceil(nnz / L) + 2 (MULT phases and the final DRAIN);
-* linear (sparse integer MAC on the same lanes), N inputs: (N + 1) + ceil(nnz / L) + 2 + (O + 7);
-* max-pool: outputs * k * k + 1.
+  cycles = IN + max(IN, issue) + (T - 2) * max(IN, issue, OUT) + max(issue, OUT) + OUT
+           (for T >= 2), IN = 16 C + 20, OUT = 1 + 4 O + 14 (`program.unit_lengths`);
+
+* linear (sparse integer MAC on the same lanes), N inputs: (N + 3) + issue + (1 + O + 9);
+* max-pool: outputs * k * k + 1, or 0 when a 2x2 stride-2 pool is fused into the Winograd layer
+  before it.
+
+mac_cycles: the cycles in which the lanes issue items (a multiply a lane a cycle): `issue` per MULT
+step, T * issue for a Winograd layer (0 for a layer without a nonzero weight); the products reach the
+banks MULT_LATENCY cycles later, inside the next step.
 
 ideal_mac_cycles = ceil(nonzero multiplies / L), nonzero multiplies = nnz(U) * T (Winograd) or
 nnz(W) (linear). `cycles` counts compute only: loading the image (one beat per activation) comes on
@@ -20,16 +27,16 @@ from __future__ import annotations
 from terwin.deployment import MaxPool2d
 from terwin.spec import ceil_div
 
-from .program import OP, WinogradProgram
+from .program import WinogradProgram
 
 
 def stage_cycles(program: WinogradProgram) -> list[dict]:
-    """Per stage: cycles (its phases), mac_cycles (its MULT + DRAIN phases) and ideal_mac_cycles."""
+    """Per stage: cycles (its steps), mac_cycles (the lanes' issue cycles) and ideal_mac_cycles."""
     out = []
     for n, s in enumerate(program.stages):
-        ph = [p for p in program.phases if p.stage == n]
-        cycles = sum(p.length for p in ph)
-        mac = sum(p.length for p in ph if p.op in (OP["MULT"], OP["DRAIN"]))
+        steps = [p for p in program.phases if p.stage == n]
+        cycles = sum(p.length for p in steps)
+        mac = sum(s.issue for p in steps if p.mult) if s.kind != MaxPool2d.kind and s.nonzero else 0
         ideal = ceil_div(s.nonzero_multiplies, program.lanes) if s.kind != MaxPool2d.kind else 0
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out

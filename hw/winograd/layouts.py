@@ -16,16 +16,21 @@ def item_layout(*, weight_bits: int, addr_bits: int) -> data.StructLayout:
     return data.StructLayout({"w": signed(weight_bits), "addr": unsigned(addr_bits), "last": 1})
 
 
-def target_map_layout(*, lanes: int, k_bits: int) -> data.ArrayLayout:
-    """Where a target's partial sums live: for every lane, `present` and the address `k` in its bank.
-    M[t] is the sum of the present entries (0 when none is)."""
-    return data.ArrayLayout(data.StructLayout({"present": 1, "k": unsigned(k_bits)}), lanes)
+def target_map_layout(*, lanes: int, k_bits: int, width: int) -> data.ArrayLayout:
+    """One word of the target map: `width` consecutive targets, each, for every lane, `present` and
+    the address `k` of its partial sum in the lane's bank. M[t] is the sum of the present entries
+    (0 when none is)."""
+    return data.ArrayLayout(data.ArrayLayout(data.StructLayout({"present": 1, "k": unsigned(k_bits)}), lanes), width)
 
 
-def phase_layout(*, op_bits: int, stage_bits: int, length_bits: int, tile_bits: int) -> data.StructLayout:
-    """One entry of the controller's schedule (see `terwin.hw.winograd.program`)."""
-    return data.StructLayout({"op": unsigned(op_bits), "stage": unsigned(stage_bits), "length": unsigned(length_bits),
-                              "ty": unsigned(tile_bits), "tx": unsigned(tile_bits), "arm": 1})
+def phase_layout(*, stage_bits: int, length_bits: int, tile_bits: int) -> data.StructLayout:
+    """One step of the controller's schedule (`terwin.hw.winograd.program.Phase`): the units it runs,
+    their tiles and buffer halves."""
+    return data.StructLayout({"stage": unsigned(stage_bits), "length": unsigned(length_bits),
+                              "in_w": 1, "in_l": 1, "mult": 1, "out_w": 1, "out_l": 1, "pool": 1,
+                              "in_ty": unsigned(tile_bits), "in_tx": unsigned(tile_bits),
+                              "out_ty": unsigned(tile_bits), "out_tx": unsigned(tile_bits),
+                              "in_buf": 1, "mult_buf": 1, "out_buf": 1, "arm": 1})
 
 
 def tile_layout(shape, n: int) -> data.ArrayLayout:

@@ -7,24 +7,27 @@ weights (w, operand address, last-of-target). Each lane is
 
 and sees only nonzero weights: one multiply per cycle per lane, no cycle spent on a zero. A lane's
 products accumulate (over input channels, in the Winograd domain) until the `last` item of a
-target; the sum is written into the lane's bank at the target's rank k. The output side reads M[t]
-through the target map (`SparseMultiplyStage.m_read`), adding the partial sums of a target that the
-wrap-around rule split over several lanes.
+target; the sum is written into the lane's bank at the target's rank k. The output side reads M
+through the target map (`SparseMultiplyStage.m_read`, a row of four targets a cycle), adding the
+partial sums of a target that the wrap-around rule split over several lanes.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
+
+from .program import M_READ_LATENCY, MULT_LATENCY
 
 
 
 class WeightDecoder(wiring.Component):
     """Streams one layer's items of one lane out of its weight memory, one per cycle.
 
-    `start` (one cycle, with `layer`) begins layer `layer`: its first item is offered in the next
-    cycle and the rest follow back to back as long as `o_stream.ready` is high.
+    `start` (one cycle) begins layer `layer` (held since the cycle before: the layer's base and count
+    are registered, so the memory address comes from flip-flops): its first item is offered in the
+    next cycle and the rest follow back to back as long as `o_stream.ready` is high.
     `busy` is high while items of the layer remain (including the one offered).
     """
 
@@ -48,8 +51,9 @@ class WeightDecoder(wiring.Component):
         m.submodules.mem = mem = Memory(shape=self._layout, depth=depth, init=self._items)
         rp = mem.read_port()
         max_count = max(self._counts)
-        base = Array(Const(b, range(depth + 1)) for b in self._bases)[self.layer]
-        count = Array(Const(c, range(max_count + 1)) for c in self._counts)[self.layer]
+        base, count = Signal(range(depth + 1)), Signal(range(max_count + 1))
+        m.d.sync += [base.eq(Array(Const(b, range(depth + 1)) for b in self._bases)[self.layer]),
+                     count.eq(Array(Const(c, range(max_count + 1)) for c in self._counts)[self.layer])]
         ptr = Signal(range(depth + 1))
         remaining = Signal(range(max_count + 1))   # items not yet loaded into the output register
         o = self.o_stream
@@ -70,58 +74,100 @@ class WeightDecoder(wiring.Component):
 class MacLane(wiring.Component):
     """One multiplier: items in, target sums out.
 
-    Cycle c: the item is taken and its operand address presented to `op_read` (a synchronous read
-    port); c + 1: product register w * operand; c + 2: accumulate, and on a `last` item write the
-    sum to `m_write` at the lane's target rank k (then k + 1, accumulator cleared). `clear` resets k
-    and the accumulator (at the start of a tile). Always ready: `LATENCY` = 2 cycles item -> write.
+    Cycle c: the item is taken into the address register; c + 1: its operand address (in half `buf`)
+    presented to `op_read` (a synchronous read port); c + 2: operand register (the memory's output
+    does not feed the multiplier directly); c + 3: product register w * operand; c + 4: accumulate,
+    and on a `last` item write the sum to `m_write` at the lane's target rank k in the same half
+    (then k + 1, accumulator cleared). `clear` (the cycle before a tile's first item) sends k back to 0 when it
+    reaches the accumulate stage, so a tile's items may follow the previous tile's back to back:
+    the half travels with each item. Always ready: `LATENCY` = 4 cycles item -> write;
+    `issuing` (out): an item is offered (taken) this cycle.
     """
-    LATENCY = 2
+    LATENCY = 4
 
     def __init__(self, *, item: data.StructLayout, operand_bits: int, acc_bits: int, k_bits: int):
         addr_bits = item.members["addr"].width
         self.acc_bits = acc_bits
+        self.k_bits = k_bits
         super().__init__({
             "i_stream": In(stream.Signature(item)),
+            "buf": In(1),
             "clear": In(1),
-            "op_read": In(ReadPort.Signature(addr_width=addr_bits, shape=signed(operand_bits))),
-            "m_write": In(WritePort.Signature(addr_width=k_bits, shape=signed(acc_bits))),
+            "issuing": Out(1),
+            "op_read": In(ReadPort.Signature(addr_width=addr_bits + 1, shape=signed(operand_bits))),
+            "m_write": In(WritePort.Signature(addr_width=k_bits + 1, shape=signed(acc_bits))),
         })
 
     def elaborate(self, platform):
         m = Module()
         i = self.i_stream
-        m.d.comb += [i.ready.eq(1), self.op_read.addr.eq(i.payload.addr), self.op_read.en.eq(1)]
-        v1, last1 = Signal(), Signal()
-        w1 = Signal.like(i.payload.w)
-        m.d.sync += [v1.eq(i.valid), last1.eq(i.payload.last), w1.eq(i.payload.w)]
-        v2, last2 = Signal(), Signal()
-        p2 = Signal(signed(len(w1) + len(self.op_read.data)))
-        m.d.sync += [v2.eq(v1), last2.eq(last1), p2.eq(w1 * self.op_read.data)]
+        # the item's address goes to the operand memory through a register (not straight from the weight
+        # memory's output)
+        va, lasta, bufa, cleara = Signal(), Signal(), Signal(), Signal()
+        wa, addra = Signal.like(i.payload.w), Signal(len(self.op_read.addr))
+        m.d.comb += i.ready.eq(1)
+        m.d.sync += [va.eq(i.valid), lasta.eq(i.payload.last), wa.eq(i.payload.w), bufa.eq(self.buf),
+                     cleara.eq(self.clear), addra.eq(Cat(i.payload.addr, self.buf))]
+        m.d.comb += [self.op_read.addr.eq(addra), self.op_read.en.eq(1)]
+        v0, last0, buf0, clear0 = Signal(), Signal(), Signal(), Signal()
+        w0 = Signal.like(i.payload.w)
+        m.d.sync += [v0.eq(va), last0.eq(lasta), w0.eq(wa), buf0.eq(bufa), clear0.eq(cleara)]
+        v1, last1, buf1, clear1 = Signal(), Signal(), Signal(), Signal()
+        w1, op1 = Signal.like(w0), Signal.like(self.op_read.data)
+        m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), op1.eq(self.op_read.data), buf1.eq(buf0),
+                     clear1.eq(clear0)]
+        v2, last2, buf2, clear2 = Signal(), Signal(), Signal(), Signal()
+        p2 = Signal(signed(len(w1) + len(op1)))
+        m.d.sync += [v2.eq(v1), last2.eq(last1), p2.eq(w1 * op1), buf2.eq(buf1), clear2.eq(clear1)]
         acc = Signal(signed(self.acc_bits))
-        k = Signal.like(self.m_write.addr)
+        k = Signal(self.k_bits)
         total = Signal(signed(self.acc_bits))
-        m.d.comb += [total.eq(acc + p2), self.m_write.addr.eq(k), self.m_write.data.eq(total)]
-        with m.If(self.clear):
+        m.d.comb += [total.eq(acc + p2), self.m_write.addr.eq(Cat(k, buf2)), self.m_write.data.eq(total),
+                     self.m_write.en.eq(v2 & last2), self.issuing.eq(i.valid)]
+        # in the clear2 cycle the stage holds the previous tile's last item (or none): it is written at k
+        with m.If(clear2):
             m.d.sync += [acc.eq(0), k.eq(0)]
         with m.Elif(v2):
             with m.If(last2):
-                m.d.comb += self.m_write.en.eq(1)
                 m.d.sync += [acc.eq(0), k.eq(k + 1)]
             with m.Else():
                 m.d.sync += acc.eq(total)
         return m
 
 
+def m_read_signature(program) -> wiring.Signature:
+    """The output side's view of the sums: `addr` (a target-map word: MAP_WIDTH consecutive targets)
+    with `en`, from bank half `buf`; `data`: their sums M, `SparseMultiplyStage.READ_LATENCY` cycles
+    later (held while `en` is low)."""
+    from .program import MAP_WIDTH
+    return wiring.Signature({
+        "addr": In(program.map_addr_bits),
+        "en": In(1),
+        "buf": In(1),
+        "data": Out(data.ArrayLayout(signed(program.acc_bits), MAP_WIDTH)),
+    })
+
+
 class SparseMultiplyStage(wiring.Component):
     """Operand memory, `lanes` x (decoder + multiplier + accumulator bank), and the target map.
 
-    * `v_write`: writes the operand memory (V of every input channel, or a linear layer's inputs);
-    * `start` with `layer` (a weighted-layer number): every lane streams that layer's items;
-      `busy` is high while any lane has items left;
-    * `m_read`: M of a target (its global number: the layer's map base + t), two cycles after `addr`
-      (with `en`; while `en` is low the output holds still).
+    Both memories are double-buffered (the top address bit is the half): the input side fills one
+    operand half while the lanes read the other, and the output side reads one bank half while the
+    lanes write the other.
+
+    * `v_write`: writes the operand memory (V of every input channel, or a linear layer's inputs;
+      the address's top bit is the half);
+    * `start` with `layer` (a weighted-layer number, held since the cycle before): every lane streams
+      that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf`
+      (`buf` as it is while the items are offered); `busy` is high while any lane issues an item (the
+      products reach the banks MacLane.LATENCY cycles later);
+    * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
+      map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, the bank addresses
+      in a register, banks, then each lane's masked partial in a register before the adder trees).
+      The bank read ports are transparent to the lanes' writes: a sum written in the cycle the bank
+      is read is the one read.
     """
-    READ_LATENCY = 2
+    READ_LATENCY = 4
 
     def __init__(self, program):
         p = program
@@ -131,12 +177,12 @@ class SparseMultiplyStage(wiring.Component):
         self.item = self._images["items0"].shape
         self.map = self._images["target_map"].shape
         super().__init__({
-            "v_write": Out(WritePort.Signature(addr_width=p.addr_bits, shape=signed(p.operand_bits))),
+            "v_write": Out(WritePort.Signature(addr_width=p.addr_bits + 1, shape=signed(p.operand_bits))),
             "start": In(1),
             "layer": In(range(len(self.weighted))),
+            "buf": In(1),
             "busy": Out(1),
-            "m_read": Out(ReadPort.Signature(addr_width=max(1, (len(p.target_map) - 1).bit_length()),
-                                             shape=signed(p.acc_bits))),
+            "m_read": Out(m_read_signature(p)),
         })
 
     def elaborate(self, platform):
@@ -149,10 +195,16 @@ class SparseMultiplyStage(wiring.Component):
 
         m.submodules.target_map = tmap = images["target_map"].memory()
         map_rp = tmap.read_port()
+        read_buf = Signal()    # the bank half, alongside the map word
         m.d.comb += [map_rp.addr.eq(self.m_read.addr), map_rp.en.eq(self.m_read.en)]
+        with m.If(self.m_read.en):
+            m.d.sync += read_buf.eq(self.m_read.buf)
+        bank_buf = Signal()    # ... alongside the registered bank addresses
+        m.d.sync += bank_buf.eq(read_buf)
+        width = len(map_rp.data)
 
-        busy = []
-        bank_data = []
+        issuing = []
+        sums = [[] for _ in range(width)]
         for lane in range(p.lanes):
             dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
                                 bases=[s.item_base[lane] for s in self.weighted],
@@ -160,23 +212,32 @@ class SparseMultiplyStage(wiring.Component):
             mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits)
             m.submodules[f"decoder{lane}"] = dec
             m.submodules[f"lane{lane}"] = mac
-            m.d.comb += [dec.start.eq(self.start), dec.layer.eq(self.layer), mac.clear.eq(self.start)]
+            m.d.comb += [dec.start.eq(self.start), dec.layer.eq(self.layer), mac.clear.eq(self.start),
+                         mac.buf.eq(self.buf)]
             wiring.connect(m, dec.o_stream, mac.i_stream)
             rp = operands.read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
             m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
             bwp = bank.write_port()
             m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
-            brp = bank.read_port()
-            m.d.comb += [brp.addr.eq(map_rp.data[lane].k), brp.en.eq(1)]
-            present = Signal(name=f"present{lane}")
-            m.d.sync += present.eq(map_rp.data[lane].present)
-            bank_data.append(Mux(present, brp.data, 0))
-            busy.append(dec.busy)
-        m.d.comb += self.busy.eq(Const(0) if not busy else _any(busy))
-
-        m.d.comb += self.m_read.data.eq(_tree_sum(bank_data))
+            for r in range(width):
+                entry = map_rp.data[r][lane]
+                k = Signal.like(entry.k, name=f"k{lane}_{r}")
+                present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
+                m.d.sync += [k.eq(entry.k), present[0].eq(entry.present), present[1].eq(present[0])]
+                brp = bank.read_port(transparent_for=(bwp,))
+                m.d.comb += [brp.addr.eq(Cat(k, bank_buf)), brp.en.eq(1)]
+                partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
+                m.d.sync += partial.eq(Mux(present[1], brp.data, 0))
+                sums[r].append(partial)
+            issuing.append(mac.issuing)
+        m.d.comb += self.busy.eq(_any(issuing))
+        for r in range(width):
+            m.d.comb += self.m_read.data[r].eq(_tree_sum(sums[r]))
         return m
+
+
+assert MacLane.LATENCY == MULT_LATENCY and SparseMultiplyStage.READ_LATENCY == M_READ_LATENCY
 
 
 def _tree_sum(values):

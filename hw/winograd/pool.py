@@ -1,4 +1,4 @@
-"""POOL phases: max-pool layers as a compare-and-keep unit on the activation buffers."""
+"""POOL steps: max-pool layers (those not fused into a Winograd layer) as a compare-and-keep unit."""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
@@ -6,7 +6,6 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from terwin.deployment import MaxPool2d
-from terwin.intmath import unsigned_bits
 
 from .buffers import act_addr_bits
 from .layouts import read_layout, write_layout
@@ -28,7 +27,7 @@ class PoolUnit(wiring.Component):
             "k": In(constants),
             "active": In(1),
             "phase": In(phase),
-            "count": In(unsigned_bits(max(ph.length for ph in program.phases))),
+            "count": In(program.count_bits),
             "phase_end": In(1),
             "read": Out(read_layout(addr_bits=abits)),
             "pixel": In(unsigned(program.act_bits)),

@@ -23,24 +23,33 @@ its own accumulator bank at address k; the *target map* (one entry per target: f
 present and k) tells the output side which bank entries to add to get M[t] (a target without
 nonzero weights reads as 0).
 
-Schedule (a list of phases, each a fixed number of cycles)
------------------------------------------------------------
-For a Winograd layer with T output tiles (ceil(Ho/2) * ceil(Wo/2), row-major):
+Schedule (a list of steps, each a fixed number of cycles)
+----------------------------------------------------------
+Three units work side by side on double-buffered memories: the input side (IN) fills one half of
+the operand memory while the multiply lanes (MULT) read the other half and write one half of their
+accumulator banks, while the output side (OUT) reads the other half of the banks. A step runs up to
+one tile in each unit; its length is the longest of them. For a Winograd layer with T output tiles
+(ceil(Ho/2) * ceil(Wo/2), row-major), step s runs IN(s), MULT(s - 1) and OUT(s - 2):
 
-    IN(0) MULT(0)  IN(1) OUT(0) MULT(1)  ...  IN(T-1) OUT(T-2) MULT(T-1)  DRAIN  OUT(T-1)
+    [IN(0)]  [IN(1) MULT(0)]  [IN(2) MULT(1) OUT(0)]  ...  [MULT(T-1) OUT(T-2)]  [OUT(T-1)]
+
+and tile t uses operand half t % 2 and bank half t % 2.
 
 * IN(t): 16 * C + IN_TAIL cycles: read the 4x4 input tile of every channel (one pixel a cycle,
   zeros outside the map), V = B^T d B, write V into the operand memory;
-* MULT(t): max over lanes of the lane's item count: every lane issues one item a cycle;
-* DRAIN: MULT_LATENCY cycles while the last products reach the accumulator banks (it overlaps the
-  next IN for every tile but the last);
-* OUT(t): 16 * O + OUT_TAIL_W cycles: read M[o] (16 values a channel), Y = A^T M A, requantize and
-  write the 2x2 outputs inside the map.
+* MULT(t): the largest lane item count (`issue`): every lane issues one item a cycle, from the
+  step's first cycle (the decoders are started in the last cycle of the step before, `arm`);
+  its last products reach the banks MULT_LATENCY cycles into the next step, whose OUT reads the
+  banks through read ports transparent to the lanes' writes, so no step waits for them;
+* OUT(t): OUT_START + OUT_READS_W * O + OUT_TAIL_W cycles: read M[o] (one row of 4 targets a cycle),
+  Y = A^T M A, requantize and write the 2x2 outputs inside the map; a 2x2 max-pool (stride 2)
+  after the layer is fused into it (the maximum of the four requantized outputs is written).
 
-A linear layer is one tile: IN (copy the N input activations into the operand memory, N + 1
-cycles), MULT, DRAIN, OUT (O + OUT_TAIL_L cycles; the last layer pushes raw scores into the output
-FIFO). A max-pool layer is one POOL phase of (outputs * k * k + 1) cycles.
-`mac_cycles` of a layer = its MULT and DRAIN cycles.
+A linear layer is one tile in three steps: IN (copy the N input activations into the operand
+memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
+raw scores into the output FIFO). A max-pool layer not fused into a convolution is one POOL step of
+(outputs * k * k + 1) cycles.
+`mac_cycles` of a layer = the cycles in which the lanes issue items: issue per MULT step.
 
 The engine runs a chain: each layer reads the one before it (two ping-pong activation buffers). A
 graph (format version 2: a `source` other than the layer before, a `residual`, a signed map, an
@@ -48,6 +57,7 @@ graph (format version 2: a `source` other than the layer before, a `residual`, a
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,14 +71,26 @@ from terwin.spec import ceil_div
 from ..common.program import MemoryImage, Program, ProgramStage
 
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
-IN_TAIL = 19        # after the last pixel read: read 1, window register 1, transform register 1, 16 operand writes
-MULT_LATENCY = 2    # after the last item issue: operand read 1, product register 1 (bank written at its end)
-OUT_TAIL_W = 12     # after the last M read: map 1, bank 1, window 1, transform 1, 4 outputs through the requantizer (4)
-OUT_TAIL_L = 7      # linear: map 1, bank 1, parameter read 1, requantizer 4
+# Each tail counts the cycles after a unit's last read (its pipeline), so the unit's last write lands in
+# the last cycle of its length; the RTL asserts these against its register stages.
+IN_TAIL = 20        # after the last pixel issue: read address register 1, read 1, window register 1,
+                    # transform 2, 16 operand writes (the first in the cycle the transform's output appears: -1)
+IN_TAIL_L = 3       # linear: read address register 1, read 1, data register 1
+MULT_LATENCY = 4    # after an item's issue: address register 1, operand read 1, operand register 1, product register 1
+                    # (the bank is written at its end)
+M_READ_LATENCY = 4  # output side's sum read: target map 1, bank-address register 1, banks 1, masked-partial
+                    # register 1 (then the adder trees)
+OUT_START = MULT_LATENCY - M_READ_LATENCY + 1   # the output side's first map read: its bank read, M_READ_LATENCY - 2
+                    # cycles later, then sees (through the transparent bank port) the lanes' last write of the tile,
+                    # MULT_LATENCY - 1 cycles into the step
+OUT_READS_W = 4     # cycles per output channel on the output side: M read one row (4 targets) a cycle
+OUT_TAIL_W = 14     # after the last M read: M read 4, window 1, transform 2, the other 3 outputs, requantizer 4
+OUT_TAIL_L = 9      # linear: M read 4, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
+MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
 
-OPS = ("IN_W", "MULT", "DRAIN", "OUT_W", "IN_L", "OUT_L", "POOL")
-OP = {name: i for i, name in enumerate(OPS)}
+# what a step runs: flags of the schedule entry (`layouts.phase_layout`)
+UNITS = ("in_w", "in_l", "mult", "out_w", "out_l", "pool")
 
 
 @dataclass
@@ -85,6 +107,8 @@ class Stage(ProgramStage):
     tiles_y: int = 1
     tiles_x: int = 1
     targets_per_out: int = 1         # 16 (Winograd) or 1 (linear)
+    pool_index: int = -1             # a 2x2 stride-2 max-pool fused into this Winograd layer (its layer index)
+    pool_shape: tuple = ()           # ... and its output shape (what the stage writes)
     issue: int = 0                   # MULT cycles per tile: max lane item count
     nonzero: int = 0                 # nonzero weights (Winograd: nnz(U))
     lane_items: list = field(default_factory=list)    # per lane: list of (w, addr, last)
@@ -102,6 +126,15 @@ class Stage(ProgramStage):
         return self.tiles_y * self.tiles_x
 
     @property
+    def fused(self) -> tuple[int, ...]:
+        return (self.pool_index,) if self.pool_index >= 0 else ()
+
+    @property
+    def written_shape(self) -> tuple[int, int, int]:
+        """The map the stage writes: its layer's output, or the fused pool's."""
+        return tuple(self.pool_shape) if self.pool_index >= 0 else self.out_shape
+
+    @property
     def out_channels(self) -> int:
         return self.out_shape[0]
 
@@ -113,12 +146,23 @@ class Stage(ProgramStage):
 
 @dataclass(frozen=True)
 class Phase:
-    op: int
+    """One step of the schedule: the units it runs (flags `UNITS`), their tiles and buffer halves."""
     stage: int
     length: int
-    ty: int = 0
-    tx: int = 0
-    arm: int = 0     # start the lanes' decoders in this phase's last cycle (the next phase is MULT)
+    in_w: int = 0    # IN of a Winograd layer: tile (in_ty, in_tx) into operand half in_buf
+    in_l: int = 0    # IN of a linear layer
+    mult: int = 0    # the lanes multiply operand half mult_buf into bank half mult_buf
+    out_w: int = 0   # OUT of a Winograd layer: tile (out_ty, out_tx) from bank half out_buf
+    out_l: int = 0   # OUT of a linear layer
+    pool: int = 0    # a max-pool layer
+    in_ty: int = 0
+    in_tx: int = 0
+    out_ty: int = 0
+    out_tx: int = 0
+    in_buf: int = 0
+    mult_buf: int = 0
+    out_buf: int = 0
+    arm: int = 0     # start the lanes' decoders in this step's last cycle (the next step multiplies)
 
 
 @dataclass
@@ -127,7 +171,7 @@ class WinogradProgram(Program):
     phases: list[Phase]
     lanes: int
     items: list                # per lane: list of (w, addr, last) for every layer
-    target_map: list           # per target of every layer: per lane (present, k) of its partial sum
+    target_map: list           # per word (MAP_WIDTH targets) of every layer: per target, per lane (present, k)
     params: list               # {bias, mult, shift} per output channel of every weighted layer
     act_bits: int
     act_depth: int             # depth of each of the two activation buffers
@@ -165,7 +209,7 @@ class WinogradProgram(Program):
 
     def stage_table(self) -> dict[str, list[int]]:
         weighted = [n for n, s in enumerate(self.stages) if s.kind != MaxPool2d.kind]
-        return {
+        table = {
             "src": [s.src for s in self.stages],                    # activation buffer read
             "dst": [max(s.dst, 0) for s in self.stages],            # activation buffer written
             "to_scores": [s.raw for s in self.stages],              # writes raw scores to the output FIFO
@@ -173,12 +217,24 @@ class WinogradProgram(Program):
             "map_base": [s.map_base for s in self.stages],          # first target-map entry
             "param_base": [s.param_base for s in self.stages],      # first requantization constants
         }
+        if any(s.pool_index >= 0 for s in self.stages):
+            table["pool_fused"] = [int(s.pool_index >= 0) for s in self.stages]   # writes the 2x2 maximum
+        return table
 
     def phase_widths(self) -> dict[str, int]:
         """Field widths of a schedule entry (`layouts.phase_layout`)."""
-        return {"op_bits": unsigned_bits(len(OPS) - 1), "stage_bits": unsigned_bits(len(self.stages) - 1),
+        return {"stage_bits": unsigned_bits(len(self.stages) - 1),
                 "length_bits": unsigned_bits(max(ph.length for ph in self.phases)),
                 "tile_bits": unsigned_bits(max(max(s.tiles_y, s.tiles_x) for s in self.stages))}
+
+    @property
+    def count_bits(self) -> int:
+        """Width of the cycle counter within a step."""
+        return unsigned_bits(max(ph.length for ph in self.phases))
+
+    @property
+    def map_addr_bits(self) -> int:
+        return unsigned_bits(len(self.target_map) - 1)
 
     def memories(self) -> list[MemoryImage]:
         # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
@@ -188,19 +244,19 @@ class WinogradProgram(Program):
         from . import layouts
         item = layouts.item_layout(weight_bits=self.weight_bits, addr_bits=self.addr_bits)
         return [
-            MemoryImage("schedule", layouts.phase_layout(**self.phase_widths()), len(self.phases) + 1,
-                        [{"op": ph.op, "stage": ph.stage, "length": ph.length, "ty": ph.ty, "tx": ph.tx,
-                          "arm": ph.arm} for ph in self.phases]),
+            MemoryImage("schedule", layouts.phase_layout(**self.phase_widths()), len(self.phases) + 2,
+                        [dataclasses.asdict(ph) for ph in self.phases]),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
             *(MemoryImage(f"items{lane}", item, max(1, len(items)),
                           [{"w": w, "addr": a, "last": last} for w, a, last in items])
               for lane, items in enumerate(self.items)),
-            MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits),
+            MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
                         len(self.target_map),
-                        [[{"present": a, "k": k} for a, k in entry] for entry in self.target_map]),
-            MemoryImage("operands", signed(self.operand_bits), self.operand_depth),
-            *(MemoryImage(f"bank{lane}", signed(self.acc_bits), self.bank_depth) for lane in range(self.lanes)),
+                        [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]),
+            # double-buffered: the address's top bit is the half (the tile's parity)
+            MemoryImage("operands", signed(self.operand_bits), 2 << self.addr_bits),
+            *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits) for lane in range(self.lanes)),
             *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
             # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
             # which its depth-2 form cannot (see `top.py`), hence at least 3
@@ -292,6 +348,54 @@ def _refuse_graph_features(dep: Deployment) -> None:
         previous = layer.name
 
 
+def _fusable_pool(stages: list, layer) -> bool:
+    """A max-pool the Winograd layer before it writes directly: kernel = stride = the output tile (2)."""
+    if not isinstance(layer, MaxPool2d) or not stages:
+        return False
+    prev = stages[-1]
+    return (prev.kind == WinogradConv2d.kind and prev.pool_index < 0 and layer.kernel == layer.stride == 2
+            and prev.out_shape[1] >= 2 and prev.out_shape[2] >= 2)
+
+
+def unit_lengths(s: Stage) -> dict[str, int]:
+    """Cycles each unit needs for one tile of stage `s`."""
+    if s.kind == MaxPool2d.kind:
+        c, ho, wo = s.out_shape
+        return {"pool": c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL}
+    if s.kind == Linear.kind:
+        return {"in": int(np.prod(s.in_shape)) + IN_TAIL_L, "mult": s.issue,
+                "out": OUT_START + s.out_channels + OUT_TAIL_L}
+    return {"in": 16 * s.in_shape[0] + IN_TAIL, "mult": s.issue,
+            "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W}
+
+
+def _stage_steps(n: int, s: Stage) -> list[Phase]:
+    """The steps of stage n: IN(t), MULT(t - 1), OUT(t - 2) side by side (module docstring)."""
+    lengths = unit_lengths(s)
+    if s.kind == MaxPool2d.kind:
+        return [Phase(n, lengths["pool"], pool=1)]
+    linear = s.kind == Linear.kind
+    coords = [(0, 0)] if linear else [(ty, tx) for ty in range(s.tiles_y) for tx in range(s.tiles_x)]
+    tiles = len(coords)
+    steps = []
+    for step in range(tiles + 2):
+        t_in, t_mult, t_out = step, step - 1, step - 2
+        fields, length = {}, 0
+        if t_in < tiles:
+            fields.update({"in_l" if linear else "in_w": 1, "in_ty": coords[t_in][0], "in_tx": coords[t_in][1],
+                           "in_buf": t_in % 2, "arm": 1})
+            length = max(length, lengths["in"])
+        if 0 <= t_mult < tiles:
+            fields.update({"mult": 1, "mult_buf": t_mult % 2})
+            length = max(length, lengths["mult"])
+        if 0 <= t_out < tiles:
+            fields.update({"out_l" if linear else "out_w": 1, "out_ty": coords[t_out][0],
+                           "out_tx": coords[t_out][1], "out_buf": t_out % 2})
+            length = max(length, lengths["out"])
+        steps.append(Phase(n, length, **fields))
+    return steps
+
+
 def compile_program(dep: Deployment) -> WinogradProgram:
     """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
     spec = dep.spec
@@ -323,6 +427,10 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         if last and layer.relu:
             raise TerwinError(f"layer {layer.name}: the Winograd engine's last layer outputs raw class scores; "
                               f"it cannot end in a ReLU")
+        if _fusable_pool(stages, layer):
+            # a 2x2 stride-2 max-pool after a Winograd layer: one output per 2x2 output tile, written by it
+            stages[-1].pool_index, stages[-1].pool_shape = i, tuple(layer.out_shape)
+            continue
         raw = last
         s = Stage(index=i, name=layer.name, kind=kind, in_shape=tuple(layer.in_shape),
                   out_shape=tuple(layer.out_shape), src=cur, dst=-1 if raw else 1 - cur, raw=raw)
@@ -365,45 +473,21 @@ def compile_program(dep: Deployment) -> WinogradProgram:
             items[l].extend(s.lane_items[l])
         s.map_base = len(target_map)
         n_targets = s.out_channels * s.targets_per_out
-        entries = [[(0, 0)] * lanes for _ in range(n_targets)]
+        entries = [[(0, 0)] * lanes for _ in range(ceil_div(n_targets, MAP_WIDTH) * MAP_WIDTH)]
         for l, targets in enumerate(s.lane_targets):
             for k, t in enumerate(targets):
                 entries[t][l] = (1, k)
-        target_map.extend(entries)
+        target_map.extend(entries[w:w + MAP_WIDTH] for w in range(0, len(entries), MAP_WIDTH))
         s.param_base = len(params)
         for o in range(s.out_channels):
             params.append({"bias": int(layer.bias[o]),
                            "mult": int(layer.multiplier[o]) if not s.raw else 0,
                            "shift": int(layer.shift[o]) if not s.raw else 1})
 
-    phases: list[Phase] = []
-    for n, s in enumerate(stages):
-        if s.kind == MaxPool2d.kind:
-            c, ho, wo = s.out_shape
-            phases.append(Phase(OP["POOL"], n, c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL))
-            continue
-        if s.kind == Linear.kind:
-            n_in = int(np.prod(s.in_shape))
-            phases += [Phase(OP["IN_L"], n, n_in + 1, arm=1), Phase(OP["MULT"], n, s.issue),
-                       Phase(OP["DRAIN"], n, MULT_LATENCY), Phase(OP["OUT_L"], n, s.out_channels + OUT_TAIL_L)]
-            continue
-        c_in = s.in_shape[0]
-        in_len = 16 * c_in + IN_TAIL
-        out_len = 16 * s.out_channels + OUT_TAIL_W
-        coords = [(ty, tx) for ty in range(s.tiles_y) for tx in range(s.tiles_x)]
-        for t, (ty, tx) in enumerate(coords):
-            if t == 0:
-                phases.append(Phase(OP["IN_W"], n, in_len, ty, tx, arm=1))
-            else:
-                phases.append(Phase(OP["IN_W"], n, in_len, ty, tx))
-                pty, ptx = coords[t - 1]
-                phases.append(Phase(OP["OUT_W"], n, out_len, pty, ptx, arm=1))
-            phases.append(Phase(OP["MULT"], n, s.issue, ty, tx))
-        phases.append(Phase(OP["DRAIN"], n, MULT_LATENCY))
-        phases.append(Phase(OP["OUT_W"], n, out_len, *coords[-1]))
+    phases = [ph for n, s in enumerate(stages) for ph in _stage_steps(n, s)]
 
     weighted = [s for s in stages if s.kind != MaxPool2d.kind]
-    act_sizes = [int(np.prod(dep.input_shape))] + [int(np.prod(s.out_shape)) for s in stages if not s.raw]
+    act_sizes = [int(np.prod(dep.input_shape))] + [int(np.prod(s.written_shape)) for s in stages if not s.raw]
     operand_depth = max(16 * s.in_shape[0] if s.kind == WinogradConv2d.kind else int(np.prod(s.in_shape))
                         for s in weighted)
     operand_max = max(s.operand_max for s in weighted)
@@ -427,5 +511,6 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)))
 
 
-__all__ = ["WinogradProgram", "Stage", "Phase", "OPS", "OP", "compile_program", "encode_layer", "decode_lane_items",
-           "IN_TAIL", "MULT_LATENCY", "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL"]
+__all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
+           "unit_lengths", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
+           "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]

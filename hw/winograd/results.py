@@ -1,23 +1,25 @@
-"""OUT_W / OUT_L phases: the multiply stage's sums -> outputs -> the next buffer or the scores."""
+"""OUT_W / OUT_L: the multiply stage's sums -> outputs -> the next buffer or the scores."""
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
-from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from terwin.deployment import Linear, WinogradConv2d
-from terwin.intmath import unsigned_bits
 
 from ..common.control import delayed
 from ..common.requant import Requantizer
 from .buffers import act_addr_bits
 from .layouts import write_layout
-from .program import OUT_TAIL_L, OUT_TAIL_W
+from .mult import m_read_signature
+from .program import M_READ_LATENCY, MAP_WIDTH, OUT_READS_W, OUT_START, OUT_TAIL_L, OUT_TAIL_W
 from .transform import OutputTransform
 
-assert OUT_TAIL_L == 2 + 1 + Requantizer.LATENCY       # M read 2, parameter read 1, requantizer
-assert OUT_TAIL_W == 2 + 1 + 1 + 4 + Requantizer.LATENCY  # M read 2, window 1, transform 1, 4 outputs
+assert OUT_TAIL_L == M_READ_LATENCY + 1 + Requantizer.LATENCY          # M read, select register, requantizer
+assert OUT_TAIL_W == M_READ_LATENCY + 1 + OutputTransform.LATENCY + 3 + Requantizer.LATENCY  # M read, window,
+# transform, 3 more outputs
+# a row of the 4x4 M tile a read, and the 4 outputs of a channel leave in the 4 cycles its rows take
+assert MAP_WIDTH == 4 and OUT_READS_W == 16 // MAP_WIDTH
 
 
 def _outputs(program) -> int:
@@ -25,13 +27,15 @@ def _outputs(program) -> int:
 
 
 class ResultReader(wiring.Component):
-    """Reads the layer's sums M (`m_read`: target `k.map_base + count`, two cycles later) and turns
-    them into outputs, one a cycle, for the requantizer.
+    """Reads the layer's sums M from bank half `phase.out_buf` (`m_read`: a row of 4 targets a cycle,
+    two cycles later) and turns them into outputs, one a cycle, for the requantizer.
 
-    * OUT_W (`out_window`): M of an output channel fills a 4x4 window (16 reads); the full window
-      goes through the `OutputTransform` (Y = A^T M A) and its 2x2 outputs leave one a cycle, with
-      their place in the output map (`dest`) and whether it is inside the map (`inside`: a partial
-      tile's outputs beyond the map edge are dropped);
+    * OUT_W (`out_window`): M of an output channel fills a 4x4 window (4 reads, one a row); the full
+      window goes through the `OutputTransform` (Y = A^T M A) and its 2x2 outputs (tile `phase.out_ty`,
+      `phase.out_tx`) leave one a cycle (`quad`: which), with their place in the output map (`dest`)
+      and whether it is inside the map (`inside`: a partial tile's outputs beyond the map edge are
+      dropped); with a fused 2x2 max-pool (`k.pool_fused`), `dest` and `inside` are those of the
+      tile's one pooled output;
     * OUT_L (`out_linear`): each target is one output, `dest` its channel.
 
     `param_index` with `param_en` (out): the output channel whose requantization constants to read
@@ -46,13 +50,13 @@ class ResultReader(wiring.Component):
             "out_window": In(1),
             "out_linear": In(1),
             "phase": In(phase),
-            "count": In(unsigned_bits(max(ph.length for ph in program.phases))),
-            "m_read": In(ReadPort.Signature(addr_width=max(1, (len(program.target_map) - 1).bit_length()),
-                                            shape=signed(program.acc_bits))),
+            "count": In(program.count_bits),
+            "m_read": In(m_read_signature(program)),
             "param_index": Out(range(_outputs(program))),
             "param_en": Out(1),
             "y_valid": Out(1),
             "y": Out(signed(program.y_bits)),
+            "quad": Out(2),
             "dest": Out(abits + 1),
             "inside": Out(1),
         })
@@ -62,56 +66,71 @@ class ResultReader(wiring.Component):
         p, count, stage = self._program, self.count, self.phase.stage
         m.submodules.out_xform = xform = OutputTransform(acc_bits=p.acc_bits, y_bits=p.y_bits, m=p.spec.winograd_tile)
         reading = Signal()
-        m.d.comb += [self.m_read.addr.eq(self.k.map_base + count), self.m_read.en.eq(reading)]
+        # the reads start OUT_START cycles into the step (the lanes' last write of the tile lands then)
+        index = Signal(len(count))
+        m.d.comb += index.eq(count - OUT_START)
+        m.d.comb += [self.m_read.addr.eq(self.k.map_base + Mux(self.out_linear, index[2:], index)),
+                     self.m_read.en.eq(reading), self.m_read.buf.eq(self.phase.out_buf)]
         for n, s in enumerate(p.stages):
             if s.kind == WinogradConv2d.kind:
                 with m.If(self.out_window & (stage == n)):
-                    m.d.comb += reading.eq(count < 16 * s.out_channels)
+                    m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + OUT_READS_W * s.out_channels))
             elif s.kind == Linear.kind:
                 with m.If(self.out_linear & (stage == n)):
-                    m.d.comb += reading.eq(count < s.out_channels)
-        # tags along the two-cycle M read: valid, target, linear
-        tag = Signal(range(16 * max(s.out_channels for s in p.stages) + 1))
-        m_valid, m_target, m_linear = (delayed(m, v, 2, name=f"m_{name}") for v, name in
-                                       ((reading, "valid"), (count, "target"), (self.out_linear, "linear")))
-        m.d.comb += tag.eq(m_target)
+                    m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + s.out_channels))
+        # tags along the M read: valid, the read (Winograd: channel * 4 + row; linear: target), linear
+        tag = Signal(range(max(OUT_READS_W, 1) * max(s.out_channels for s in p.stages) + 1))
+        m_valid, m_target, m_linear = (delayed(m, v, M_READ_LATENCY, name=f"m_{name}") for v, name in
+                                       ((reading, "valid"), (index, "target"), (self.out_linear, "linear")))
         m_val = self.m_read.data
-        window = [Signal(signed(p.acc_bits), name=f"mwin{i}") for i in range(16)]
+        m.d.comb += tag.eq(m_target)
+        window = [[Signal(signed(p.acc_bits), name=f"mwin{i}_{j}") for j in range(4)] for i in range(4)]
         with m.If(m_valid & ~m_linear):
-            with m.Switch(tag[0:4]):
-                for i in range(16):
+            with m.Switch(tag[0:2]):
+                for i in range(4):
                     with m.Case(i):
-                        m.d.sync += window[i].eq(m_val)
+                        m.d.sync += [window[i][j].eq(m_val[j]) for j in range(4)]
         feed_window = Signal()
         channel = Signal(range(_outputs(p)))
-        m.d.sync += [feed_window.eq(m_valid & ~m_linear & (tag[0:4] == 15)), channel.eq(tag[4:])]
+        m.d.sync += [feed_window.eq(m_valid & ~m_linear & (tag[0:2] == 3)), channel.eq(tag[2:])]
         m.d.comb += xform.i_stream.valid.eq(feed_window)
         for i in range(4):
             for j in range(4):
-                m.d.comb += xform.i_stream.payload[i][j].eq(window[i * 4 + j])
-        # the constants: read when a channel's M is complete, held while its outputs are requantized
+                m.d.comb += xform.i_stream.payload[i][j].eq(window[i][j])
+        # the constants: read the cycle before a channel's first output leaves the transform, held while its
+        # outputs are requantized
         feed_linear = m_valid & m_linear
+        param_window = delayed(m, feed_window, OutputTransform.LATENCY - 1, name="param_window")
+        param_channel = delayed(m, channel, OutputTransform.LATENCY - 1, name="param_channel")
         held = Signal(range(_outputs(p)))
-        m.d.comb += [self.param_index.eq(Mux(feed_window, channel, tag)), self.param_en.eq(feed_window | feed_linear)]
+        m.d.comb += [self.param_index.eq(Mux(param_window, param_channel, tag)),
+                     self.param_en.eq(param_window | feed_linear)]
         with m.If(self.param_en):
             m.d.sync += held.eq(self.param_index)
         linear_val, linear_valid = Signal(signed(p.acc_bits)), Signal()
-        m.d.sync += [linear_val.eq(m_val), linear_valid.eq(feed_linear)]
+        m.d.sync += [linear_val.eq(m_val[tag[0:2]]), linear_valid.eq(feed_linear)]
 
         # serializer over the 2x2 output tile, straight from the output transform's register
         y_idx = Signal(2)
         y_flat = Array(xform.o_stream.payload[i][j] for i in range(2) for j in range(2))
         with m.If(xform.o_stream.valid):
-            m.d.comb += [self.y_valid.eq(1), self.y.eq(y_flat[y_idx]), xform.o_stream.ready.eq(y_idx == 3)]
+            m.d.comb += [self.y_valid.eq(1), self.y.eq(y_flat[y_idx]), xform.o_stream.ready.eq(y_idx == 3),
+                         self.quad.eq(y_idx)]
             m.d.sync += y_idx.eq(y_idx + 1)
+            ty, tx = self.phase.out_ty, self.phase.out_tx
             for n, s in enumerate(p.stages):
                 if s.kind != WinogradConv2d.kind:
                     continue
-                _, ho, wo = s.out_shape
-                oy = Signal(range(2 * s.tiles_y + 2), name=f"oy_{s.name}")
-                ox = Signal(range(2 * s.tiles_x + 2), name=f"ox_{s.name}")
                 with m.If(stage == n):
-                    m.d.comb += [oy.eq(self.phase.ty * 2 + y_idx[1]), ox.eq(self.phase.tx * 2 + y_idx[0]),
+                    if s.pool_index >= 0:     # the fused pool's output (ty, tx): a whole tile inside the map
+                        _, hp, wp = s.pool_shape
+                        m.d.comb += [self.inside.eq((ty < hp) & (tx < wp)),
+                                     self.dest.eq(held * (hp * wp) + ty * wp + tx)]
+                        continue
+                    _, ho, wo = s.out_shape
+                    oy = Signal(range(2 * s.tiles_y + 2), name=f"oy_{s.name}")
+                    ox = Signal(range(2 * s.tiles_x + 2), name=f"ox_{s.name}")
+                    m.d.comb += [oy.eq(ty * 2 + y_idx[1]), ox.eq(tx * 2 + y_idx[0]),
                                  self.inside.eq((oy < ho) & (ox < wo)), self.dest.eq(held * (ho * wo) + oy * wo + ox)]
         with m.Elif(linear_valid):
             m.d.comb += [self.y_valid.eq(1), self.y.eq(linear_val), self.inside.eq(1), self.dest.eq(held)]
@@ -120,7 +139,9 @@ class ResultReader(wiring.Component):
 
 class ResultWriter(wiring.Component):
     """Requantizes the outputs of `ResultReader` and writes them: activations into the buffer
-    `k.dst`, or (the last layer, `k.to_scores`) raw scores acc + bias to `score`.
+    `k.dst`, or (the last layer, `k.to_scores`) raw scores acc + bias to `score`. With a fused 2x2
+    max-pool (`k.pool_fused`) it keeps the largest of a tile's four requantized outputs (`quad` 0..3)
+    and writes it with the fourth.
 
     `param_index`/`param_en` (in): read constants `k.param_base + param_index` (held otherwise);
     `y_valid`, `y`, `dest`, `inside` (in): an output; `write` (out): the activation write;
@@ -136,6 +157,7 @@ class ResultWriter(wiring.Component):
             "param_en": In(1),
             "y_valid": In(1),
             "y": In(signed(program.y_bits)),
+            "quad": In(2),
             "dest": In(abits + 1),
             "inside": In(1),
             "write": Out(write_layout(addr_bits=abits, act_bits=program.act_bits)),
@@ -155,10 +177,19 @@ class ResultWriter(wiring.Component):
                      rq.i_mult.eq(param.data.mult), rq.i_shift.eq(param.data.shift)]
         dest = delayed(m, self.dest, Requantizer.LATENCY, name="rq_dest")
         inside = delayed(m, self.inside, Requantizer.LATENCY, name="rq_inside")
+        act, last_of_tile = rq.o_act, Const(1)
+        if any(s.pool_index >= 0 for s in p.stages):
+            quad = delayed(m, self.quad, Requantizer.LATENCY, name="rq_quad")
+            kept, best = Signal.like(rq.o_act), Signal.like(rq.o_act)
+            m.d.comb += best.eq(Mux((quad == 0) | (rq.o_act > kept), rq.o_act, kept))
+            with m.If(rq.o_valid):
+                m.d.sync += kept.eq(best)
+            act = Mux(k.pool_fused, best, rq.o_act)
+            last_of_tile = ~k.pool_fused | (quad == 3)
         with m.If(rq.o_valid & inside):
             with m.If(k.to_scores):
                 m.d.comb += [self.score_valid.eq(1), self.score.eq(rq.o_score)]
-            with m.Else():
-                m.d.comb += [self.write.en.eq(1), self.write.addr.eq(dest), self.write.data.eq(rq.o_act),
+            with m.Elif(last_of_tile):
+                m.d.comb += [self.write.en.eq(1), self.write.addr.eq(dest), self.write.data.eq(act),
                              self.write.dst.eq(k.dst)]
         return m

@@ -1,19 +1,20 @@
 """`WinogradAccelerator`: runs a whole Winograd `Deployment` from on-chip memories.
 
 Ports: `terwin.hw.common.ports.accelerator_signature`, the same as the ternary top (docs/hardware.md);
-`layer_mac_cycles` counts the cycles of the multiply stage (MULT + DRAIN phases).
+`layer_mac_cycles` counts the cycles in which the multiplier lanes issue items.
 
 Built from the `WinogradProgram` (`terwin.hw.winograd.program`) that the cycle model
-(`terwin.hw.winograd.cycles`) reads too: its schedule of fixed-length phases drives a set of
-stage components (see docs/winograd-hardware.md):
+(`terwin.hw.winograd.cycles`) reads too: its schedule of fixed-length steps drives a set of
+stage components (see docs/winograd-hardware.md); a step runs the input side, the lanes and the
+output side side by side on double-buffered operands and sums:
 
     ImageLoader -> ActivationBuffers --pixel--> OperandLoader (IN_W: 4x4 window, B^T d B; IN_L: copy)
                         ^    |                        | operand memory
-                        |    +--> PoolUnit (POOL)     v
-                        |                     SparseMultiplyStage (MULT, DRAIN: decoders + multipliers)
-                        |                             | accumulator banks, target map
+                        |    +--> PoolUnit (POOL)     v  (2 halves)
+                        |                     SparseMultiplyStage (MULT: decoders + multipliers)
+                        |                             | accumulator banks (2 halves), target map
                         +---- ResultWriter <---- ResultReader (OUT_W: A^T M A; OUT_L)
-                              (requantizer)  --> score FIFO --> o_stream (the last layer's raw scores)
+                        (requantizer, fused max-pool) --> score FIFO --> o_stream (the last layer's raw scores)
 
 The controller here: LOAD (the image comes in) -> RUN (the `PhaseSequencer` walks the schedule) ->
 FLUSH (the last scores leave the FIFO) -> LOAD.
@@ -31,7 +32,7 @@ from .buffers import ActivationBuffers, ImageLoader
 from .mult import SparseMultiplyStage
 from .operands import OperandLoader
 from .pool import PoolUnit
-from .program import OP, compile_program
+from .program import compile_program
 from .results import ResultReader, ResultWriter
 from .schedule import PhaseSequencer
 
@@ -66,7 +67,7 @@ class WinogradAccelerator(wiring.Component):
         if any(s.kind == MaxPool2d.kind for s in p.stages):
             m.submodules.pool = pool = PoolUnit(p, phase=phases, constants=kk)
             units.append(pool)
-            m.d.comb += [pool.active.eq(running & (phase.op == OP["POOL"])), pool.pixel.eq(buffers.pixel)]
+            m.d.comb += [pool.active.eq(running & phase.pool), pool.pixel.eq(buffers.pixel)]
         else:
             pool = None
         # the writer pushes every score without looking at w_rdy, so the FIFO must take them all back to
@@ -78,7 +79,7 @@ class WinogradAccelerator(wiring.Component):
         # the schedule and what each phase starts
         m.d.comb += [seq.start.eq(loader.done), seq.run.eq(running), consts.stage.eq(phase.stage),
                      mult.start.eq(seq.phase_end & phase.arm),   # the decoders start a cycle before MULT
-                     mult.layer.eq(k.weighted_layer)]
+                     mult.layer.eq(k.weighted_layer), mult.buf.eq(phase.mult_buf)]
         for unit in units:
             m.d.comb += [unit.phase.eq(phase), unit.count.eq(seq.count)]
         for unit in (operands, pool):
@@ -89,7 +90,7 @@ class WinogradAccelerator(wiring.Component):
                 m.d.comb += unit.k.eq(k)
         m.d.comb += [
             counters.stage.eq(phase.stage), counters.clear.eq(loader.done), counters.count.eq(running),
-            counters.mac.eq(running & ((phase.op == OP["MULT"]) | (phase.op == OP["DRAIN"]))),
+            counters.mac.eq(running & mult.busy),
             counters.layer_sel.eq(self.layer_sel), self.layer_cycles.eq(counters.layer_cycles),
             self.layer_mac_cycles.eq(counters.layer_mac_cycles), self.cycles.eq(counters.cycles),
             self.busy.eq(state != LOAD),
@@ -103,14 +104,13 @@ class WinogradAccelerator(wiring.Component):
         reads = operands.read.as_value() | (pool.read.as_value() if pool is not None else 0)
         m.d.comb += [
             loader.active.eq(state == LOAD),
-            operands.in_window.eq(running & (phase.op == OP["IN_W"])),
-            operands.in_linear.eq(running & (phase.op == OP["IN_L"])),
-            reader.out_window.eq(running & (phase.op == OP["OUT_W"])),
-            reader.out_linear.eq(running & (phase.op == OP["OUT_L"])),
+            operands.in_window.eq(running & phase.in_w), operands.in_linear.eq(running & phase.in_l),
+            reader.out_window.eq(running & phase.out_w), reader.out_linear.eq(running & phase.out_l),
             buffers.src.eq(k.src), buffers.read.eq(reads), operands.pixel.eq(buffers.pixel),
             buffers.write.eq(writer.write if pool is None else Mux(pool.write.en, pool.write, writer.write)),
             writer.param_index.eq(reader.param_index), writer.param_en.eq(reader.param_en),
-            writer.y_valid.eq(reader.y_valid), writer.y.eq(reader.y), writer.dest.eq(reader.dest),
+            writer.y_valid.eq(reader.y_valid), writer.y.eq(reader.y), writer.quad.eq(reader.quad),
+            writer.dest.eq(reader.dest),
             writer.inside.eq(reader.inside),
             sfifo.w_en.eq(writer.score_valid), sfifo.w_data.eq(writer.score),
             self.o_stream.valid.eq(sfifo.r_rdy), self.o_stream.payload.eq(sfifo.r_data.as_signed()),
