@@ -54,6 +54,8 @@ POINTS = [
 TARGET_MHZ = {"ice40": 40.5, "ecp5": 90.0}
 DOC_BEGIN, DOC_END = "<!-- calibration tables: benchmarks/calibrate_resources.py --markdown -->", \
     "<!-- end of calibration tables -->"
+BOARDS_BEGIN, BOARDS_END = "<!-- held-out summary: benchmarks/calibrate_resources.py --markdown -->", \
+    "<!-- end of held-out summary -->"
 SYNTHETIC_TOPOLOGY = (("conv2d", 16), ("conv2d", 32), ("maxpool2d", 2), ("conv2d", 32), ("maxpool2d", 2),
                       ("linear", 10))
 WINOGRAD_TOPOLOGY = (("winograd_conv2d", 16), ("winograd_conv2d", 32), ("maxpool2d", 2),
@@ -211,6 +213,11 @@ def main():
         text = doc.read_text()
         begin, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
         doc.write_text(text[:begin] + "\n" + tables + "\n" + text[end:])
+        summary = tables[tables.index("| family | engine |"):]   # the fit table, also in docs/boards.md
+        doc = ROOT / "docs" / "boards.md"
+        text = doc.read_text()
+        begin, end = text.index(BOARDS_BEGIN) + len(BOARDS_BEGIN), text.index(BOARDS_END)
+        doc.write_text(text[:begin] + "\n" + summary + "\n" + text[end:])
         print(tables)
 
 

@@ -120,12 +120,12 @@ def test_prediction_reads_the_coefficients():
 # -- the front ---------------------------------------------------------------------------------------------
 
 def test_pareto_front_on_hand_made_points():
-    rows = [dict(images_per_s=100, luts=1000, brams=10, dsps=1),   # front: the cheapest
-            dict(images_per_s=200, luts=2000, brams=10, dsps=1),   # front
-            dict(images_per_s=150, luts=2500, brams=10, dsps=1),   # dominated by the one above
-            dict(images_per_s=200, luts=2000, brams=12, dsps=1),   # dominated: same speed, more BRAM
-            dict(images_per_s=150, luts=1500, brams=4, dsps=1),    # front: fewest BRAMs
-            dict(images_per_s=300, luts=9000, brams=30, dsps=4)]   # front: the fastest
+    rows = [dict(images_per_s=100, logic_cells=1000, brams=10, dsps=1),   # front: the cheapest
+            dict(images_per_s=200, logic_cells=2000, brams=10, dsps=1),   # front
+            dict(images_per_s=150, logic_cells=2500, brams=10, dsps=1),   # dominated by the one above
+            dict(images_per_s=200, logic_cells=2000, brams=12, dsps=1),   # dominated: same speed, more BRAM
+            dict(images_per_s=150, logic_cells=1500, brams=4, dsps=1),    # front: fewest BRAMs
+            dict(images_per_s=300, logic_cells=9000, brams=30, dsps=4)]   # front: the fastest
     assert sweep.pareto_front(rows) == [True, True, False, False, True, True]
     assert sweep.pareto_front([rows[0], dict(rows[0])]) == [True, True]   # equal points dominate neither
 

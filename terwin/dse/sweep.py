@@ -15,7 +15,7 @@ scored by
 images/s = predicted fmax / cycles per image. A point fits when its logic cells, block RAMs and DSPs
 are within the board's device. The best point maximises the objective among the points that fit;
 the Pareto front is the set of fitting points that no other fitting point beats on images/s and on
-every resource (LUTs, block RAMs, DSPs) at once.
+every resource (logic cells — the LUTs on the ECP5 —, block RAMs, DSPs) at once.
 
 What a point may vary depends on the input:
 
@@ -60,7 +60,7 @@ DEFAULT_AXES = {
 }
 NETWORK_AXES = {"act_bits": (4, 6, 8)}   # a network description's weights are drawn per point
 MAX_POINTS = 4096
-RESOURCE_AXES = ("luts", "brams", "dsps")
+RESOURCE_AXES = ("logic_cells", "brams", "dsps")   # logic cells: = LUTs on the ECP5, LUT+FF+carry on the iCE40
 
 
 def retarget(dep: Deployment, spec: HardwareSpec) -> Deployment:
@@ -326,7 +326,7 @@ def format_table(result: dict) -> str:
     rows = [p for p in result["points"] if p.get("pareto")]
     rows.sort(key=lambda p: -p["predicted"]["images_per_s"])
     head = f"{'spec':<28}{'cycles':>9}{'fmax MHz':>10}{'images/s':>12}{'LUTs':>8}{'LCs':>8}{'BRAM':>6}{'DSP':>5}"
-    lines = [f"Pareto front (images/s vs LUTs, BRAM, DSP) of {len(result['points'])} points on "
+    lines = [f"Pareto front (images/s vs logic cells, BRAM, DSP) of {len(result['points'])} points on "
              f"{result['board']}, predicted:", head]
     best = result["best"]
     for p in rows:
@@ -363,6 +363,7 @@ def plot(result: dict, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (the axis formatters below)
 
     cap = resources.board_capacity(result["board"])
     pts = [p for p in result["points"] if "predicted" in p]
@@ -383,9 +384,12 @@ def plot(result: dict, path) -> None:
                 ax.scatter([b["built"][key]], [b["built"]["images_per_s"]], marker="D", s=60, c="k",
                            label="best (built)", zorder=6)
         ax.axvline(cap[key], color="k", ls="--", lw=0.8, label=f"{result['board']} limit")
-        ax.set_xlabel({"luts": "LUTs (predicted)", "brams": "block RAMs", "dsps": "DSPs"}[key])
+        ax.set_xlabel({"logic_cells": "logic cells (ECP5: LUTs), predicted", "brams": "block RAMs",
+                       "dsps": "DSPs"}[key])
         ax.set_ylabel("images/s (predicted fmax)")
-        ax.set_xscale("log" if key == "luts" else "linear")
+        if key == "logic_cells":
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axs[0].legend(fontsize=7)
