@@ -134,10 +134,12 @@ REGRESSOR_FUNCTIONS = {
     "pe_bits": lambda f, fam: _lanes(f) * (_spec(f)["act_bits"] + 1),
     # accumulators and their shadow registers: pe_rows sums of acc_bits
     "acc_bits": lambda f, fam: _spec(f)["pe_rows"] * f["program"].get("acc_bits", 0),
-    # memories in LUTs, estimated: a ROM mapped to logic takes about a LUT4 per 16 bits (the lane map,
-    # the output-group table, the weight words of a small model on a wide array); an ECP5 distributed
-    # RAM cell (16 x 4) takes 4 LUT4s in RAM mode (small activation banks, the score memory)
-    "memory_luts": lambda f, fam: mapped(f, fam, "logic") / 16 + 4 * mapped(f, fam, "distributed"),
+    # memories in LUTs, estimated from the memory mapping: a memory mapped to logic, about a LUT4 per 16
+    # bits (the lane map, the output-group table, the weight words of a small model on a wide array)...
+    "logic_mem_luts": lambda f, fam: mapped(f, fam, "logic") / 16,
+    # ... an ECP5 distributed RAM cell (16 x 4), 4 LUT4s in RAM mode (activation banks of 128 words or
+    # fewer, 4-bit banks of 256, the score memory); its read and write multiplexers come on top
+    "distributed_luts": lambda f, fam: 4 * mapped(f, fam, "distributed"),
     # the requantizer's multiplier (a second one with an average pool): (acc_bits x mult_bits) in DSP tiles
     "dsp_tiles": lambda f, fam: (math.ceil(f["program"].get("acc_bits", 0) / DSP_WIDTH[fam])
                                  * math.ceil(f["program"].get("mult_bits", 0) / DSP_WIDTH[fam])
@@ -151,8 +153,8 @@ REGRESSOR_FUNCTIONS = {
 # Per engine, the regressors of each fitted quantity ("period_ns": 1000 / fmax). Kept to a few, so that
 # a handful of builds per family determines them.
 REGRESSORS = {
-    "ternary": {"luts": ("one", "pe_bits", "acc_bits", "memory_luts"),
-                "logic_cells": ("one", "pe_bits", "acc_bits", "memory_luts"),
+    "ternary": {"luts": ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts"),
+                "logic_cells": ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts"),
                 "ffs": ("one", "pe_bits", "acc_bits"),
                 "dsps": ("dsp_tiles",),
                 "period_ns": ("one", "log2_lanes")},
@@ -210,7 +212,7 @@ def fit_one(points: list[dict], names, family: str) -> dict:
     held_out = []
     for i in range(len(points)):
         keep = np.arange(len(points)) != i
-        if keep.sum() <= len(names):  # too few points left to determine (and check) a fit: no held-out figure
+        if keep.sum() < len(names):   # too few points left to determine a fit: no held-out figure
             continue
         c = _solve(x[keep], y[keep])
         held_out.append(float(x[i] @ c))
@@ -334,7 +336,7 @@ def predict(dep, *, board: str) -> dict:
 # prediction unchanged: `terwin explore` says so).
 REGRESSOR_SPEC_FIELDS = {
     "one": (), "pe_bits": ("pe_rows", "pe_cols", "act_bits"), "acc_bits": ("pe_rows", "act_bits"),
-    "memory_luts": ("pe_rows", "pe_cols", "act_bits"),
+    "logic_mem_luts": ("pe_rows", "pe_cols", "act_bits"), "distributed_luts": ("pe_rows", "pe_cols", "act_bits"),
     "mult_lanes": ("mult_lanes",), "log2_lanes": ("pe_rows", "pe_cols"), "dsp_tiles": ("act_bits",),
 }
 

@@ -269,6 +269,7 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
             if build and best is not None:
                 result["best"].update(build_and_verify(source, best, board=board, out_dir=stage / "build",
                                                        images=images, quiet=quiet))
+                result["best"]["built"]["out"] = str(Path(out) / "build")   # where it is once moved in
             plot(result, stage / "pareto.png")
             (stage / "explore.json").write_text(json.dumps(result, indent=1) + "\n")
         result["plot"] = str(Path(out) / "pareto.png")
