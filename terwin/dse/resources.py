@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from terwin import engines
+from terwin.hw import fpga
 from terwin.errors import TerwinError
 
 HERE = Path(__file__).resolve().parent
@@ -37,26 +38,21 @@ COEFFICIENTS = HERE / "coefficients.json"
 
 # -- block RAMs: counted from the design's memories --------------------------------------------------
 
-# Yosys's memory_libmap maps each memory to the cheapest of: block RAMs (a cost per block: its
-# ice40/brams.txt, lattice/brams_16kd.txt), the ECP5's distributed RAM (TRELLIS_DPR16X4, 16 x 4 bits,
-# cost 4 each: lattice/lutrams_trellis.txt; RAMs only, its ROMs are pruned), or logic (cost per bit:
-# 1/16 for a ROM, 1 for a RAM: the pass's defaults). A tie goes to block RAM.
-BLOCK_COST = {"ice40": 64, "ecp5": 128}
-BRAM_SHAPES = {               # (depth, width) aspect ratios of one block RAM
-    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
-    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
-}
-DISTRIBUTED = {"ecp5": (16, 4, 4)}   # depth, width, cost of one distributed RAM
+# Yosys's memory_libmap maps each memory to the cheapest of: block RAMs (in the family's aspect ratios,
+# at its cost per block), the family's distributed RAM if it has one (RAMs only: ROMs are pruned from
+# it), or logic (cost per bit: 1/16 for a ROM, 1 for a RAM: the pass's defaults). A tie goes to block
+# RAM. The family's figures (its memory libraries' costs) are in its `terwin.hw.fpga` module.
 LOGIC_COST = {True: 1 / 16, False: 1.0}  # per bit: ROM, RAM
 
 
 def memory_mapping(family: str, width: int, depth: int, rom: bool) -> tuple[str, int]:
     """How Yosys maps one memory of `width` x `depth` on `family`: ("block", block RAMs),
     ("distributed", distributed RAM cells) or ("logic", bits)."""
-    blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in BRAM_SHAPES[family])
-    options = [(blocks * BLOCK_COST[family], 0, "block", blocks)]
-    if family in DISTRIBUTED and not rom:
-        d, w, cost = DISTRIBUTED[family]
+    fam = fpga.get(family)
+    blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in fam.bram_shapes)
+    options = [(blocks * fam.bram_cost, 0, "block", blocks)]
+    if fam.distributed_ram is not None and not rom:
+        d, w, cost = fam.distributed_ram
         units = math.ceil(depth / d) * math.ceil(width / w)
         options.append((units * cost, 1, "distributed", units))
     options.append((width * depth * LOGIC_COST[rom], 2, "logic", width * depth))
@@ -125,8 +121,6 @@ def _lanes(feat) -> int:
     return s["pe_rows"] * s["pe_cols"]
 
 
-DSP_WIDTH = {"ice40": 16, "ecp5": 18}   # operand width of one DSP multiplier (SB_MAC16, MULT18X18D)
-
 # Each takes the features and the FPGA family (memories and multipliers map differently on each).
 REGRESSOR_FUNCTIONS = {
     "one": lambda f, fam: 1.0,
@@ -141,8 +135,8 @@ REGRESSOR_FUNCTIONS = {
     # fewer, 4-bit banks of 256, the score memory); its read and write multiplexers come on top
     "distributed_luts": lambda f, fam: 4 * mapped(f, fam, "distributed"),
     # the requantizer's multiplier (a second one with an average pool): (acc_bits x mult_bits) in DSP tiles
-    "dsp_tiles": lambda f, fam: (math.ceil(f["program"].get("acc_bits", 0) / DSP_WIDTH[fam])
-                                 * math.ceil(f["program"].get("mult_bits", 0) / DSP_WIDTH[fam])
+    "dsp_tiles": lambda f, fam: (math.ceil(f["program"].get("acc_bits", 0) / fpga.get(fam).dsp_width)
+                                 * math.ceil(f["program"].get("mult_bits", 0) / fpga.get(fam).dsp_width)
                                  * (1 + f["program"].get("has_avgpool", 0))),
     # the Winograd engine's multipliers, each of winograd_weight_bits x (transformed) activation bits
     "mult_lanes": lambda f, fam: _spec(f)["mult_lanes"],
