@@ -8,7 +8,8 @@ What a design needs is predicted in two ways:
   iCE40 SB_RAM40_4K 256x16 .. 2048x2, ECP5 DP16KD 512x36 .. 16384x1), the ECP5's distributed RAM
   (RAMs only) and logic, by the costs of Yosys's memory libraries.
 * **LUTs (iCE40: also logic cells), FFs, DSPs, fmax: fitted**, per FPGA family and engine, by least
-  squares on a few explainable regressors of the design (`REGRESSORS`: PE count times operand width,
+  squares on a few explainable regressors of the design (`REGRESSOR_FUNCTIONS`, chosen per engine in
+  `terwin.engines`: PE count times operand width,
   accumulator bits, memory bits, ...), from the calibration builds in `calibration.json`
   (`benchmarks/calibrate_resources.py`). fmax is fitted as a clock period, linear in log2 of the
   array size. The coefficients (`coefficients.json`) and each quantity's error on held-out builds
@@ -144,17 +145,13 @@ REGRESSOR_FUNCTIONS = {
     "log2_lanes": lambda f, fam: math.log2(_lanes(f)),
 }
 
-# Per engine, the regressors of each fitted quantity ("period_ns": 1000 / fmax). Kept to a few, so that
-# a handful of builds per family determines them.
-REGRESSORS = {
-    "ternary": {"luts": ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts"),
-                "logic_cells": ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts"),
-                "ffs": ("one", "pe_bits", "acc_bits"),
-                "dsps": ("dsp_tiles",),
-                "period_ns": ("one", "log2_lanes")},
-    "winograd": {"luts": ("one", "mult_lanes"), "logic_cells": ("one", "mult_lanes"), "ffs": ("one", "mult_lanes"),
-                 "dsps": ("one", "mult_lanes"), "period_ns": ("one",)},
-}
+# Per engine, the regressors of each fitted quantity ("period_ns": 1000 / fmax) are the engine's own
+# (`terwin.engines.Engine.resource_regressors`): a few, so that a handful of builds per family
+# determines them.
+def engine_regressors(engine: str) -> dict:
+    return dict(engines.get(engine).resource_regressors) if engine in engines.ENGINES else {}
+
+
 QUANTITIES = ("luts", "logic_cells", "ffs", "dsps", "period_ns")
 
 
@@ -224,7 +221,7 @@ def fit(points: list[dict]) -> dict:
         groups.setdefault((p["family"], p["features"]["engine"]), []).append(p)
     for (family, engine), group in sorted(groups.items()):
         entry = {}
-        for quantity, names in REGRESSORS.get(engine, {}).items():
+        for quantity, names in engine_regressors(engine).items():
             pts = [(p["features"], _target(p, quantity), p["name"]) for p in group]
             pts = [t for t in pts if t[1] is not None]
             if len(pts) < 2:
@@ -336,7 +333,7 @@ REGRESSOR_SPEC_FIELDS = {
 
 
 def spec_fields_read(engine: str) -> tuple[str, ...]:
-    names = {n for q in REGRESSORS.get(engine, {}).values() for n in q}
+    names = {n for q in engine_regressors(engine).values() for n in q}
     # the block RAM count reads the memories, which follow the array shape and the activation width
     fields = {"pe_rows", "pe_cols", "act_bits"} | {f for n in names for f in REGRESSOR_SPEC_FIELDS[n]}
     return tuple(sorted(fields))

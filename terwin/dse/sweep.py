@@ -53,11 +53,8 @@ OBJECTIVES = {
     "images_per_s": "images per second at the predicted fmax",
     "images_per_s_per_klut": "images per second per thousand LUTs at the predicted fmax",
 }
-# The fields each engine's sweep varies by default (any HardwareSpec field can be given as an axis).
-DEFAULT_AXES = {
-    "ternary": {"pe_rows": (2, 4, 8, 16, 32), "pe_cols": (2, 4, 8, 16, 32, 64)},
-    "winograd": {"mult_lanes": (1, 2, 4, 8, 16)},
-}
+# The fields each engine's sweep varies by default are the engine's (`Engine.explore_axes`); any
+# HardwareSpec field can be given as an axis.
 NETWORK_AXES = {"act_bits": (4, 6, 8)}   # a network description's weights are drawn per point
 MAX_POINTS = 4096
 RESOURCE_AXES = ("logic_cells", "brams", "dsps")   # logic cells: = LUTs on the ECP5, LUT+FF+carry on the iCE40
@@ -103,7 +100,7 @@ class Source:
 
 
 def default_axes(source: Source) -> dict:
-    axes = dict(DEFAULT_AXES.get(source.base.weight_format, {}))
+    axes = dict(engines.for_spec(source.base).explore_axes)
     if source.kind == "network":
         axes.update(NETWORK_AXES)
     return axes
