@@ -2,7 +2,7 @@
 Amaranth hardware for them, verify the RTL bit for bit with cocotb, and build open-source bitstreams.
 
 The Python API (`terwin.compress`, `load_data`, `save`, `load`, `scores`, `simulate`, `generate`,
-`verify`, `build_bitstream`; `terwin/api.py`) resolves on first use: `import terwin` itself loads
+`verify`, `build_bitstream`, `explore`; `terwin/api.py`) resolves on first use: `import terwin` itself loads
 neither torch nor Amaranth."""
 from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
 from .errors import FormatError, SpecError, TerwinError
@@ -10,7 +10,8 @@ from .spec import PRESETS, HardwareSpec, load_spec
 
 __version__ = "0.1.0"
 
-_API = ("compress", "load_data", "save", "load", "scores", "simulate", "generate", "verify", "build_bitstream")
+_API = ("compress", "load_data", "save", "load", "scores", "simulate", "generate", "verify", "build_bitstream",
+        "explore")
 
 
 def __getattr__(name: str):

@@ -9,6 +9,7 @@
     terwin.generate(dep, "runs/m/rtl")                # Verilog, memory images, manifest
     terwin.verify(dep, images)                        # the RTL under Icarus, every score compared (==)
     terwin.build_bitstream(dep, board="icebreaker", out_dir="runs/m/ice")
+    terwin.explore(dep, board="ulx3s-85f")           # the fastest accelerator of it that fits the board
 
 `import terwin` loads none of this (and no torch): `terwin/__init__.py` resolves these names on first
 use. The bitstream step is `terwin.build_bitstream` at the package level because `terwin.build` is
@@ -154,5 +155,28 @@ def build(dep: Deployment, board: str, out_dir, *, clock_mhz: float | None = Non
 
 build_bitstream = build
 
+
+def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | None = None, spec=None,
+            accuracy_budget: float | None = None, workers: int = 1, ray_address: str | None = None,
+            build: bool = False, out=None, images: int = 20, force: bool = False, quiet: bool = True) -> dict:
+    """Design-space exploration (`terwin explore`): sweep the accelerators of `model` (a .terwin path, a
+    network description .json path, or a Deployment, saved to a temporary file for the sweep's workers)
+    for `board`; `axes`: {HardwareSpec field: values} (default: the engine's array). Returns the sweep:
+    {"points": [{"spec", "predicted"}], "front", "best": {"spec", "predicted"[, "built", "verify"]}, ...}
+    (`terwin.dse.sweep`)."""
+    import tempfile
+
+    from terwin.dse import sweep
+    if isinstance(model, Deployment):
+        with tempfile.TemporaryDirectory(prefix="terwin-explore-") as tmp:
+            path = Path(tmp) / "model.terwin"
+            fileformat.save(model, path)
+            return explore(path, board=board, objective=objective, axes=axes, spec=spec,
+                           accuracy_budget=accuracy_budget, workers=workers, ray_address=ray_address, build=build,
+                           out=out, images=images, force=force, quiet=quiet)
+    return sweep.explore(model, board=board, objective=objective, axes=axes, spec=_spec(spec, None) if spec else None,
+                         accuracy_budget=accuracy_budget, workers=workers, ray_address=ray_address, build=build,
+                         out=out, images=images, force=force, quiet=quiet)
+
 __all__ = ["compress", "load_data", "save", "load", "scores", "simulate", "generate", "verify", "build",
-           "build_bitstream"]
+           "build_bitstream", "explore"]

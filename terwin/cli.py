@@ -24,6 +24,7 @@ COMMANDS = {
     "verify": "simulate the RTL (or its netlist) under cocotb and compare every score, counter and handshake",
     "simulate": "predict per-layer cycles with the exact cycle model (a model, or a network description)",
     "build": "build a bitstream with Yosys/nextpnr for a board",
+    "explore": "find the fastest accelerator of a model that fits a board (sweep, Pareto front, optional build)",
     "program": "load a bitstream onto a board over USB (iceprog / openFPGALoader)",
     "run": "run test images on a programmed board over its UART; compare every score with the reference",
     "report": "write a readable report (HTML + Markdown) from a demo folder",

@@ -216,6 +216,25 @@ class Deployment:
     def replace(self, **changes) -> "Deployment":
         return dataclasses.replace(self, **changes)
 
+    # What a trained model fixes: a different value would be a different model, not another array.
+    MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("act_bits", "weight_format", "winograd_tile", "winograd_weight_bits")
+
+    def retarget(self, spec: HardwareSpec) -> "Deployment":
+        """The same model on another accelerator (array shape, clock, any field but `MODEL_FIELDS`):
+        the tile masks are re-derived from the weights when the PE tiles change (a tile pruned for
+        this spec's array may hold weights of another array's tile: the new mask keeps every tile
+        with a nonzero weight, so the integer model is unchanged). SpecError for a field the model fixes."""
+        from .errors import SpecError
+        for name in self.MODEL_FIELDS:
+            if getattr(spec, name) != getattr(self.spec, name):
+                raise SpecError(f"--spec {spec.name}: the model was compressed with {name}={getattr(self.spec, name)!r}; "
+                                f"another spec may change only the fields other than {', '.join(self.MODEL_FIELDS)}")
+        if (spec.pe_rows, spec.pe_cols) == (self.spec.pe_rows, self.spec.pe_cols):
+            return self.replace(spec=spec)
+        layers = tuple(dataclasses.replace(l, tile_mask=l.tile_grid(spec).occupied(l.weight).astype(np.uint8))
+                       if getattr(l, "tile_mask", None) is not None else l for l in self.layers)
+        return self.replace(spec=spec, layers=layers).validate()
+
     # -- consistency ---------------------------------------------------------------------
 
     def validate(self) -> "Deployment":

@@ -31,6 +31,8 @@ class Engine:
     model_flow: str | None = None      # its `terwin compress --family NAME --model FILE.py:FACTORY` module (a
                                        # user's network: `options_from_args`, `compress(options, model, data,
                                        # weights=)`), or None when the family compresses only its built-in net
+    explore_axes: tuple = ()           # `terwin explore`'s default sweep: ((HardwareSpec field, values), ...)
+    resource_regressors: tuple = ()    # its resource model (terwin.dse.resources): ((quantity, regressors), ...)
 
     @property
     def package(self) -> str:
@@ -59,9 +61,18 @@ class Engine:
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("ternary", compress_flow="terwin.algo.ternary.flow",
-           plot_style=("o", "tab:blue"), model_flow="terwin.algo.ternary.graph_flow"),
+           plot_style=("o", "tab:blue"), model_flow="terwin.algo.ternary.graph_flow",
+           explore_axes=(("pe_rows", (2, 4, 8, 16, 32)), ("pe_cols", (2, 4, 8, 16, 32, 64))),
+           resource_regressors=(("luts", ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts")),
+                                ("logic_cells", ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts")),
+                                ("ffs", ("one", "pe_bits", "acc_bits")), ("dsps", ("dsp_tiles",)),
+                                ("period_ns", ("one", "log2_lanes")))),
     Engine("winograd", compress_flow="terwin.algo.winograd.flow",
-           plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow"),
+           plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow",
+           explore_axes=(("mult_lanes", (1, 2, 4, 8, 16)),),
+           resource_regressors=(("luts", ("one", "mult_lanes")), ("logic_cells", ("one", "mult_lanes")),
+                                ("ffs", ("one", "mult_lanes")), ("dsps", ("one", "mult_lanes")),
+                                ("period_ns", ("one",)))),
 )}
 
 

@@ -3,7 +3,7 @@ or inside a function) goes down the stack or sideways within a layer, never up.
 
     demo                     runs the other commands through the CLI
     cli, commands            the command line
-    flows                    build, report, runtime (board), api (the Python API), engines registry users
+    flows                    build, report, runtime (board), api (the Python API), dse (exploration)
     sim                      cycle-model report, RTL runner, cocotb bench, synthetic models
     engines                  the registry (loads hw/<engine>/ by name)
     algo | hw                PyTorch compression | Amaranth hardware (neither imports the other)
@@ -29,7 +29,7 @@ LAYERS = {
     "terwin.algo": 2, "terwin.hw": 2,
     "terwin.engines": 3,
     "terwin.sim": 4, "terwin.synthetic": 4,
-    "terwin.build": 5, "terwin.report": 5, "terwin.runtime": 5, "terwin.api": 5,
+    "terwin.build": 5, "terwin.report": 5, "terwin.runtime": 5, "terwin.api": 5, "terwin.dse": 5,
     "terwin.commands": 6,
     "terwin.cli": 7, "terwin.__main__": 7,
     "terwin.commands.demo": 8,  # drives the other commands through the CLI's entry point

@@ -69,6 +69,7 @@ FOLDER_COMMANDS = {  # argv of each command writing an output folder, before --o
     "compress": lambda model: ["compress", "--quiet"],
     "build": lambda model: ["build", model, "--board", "icebreaker", "--quiet"],
     "demo": lambda model: ["demo"],
+    "explore": lambda model: ["explore", model, "--board", "icebreaker", "--axis", "pe_rows=4", "--quiet"],
 }
 
 
@@ -254,6 +255,7 @@ def test_report_never_replaces_a_users_report(model_folder, capsys):
 JSON_COMMANDS = {  # argv of each command writing --json, before it
     "simulate": lambda model: ["simulate", model],
     "verify": lambda model: ["verify", model, "--images", "1", "--quiet"],
+    "explore": lambda model: ["explore", model, "--board", "icebreaker", "--axis", "pe_rows=4", "--quiet"],
 }
 
 

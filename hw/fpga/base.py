@@ -68,6 +68,13 @@ class FpgaFamily:
     placed_ext: str               # the file nextpnr writes for the packer (its appearance: packing starts)
     bitstream_ext: str            # ".bin", ".bit"
     resources: dict               # nextpnr cell type -> the report's resource name ("block RAMs")
+    # What Yosys's memory_libmap chooses among (its library costs; terwin.dse counts block RAMs with
+    # them): the block RAM's (depth, width) aspect ratios and cost, the distributed RAM's (depth,
+    # width, cost) or None, and the operand width of one DSP multiplier.
+    bram_shapes: tuple = ()
+    bram_cost: int = 0
+    distributed_ram: tuple | None = None
+    dsp_width: int = 0
 
     @property
     def tools(self) -> tuple[Tool, ...]:

@@ -74,4 +74,9 @@ FAMILY = ECP5(
     resources={"TRELLIS_COMB": "LUTs", "TRELLIS_FF": "flip-flops", "TRELLIS_SLICE": "slices",
                "DP16KD": "block RAMs", "MULT18X18D": "DSPs", "TRELLIS_IO": "I/O pins", "EHXPLLL": "PLLs",
                "DCCA": "global buffers", "TRELLIS_RAMW": "distributed RAMs"},
+    # DP16KD (Yosys lattice/brams_16kd.txt: cost 128; 36 wide as the pseudo dual-port PDPW16KD)
+    bram_shapes=((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+    bram_cost=128,
+    distributed_ram=(16, 4, 4),   # TRELLIS_DPR16X4 (lattice/lutrams_trellis.txt: cost 4; RAMs only)
+    dsp_width=18,                 # MULT18X18D
 )

@@ -72,4 +72,8 @@ FAMILY = ICE40(
     bitstream_ext=".bin",
     resources={"ICESTORM_LC": "logic cells", "ICESTORM_RAM": "block RAMs", "ICESTORM_DSP": "DSPs",
                "ICESTORM_SPRAM": "SPRAMs", "SB_IO": "I/O pins", "ICESTORM_PLL": "PLLs", "SB_GB": "global buffers"},
+    bram_shapes=((256, 16), (512, 8), (1024, 4), (2048, 2)),   # SB_RAM40_4K (Yosys ice40/brams.txt: cost 64)
+    bram_cost=64,
+    distributed_ram=None,
+    dsp_width=16,                                                # SB_MAC16
 )

@@ -7,17 +7,11 @@ masks are re-derived from the weights when the PE array changes). NET.json is a 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-
-import numpy as np
 
 from terwin import fileformat, outdir
 from terwin.errors import SpecError
 from terwin.spec import load_spec
-
-# What a trained model fixes: a different value would be a different model, not another array.
-_MODEL_FIELDS = ("act_bits", "weight_format", "winograd_tile", "winograd_weight_bits")
 
 
 def add_arguments(parser):
@@ -30,16 +24,8 @@ def add_arguments(parser):
 
 
 def retarget(dep, spec):
-    """The same model on another array shape / clock: re-derive the tile masks when the tiles change."""
-    for name in _MODEL_FIELDS:
-        if getattr(spec, name) != getattr(dep.spec, name):
-            raise SpecError(f"--spec {spec.name}: the model was compressed with {name}={getattr(dep.spec, name)!r}; "
-                            f"another spec may change only pe_rows, pe_cols, mult_lanes and clock_mhz")
-    if (spec.pe_rows, spec.pe_cols) == (dep.spec.pe_rows, dep.spec.pe_cols):
-        return dep.replace(spec=spec)
-    layers = tuple(dataclasses.replace(l, tile_mask=l.tile_grid(spec).occupied(l.weight).astype(np.uint8))
-                   if getattr(l, "tile_mask", None) is not None else l for l in dep.layers)
-    return dep.replace(spec=spec, layers=layers).validate()
+    """The same model on another array shape / clock (`Deployment.retarget`)."""
+    return dep.retarget(spec)
 
 
 def run(args) -> int:

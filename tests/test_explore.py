@@ -1,0 +1,280 @@
+"""`terwin explore` and its resource/fmax model (terwin.dse).
+
+Fast: the model's fit on the committed calibration builds (block RAMs counted exactly, the fit
+reproduced, held-out errors within the documented bounds), the front on hand-made points, sweeps of
+a network description and of a model file scored by the exact cycle model (every point's cycles ==
+`terwin.sim.cycles`), the JSON, the errors. One real build + verify of the best point (`build`, `slow`).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from terwin import fileformat, network
+from terwin.cli import main
+from terwin.dse import resources, sweep
+from terwin.parallel import ray_available
+from terwin.sim import cycles
+from terwin.spec import PE8X8, HardwareSpec
+from terwin.synthetic import random_deployment
+
+CALIBRATION = json.loads(resources.CALIBRATION.read_text())
+COEFFS = json.loads(resources.COEFFICIENTS.read_text())
+
+TINY_NET = {"name": "tiny", "input_shape": [1, 8, 8], "tile_sparsity": 0.5,
+            "layers": [{"type": "conv2d", "out_channels": 8, "kernel": 3, "padding": 1},
+                       {"type": "maxpool2d", "kernel": 2},
+                       {"type": "conv2d", "out_channels": 16, "kernel": 3, "padding": 1},
+                       {"type": "maxpool2d", "kernel": 2},
+                       {"type": "linear", "out_channels": 10}]}
+
+
+@pytest.fixture
+def net(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY_NET))
+    return path
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "m.terwin"
+    fileformat.save(random_deployment(PE8X8, seed=3, tile_sparsity=0.5), path)
+    return path
+
+
+# -- the resource model on the calibration builds ------------------------------------------------------------
+
+def test_block_rams_are_counted_exactly_on_every_ternary_build():
+    """Block RAMs come from the design's memories, mapped as Yosys maps them: equal to every ternary
+    calibration build's count (the reference builds included)."""
+    ternary = [p for p in CALIBRATION["points"] if p["features"]["engine"] == "ternary"]
+    assert len(ternary) >= 10
+    for p in ternary:
+        assert resources.block_rams(p["features"], p["family"]) == p["measured"]["brams"], p["name"]
+
+
+def test_memory_mapping_rules():
+    m = resources.memory_mapping
+    assert m("ice40", 141, 214, True) == ("block", 9)         # 256x16 blocks: 9 side by side
+    assert m("ecp5", 141, 214, True) == ("block", 4)          # 512x36: 4
+    assert m("ice40", 8, 2048, False) == ("block", 4)         # 512x8 deep: 4 (or 2048x2: 4)
+    assert m("ecp5", 72, 24, True) == ("logic", 72 * 24)      # a small ROM is logic (1/16 per bit < 2 blocks)
+    assert m("ecp5", 17, 10, False) == ("distributed", 5)     # a shallow RAM: 5 distributed RAMs of 16x4
+    assert m("ice40", 17, 10, False) == ("block", 2)          # ... the iCE40 has none: 2 blocks < 170 bits
+    assert m("ecp5", 8, 128, False) == ("distributed", 16)    # 16 x 4 = 64 < one block's 128
+    assert m("ecp5", 8, 256, False) == ("block", 1)           # a tie (128): the block RAM
+
+
+def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():
+    refit = resources.fit(CALIBRATION["points"])
+    for family, per_engine in COEFFS.items():
+        for engine, entry in per_engine.items():
+            for q, e in entry.items():
+                again = refit[family][engine][q]
+                assert again["points"] == e["points"]
+                assert np.allclose(again["coefficients"], e["coefficients"], rtol=1e-6, atol=1e-9), (family, q)
+                assert (again["held_out"] is None) == (e["held_out"] is None), (family, q)
+                if e["held_out"] is not None:
+                    assert np.allclose(again["held_out"], e["held_out"], rtol=1e-6), (family, q)
+
+
+def test_held_out_errors_are_those_documented():
+    """docs/explore.md states the model's error on held-out builds; the data must still give it."""
+    limits = {("ice40", "ternary"): {"logic_cells": 0.05, "luts": 0.05, "period_ns": 0.10},
+              ("ecp5", "ternary"): {"luts": 0.10, "period_ns": 0.15}}
+    for (family, engine), quantities in limits.items():
+        for q, limit in quantities.items():
+            err = resources.errors(COEFFS[family][engine][q])
+            assert err["n"] >= 5 and err["mean"] <= limit, (family, engine, q, err)
+
+
+def test_nonnegative_least_squares():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(12), rng.uniform(1, 10, 12), rng.uniform(1, 10, 12)])
+    y = x @ np.array([5.0, 2.0, 0.5])
+    assert np.allclose(resources._solve(x, y), [5.0, 2.0, 0.5])
+    y = x @ np.array([5.0, 2.0, -0.5])          # the best unconstrained fit has a negative coefficient
+    c = resources._solve(x, y)
+    assert (c >= 0).all() and c[2] == 0
+    grad = x.T @ (y - x @ c)                     # optimality: no coefficient can improve the fit
+    assert abs(grad[0]) < 1e-6 and abs(grad[1]) < 1e-6 and grad[2] <= 1e-9
+
+
+def test_prediction_reads_the_coefficients():
+    feat = CALIBRATION["points"][0]["features"]
+    family = CALIBRATION["points"][0]["family"]
+    pred = resources.predict_features(feat, family=family)
+    e = COEFFS[family][feat["engine"]]["luts"]
+    assert pred["luts"] == round(float(resources.regressors(feat, e["regressors"], family) @ np.array(e["coefficients"])))
+    e = COEFFS[family][feat["engine"]]["period_ns"]
+    period = float(resources.regressors(feat, e["regressors"], family) @ np.array(e["coefficients"]))
+    assert pred["fmax_mhz"] == round(1000 / period, 2)
+    with pytest.raises(Exception, match="no calibration for the ternary engine on nowhere"):
+        resources.predict_features(feat, family="nowhere")
+
+
+# -- the front ---------------------------------------------------------------------------------------------
+
+def test_pareto_front_on_hand_made_points():
+    rows = [dict(images_per_s=100, logic_cells=1000, brams=10, dsps=1),   # front: the cheapest
+            dict(images_per_s=200, logic_cells=2000, brams=10, dsps=1),   # front
+            dict(images_per_s=150, logic_cells=2500, brams=10, dsps=1),   # dominated by the one above
+            dict(images_per_s=200, logic_cells=2000, brams=12, dsps=1),   # dominated: same speed, more BRAM
+            dict(images_per_s=150, logic_cells=1500, brams=4, dsps=1),    # front: fewest BRAMs
+            dict(images_per_s=300, logic_cells=9000, brams=30, dsps=4)]   # front: the fastest
+    assert sweep.pareto_front(rows) == [True, True, False, False, True, True]
+    assert sweep.pareto_front([rows[0], dict(rows[0])]) == [True, True]   # equal points dominate neither
+
+
+def test_best_point_is_the_fastest_that_fits():
+    pts = [{"spec": {"a": 1}, "predicted": {"fits": True, "images_per_s": 10, "luts": 5}},
+           {"spec": {"a": 2}, "predicted": {"fits": False, "images_per_s": 99, "luts": 5}},
+           {"spec": {"a": 3}, "predicted": {"fits": True, "images_per_s": 20, "luts": 9}},
+           {"spec": {"a": 4}, "predicted": {"fits": True, "images_per_s": 20, "luts": 7}},
+           {"spec": {"a": 5}, "error": "cannot run"}]
+    assert sweep.best_point(pts, "images_per_s")["spec"] == {"a": 4}
+    assert sweep.best_point(pts[1:2], "images_per_s") is None
+
+
+# -- sweeps scored by the exact cycle model ------------------------------------------------------------------
+
+def _check_points(result, deployment_of, board):
+    cap = CALIBRATION["boards"][board]
+    for p in result["points"]:
+        spec = HardwareSpec.from_dict(p["spec"])
+        dep = deployment_of(spec)
+        c = cycles.predict(dep)
+        r = p["predicted"]
+        assert r["cycles_per_image"] == c["cycles"] + c["io_cycles"]          # exact, ==
+        assert r["compute_cycles"] == c["cycles"] and r["mac_cycles"] == c["mac_cycles"]
+        assert r["images_per_s"] == round(r["fmax_mhz"] * 1e6 / r["cycles_per_image"], 1)
+        assert r["fits"] == (r["logic_cells"] <= cap["logic_cells"] and r["brams"] <= cap["brams"]
+                             and r["dsps"] <= cap["dsps"])
+        assert r == {**r, **resources.predict(dep, board=board)}
+
+
+def test_explore_a_network_description(net, tmp_path):
+    out = tmp_path / "sweep.json"
+    assert main(["explore", str(net), "--board", "icebreaker", "--axis", "pe_rows=4,8,16", "--axis", "pe_cols=4,8,16",
+                 "--axis", "act_bits=4,8", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["points"]) == 18
+    _check_points(result, lambda s: network.load_network(net, s), "icebreaker")
+    fitting = [p for p in result["points"] if p["predicted"]["fits"]]
+    assert fitting and len(fitting) < 18              # the UP5K holds the small arrays only
+    best = result["best"]
+    assert best["predicted"]["images_per_s"] == max(p["predicted"]["images_per_s"] for p in fitting)
+    assert best["spec"] in result["front"]
+    front = [p for p in fitting if p["pareto"]]
+    assert [p["spec"] for p in front] == result["front"]
+    assert sweep.pareto_front([p["predicted"] for p in fitting]) == [p["pareto"] for p in fitting]
+
+
+def test_explore_a_model_file_retiles_its_weights(model, tmp_path, capsys):
+    result = sweep.explore(model, board="ulx3s-85f", axes={"pe_rows": (4, 8, 16), "pe_cols": (4, 8, 16)})
+    dep = fileformat.load(model)
+    _check_points(result, dep.retarget, "ulx3s-85f")
+    assert {json.dumps(p["spec"], sort_keys=True) for p in result["points"]} == {
+        json.dumps(dep.spec.replace(pe_rows=r, pe_cols=c).to_dict(), sort_keys=True)
+        for r in (4, 8, 16) for c in (4, 8, 16)}
+    # the ECP5 holds every one of these arrays; the largest is not the slowest
+    assert all(p["predicted"]["fits"] for p in result["points"])
+    # a field the model fixes is refused in one line
+    assert main(["explore", str(model), "--board", "icebreaker", "--axis", "act_bits=4,8"]) == 2
+    assert "fixes act_bits" in capsys.readouterr().err
+
+
+def test_explore_json_schema_and_plot(model, tmp_path):
+    out = tmp_path / "out"
+    js = tmp_path / "r.json"
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--axis", "pe_rows=4,8", "--axis", "pe_cols=8,16",
+                 "--json", str(js), "--out", str(out), "--quiet"]) == 0
+    result = json.loads(js.read_text())
+    assert set(result) >= {"points", "best", "front", "board", "objective", "axes", "calibration", "notes"}
+    for p in result["points"]:
+        assert set(p["spec"]) == set(PE8X8.to_dict())
+        assert set(p["predicted"]) >= {"cycles_per_image", "luts", "logic_cells", "ffs", "brams", "dsps", "fmax_mhz",
+                                       "images_per_s", "fits"}
+    assert set(result["best"]) == {"spec", "predicted"}
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "explore.json").read_text())["points"] == result["points"]
+    # the folder holds only what terwin wrote; another file there is refused without --force
+    (out / "mine.txt").write_text("keep")
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--axis", "pe_rows=4", "--out", str(out),
+                 "--quiet"]) == 2
+    assert (out / "mine.txt").read_text() == "keep"
+
+
+def test_objective_per_klut(net):
+    result = sweep.explore(net, board="ulx3s-85f", objective="images_per_s_per_klut",
+                           axes={"pe_rows": (2, 8, 32), "pe_cols": (2, 8, 32)})
+    fitting = [p for p in result["points"] if p["predicted"]["fits"]]
+    assert result["best"]["predicted"]["images_per_s_per_klut"] == max(p["predicted"]["images_per_s_per_klut"]
+                                                                       for p in fitting)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "nowhere"], "invalid choice"),
+    (["--board", "icebreaker", "--axis", "pe_rows"], "--axis must be FIELD=V1,V2"),
+    (["--board", "icebreaker", "--axis", "colour=red"], "not a HardwareSpec field"),
+    (["--board", "icebreaker", "--axis", "pe_rows=3,5"], "no valid spec in the sweep"),
+    (["--board", "icebreaker", "--build"], "--build needs --out"),
+    (["--board", "icebreaker", "--accuracy-budget", "1"], "a network description has random weights"),
+    (["--board", "icebreaker", "--objective", "speed"], "invalid choice"),
+    (["--board", "icebreaker", "--workers", "0"], "--workers must be"),
+])
+def test_errors_are_one_line(net, capsys, argv, message):
+    assert main(["explore", str(net), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_missing_or_foreign_model_is_one_line(tmp_path, capsys):
+    assert main(["explore", str(tmp_path / "none.terwin"), "--board", "icebreaker"]) == 2
+    bad = tmp_path / "bad.terwin"
+    bad.write_bytes(b"not a model at all")
+    assert main(["explore", str(bad), "--board", "icebreaker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2
+
+
+def test_api_explore_takes_a_deployment():
+    import terwin
+    dep = random_deployment(PE8X8, seed=1)
+    result = terwin.explore(dep, board="icebreaker", axes={"pe_rows": (4, 8), "pe_cols": (4,)})
+    assert [p["spec"]["pe_rows"] for p in result["points"]] == [4, 8]
+    assert result["points"][0]["predicted"]["cycles_per_image"] == \
+        cycles.predict(dep.retarget(PE8X8.replace(pe_rows=4, pe_cols=4)))["cycles"] + \
+        cycles.predict(dep.retarget(PE8X8.replace(pe_rows=4, pe_cols=4)))["io_cycles"]
+
+
+@pytest.mark.skipif(not ray_available(), reason="Ray is a dependency; this guards a bare NumPy-only install")
+def test_a_sweep_of_twenty_points_on_a_local_ray_instance(net):
+    axes = {"pe_rows": (2, 4, 8, 16, 32), "pe_cols": (2, 4, 8, 16)}
+    on_ray = sweep.explore(net, board="ulx3s-85f", axes=axes, workers=2, backend="ray")
+    serial = sweep.explore(net, board="ulx3s-85f", axes=axes)
+    assert len(on_ray["points"]) == 20 and on_ray["executor"].startswith("ray")
+    assert on_ray["points"] == serial["points"] and on_ray["best"] == serial["best"]
+
+
+@pytest.mark.build
+@pytest.mark.slow
+def test_build_and_verify_the_best_point(tmp_path):
+    """The best small design for the iCE40, built and its RTL verified: cycles == model, 0 mismatches."""
+    path = tmp_path / "m.terwin"
+    fileformat.save(random_deployment(PE8X8.replace(pe_rows=4, pe_cols=4), seed=2), path)
+    result = sweep.explore(path, board="icebreaker", axes={"pe_rows": (2, 4), "pe_cols": (4,)}, build=True,
+                           out=tmp_path / "out", images=4)
+    best = result["best"]
+    assert best["verify"]["mismatches"] == 0 and best["verify"]["cycles_match_model"] and best["verify"]["images"] == 4
+    assert best["built"]["cycles_per_image"] == best["predicted"]["cycles_per_image"]
+    assert best["built"]["fits"] and best["built"]["brams"] == best["predicted"]["brams"]
+    assert math.isclose(best["prediction_error"]["luts"],
+                        (best["predicted"]["luts"] - best["built"]["luts"]) / best["built"]["luts"], abs_tol=1e-4)
+    assert (tmp_path / "out" / "build" / "terwin.bin").exists()
+    assert best["built"]["out"] == str(tmp_path / "out" / "build")
+    assert json.loads((tmp_path / "out" / "explore.json").read_text())["best"]["verify"] == best["verify"]
