@@ -34,6 +34,11 @@ class HardwareSpec:
     winograd_weight_bits: signed width of the Winograd-domain weights.
     mult_lanes: multipliers of the Winograd engine's sparse multiply stage.
     clock_mhz: target clock.
+    out_lanes: requantizer/writer lanes of the ternary engine: output channels requantized, pooled
+      and written per cycle (a power of two, at most pe_rows and pe_cols; 1 = one shared requantizer).
+      A job of the PE array then costs max(its tiles, pe_rows / out_lanes) cycles, not
+      max(tiles, pe_rows). Written to JSON only when not 1, so files and digests of specs without it
+      stay byte-identical.
     """
 
     pe_rows: int = 8
@@ -44,6 +49,7 @@ class HardwareSpec:
     winograd_weight_bits: int = 8
     mult_lanes: int = 4
     clock_mhz: float = 24.0
+    out_lanes: int = 1
 
     def __post_init__(self):
         for name in ("pe_rows", "pe_cols", "mult_lanes"):
@@ -61,6 +67,11 @@ class HardwareSpec:
         if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
                 or not 0 < self.clock_mhz <= 1000:  # NaN fails the comparison too
             raise SpecError(f"clock_mhz must be a number in (0, 1000], not {short_repr(self.clock_mhz)}")
+        if not _is_pow2(self.out_lanes) or self.out_lanes > min(self.pe_rows, self.pe_cols):
+            raise SpecError(f"out_lanes must be a power of two no larger than pe_rows and pe_cols "
+                            f"({min(self.pe_rows, self.pe_cols)}), not {short_repr(self.out_lanes)}")
+        if self.out_lanes != 1 and self.weight_format != "ternary":
+            raise SpecError(f"out_lanes is a ternary-engine field: a {self.weight_format} spec keeps out_lanes 1")
 
     # -- derived figures -------------------------------------------------------------------
 
@@ -89,7 +100,13 @@ class HardwareSpec:
     # -- serialization ---------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, except those added after the format was fixed (`_OPTIONAL_FIELDS`) while they
+        hold their default: a spec that does not use them serializes (and hashes) as before."""
+        data = dataclasses.asdict(self)
+        for name, default in _OPTIONAL_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -123,6 +140,10 @@ class HardwareSpec:
     def replace(self, **changes) -> "HardwareSpec":
         return dataclasses.replace(self, **changes)
 
+
+# fields added later, with the default that reproduces the hardware before them; omitted from
+# `to_dict` at that default (stored models and spec digests stay byte-identical)
+_OPTIONAL_FIELDS = {"out_lanes": 1}
 
 PE4X4 = HardwareSpec(pe_rows=4, pe_cols=4)
 PE8X8 = HardwareSpec(pe_rows=8, pe_cols=8)

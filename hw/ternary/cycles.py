@@ -3,14 +3,15 @@
 It reads the same `TernaryProgram` as the top (`terwin.hw.ternary.program`: the stages, their kept
 tiles per output group, the pipeline latencies), in NumPy, with no per-cycle loop. Per stage (a
 conv/linear layer with its fused pool; a graph runs its stages one at a time, in layer order), with
-R = pe_rows:
+R = pe_rows / out_lanes (the writer's cycles per job: `TernaryProgram.drain_steps`; pe_rows with one
+out lane):
 
 * jobs run output group by output group; group g has J = pooled pixels x pool_k**2 jobs of n_g
   tiles (its kept tiles, at least 1); the array issues one tile per cycle: mac_cycles = sum J * n_g;
 * a tile reaches the accumulators A = `pipeline_depth` = 5 + log2(pe_cols) cycles after issue
   (decoder 2, activation read 1, activation register 1, PE products 1, adder tree log2(pe_cols));
-* the sums of job j move to the shadow register at c_j = c_(j-1) + max(n_j, R): the requantizer
-  drains the shadow one channel per cycle and the array stalls when a job ends before that;
+* the sums of job j move to the shadow register at c_j = c_(j-1) + max(n_j, R): the requantizers
+  drain the shadow out_lanes channels per cycle and the array stalls when a job ends before that;
 * the last channel is written T cycles after its shadow load + R - 1, and the next stage starts the
   cycle after (`TernaryProgram.requant_tail`): T = 6 (drain register 1, parameter read 1,
   requantizer 4), + 2 in a program with residual connections (the residual read, the residual add),
@@ -35,7 +36,7 @@ from .program import TernaryProgram
 def stage_cycles(program: TernaryProgram) -> list[dict]:
     """Per stage: cycles, mac_cycles (tiles issued) and ideal_mac_cycles."""
     spec = program.spec
-    rows, lanes = spec.pe_rows, spec.lanes
+    rows, lanes = program.drain_steps, spec.lanes
     a = program.pipeline_depth
     out = []
     for s in program.stages:

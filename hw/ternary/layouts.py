@@ -119,6 +119,12 @@ def tile_layout(program) -> data.StructLayout:
     })
 
 
+def lane_sums_layout(program):
+    """The sums a drain step hands the requantizers: one per out lane (a plain signed value with one)."""
+    acc = signed(program.acc_bits)
+    return acc if program.out_lanes == 1 else data.ArrayLayout(acc, program.out_lanes)
+
+
 def channel_layout(program) -> data.StructLayout:
     """One output channel of a job on its way through the requantizer to the writer.
 

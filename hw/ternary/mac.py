@@ -1,7 +1,7 @@
 """The MAC side: a tile's weights and activations into the PE array, its sums into the accumulators."""
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -86,14 +86,16 @@ class MacPipeline(wiring.Component):
 
 class Accumulators(wiring.Component):
     """Per PE row an accumulator over a job's tiles; at the job's last tile the sums move to a shadow
-    register, which is drained one channel (row) a cycle towards the requantizer while the array
-    works on the next job. When a job ends while the shadow is still full the whole MAC pipeline
-    stalls (`stall`: every enable of the pipeline is its inverse).
+    register, which is drained `out_lanes` channels (rows) a cycle towards the requantizers while the
+    array works on the next job (pe_rows / out_lanes drain steps). When a job ends while the shadow is
+    still full the whole MAC pipeline stalls (`stall`: every enable of the pipeline is its inverse).
 
     * `tile` (in), `sums` (in): from `MacPipeline`; `k` (in): stage constants;
-    * `channel_index` (out): the channel being drained (its requantization constants are read with it);
-    * `channel_valid`, `channel_acc`, `channel` (out), a cycle later: that channel's sum and where
-      it goes (`layouts.channel_layout`).
+    * `channel_index` (out): the drain step (channel // out_lanes within the stage; the channel itself
+      with one lane): its requantization constants' row is read with it;
+    * `channel_valid`, `channel_acc`, `channel` (out), a cycle later: the step's sums (one per lane:
+      lane i holds channel `channel.channel` + i; a plain value with one lane) and where they go
+      (`layouts.channel_layout`, of lane 0's channel).
     """
 
     def __init__(self, program, *, constants):
@@ -108,7 +110,7 @@ class Accumulators(wiring.Component):
             "stall": Out(1),
             "channel_index": Out(channel["channel"].shape),
             "channel_valid": Out(1),
-            "channel_acc": Out(signed(program.acc_bits)),
+            "channel_acc": Out(layouts.lane_sums_layout(program)),
             "channel": Out(channel),
         })
 
@@ -116,38 +118,46 @@ class Accumulators(wiring.Component):
         m = Module()
         p, k, tile = self._program, self.k, self.tile
         rows, cols = p.spec.pe_rows, p.spec.pe_cols
+        lanes, steps = p.out_lanes, p.drain_steps
         en = ~self.stall
         acc = [Signal(signed(p.acc_bits), name=f"acc{r}") for r in range(rows)]
-        shadow = Array(Signal(signed(p.acc_bits), name=f"shadow{r}") for r in range(rows))
+        shadow = [Signal(signed(p.acc_bits), name=f"shadow{r}") for r in range(rows)]
         shadow_valid = Signal()
         shadow_job = Signal(self._tile["job"].shape)
-        row = Signal(range(rows))
+        row = Signal(range(steps))         # the drain step: rows row * lanes ... + lanes - 1
         address = Signal.like(self.channel.address)
         res_address = Signal.like(self.channel.res_address) if p.has_residual else None
-        # last_row == (row == rows - 1), kept in a register: `freeing` feeds the stall, whose fan-out
+        # last_row == (row == steps - 1), kept in a register: `freeing` feeds the stall, whose fan-out
         # (every pipeline enable) is the iCE40's critical path, so it must not wait for a comparator
-        last_row = Signal(init=int(rows == 1))
+        last_row = Signal(init=int(steps == 1))
         freeing = shadow_valid & last_row
         m.d.comb += self.stall.eq(tile.valid & tile.last & shadow_valid & ~freeing)
-        # drain: one channel of the shadow per cycle
+        # drain: out_lanes channels of the shadow per cycle
         index = self.channel_index
-        m.d.comb += index.eq(Cat(row, shadow_job.group) if rows > 1 else shadow_job.group)
+        m.d.comb += index.eq(Cat(row, shadow_job.group) if steps > 1 else shadow_job.group)
         out = self.channel
+        if lanes == 1:
+            drained = [self.channel_acc.eq(Array(shadow)[row])]
+        else:
+            drained = [self.channel_acc[i].eq(Array(shadow[j * lanes + i] for j in range(steps))[row]
+                                              if steps > 1 else shadow[i]) for i in range(lanes)]
+        channel = index if lanes == 1 else Cat(C(0, (lanes - 1).bit_length()), index)
         m.d.sync += self.channel_valid.eq(shadow_valid)
         with m.If(shadow_valid):
-            m.d.sync += [self.channel_acc.eq(shadow[row]), out.channel.eq(index), out.address.eq(address),
+            m.d.sync += [*drained, out.channel.eq(channel), out.address.eq(address),
                          out.pixel.eq(shadow_job.pixel), out.window_first.eq(shadow_job.window_first),
                          out.window_last.eq(shadow_job.window_last),
                          out.stage_last.eq(shadow_job.stage_last & freeing),
-                         row.eq(row + 1), last_row.eq((row == rows - 2) if rows > 1 else 1)]
-            with m.If(~k.banked_out | (((index + 1) & (cols - 1)) == 0)):   # the next channel's address
+                         row.eq(row + 1), last_row.eq((row == steps - 2) if steps > 1 else 1)]
+            # the next step's address: banked, a new address row once pe_cols channels are written
+            with m.If(~k.banked_out | (((index + 1) & (cols // lanes - 1)) == 0)):
                 m.d.sync += address.eq(address + k.out_plane)
             if p.has_residual:   # ... and its residual's (the conv output's plane, the residual map's storage)
                 m.d.sync += [out.conv_pixel.eq(shadow_job.conv_pixel), out.res_address.eq(res_address)]
-                with m.If(~k.res_banked | (((index + 1) & (cols - 1)) == 0)):
+                with m.If(~k.res_banked | (((index + 1) & (cols // lanes - 1)) == 0)):
                     m.d.sync += res_address.eq(res_address + k.res_plane)
             with m.If(freeing):
-                m.d.sync += [shadow_valid.eq(0), row.eq(0), last_row.eq(rows == 1)]
+                m.d.sync += [shadow_valid.eq(0), row.eq(0), last_row.eq(steps == 1)]
 
         # accumulate; a job's last tile loads the shadow (after the drain above: it wins a tie)
         for r in range(rows):
@@ -158,7 +168,7 @@ class Accumulators(wiring.Component):
                 with m.If(tile.last):
                     m.d.sync += shadow[r].eq(total)
         with m.If(tile.valid & tile.last & en):
-            m.d.sync += [shadow_valid.eq(1), shadow_job.eq(tile.job), row.eq(0), last_row.eq(rows == 1),
+            m.d.sync += [shadow_valid.eq(1), shadow_job.eq(tile.job), row.eq(0), last_row.eq(steps == 1),
                          address.eq(tile.job.channel_base)]
             if p.has_residual:
                 m.d.sync += res_address.eq(tile.job.res_address)

@@ -13,8 +13,13 @@ def bank_port(program, kind=WritePort):
 
 
 def score_port(program):
-    return WritePort.Signature(addr_width=max(1, (program.memory("scores").depth - 1).bit_length()),
-                               shape=signed(program.score_bits))
+    """The score memory's write port: one score, or (out_lanes > 1) a row of out_lanes scores with
+    one write enable each."""
+    image = program.memory("scores")
+    addr_width = max(1, (image.depth - 1).bit_length())
+    if program.out_lanes == 1:
+        return WritePort.Signature(addr_width=addr_width, shape=signed(program.score_bits))
+    return WritePort.Signature(addr_width=addr_width, shape=image.shape, granularity=1)
 
 
 class ActivationBanks(wiring.Component):
@@ -69,6 +74,9 @@ class ScoreOutput(wiring.Component):
     def __init__(self, program):
         self._image = program.memory("scores")
         self._n = program.n_scores
+        self._lanes = program.out_lanes
+        last = program.stages[-1]
+        self._plane = last.out_h * last.out_w
         super().__init__({
             "write": Out(score_port(program)),
             "start": In(1),
@@ -79,13 +87,18 @@ class ScoreOutput(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.scores = mem = self._image.memory()
-        wp, rp = mem.write_port(), mem.read_port()
+        lanes = self._lanes
+        wp, rp = mem.write_port(granularity=1 if lanes > 1 else None), mem.read_port()
         m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr), wp.data.eq(self.write.data)]
         index = Signal(range(self._n + 1))
         valid = Signal()
         advance = self.start & (~valid | self.o_stream.ready)
-        m.d.comb += [rp.addr.eq(index), rp.en.eq(advance),
-                     self.o_stream.valid.eq(valid), self.o_stream.payload.eq(rp.data)]
+        if lanes == 1:
+            m.d.comb += [rp.addr.eq(index), rp.en.eq(advance),
+                         self.o_stream.valid.eq(valid), self.o_stream.payload.eq(rp.data)]
+        else:
+            m.d.comb += [rp.en.eq(advance), self.o_stream.valid.eq(valid)]
+            self._lane_reads(m, rp, advance, index)
         with m.If(advance):
             m.d.sync += valid.eq(index < self._n)
             with m.If(index < self._n):
@@ -94,3 +107,24 @@ class ScoreOutput(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.d.sync += index.eq(0)
         return m
+
+    def _lane_reads(self, m, rp, advance, index):
+        """out_lanes lanes: score index c * plane + pixel is lane c % L of row (c // L) * plane + pixel;
+        the lane is selected a cycle after the read, with the data."""
+        lanes, plane = self._lanes, self._plane
+        pixel = Signal(range(plane), name="score_pixel")
+        lane = Signal(range(lanes), name="score_lane")
+        row = Signal(range(max(2, self._image.depth + plane)), name="score_row")
+        selected = Signal.like(lane, name="score_selected")
+        m.d.comb += [rp.addr.eq(row + pixel), self.o_stream.payload.eq(rp.data[selected])]
+        with m.If(advance):
+            m.d.sync += selected.eq(lane)
+            with m.If(index < self._n):
+                with m.If(pixel != plane - 1):
+                    m.d.sync += pixel.eq(pixel + 1)
+                with m.Else():
+                    m.d.sync += [pixel.eq(0), lane.eq(lane + 1)]
+                    with m.If(lane == lanes - 1):
+                        m.d.sync += row.eq(row + plane)
+            with m.Else():
+                m.d.sync += [pixel.eq(0), lane.eq(0), row.eq(0)]

@@ -132,9 +132,12 @@ class Stage(ProgramStage):
     def conv_pixels(self) -> int:
         return self.conv_h * self.conv_w
 
-    def group_channel_step(self, rows: int, cols: int) -> tuple[int, int]:
+    def group_channel_step(self, rows: int, cols: int, lanes: int = 1) -> tuple[int, int]:
         """(address step, mask): the output address advances by the step at every output group g with
-        (g + 1) & mask == 0 (banked outputs put pe_cols channels side by side in one address)."""
+        (g + 1) & mask == 0 (banked outputs put pe_cols channels side by side in one address; with
+        several out lanes the score memory holds `lanes` channels side by side in one row)."""
+        if self.out_mode == "scores" and lanes > 1:
+            return (rows // lanes) * self.out_h * self.out_w, 0
         return _channel_step(self.out_mode, self.out_h * self.out_w, rows, cols)
 
     def residual_channel_step(self, rows: int, cols: int) -> tuple[int, int]:
@@ -188,6 +191,26 @@ class TernaryProgram(Program):
     def has_avgpool(self) -> bool:
         return any(s.pool_kind == "avg" for s in self.stages)
 
+    # -- output lanes (spec.out_lanes): channels requantized and written per cycle ----------------------
+
+    @property
+    def out_lanes(self) -> int:
+        return self.spec.out_lanes
+
+    @property
+    def drain_steps(self) -> int:
+        """Cycles the writer takes for one job's pe_rows channels: pe_rows / out_lanes."""
+        return self.spec.pe_rows // self.spec.out_lanes
+
+    @property
+    def score_depth(self) -> int:
+        """Rows of the score memory: one score per row with one lane; with L lanes, channel c's pixel
+        at row (c // L) * plane + pixel, lane c % L."""
+        last = self.stages[-1]
+        if self.out_lanes == 1:
+            return max(2, self.n_scores)
+        return max(2, -(-last.out_channels // self.out_lanes) * last.out_h * last.out_w)
+
     @property
     def requant_latency(self) -> int:
         """Channel in (with its sum) -> requantized activation out, in the writer."""
@@ -214,7 +237,7 @@ class TernaryProgram(Program):
         return pipeline_depth(self.spec)
 
     def stage_table(self) -> dict[str, list[int]]:
-        rows, cols = self.spec.pe_rows, self.spec.pe_cols
+        rows, cols, lanes = self.spec.pe_rows, self.spec.pe_cols, self.out_lanes
         st = self.stages
         return {
             "group_last": [s.out_groups - 1 for s in st],
@@ -231,16 +254,39 @@ class TernaryProgram(Program):
             "in_width": [s.in_shape[2] for s in st],
             "in_base": [s.in_base for s in st],
             "out_base": [s.out_base for s in st],
-            "out_plane": [s.out_h * s.out_w for s in st],              # address step per output channel
+            # address step per drain step (out_lanes channels; per channel with one lane)
+            "out_plane": [s.out_h * s.out_w * (lanes if s.out_mode == "replicated" else 1) for s in st],
             "banked_out": [s.out_mode == "banked" for s in st],
             "to_scores": [s.out_mode == "scores" for s in st],
-            "param_base": [s.param_base for s in st],
+            "param_base": [s.param_base // lanes for s in st],          # params rows hold out_lanes channels
             "out_channels": [s.out_channels for s in st],
             "last_stage": [i == len(st) - 1 for i in range(len(st))],
-            "group_channel_step": [s.group_channel_step(rows, cols)[0] for s in st],
-            "group_channel_mask": [s.group_channel_step(rows, cols)[1] for s in st],
+            "group_channel_step": [s.group_channel_step(rows, cols, lanes)[0] for s in st],
+            "group_channel_mask": [s.group_channel_step(rows, cols, lanes)[1] for s in st],
             **self._graph_table(),
+            **self._lanes_table(),
         }
+
+    def _lanes_table(self) -> dict[str, list[int]]:
+        """With several out lanes, the writes of replicated maps: bank b holds channel b % C of a
+        replicated map of C channels (the channel its MAC lane reads: lane l reads channel l % C), at
+        the usual address c * H * W + y * W + x. Per bank and stage: that channel (`bank_channel{b}`)
+        and its address offset (`bank_offset{b}`); with residuals, the offset of channel b in a
+        replicated residual map (`res_bank_offset{b}`: the lane wanting channel c reads bank c)."""
+        cols, st = self.spec.pe_cols, self.stages
+        if self.out_lanes == 1:
+            return {}
+        table = {}
+        if any(s.out_mode == "replicated" for s in st):
+            for b in range(cols):
+                table[f"bank_channel{b}"] = [b % s.out_channels if s.out_mode == "replicated" else 0 for s in st]
+                table[f"bank_offset{b}"] = [(b % s.out_channels) * s.out_h * s.out_w if s.out_mode == "replicated"
+                                            else 0 for s in st]
+        if self.has_residual and any(s.residual is not None and s.res_mode == "replicated" for s in st):
+            for b in range(cols):
+                table[f"res_bank_offset{b}"] = [b * s.conv_h * s.conv_w if s.residual is not None
+                                                and s.res_mode == "replicated" else 0 for s in st]
+        return table
 
     def _graph_table(self) -> dict[str, list[int]]:
         """The columns of the graph features, present only in programs that use them (a sequential
@@ -254,7 +300,8 @@ class TernaryProgram(Program):
                 "res_base": [s.res_base for s in st],
                 "res_banked": [s.res_mode == "banked" for s in st],
                 "res_signed": [s.res_signed for s in st],
-                "res_plane": [s.conv_h * s.conv_w for s in st],           # address step per residual channel
+                "res_plane": [s.conv_h * s.conv_w * (self.out_lanes if s.res_mode != "banked" else 1)
+                              for s in st],                                # ... per drain step
                 "res_row": [s.conv_w for s in st],                         # between conv rows of a pool window
                 "res_pool_step": [s.pool_s for s in st],                   # conv pixels between pooled outputs
                 "res_pool_row_step": [s.pool_s * s.conv_w for s in st],
@@ -354,22 +401,29 @@ class TernaryProgram(Program):
     def memories(self) -> list[MemoryImage]:
         # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
         from amaranth.hdl import signed, unsigned
+        from amaranth.lib import data
 
         from ..common.requant import param_layout
         from . import layouts
         spec = self.spec
         counts = [int(v) for v in self.og_counts]
+        lanes = self.out_lanes
+        param = param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits, shift_bits=self.shift_bits,
+                             res_mult_bits=self.res_mult_bits)
+        params, scores = self.params, signed(self.score_bits)
+        if lanes > 1:   # one row per drain step: out_lanes channels side by side
+            param = data.ArrayLayout(param, lanes)
+            params = [params[i:i + lanes] for i in range(0, len(params), lanes)]
+            scores = data.ArrayLayout(scores, lanes)
         return [
             MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits, coff_bits=self.coff_bits),
                         max(1, self.weight_word_count), self.words),
             MemoryImage("lane_map", layouts.lane_map_layout(spec, k_bits=self.k_bits, aoff_bits=self.aoff_bits),
                         max(1, len(self.lane_map)), self.lane_map),
-            MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
-                                               shift_bits=self.shift_bits, res_mult_bits=self.res_mult_bits),
-                        len(self.params), self.params),
+            MemoryImage("params", param, len(params), params),
             # one entry more: read (and ignored) after the last output group
             MemoryImage("og_table", unsigned(unsigned_bits(max(counts))), len(counts) + 1, counts + [1]),
-            MemoryImage("scores", signed(self.score_bits), max(2, self.n_scores)),
+            MemoryImage("scores", scores, self.score_depth),
             *(MemoryImage(f"act_bank{b}", unsigned(spec.act_bits), self.bank_depth) for b in range(spec.pe_cols)),
         ]
 

@@ -1,7 +1,7 @@
 """Requantize and write: a channel's sum -> its activation (or score) -> the next stage's buffer."""
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -50,7 +50,7 @@ class RequantWriter(wiring.Component):
             "enable": In(1),
             "channel_index": In(channel["channel"].shape),
             "channel_valid": In(1),
-            "channel_acc": In(signed(program.acc_bits)),
+            "channel_acc": In(layouts.lane_sums_layout(program)),
             "channel": In(channel),
             "bank_write": In(bank_port(program)).array(spec.pe_cols),
             "score_write": In(score_port(program)),
@@ -64,42 +64,60 @@ class RequantWriter(wiring.Component):
         m = Module()
         p, k = self._program, self.k
         spec = p.spec
-        rows, cols = spec.pe_rows, spec.pe_cols
+        rows, lanes = spec.pe_rows, p.out_lanes
         m.submodules.params = params = p.memory("params").memory()
         param = params.read_port()
         m.d.comb += [param.addr.eq(k.param_base + self.channel_index), param.en.eq(1)]
         options = dict(residual_bits=spec.act_bits + 1, res_mult_bits=p.res_mult_bits) if p.has_residual else {}
-        m.submodules.requant = rq = Requantizer(act_bits=spec.act_bits, acc_bits=p.acc_bits, bias_bits=p.bias_bits,
-                                                mult_bits=p.mult_bits, shift_bits=p.shift_bits,
-                                                signed_out=p.has_signed, **options)
+        rqs = []
+        for i in range(lanes):
+            rq = Requantizer(act_bits=spec.act_bits, acc_bits=p.acc_bits, bias_bits=p.bias_bits,
+                             mult_bits=p.mult_bits, shift_bits=p.shift_bits, signed_out=p.has_signed, **options)
+            m.submodules["requant" if lanes == 1 else f"requant{i}"] = rq
+            rqs.append(rq)
         valid, acc, channel, constants = self.channel_valid, self.channel_acc, self.channel, param.data
         if p.has_residual:
-            valid, acc, channel, constants = self._residual(m, rq, constants)
-        m.d.comb += [rq.i_valid.eq(valid), rq.i_acc.eq(acc), rq.i_bias.eq(constants.bias),
-                     rq.i_mult.eq(constants.mult), rq.i_shift.eq(constants.shift)]
-        if p.has_signed:
-            m.d.comb += rq.i_signed.eq(k.signed_out)
+            valid, acc, channel, constants = self._residual(m, rqs, constants)
+        for i, rq in enumerate(rqs):
+            lane_acc, lane_constants = (acc, constants) if lanes == 1 else (acc[i], constants[i])
+            m.d.comb += [rq.i_valid.eq(valid), rq.i_acc.eq(lane_acc), rq.i_bias.eq(lane_constants.bias),
+                         rq.i_mult.eq(lane_constants.mult), rq.i_shift.eq(lane_constants.shift)]
+            if p.has_signed:
+                m.d.comb += rq.i_signed.eq(k.signed_out)
+        rq = rqs[0]
         out = delayed(m, channel, rq.latency, name="requant_channel")   # beside rq.o_*
 
+        # the max-pool: a rotating register of the group's pe_rows running maxima, out_lanes at its head
         maxima = [Signal(spec.act_bits, name=f"pool_max{r}") for r in range(rows)]
-        pooled = Signal(spec.act_bits)
-        m.d.comb += pooled.eq(Mux(out.window_first | (rq.o_act > maxima[0]), rq.o_act, maxima[0]))
+        pooled = [Signal(spec.act_bits, name="pooled" if lanes == 1 else f"pooled{i}") for i in range(lanes)]
+        for i, lane in enumerate(rqs):
+            m.d.comb += pooled[i].eq(Mux(out.window_first | (lane.o_act > maxima[i]), lane.o_act, maxima[i]))
         with m.If(rq.o_valid):
-            m.d.sync += [maxima[r].eq(maxima[r + 1]) for r in range(rows - 1)] + [maxima[rows - 1].eq(pooled)]
+            m.d.sync += ([maxima[r].eq(maxima[r + lanes]) for r in range(rows - lanes)] +
+                         [maxima[rows - lanes + i].eq(pooled[i]) for i in range(lanes)])
         if p.has_avgpool:
-            write_valid, out, pooled, done = self._average(m, rq, out, pooled)
+            write_valid, out, pooled, done = self._average(m, rqs, out, pooled)
         else:
             write_valid = rq.o_valid & out.window_last
             done = rq.o_valid & out.stage_last
         m.d.comb += self.stage_done.eq(done)
+        scores = pooled if p.stages[-1].relu else [lane.o_score for lane in rqs]
+        if lanes == 1:
+            self._write(m, write_valid, out, pooled[0], scores[0])
+        else:
+            self._write_lanes(m, write_valid, out, pooled, scores)
+        return m
 
+    def _write(self, m, write_valid, out, pooled, score):
+        """One lane: channel `out.channel` to its bank (banked) or every bank (replicated), or a score."""
+        p, k = self._program, self.k
+        cols = p.spec.pe_cols
         address = Signal(p.addr_bits + 2)
         m.d.comb += address.eq(k.out_base + out.address + out.pixel)
         with m.If(write_valid & (out.channel < k.out_channels) & self.enable):
             with m.If(k.to_scores):
                 # raw class scores (acc + bias), or, when the last layer ends in a ReLU (and maybe a
                 # pool), its requantized and pooled activations, as the reference computes them
-                score = pooled if p.stages[-1].relu else rq.o_score
                 w = self.score_write
                 m.d.comb += [w.en.eq(1), w.addr.eq(out.address + out.pixel), w.data.eq(score)]
             with m.Else():
@@ -107,54 +125,136 @@ class RequantWriter(wiring.Component):
                     m.d.comb += [w.addr.eq(address[:p.addr_bits]), w.data.eq(pooled)]
                     with m.If(~k.banked_out | ((out.channel & (cols - 1)) == b)):
                         m.d.comb += w.en.eq(1)
-        return m
 
-    def _residual(self, m, rq, constants):
-        """Read r for the channel arriving now; its sum, constants and place wait a cycle in registers
-        (they reach the requantizer with r). Returns the delayed (valid, acc, channel, constants)."""
+    def _write_lanes(self, m, write_valid, out, pooled, scores):
+        """out_lanes lanes: lane i holds channel c + i (c = `out.channel`, a multiple of out_lanes).
+
+        * scores: one score-memory row holds out_lanes channels side by side (row (c // L) * plane +
+          pixel), each lane with its own write enable;
+        * banked: the lanes' channels lie in distinct banks at one address: bank b takes lane b % L
+          when c's bank group is b's;
+        * replicated: bank b holds channel b % C only (the one its MAC lane reads), at its usual
+          address: it takes lane (b % C) % L when c // L == (b % C) // L (`bank_channel{b}`,
+          `bank_offset{b}` of the stage table)."""
+        p, k = self._program, self.k
+        cols, lanes = p.spec.pe_cols, p.out_lanes
+        log_lanes, log_cols = (lanes - 1).bit_length(), (cols - 1).bit_length()
+        valid = write_valid & self.enable
+        lane_ok = [out.channel + i < k.out_channels for i in range(lanes)]
+        w = self.score_write
+        m.d.comb += [w.addr.eq(out.address + out.pixel), *(w.data[i].eq(score) for i, score in enumerate(scores))]
+        m.d.comb += w.en.eq(Cat(*(valid & k.to_scores & ok for ok in lane_ok)))
+        address = Signal(p.addr_bits + 2)
+        m.d.comb += address.eq(k.out_base + out.address + out.pixel)
+        group = out.channel[log_lanes:log_cols] if log_cols > log_lanes else C(0, 1)
+        replicated = "bank_channel0" in k.shape().members
+        for b, port in enumerate(self.bank_write):
+            banked_hit = (group == b >> log_lanes) & lane_ok[b % lanes]
+            if replicated:
+                ch = getattr(k, f"bank_channel{b}")
+                rep_address = Signal(p.addr_bits + 2, name=f"rep_address{b}")
+                m.d.comb += rep_address.eq(k.out_base + getattr(k, f"bank_offset{b}") + out.pixel)
+                rep_hit = out.channel[log_lanes:] == (ch >> log_lanes)
+                m.d.comb += [port.addr.eq(Mux(k.banked_out, address, rep_address)[:p.addr_bits]),
+                             port.data.eq(Mux(k.banked_out, pooled[b % lanes], Array(pooled)[ch[:log_lanes]])),
+                             port.en.eq(valid & ~k.to_scores & Mux(k.banked_out, banked_hit, rep_hit))]
+            else:
+                m.d.comb += [port.addr.eq(address[:p.addr_bits]), port.data.eq(pooled[b % lanes]),
+                             port.en.eq(valid & ~k.to_scores & banked_hit)]
+
+    def _residual(self, m, rqs, constants):
+        """Read r for the channels arriving now; their sums, constants and place wait a cycle in
+        registers (they reach the requantizers with r). Returns the delayed (valid, acc, channel,
+        constants)."""
         p, k, ch = self._program, self.k, self.channel
-        cols = p.spec.pe_cols
+        cols, lanes = p.spec.pe_cols, p.out_lanes
         address = Signal(p.addr_bits + 2)
         m.d.comb += address.eq(k.res_base + ch.res_address + ch.conv_pixel)
-        for port in self.residual_read:
-            m.d.comb += [port.addr.eq(address[:p.addr_bits]), port.en.eq(1)]
+        if lanes == 1:
+            for port in self.residual_read:
+                m.d.comb += [port.addr.eq(address[:p.addr_bits]), port.en.eq(1)]
+        else:
+            self._residual_addresses(m, address)
         valid, acc = Signal(name="res_wait_valid"), Signal.like(self.channel_acc, name="res_wait_acc")
         channel = Signal.like(ch, name="res_wait_channel")
         held = Signal.like(constants, name="res_wait_params")
         m.d.sync += [valid.eq(self.channel_valid), acc.eq(self.channel_acc), channel.eq(ch), held.eq(constants)]
-        banks = Array(port.data for port in self.residual_read)
-        raw = Mux(k.res_banked, banks[channel.channel[:max(1, (cols - 1).bit_length())]] if cols > 1 else banks[0],
-                  self.residual_read[0].data)
-        r = Signal(signed(p.spec.act_bits + 1), name="residual")
-        # no residual in this stage: r = 0 (never a value read from an unwritten address)
-        m.d.comb += r.eq(Mux(k.has_residual, Mux(k.res_signed, raw.as_signed(), raw), 0))
-        m.d.comb += [rq.i_residual.eq(r), rq.i_res_mult.eq(held.res_mult)]
+        if lanes == 1:
+            banks = Array(port.data for port in self.residual_read)
+            raw = [Mux(k.res_banked, banks[channel.channel[:max(1, (cols - 1).bit_length())]] if cols > 1 else banks[0],
+                       self.residual_read[0].data)]
+            mults = [held.res_mult]
+        else:
+            raw, mults = self._residual_lanes(channel), [held[i].res_mult for i in range(lanes)]
+        for i, (rq, value, mult) in enumerate(zip(rqs, raw, mults)):
+            r = Signal(signed(p.spec.act_bits + 1), name="residual" if lanes == 1 else f"residual{i}")
+            # no residual in this stage: r = 0 (never a value read from an unwritten address)
+            m.d.comb += r.eq(Mux(k.has_residual, Mux(k.res_signed, value.as_signed(), value), 0))
+            m.d.comb += [rq.i_residual.eq(r), rq.i_res_mult.eq(mult)]
         return valid, acc, channel, held
 
-    def _average(self, m, rq, out, pooled):
-        """The average pool's window sums and its requantizer; returns what to write when (valid,
-        channel, value, stage done): the average's in an average-pool stage, else the max-pool path's."""
+    def _residual_addresses(self, m, address):
+        """out_lanes lanes: lane i wants r of channel c + i (c a multiple of out_lanes), which lies in
+        bank (c + i) % pe_cols whether the map is banked (one address for all) or replicated (bank b
+        holds channel b there, at its own address: `res_bank_offset{b}`); bank b serves lane b % L."""
+        p, k, ch = self._program, self.k, self.channel
+        replicated = "res_bank_offset0" in k.shape().members
+        for b, port in enumerate(self.residual_read):
+            addr = address
+            if replicated:
+                addr = Signal(p.addr_bits + 2, name=f"res_address{b}")
+                m.d.comb += addr.eq(k.res_base + Mux(k.res_banked, ch.res_address, getattr(k, f"res_bank_offset{b}"))
+                                    + ch.conv_pixel)
+            m.d.comb += [port.addr.eq(addr[:p.addr_bits]), port.en.eq(1)]
+
+    def _residual_lanes(self, channel):
+        """r of each lane, from bank (c + i) % pe_cols: among the banks b = i (mod L), by c's bank group."""
+        p = self._program
+        cols, lanes = p.spec.pe_cols, p.out_lanes
+        log_lanes, log_cols = (lanes - 1).bit_length(), (cols - 1).bit_length()
+        group = channel.channel[log_lanes:log_cols] if log_cols > log_lanes else C(0, 1)
+        return [Array(self.residual_read[j * lanes + i].data for j in range(cols // lanes))[group]
+                for i in range(lanes)]
+
+    def _average(self, m, rqs, out, pooled):
+        """The average pool's window sums and its requantizers (one per lane); returns what to write
+        when (valid, channel, values per lane, stage done): the average's in an average-pool stage,
+        else the max-pool path's."""
         p, k = self._program, self.k
         spec = p.spec
-        rows = spec.pe_rows
+        rows, lanes = spec.pe_rows, p.out_lanes
+        rq = rqs[0]
         sums = [Signal(p.avg_sum_bits, name=f"pool_sum{r}") for r in range(rows)]
-        total = Signal(p.avg_sum_bits)
-        m.d.comb += total.eq(Mux(out.window_first, 0, sums[0]) + rq.o_act)
+        totals = [Signal(p.avg_sum_bits, name="total" if lanes == 1 else f"total{i}") for i in range(lanes)]
+        for i, lane in enumerate(rqs):
+            m.d.comb += totals[i].eq(Mux(out.window_first, 0, sums[i]) + lane.o_act)
         with m.If(rq.o_valid):
-            m.d.sync += [sums[r].eq(sums[r + 1]) for r in range(rows - 1)] + [sums[rows - 1].eq(total)]
+            m.d.sync += ([sums[r].eq(sums[r + lanes]) for r in range(rows - lanes)] +
+                         [sums[rows - lanes + i].eq(totals[i]) for i in range(lanes)])
         avg_stages = [s for s in p.stages if s.pool_kind == "avg"]
         mults = [s.avg_mult for s in avg_stages]
-        m.submodules.average = avg = Requantizer(
-            act_bits=spec.act_bits, acc_bits=p.avg_sum_bits + 1, bias_bits=1,
-            mult_bits=signed_bits(0, max(mults)), shift_bits=unsigned_bits(max(s.avg_shift for s in avg_stages)))
-        m.d.comb += [avg.i_valid.eq(rq.o_valid & out.window_last & k.avg_pool), avg.i_acc.eq(total),
-                     avg.i_bias.eq(0), avg.i_mult.eq(k.avg_mult), avg.i_shift.eq(k.avg_shift)]
-        out_avg = delayed(m, out, avg.latency, name="average_channel")
-        valid, channel, value, done = Signal(), Signal.like(out), Signal(spec.act_bits), Signal()
+        avgs = []
+        for i in range(lanes):
+            avg = Requantizer(act_bits=spec.act_bits, acc_bits=p.avg_sum_bits + 1, bias_bits=1,
+                              mult_bits=signed_bits(0, max(mults)),
+                              shift_bits=unsigned_bits(max(s.avg_shift for s in avg_stages)))
+            m.submodules["average" if lanes == 1 else f"average{i}"] = avg
+            m.d.comb += [avg.i_valid.eq(rq.o_valid & out.window_last & k.avg_pool), avg.i_acc.eq(totals[i]),
+                         avg.i_bias.eq(0), avg.i_mult.eq(k.avg_mult), avg.i_shift.eq(k.avg_shift)]
+            avgs.append(avg)
+        out_avg = delayed(m, out, avgs[0].latency, name="average_channel")
+        if lanes == 1:
+            valid, channel, value, done = Signal(), Signal.like(out), Signal(spec.act_bits), Signal()
+            values = [value]
+        else:
+            valid, channel, done = Signal(name="valid"), Signal.like(out, name="channel"), Signal(name="done")
+            values = [Signal(spec.act_bits, name=f"value{i}") for i in range(lanes)]
         with m.If(k.avg_pool):
-            m.d.comb += [valid.eq(avg.o_valid), channel.eq(out_avg), value.eq(avg.o_act),
-                         done.eq(avg.o_valid & out_avg.stage_last)]
+            m.d.comb += [valid.eq(avgs[0].o_valid), channel.eq(out_avg),
+                         *(value.eq(avg.o_act) for value, avg in zip(values, avgs)),
+                         done.eq(avgs[0].o_valid & out_avg.stage_last)]
         with m.Else():
-            m.d.comb += [valid.eq(rq.o_valid & out.window_last), channel.eq(out), value.eq(pooled),
+            m.d.comb += [valid.eq(rq.o_valid & out.window_last), channel.eq(out),
+                         *(value.eq(max_) for value, max_ in zip(values, pooled)),
                          done.eq(rq.o_valid & out.stage_last)]
-        return valid, channel, value, done
+        return valid, channel, values, done
