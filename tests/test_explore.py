@@ -188,6 +188,19 @@ def test_explore_a_model_file_retiles_its_weights(model, tmp_path, capsys):
     assert "fixes act_bits" in capsys.readouterr().err
 
 
+def test_a_field_the_calibration_never_set_is_swept_and_flagged(model, capsys):
+    """out_lanes came after the calibration builds: the cycle model sweeps it exactly, the resource
+    model cannot see its cost, and says so on every point that sets it."""
+    assert main(["explore", str(model), "--board", "icebreaker", "--axis", "out_lanes=1,2,4"]) == 0
+    out = capsys.readouterr().out
+    assert "out_lanes=1 " in out and "out_lanes=4 " in out
+    result = sweep.explore(model, board="icebreaker", axes={"out_lanes": (1, 4)})
+    dep = fileformat.load(model)
+    _check_points(result, dep.retarget, "icebreaker")
+    flags = {HardwareSpec.from_dict(p["spec"]).out_lanes: p["predicted"]["extrapolated"] for p in result["points"]}
+    assert "out_lanes (not calibrated)" in flags[4] and "out_lanes (not calibrated)" not in flags[1]
+
+
 def test_explore_json_schema_and_plot(model, tmp_path):
     out = tmp_path / "out"
     js = tmp_path / "r.json"

@@ -315,7 +315,8 @@ def verification_images(dep: Deployment, n: int) -> np.ndarray:
 # -- output ---------------------------------------------------------------------------------------------
 
 def _spec_label(spec: dict, axes) -> str:
-    return " ".join(f"{k}={spec[k]}" for k in axes)
+    full = HardwareSpec.from_dict(spec)  # a field at its default is not in the dict
+    return " ".join(f"{k}={getattr(full, k)}" for k in axes)
 
 
 def format_table(result: dict) -> str:
