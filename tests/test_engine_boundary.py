@@ -20,6 +20,7 @@ MAX_ELABORATE_LINES = 120
 
 TERNARY_50 = ROOT / "bitstreams" / "icebreaker" / "ternary-50" / "model.terwin"
 WINOGRAD = ROOT / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin"
+RESNET8 = ROOT / "bitstreams" / "ulx3s-85f" / "resnet8" / "model.terwin"   # a user's residual graph, trained
 
 # Regression pin: per-layer (name, cycles, mac_cycles, ideal_mac_cycles) of the stored reference models
 # as the cycle model gives them (and as their RTL counters measure them). Changing the schedule must
@@ -37,6 +38,14 @@ PINNED = {
         "layers": [("wconv0", 1336, 320, 308), ("wconv1", 10259, 9840, 9832), ("pool2", 0, 0, 0),
                    ("wconv3", 5591, 4916, 4915), ("pool4", 0, 0, 0), ("linear5", 311, 160, 160)],
         "cycles": 17497, "io_cycles": 67,
+    },
+    RESNET8: {  # `terwin verify --images 100` measured these on the RTL (docs/ternary.md)
+        "layers": [("conv1", 16401, 4096, 2000), ("layer1.conv1", 18455, 18432, 17872),
+                   ("layer1.conv2", 18455, 18432, 17872), ("layer2.conv1", 9239, 9216, 8936),
+                   ("layer2.shortcut.0", 8208, 1024, 992), ("layer2.conv2", 18455, 18432, 17876),
+                   ("layer3.conv1", 9175, 9152, 8877), ("layer3.shortcut.0", 4114, 1088, 993),
+                   ("layer3.conv2", 18395, 18368, 17816), ("pool", 0, 0, 0), ("fc", 36, 8, 6)],
+        "cycles": 120933, "io_cycles": 1035,
     },
 }
 
