@@ -13,7 +13,8 @@ as the command line), single-threaded; the runs go to `terwin.parallel.Executor.
 ray_address=...)` (Ray on this machine or a cluster, else a process pool; `--workers 1`: one at a time
 here). Each run writes OUT/runs/<name>.json as it finishes, so an interrupted sweep keeps what it
 measured and a second call with the same OUT runs only the missing cells (`--summarize`: run
-nothing, summarize what is there). At the end (and after every finished run) OUT/sweep.json (rows
+nothing, summarize what is there; `--update-docs`: rewrite the tables between their markers in
+docs/ternary.md, docs/winograd.md and README.md from it). At the end (and after every finished run) OUT/sweep.json (rows
 and per-cell statistics), OUT/sweep.md (Markdown tables) and, with matplotlib, OUT/sweep.png.
 
 Cells: ternary = variant × spec × tile sparsity; Winograd = mode × Winograd sparsity. Per cell over
@@ -247,6 +248,48 @@ def write_outputs(out: Path, machine: str) -> list[dict]:
     return summary
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# the documents whose tables come from the sweep: (file, family, marker name)
+DOCS = (("docs/ternary.md", "ternary"), ("docs/winograd.md", "winograd"), ("README.md", None))
+
+
+def _between(text: str, name: str, body: str, where: str) -> str:
+    begin, end = f"<!-- compression sweep: {name} -->", f"<!-- end of compression sweep: {name} -->"
+    if begin not in text or end not in text:
+        raise TerwinError(f"{where}: no {begin} ... {end} markers")
+    i, j = text.index(begin) + len(begin), text.index(end)
+    return text[:i] + "\n" + body + text[j:]
+
+
+def readme_table(summary: list[dict], machine: str) -> str:
+    """The README's accuracy figures: median and worst drop (and accuracy) per cell of the recipe."""
+    lines = [f"Seed sweep (`benchmarks/compression_sweep.py`, seeds listed; {machine}):", "",
+             "| model | seeds | integer accuracy median (worst) | drop median (worst), points | compression |",
+             "|---|---|---|---|---|"]
+    for s in summary:
+        if s["family"] == "ternary" and s["variant"] != "wpc":
+            continue
+        what = (f"ternary {s['spec']}, {s['sparsity_target']:.1%} of tiles pruned" if s["family"] == "ternary"
+                else f"Winograd {s['variant']}, {s['sparsity_target']:.0%} Winograd-domain zeros")
+        unit = "× weights" if s["family"] == "ternary" else "× fewer multiplies"
+        lines.append(f"| {what} | {','.join(map(str, s['seeds']))} | {s['accuracy_median']:.2%} "
+                     f"({s['accuracy_worst']:.2%}) | {s['drop_median']:.2f} ({s['drop_worst']:.2f}) | "
+                     f"{s['compression_median']:.1f}{unit} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(summary: list[dict], machine: str, root: Path = ROOT) -> None:
+    """Rewrite the sweep tables between their markers in docs/ternary.md, docs/winograd.md, README.md."""
+    for rel, family in DOCS:
+        path = root / rel
+        text = path.read_text()
+        if family is None:
+            text = _between(text, "summary", readme_table(summary, machine), rel)
+        else:
+            text = _between(text, family, markdown([s for s in summary if s["family"] == family], machine), rel)
+        path.write_text(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for runs/*.json, sweep.json, sweep.md, sweep.png")
@@ -266,6 +309,8 @@ def main(argv=None) -> int:
                         help="executor backend (default: Ray when installed, else a process pool)")
     parser.add_argument("--machine", default=None, help="what to call this machine in the tables")
     parser.add_argument("--summarize", action="store_true", help="run nothing; summarize OUT/runs")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="rewrite the tables between their markers in docs/ternary.md, docs/winograd.md, README.md")
     args = parser.parse_args(argv)
     try:
         args.schedule = _parse_set(args.set)
@@ -285,6 +330,8 @@ def main(argv=None) -> int:
 
             executor.map(run_one, todo, progress=progress)
         summary = write_outputs(out, machine)
+        if args.update_docs:
+            update_docs(summary, machine)
     except TerwinError as error:
         print(f"compression_sweep: {error}", file=sys.stderr)
         return 2

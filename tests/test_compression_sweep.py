@@ -40,3 +40,22 @@ def test_seed_order_and_bad_overrides(sweep, tmp_path, capsys):
     assert [i["seed"] for i in items] == [0, 0, 0, 1, 1, 1]
     assert sweep.main(["--out", str(tmp_path), "--set", "nonsense=1"]) == 2
     assert "--set" in capsys.readouterr().err
+
+
+def test_update_docs_rewrites_only_between_the_markers(sweep, tmp_path):
+    for rel, name in (("docs/ternary.md", "ternary"), ("docs/winograd.md", "winograd"), ("README.md", "summary")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"before\n<!-- compression sweep: {name} -->\nold\n"
+                                    f"<!-- end of compression sweep: {name} -->\nafter\n")
+    cell = {"family": "winograd", "variant": "liu", "spec": "winograd", "sparsity_target": 0.8, "seeds": [0, 1],
+            "drop_median": 0.11, "drop_worst": 0.22, "drop_spread": 0.22, "drops": [0.0, 0.22],
+            "accuracy_median": 0.98, "accuracy_worst": 0.9778, "compression_median": 11.25, "compression_min": 11.25,
+            "cycles_median": 34776, "reference_mismatches": 0}
+    sweep.update_docs([cell], "here", root=tmp_path)
+    text = (tmp_path / "docs/winograd.md").read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text and "| 0.11 | 0.22 |" in text
+    assert "| Winograd liu, 80% Winograd-domain zeros | 0,1 | 98.00% (97.78%) | 0.11 (0.22) |" in \
+        (tmp_path / "README.md").read_text()
+    (tmp_path / "README.md").write_text("no markers")
+    with pytest.raises(sweep.TerwinError, match="markers"):
+        sweep.update_docs([cell], "here", root=tmp_path)
