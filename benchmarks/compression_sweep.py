@@ -225,6 +225,7 @@ def plot(summary: list[dict], rows: list[dict], path: Path) -> bool:
         ax.scatter([i] * len(ds), ds, color="tab:blue", alpha=0.6, s=18)
         ax.scatter([i], [s["drop_median"]], color="tab:red", marker="_", s=400)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_yscale("symlog", linthresh=2)   # linear around the 1-point budget, a collapsed run still on the page
     ax.set_xticks(range(len(summary)))
     ax.set_xticklabels([f"{s['variant']}\n{s['spec']}\n{s['sparsity_target']:g}\n"
                         f"{s['compression_median']:.0f}×" for s in summary], fontsize=7)
