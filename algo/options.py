@@ -3,6 +3,10 @@
 Each family subclasses it (`terwin.algo.ternary.TernaryOptions`, `terwin.algo.winograd.WinogradOptions`)
 with its own fields and its default `spec`. Bad values raise `TerwinError` naming the command-line
 flag, so `terwin compress` reports them as one line (exit 2).
+
+`GraphInputs` is what a family's options for a *user's* model add (`--model`, `--data`,
+`--weights`, the validation share), mixed into both families' `GraphOptions`;
+`check_weight_format` is the one "this spec is for another engine" check of every flow's `compress`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from typing import ClassVar
 
 from terwin.errors import TerwinError
 from terwin.spec import HardwareSpec
+
+from .data import VALIDATION_FRACTION
 
 
 def check_number(value, flag: str, *, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> float:
@@ -59,6 +65,38 @@ class CompressOptions:
                 if f.name not in ("spec", "seed", "quiet")}
 
 
+@dataclass(frozen=True, kw_only=True)
+class GraphInputs:
+    """Mixin of a family's options for a user's model (`class GraphOptions(GraphInputs, FamilyOptions)`).
+
+    model_ref / data_ref / weights_ref: what was compressed (`--model`, `--data`, `--weights`), for
+    compress.json. validation_fraction: the share of the training images set aside for validation,
+    (0, 0.5]."""
+    model_ref: str = ""
+    data_ref: str = "digits"
+    weights_ref: str | None = None
+    validation_fraction: float = VALIDATION_FRACTION
+
+    def __post_init__(self):
+        object.__setattr__(self, "validation_fraction", check_number(
+            self.validation_fraction, "validation_fraction", lo=0, hi=0.5, lo_open=True))
+        super().__post_init__()
+
+    @classmethod
+    def from_args(cls, base: CompressOptions, args):
+        """These options from the family's options `base` (its `options_from_args`) and the command
+        line's --model, --data, --weights."""
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+        return cls(**fields, model_ref=args.model, data_ref=args.data or "digits", weights_ref=args.weights)
+
+
+def check_weight_format(options: CompressOptions, weight_format: str) -> None:
+    """A TerwinError unless `options.spec` is for this family's engine (`weight_format`)."""
+    if options.spec.weight_format != weight_format:
+        raise TerwinError(f"the {options.family} family needs a spec with weight_format {weight_format!r}; "
+                          f"spec {options.spec.name} has {options.spec.weight_format!r}")
+
+
 def _jsonable(value):
     if dataclasses.is_dataclass(value):
         return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
@@ -67,4 +105,4 @@ def _jsonable(value):
     return value
 
 
-__all__ = ["CompressOptions", "check_number"]
+__all__ = ["CompressOptions", "GraphInputs", "check_number", "check_weight_format"]

@@ -15,10 +15,14 @@ differently is a parameter, never a second loop:
   epoch — the place for validation (e.g. checkpoint choice on a held-out split).
 * `teacher`/`distill_weight`: knowledge distillation (an experiment knob of the ternary schedule).
 
-`evaluate` is test accuracy in eval mode (`accuracy`: the same, batched, as a plain fraction);
-`BestCheckpoint` keeps the state with the best validation accuracy (checkpoint selection). Runs are deterministic: seed the global RNG before building
-the model, pass one `torch.Generator` for batch order and augmentation, and run under
-`single_thread()`.
+`Tensors.from_split(split, validation=F, seed=S)` carves the validation images out of the training
+images (`terwin.algo.data.validation_split`: stratified, seeded) — the one helper every flow uses, so
+every choice made during training (checkpoint selection) is judged on them and the test images are
+read only for the report. `evaluate` is accuracy in eval mode (`accuracy`: the same, batched, as a
+plain fraction); `BestCheckpoint` keeps the state with the best validation accuracy;
+`reestimate_batchnorm` recomputes batch-norm running statistics for the weights as they are now.
+Runs are deterministic: seed the global RNG before building the model, pass one `torch.Generator`
+for batch order and augmentation, and run under `single_thread()`.
 """
 from __future__ import annotations
 
@@ -33,21 +37,38 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .data import validation_split
+from .quant import ActQuant
+
 LR_DECAYS = ("cosine", "cosine-annealing")
 
 
 @dataclass(frozen=True)
 class Tensors:
-    """The data split as torch tensors (float32 images [N, 1, 8, 8], int64 labels)."""
+    """The data split as torch tensors (float32 images [N, C, H, W], int64 labels); x_val / y_val:
+    the validation images (None when none were carved out)."""
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @classmethod
-    def from_split(cls, split) -> "Tensors":
-        return cls(*(torch.from_numpy(np.ascontiguousarray(a)) for a in
-                     (split.x_train, split.y_train, split.x_test, split.y_test)))
+    def from_split(cls, split, *, validation: float = 0.0, seed: int = 0) -> "Tensors":
+        """`split` as tensors; with `validation` > 0 that fraction of the training images (stratified,
+        chosen by `seed`) becomes the validation set and leaves the training set."""
+        val = (None, None)
+        if validation:
+            split, val = validation_split(split, fraction=validation, seed=seed)
+        arrays = (split.x_train, split.y_train, split.x_test, split.y_test, *val)
+        return cls(*(None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_val, y_val); a ValueError when no validation images were carved out."""
+        if self.x_val is None:
+            raise ValueError("no validation split: build the tensors with Tensors.from_split(split, validation=F)")
+        return self.x_val, self.y_val
 
 
 def scaled_epochs(epochs: int, scale: float) -> int:
@@ -110,6 +131,35 @@ class BestCheckpoint:
     def restore(self) -> None:
         if self.state is not None:
             self.net.load_state_dict(self.state)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch: int = 2048) -> None:
+    """Recompute every batch norm's running mean and variance from `x` (one training-mode pass,
+    `batch` images at a time: exactly x's statistics when they fit in one batch, else the mean of the
+    batches') for the weights as they are now. During ternary training the codes
+    flip from step to step and the running averages (momentum 0.1) lag behind them, so eval mode
+    sees statistics of weights that are gone (docs/ternary.md, "Why"). Nothing else changes: the
+    activation quantizers' calibration is paused for the pass, the training mode is restored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    quants = [(m, m.calibrating) for m in model.modules() if isinstance(m, ActQuant)]
+    was = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None          # cumulative average: one batch -> exactly its statistics
+    for m, _ in quants:
+        m.calibrating = False
+    model.train()
+    for i in range(0, len(x), batch):
+        model(x[i:i + batch])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    for m, calibrating in quants:
+        m.calibrating = calibrating
+    model.train(was)
 
 
 def train(model: nn.Module, data: Tensors, *, epochs: int, lr: float, generator: torch.Generator,
@@ -190,4 +240,4 @@ def random_shift(x: torch.Tensor, *, generator: torch.Generator, max_shift: int 
 
 
 __all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "accuracy", "BestCheckpoint", "train",
-           "random_shift"]
+           "random_shift", "reestimate_batchnorm"]

@@ -281,6 +281,40 @@ def test_validation_split_is_stratified_seeded_and_leaves_the_test_images():
     assert np.abs(np.bincount(ya, minlength=10) / len(ya) - np.bincount(split.y_train) / 1347).max() < 0.01
 
 
+def test_every_flow_carves_validation_one_way():
+    """`Tensors.from_split(split, validation=F, seed=S)` is `validation_split`, as tensors."""
+    from terwin.algo.train import Tensors
+    split = datasets.load_digits_split()
+    t = Tensors.from_split(split, validation=0.1, seed=3)
+    train_split, (xv, yv) = datasets.validation_split(split, fraction=0.1, seed=3)
+    assert np.array_equal(t.x_val.numpy(), xv) and np.array_equal(t.y_val.numpy(), yv)
+    assert np.array_equal(t.x_train.numpy(), train_split.x_train) and np.array_equal(t.y_test.numpy(), split.y_test)
+    assert Tensors.from_split(split).x_val is None
+
+
+def test_batchnorm_reestimation_gives_the_statistics_of_the_weights_as_they_are():
+    from torch import nn
+
+    from terwin.algo.quant import ActQuant
+    from terwin.algo.train import reestimate_batchnorm
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), ActQuant(8))
+    x = torch.rand(40, 1, 6, 6)
+    net.train()
+    for _ in range(3):
+        net(x)                              # running stats of these weights ...
+    with torch.no_grad():
+        net[0].weight.mul_(-2.0)            # ... which then change (ternary codes flip)
+    before_max = net[2].running_max.clone()
+    net.eval()
+    reestimate_batchnorm(net, x)
+    y = net[0](x).detach()
+    assert torch.allclose(net[1].running_mean, y.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(net[1].running_var, y.var(dim=(0, 2, 3), unbiased=True), rtol=1e-5)
+    assert net[1].momentum == 0.1 and not net.training
+    assert torch.equal(net[2].running_max, before_max)   # the activation calibration did not move
+
+
 # -- the Python API -----------------------------------------------------------------------------------
 
 

@@ -1,13 +1,20 @@
 """`terwin compress --family ternary`: PE-aware structured-pruned ternary digits CNN.
 
 Stages (seeded, single-threaded, deterministic):
-1. float training of `DigitsNet` (batch norm, no quantization) -> `float_accuracy`;
+0. a validation split carved from the training images (`Tensors.from_split(..., validation=...)`:
+   stratified, seeded by `--seed`); every choice made during training is judged on it, and the test
+   images are read only for the report;
+1. float training of `DigitsNet` (batch norm, no quantization); the epoch with the best validation
+   accuracy is kept -> `float_accuracy` (test);
 2. joint stage: activation fake quantization on, ternary weights (straight-through), tile masks
    registered, loss = CE + regularizer (Weight Penalty Clipping or plain group lasso); gradual
    pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage;
 3. prune each layer's lowest-RMS tiles to its share of `--tile-sparsity`, freeze the masks;
 4. fine-tune the ternary, masked model while the zero budget (at most `--zero-budget` of a layer's
-   kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in;
+   kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in; after every epoch
+   with the final budget the batch-norm statistics are re-estimated for the ternary weights as they
+   are, and the epoch with the best validation accuracy is kept (`Schedule.bn_reestimate`,
+   `Schedule.checkpoint`);
 5. export to a `Deployment` and evaluate the integer model (`terwin.algo.results`: the NumPy
    reference and the torch integer evaluation, compared on every test image and every score).
 
@@ -29,11 +36,11 @@ from terwin.progress import Progress
 from terwin.spec import PE8X8, HardwareSpec
 from terwin.stats import model_stats
 
-from ..data import load_digits_split
-from ..options import CompressOptions, check_number
+from ..data import VALIDATION_FRACTION, load_digits_split
+from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import set_quantization
 from ..results import compress_report
-from ..train import Tensors, evaluate, scaled_epochs, single_thread, train
+from ..train import BestCheckpoint, Tensors, evaluate, reestimate_batchnorm, scaled_epochs, single_thread, train
 from .export import export_ternary, sync_activation_scales
 from .net import DigitsNet
 from .pruning import REGULARIZERS, TilePruner
@@ -54,9 +61,15 @@ class Schedule:
     full target from the first step, one-shot as before).
     distill (weight of knowledge distillation from the float model during fine-tuning) and
     joint_ternary=False (float weights during the regularizer stage) are experiment knobs; neither
-    helped in the runs recorded in docs/ternary.md, both are off by default."""
+    helped in the runs recorded in docs/ternary.md, both are off by default.
+    checkpoint: keep the float epoch and the fine-tuning epoch (among those with the final zero
+    budget) with the best validation accuracy, instead of the last. bn_reestimate: before each such
+    validation, and at the end, recompute the batch-norm statistics from the training images for the
+    ternary weights as they are (the running averages lag the codes that flip). freeze_bn: the share
+    of the last fine-tuning epochs in which batch norm runs in eval mode (its statistics frozen).
+    docs/ternary.md ablates each."""
     float_epochs: int = 40
-    joint_epochs: int = 30
+    joint_epochs: int = 60
     finetune_epochs: int = 50
     float_lr: float = 3e-3
     joint_lr: float = 1e-3
@@ -68,6 +81,9 @@ class Schedule:
     budget_exempt: tuple = ("conv1", "fc")  # dense first layer and the 1-pixel classifier
     joint_ternary: bool = True
     prune_ramp: float = 0.5  # WPC aims at a target that grows (cubic) over this share of the joint epochs
+    checkpoint: bool = True
+    bn_reestimate: bool = True
+    freeze_bn: float = 0.0
 
     def scaled(self, factor: float) -> "Schedule":
         return dataclasses.replace(self, float_epochs=scaled_epochs(self.float_epochs, factor),
@@ -145,32 +161,47 @@ class Trained:
     accuracy_before_prune: float
     accuracy_after_prune: float
     fake_quant_accuracy: float
+    validation: dict
 
 
-def _accuracy(model, data: Tensors) -> float:
-    return evaluate(model, data.x_test, data.y_test, dtype=ACCURACY_DTYPE)
+def _accuracy(model, x, y) -> float:
+    return evaluate(model, x, y, dtype=ACCURACY_DTYPE)
 
 
 def train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
-    """Stages 1-4: float training, joint ternary + regularizer, pruning, fine-tuning."""
+    """Stages 1-4: float training, joint ternary + regularizer, pruning, fine-tuning. `data` must
+    hold a validation split (`Tensors.from_split(split, validation=...)`): every choice is made on it."""
     with single_thread():
         return _train_ternary(options, data)
 
 
 def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     spec, sched, quiet, threshold = options.spec, options.scaled_schedule, options.quiet, options.ternary_threshold
+    x_val, y_val = data.validation()
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)
     model = DigitsNet(act_bits=spec.act_bits)
+    validation = {"images": int(len(y_val))}
 
     def fit(epochs: int, lr: float, label: str, **hooks) -> None:
         train(model, data, epochs=epochs, lr=lr, batch_size=sched.batch_size, generator=gen,
               lr_decay="cosine-annealing", augment=True, progress=Progress(label, quiet=quiet), **hooks)
 
-    # 1. float baseline
-    fit(sched.float_epochs, sched.float_lr, "float")
-    float_accuracy = _accuracy(model, data)
-    Progress("float", quiet=quiet).note(f"test accuracy {float_accuracy:.4f}")
+    def settle() -> None:  # batch-norm statistics for the weights as they are now
+        if sched.bn_reestimate:
+            reestimate_batchnorm(model, data.x_train)
+
+    # 1. float baseline; the epoch kept is the best on validation
+    best = BestCheckpoint(model, x_val, y_val)
+    fit(sched.float_epochs, sched.float_lr, "float",
+        after_epoch=(lambda e, n: best.offer(e)) if sched.checkpoint else None)
+    if sched.checkpoint:
+        best.restore()
+        validation["float_epoch"] = best.epoch + 1
+    validation["float_accuracy"] = _accuracy(model, x_val, y_val)
+    float_accuracy = _accuracy(model, data.x_test, data.y_test)
+    Progress("float", quiet=quiet).note(f"test accuracy {float_accuracy:.4f} "
+                                        f"(validation {validation['float_accuracy']:.4f})")
     teacher = copy.deepcopy(model).eval() if sched.distill > 0 else None
 
     # 2. quantized activations, ternary weights, tile masks, regularizer
@@ -187,42 +218,61 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
             pruner.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
 
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty, on_epoch=ramp)
-    before_prune = _accuracy(model, data)
+    before_prune = _accuracy(model, x_val, y_val)
 
     # 3. prune to the target, freeze masks
     pruner.step()
-    after_prune = _accuracy(model, data)
+    after_prune = _accuracy(model, x_val, y_val)
     prepare_ternary(model, Ternarizer(threshold=threshold))
 
     # 4. fine-tune; the zero budget falls linearly from 1 (no cap) to zero_budget over the first
-    # `anneal_fraction` of the epochs, so the zeros inside kept tiles turn into +-1 gradually
+    # `anneal_fraction` of the epochs, so the zeros inside kept tiles turn into +-1 gradually; the
+    # epoch kept is the best on validation among those with the final budget (the model exported is
+    # the model validated), each judged with its batch-norm statistics re-estimated
+    span = max(1, round(sched.anneal_fraction * sched.finetune_epochs))
+    frozen_from = sched.finetune_epochs - round(sched.freeze_bn * sched.finetune_epochs)
+    best = BestCheckpoint(model, x_val, y_val)
+
     def anneal(epoch: int, epochs: int) -> None:
-        span = max(1, round(sched.anneal_fraction * epochs))
         f = min(1.0, (epoch + 1) / span)
         _set_budgets(model, threshold, 1.0 + f * (options.zero_budget - 1.0), sched.budget_exempt)
         sync_activation_scales(model)
+        if epoch >= frozen_from:
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
 
-    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, teacher=teacher,
+    def choose(epoch: int, epochs: int) -> None:
+        if sched.checkpoint and epoch + 1 >= span:
+            settle()
+            sync_activation_scales(model)
+            best.offer(epoch)
+
+    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, after_epoch=choose, teacher=teacher,
         distill_weight=sched.distill)
+    if sched.checkpoint:
+        best.restore()
+        validation["finetune_epoch"] = best.epoch + 1
+    else:
+        settle()
     _set_budgets(model, threshold, options.zero_budget, sched.budget_exempt)
     set_quantization(model, enabled=True, calibrating=False)
     model.eval()
     sync_activation_scales(model)
-    fake_quant_accuracy = _accuracy(model, data)
+    validation["accuracy"] = _accuracy(model, x_val, y_val)
+    fake_quant_accuracy = _accuracy(model, data.x_test, data.y_test)
     model.eval()
-    return Trained(model, pruner, float_accuracy, before_prune, after_prune, fake_quant_accuracy)
+    return Trained(model, pruner, float_accuracy, before_prune, after_prune, fake_quant_accuracy, validation)
 
 
 def compress(options: TernaryOptions):
     """Train, prune, ternarize and export; returns (Deployment, compress.json dict)."""
     if not isinstance(options, TernaryOptions):
         raise TypeError(f"the ternary family takes TernaryOptions, not {type(options).__name__}")
-    if options.spec.weight_format != WEIGHT_FORMAT:
-        raise TerwinError(f"the ternary family needs a spec with weight_format 'ternary', "
-                          f"not {options.spec.weight_format!r}")
+    check_weight_format(options, WEIGHT_FORMAT)
     with single_thread():
         start = time.monotonic()
-        data = Tensors.from_split(load_digits_split())
+        data = Tensors.from_split(load_digits_split(), validation=VALIDATION_FRACTION, seed=options.seed)
         t = train_ternary(options, data)
 
         # 5. export and evaluate the integer model
@@ -240,6 +290,7 @@ def compress(options: TernaryOptions):
                 "accuracy_before_prune": t.accuracy_before_prune,
                 "accuracy_after_prune": t.accuracy_after_prune,
                 "tile_sparsity": stats["tile_sparsity"],
+                "validation": t.validation,
                 **kept_tile_stats(dep),
             })
     figures = report["ternary"]

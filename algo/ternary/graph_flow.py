@@ -23,7 +23,6 @@ API: `compress(GraphOptions(...), model, data, weights=None) -> (Deployment, com
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -37,12 +36,12 @@ from terwin.progress import Progress
 from terwin.spec import HardwareSpec
 from terwin.stats import model_stats
 
-from ..data import VALIDATION_FRACTION, Split, validation_split
+from ..data import Split
 from ..graph import GraphNet, capture, check_capture, load_weights
-from ..options import check_number
+from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
-from ..train import BestCheckpoint, Tensors, accuracy, single_thread, train
+from ..train import BestCheckpoint, Tensors, accuracy, reestimate_batchnorm, single_thread, train
 from .export import with_tile_mask
 from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
@@ -53,22 +52,11 @@ RESIDUAL_MULTIPLIER_MAX = (1 << 31) - 1
 
 
 @dataclass(frozen=True, kw_only=True)
-class GraphOptions(TernaryOptions):
-    """The ternary family's options for a user's model (plus those of `TernaryOptions`).
-
-    model_ref / data_ref / weights_ref: what was compressed (`--model`, `--data`, `--weights`), for
-    compress.json. validation_fraction: the share of the training images set aside for validation,
-    (0, 0.5]. augment: random ±1-pixel shifts during training."""
-    model_ref: str = ""
-    data_ref: str = "digits"
-    weights_ref: str | None = None
-    validation_fraction: float = VALIDATION_FRACTION
+class GraphOptions(GraphInputs, TernaryOptions):
+    """The ternary family's options for a user's model: those of `TernaryOptions`, what was
+    compressed and the validation share (`terwin.algo.options.GraphInputs`), and augment: random
+    ±1-pixel shifts during training."""
     augment: bool = True
-
-    def __post_init__(self):
-        self._set("validation_fraction", check_number(self.validation_fraction, "validation_fraction", lo=0, hi=0.5,
-                                                      lo_open=True))
-        super().__post_init__()
 
 
 OPTIONS = GraphOptions  # terwin.api builds it from keywords
@@ -76,9 +64,7 @@ OPTIONS = GraphOptions  # terwin.api builds it from keywords
 
 def options_from_args(args, spec) -> GraphOptions:
     """`terwin compress --family ternary --model ...`: the family's options plus what was compressed."""
-    base = ternary_options_from_args(args, spec)
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-    return GraphOptions(**fields, model_ref=args.model, data_ref=args.data or "digits", weights_ref=args.weights)
+    return GraphOptions.from_args(ternary_options_from_args(args, spec), args)
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -112,9 +98,8 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
     """Stages 1-4 on `net` (seeded by the caller). `data`'s test images are only reported on."""
     spec, sched, quiet, threshold = options.spec, options.scaled_schedule, options.quiet, options.ternary_threshold
     gen = torch.Generator().manual_seed(options.seed)
-    train_split, (x_val, y_val) = validation_split(data, fraction=options.validation_fraction, seed=options.seed)
-    tensors = Tensors.from_split(train_split)
-    x_val, y_val = torch.from_numpy(np.ascontiguousarray(x_val)), torch.from_numpy(y_val)
+    tensors = Tensors.from_split(data, validation=options.validation_fraction, seed=options.seed)
+    x_val, y_val = tensors.validation()
 
     def fit(epochs: int, lr: float, label: str, **hooks) -> None:
         train(net, tensors, epochs=epochs, lr=lr, batch_size=sched.batch_size, generator=gen,
@@ -148,11 +133,11 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
             pruner.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
 
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty, on_epoch=ramp)
-    before_prune = test_accuracy()
+    before_prune = accuracy(net, x_val, y_val)
 
     # 3. prune to the target, freeze the masks
     pruner.step()
-    after_prune = test_accuracy()
+    after_prune = accuracy(net, x_val, y_val)
 
     # 4. fine-tune, the zero budget phased in; the checkpoint kept is the best on validation among
     # the epochs that ran with the final budget (the model exported is the model validated)
@@ -167,6 +152,8 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
 
     def choose(epoch: int, epochs: int) -> None:
         if epoch + 1 >= _anneal_span(sched, epochs):
+            if sched.bn_reestimate:   # statistics for the ternary weights as they are (docs/ternary.md)
+                reestimate_batchnorm(net, tensors.x_train)
             sync_graph_scales(net)
             best.offer(epoch)
 
@@ -321,9 +308,7 @@ def compress(options: GraphOptions, model: nn.Module, data: Split, *, weights=No
     (Deployment, compress.json dict) with the same keys as the built-in flow."""
     if not isinstance(options, GraphOptions):
         raise TypeError(f"a user's model takes GraphOptions, not {type(options).__name__}")
-    if options.spec.weight_format != WEIGHT_FORMAT:
-        raise TerwinError(f"the ternary family needs a spec with weight_format 'ternary', "
-                          f"not {options.spec.weight_format!r}")
+    check_weight_format(options, WEIGHT_FORMAT)
     with single_thread():
         start = time.monotonic()
         torch.manual_seed(options.seed)

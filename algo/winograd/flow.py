@@ -17,6 +17,11 @@ Both then calibrate the 8-bit activation scales, fine-tune with fake-quantized W
 weights (per channel, `--weight-bits`) and activations, and export the integer model
 (`terwin.algo.winograd.export`), evaluated by `terwin.algo.results` like every family's.
 
+Every choice made during training — the pretraining epoch kept and the quantization-aware epoch kept
+(each the best on validation) — is judged on a validation split carved from the training images
+(`Tensors.from_split(..., validation=...)`, stratified, seeded by `--seed`); the test images are read
+only for the report.
+
 API: `compress(WinogradOptions(...)) -> (Deployment, compress.json dict)`.
 """
 from __future__ import annotations
@@ -37,11 +42,11 @@ from terwin.errors import TerwinError
 from terwin.progress import Progress
 from terwin.spec import WINOGRAD, HardwareSpec
 
-from ..data import INPUT_SCALE, load_digits_split
-from ..options import CompressOptions, check_number
+from ..data import INPUT_SCALE, VALIDATION_FRACTION, load_digits_split
+from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import PerChannelQuant, calibrate_activations
 from ..results import compress_report
-from ..train import Tensors, evaluate, scaled_epochs, single_thread, train
+from ..train import BestCheckpoint, Tensors, evaluate, scaled_epochs, single_thread, train
 from .export import accumulator_bits, export
 from .masks import JointPruner, JointRegularizer, WinogradMagnitudePruner, linear_prune
 from .nn import WinogradNet
@@ -203,9 +208,7 @@ def compress(options: WinogradOptions):
     """Train, sparsify, quantize and export; returns (Deployment, compress.json dict)."""
     if not isinstance(options, WinogradOptions):
         raise TypeError(f"the Winograd family takes WinogradOptions, not {type(options).__name__}")
-    if options.spec.weight_format != WEIGHT_FORMAT:
-        raise TerwinError(f"spec {options.spec.name} has weight_format {options.spec.weight_format!r}; "
-                          "the Winograd family needs 'winograd'")
+    check_weight_format(options, WEIGHT_FORMAT)
     with single_thread():
         return _compress(options)
 
@@ -215,17 +218,21 @@ def _compress(options: WinogradOptions):
     spec = options.model_spec
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)
-    data = Tensors.from_split(load_digits_split())
+    data = Tensors.from_split(load_digits_split(), validation=VALIDATION_FRACTION, seed=options.seed)
     progress = Progress(f"winograd-{options.mode}", quiet=options.quiet)
     net = WinogradNet(m=spec.winograd_tile, act_bits=spec.act_bits)
 
-    # 1. float spatial pretraining
-    _fit(net, data, options, gen, progress, "pretrain", 3e-3, "pretrain")
+    # 1. float spatial pretraining; the epoch kept is the best on validation
+    best = BestCheckpoint(net, *data.validation())
+    _fit(net, data, options, gen, progress, "pretrain", 3e-3, "pretrain", after_epoch=lambda e, n: best.offer(e))
+    best.restore()
     float_acc = evaluate(net, data.x_test, data.y_test)
-    progress.note(f"float accuracy {float_acc:.4f}")
+    progress.note(f"float accuracy {float_acc:.4f} (validation {best.accuracy:.4f})")
     return sparsify(options, net, data, gen=gen, progress=progress, float_accuracy=float_acc, started=t0,
                     input_scale=INPUT_SCALE, class_names=tuple(str(i) for i in range(10)),
-                    meta={"family": "winograd", "mode": options.mode})
+                    meta={"family": "winograd", "mode": options.mode},
+                    figures={"validation": {"images": int(len(data.y_val)), "float_epoch": best.epoch + 1,
+                                            "float_accuracy": best.accuracy}})
 
 
 def _fit(net: WinogradNet, data: Tensors, options: WinogradOptions, gen, progress, stage: str, lr: float, label: str,
@@ -238,8 +245,9 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
              float_accuracy: float, started: float, input_scale: float, class_names, meta: dict,
              epochs: dict | None = None, figures: dict | None = None):
     """Stages 2-5 on a float-trained `net` (spatial mode): Winograd-domain sparsity (Liu) or joint
-    regularisation and pruning, quantization-aware fine-tuning, export and evaluation on `data`'s
-    test split. Returns (Deployment, compress.json dict)."""
+    regularisation and pruning, quantization-aware fine-tuning (the epoch kept is the best on
+    `data`'s validation split, which it must hold), export and evaluation on `data`'s test split.
+    Returns (Deployment, compress.json dict)."""
     spec = options.model_spec
     t0, float_acc = started, float_accuracy
     figures = {"mode": options.mode, **(figures or {})}
@@ -291,7 +299,10 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
         conv.weight_quant = PerChannelQuant(spec.winograd_weight_bits)
     for fc in net.linears():
         fc.weight_quant = PerChannelQuant(8)
-    fit("qat", 3e-4, "qat")
+    best = BestCheckpoint(net, *data.validation())
+    fit("qat", 3e-4, "qat", after_epoch=lambda e, n: best.offer(e))
+    best.restore()
+    figures.setdefault("validation", {}).update(qat_epoch=best.epoch + 1, accuracy=best.accuracy)
     fake_quant_acc = accuracy()
 
     # 5. export and check the integer model

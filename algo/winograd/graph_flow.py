@@ -18,7 +18,6 @@ one line naming the layer, with `--family ternary` as the way to compress it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -29,9 +28,9 @@ from terwin.deployment import Linear, MaxPool2d, WinogradConv2d
 from terwin.errors import TerwinError
 from terwin.progress import Progress
 
-from ..data import VALIDATION_FRACTION, Split, validation_split
+from ..data import Split
 from ..graph import GraphNet, capture, check_capture, load_weights
-from ..options import check_number
+from ..options import GraphInputs, check_weight_format
 from ..quant import fold_bn
 from ..train import BestCheckpoint, Tensors, evaluate, single_thread, train
 from .flow import BATCH, EPOCHS, WEIGHT_FORMAT, WinogradOptions, sparsify
@@ -43,27 +42,16 @@ ADVICE = "the Winograd engine runs plain chains of 3x3 stride-1 padding-1 convs,
 
 
 @dataclass(frozen=True, kw_only=True)
-class GraphOptions(WinogradOptions):
-    """The Winograd family's options for a user's model (plus those of `WinogradOptions`); fields as
-    in the ternary family's `GraphOptions`."""
-    model_ref: str = ""
-    data_ref: str = "digits"
-    weights_ref: str | None = None
-    validation_fraction: float = VALIDATION_FRACTION
-
-    def __post_init__(self):
-        self._set("validation_fraction", check_number(self.validation_fraction, "validation_fraction", lo=0, hi=0.5,
-                                                      lo_open=True))
-        super().__post_init__()
+class GraphOptions(GraphInputs, WinogradOptions):
+    """The Winograd family's options for a user's model: those of `WinogradOptions`, what was
+    compressed and the validation share (`terwin.algo.options.GraphInputs`)."""
 
 
 OPTIONS = GraphOptions  # terwin.api builds it from keywords
 
 
 def options_from_args(args, spec) -> GraphOptions:
-    base = winograd_options_from_args(args, spec)
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-    return GraphOptions(**fields, model_ref=args.model, data_ref=args.data or "digits", weights_ref=args.weights)
+    return GraphOptions.from_args(winograd_options_from_args(args, spec), args)
 
 
 def topology(net: GraphNet) -> tuple:
@@ -135,9 +123,7 @@ def compress(options: GraphOptions, model: torch.nn.Module, data: Split, *, weig
     """Capture, check, train (unless `weights`), fold into a WinogradNet, and run the family's stages."""
     if not isinstance(options, GraphOptions):
         raise TypeError(f"a user's model takes the Winograd family's GraphOptions, not {type(options).__name__}")
-    if options.spec.weight_format != WEIGHT_FORMAT:
-        raise TerwinError(f"spec {options.spec.name} has weight_format {options.spec.weight_format!r}; "
-                          "the Winograd family needs 'winograd'")
+    check_weight_format(options, WEIGHT_FORMAT)
     spec = options.model_spec
     with single_thread():
         t0 = time.monotonic()
@@ -154,9 +140,8 @@ def compress(options: GraphOptions, model: torch.nn.Module, data: Split, *, weig
             raise TerwinError(f"the model outputs {net.graph.classes} scores, but the data has {data.classes} classes")
         gen = torch.Generator().manual_seed(options.seed)
         progress = Progress(f"winograd-{options.mode}", quiet=options.quiet)
-        train_split, (x_val, y_val) = validation_split(data, fraction=options.validation_fraction, seed=options.seed)
-        tensors = Tensors.from_split(train_split)
-        x_val, y_val = torch.from_numpy(np.ascontiguousarray(x_val)), torch.from_numpy(y_val)
+        tensors = Tensors.from_split(data, validation=options.validation_fraction, seed=options.seed)
+        x_val, y_val = tensors.validation()
         epochs = {k: options.epochs(k) for k in EPOCHS}
         figures = {"validation": {"images": int(len(y_val))}}
         if weights is None:
