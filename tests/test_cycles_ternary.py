@@ -100,32 +100,11 @@ def test_simulate_command_prints_and_writes_json(tmp_path, capsys):
 def test_io_cycles_at_full_rate():
     """From the first input beat to `busy` falling, with both streams at full rate: compute + io_cycles
     (the period of back-to-back images; the same definition as the Winograd engine's)."""
-    from amaranth.sim import Simulator
-
     from terwin import engines
+    from terwin.hw.common.sim import full_rate_latency
 
     dep = random_deployment(PE4X4, seed=3)
-    top = engines.build_top(dep)
-    seen = {}
-
-    async def bench(ctx):
-        ctx.set(top.o_stream.ready, 1)
-        total = 0
-        for v in range(int(np.prod(dep.input_shape))):
-            ctx.set(top.i_stream.valid, 1)
-            ctx.set(top.i_stream.payload, v)
-            await ctx.tick()
-            total += 1
-        ctx.set(top.i_stream.valid, 0)
-        while ctx.get(top.busy):
-            await ctx.tick()
-            total += 1
-        seen["total"], seen["compute"] = total, ctx.get(top.cycles)
-
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    total, compute = full_rate_latency(engines.build_top(dep), dep)
     report = cycles.predict(dep)
-    assert seen["compute"] == report["cycles"]
-    assert seen["total"] == seen["compute"] + report["io_cycles"], (seen, report["io_cycles"])
+    assert compute == report["cycles"]
+    assert total == compute + report["io_cycles"], (total, compute, report["io_cycles"])

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from amaranth.sim import Simulator
 
 from terwin.errors import TerwinError
+from terwin.hw.common.sim import full_rate_latency
 from terwin.hw.winograd.program import compile_program
 from terwin.hw.winograd.top import WinogradAccelerator
 from terwin.sim import reference
@@ -289,30 +290,10 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
 def test_io_cycles_at_full_rate():
     """From the first input beat to `busy` falling, with both streams at full rate: compute + io_cycles."""
     dep = synthetic(8, topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)), input_shape=(1, 6, 6))
-    top = WinogradAccelerator(dep)
-    seen = {}
-
-    async def bench(ctx):
-        ctx.set(top.o_stream.ready, 1)
-        total = 0
-        for v in range(int(np.prod(dep.input_shape))):
-            ctx.set(top.i_stream.valid, 1)
-            ctx.set(top.i_stream.payload, v)
-            await ctx.tick()
-            total += 1
-        ctx.set(top.i_stream.valid, 0)
-        while ctx.get(top.busy):
-            await ctx.tick()
-            total += 1
-        seen["total"], seen["compute"] = total, ctx.get(top.cycles)
-
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    total, compute = full_rate_latency(WinogradAccelerator(dep), dep)
     report = predict(dep)
-    assert seen["compute"] == sum(l["cycles"] for l in report["layers"])
-    assert seen["total"] == seen["compute"] + report["io_cycles"], (seen, report["io_cycles"])
+    assert compute == sum(l["cycles"] for l in report["layers"])
+    assert total == compute + report["io_cycles"], (total, compute, report["io_cycles"])
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
