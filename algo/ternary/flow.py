@@ -212,12 +212,8 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     if sched.joint_ternary:
         prepare_ternary(model, Ternarizer(threshold=threshold))
 
-    def ramp(epoch: int, epochs: int) -> None:  # gradual pruning: WPC's target count, per epoch
-        if sched.prune_ramp > 0:
-            span = max(1, round(sched.prune_ramp * epochs))
-            pruner.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
-
-    fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty, on_epoch=ramp)
+    fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
+        on_epoch=pruner.gradual(sched.prune_ramp))
     before_prune = _accuracy(model, x_val, y_val)
 
     # 3. prune to the target, freeze masks

@@ -127,12 +127,8 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
     pruner.prepare(net.weighted_layers())
     prepare_ternary(net, Ternarizer(threshold=threshold))
 
-    def ramp(epoch: int, epochs: int) -> None:
-        if sched.prune_ramp > 0:
-            span = max(1, round(sched.prune_ramp * epochs))
-            pruner.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
-
-    fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty, on_epoch=ramp)
+    fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
+        on_epoch=pruner.gradual(sched.prune_ramp))
     before_prune = accuracy(net, x_val, y_val)
 
     # 3. prune to the target, freeze the masks

@@ -190,6 +190,16 @@ class TilePruner:
         for layer in self.layers:
             layer.prune_count = round(f * layer.final_count)
 
+    def gradual(self, fraction: float):
+        """The joint stage's `on_epoch(epoch, epochs)` callback for gradual pruning: the target count
+        ramps up as 1 − (1 − t)³ over the first `fraction` of the epochs (0: the final count from the
+        start, one-shot)."""
+        def on_epoch(epoch: int, epochs: int) -> None:
+            if fraction > 0:
+                span = max(1, round(fraction * epochs))
+                self.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
+        return on_epoch
+
     def penalty(self) -> torch.Tensor:
         """The regularizer summed over the layers (zero once the masks are frozen)."""
         total = torch.zeros(())
