@@ -84,6 +84,14 @@ def load_digits32_split() -> Split:
                    x_test=upsample_nearest(s.x_test, DIGITS32_FACTOR), name="digits32")
 
 
+BUILTIN_SHAPES = {(1, 8, 8): "digits", (1, 32, 32): "digits32"}
+
+
+def builtin_for(shape) -> str | None:
+    """The built-in data set whose images have this (C, H, W) shape, or None."""
+    return BUILTIN_SHAPES.get(tuple(int(v) for v in shape))
+
+
 def load_data(ref: str, *, act_bits: int = 8) -> Split:
     """`digits`, `digits32` or a `.npz` file (`load_npz`)."""
     if ref == "digits":

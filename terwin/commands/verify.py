@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from terwin import fileformat, outdir
-from terwin.algo.data import load_data
+from terwin.algo.data import builtin_for, load_data
 from terwin.checks import probability_below_one, seed
 from terwin.errors import TerwinError
 from terwin.progress import Progress
@@ -78,7 +78,7 @@ def test_images(dep, images: str, data: str | None = None):
     their labels."""
     shape = tuple(dep.input_shape)
     if data is None:
-        data = {(1, 8, 8): "digits", (1, 32, 32): "digits32"}.get(shape)
+        data = builtin_for(shape)
         if data is None:
             raise TerwinError(f"the model's input {shape} matches no built-in data set (digits 1x8x8, "
                               "digits32 1x32x32); name its test images with --data FILE.npz")

@@ -301,13 +301,14 @@ def build_and_verify(source: Source, best: dict, *, board: str, out_dir, images:
 
 
 def verification_images(dep: Deployment, n: int) -> np.ndarray:
-    """`n` quantized images for `dep`: the digits test images when the model takes them, else random
-    ones (seed 0) over the whole input range — the check is bit-exactness, whatever the images."""
-    if tuple(dep.input_shape) == (1, 8, 8):
-        from terwin.algo.data import load_digits_split
-        from terwin.sim import reference
-        x = load_digits_split().x_test[:n]
-        return reference.quantize_input(dep, x)
+    """`n` quantized images for `dep`: the test images of the built-in set of its input shape (digits,
+    digits32) when there is one, else random ones (seed 0) over the whole input range — the check is
+    bit-exactness, whatever the images."""
+    from terwin.algo.data import builtin_for, load_data
+    from terwin.sim import reference
+    name = builtin_for(dep.input_shape)
+    if name is not None:
+        return reference.quantize_input(dep, load_data(name).x_test[:n])
     rng = np.random.default_rng(0)
     return rng.integers(0, dep.spec.act_max + 1, size=(n, *dep.input_shape), dtype=np.int64)
 
