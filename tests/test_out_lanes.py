@@ -154,21 +154,28 @@ def test_random_networks_with_random_lanes(net, seed, sparsity, log_lanes):
 
 # -- the generated Verilog ---------------------------------------------------------------------------------
 
-@pytest.mark.cocotb
-def test_out_lanes_verilog_verifies(tmp_path, rtl_build_root):
-    """The Verilog (score rows with per-lane write enables, lane-wide params) under the cocotb bench."""
+def _rtl_equals_reference_and_model(dep, *, n_images, seed, jobs, build_root) -> dict:
+    """Random images through the Verilog under the cocotb bench: scores == reference, every layer's
+    counters and each image's total == the cycle model (returned)."""
     from terwin.sim import reference, rtl
-    dep = custom_deployment(HardwareSpec(pe_rows=4, pe_cols=8, out_lanes=4),
-                            [("conv2d", 3, 3, 1, 1), ("conv2d", 9, 3, 1, 0), ("maxpool2d", 2, 2), ("linear", 6)],
-                            input_shape=(1, 7, 7), seed=8)
-    q = np.random.default_rng(1).integers(0, dep.spec.act_max + 1, size=(3, *dep.input_shape))
-    res = rtl.verify(dep, q, build_root=rtl_build_root, progress=False, jobs=1)
+    q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(n_images, *dep.input_shape))
+    res = rtl.verify(dep, q, build_root=build_root, progress=False, jobs=jobs)
     assert res.mismatches == 0, res.first_mismatch
     assert np.array_equal(res.scores, reference.forward(dep, q))
     model = cycles.predict(dep)
     assert [(l["name"], l["cycles"], l["mac_cycles"]) for l in res.layers] == \
         [(l["name"], l["cycles"], l["mac_cycles"]) for l in model["layers"]]
     assert res.cycles == [model["cycles"]] * len(q)
+    return model
+
+
+@pytest.mark.cocotb
+def test_out_lanes_verilog_verifies(tmp_path, rtl_build_root):
+    """The Verilog (score rows with per-lane write enables, lane-wide params) under the cocotb bench."""
+    dep = custom_deployment(HardwareSpec(pe_rows=4, pe_cols=8, out_lanes=4),
+                            [("conv2d", 3, 3, 1, 1), ("conv2d", 9, 3, 1, 0), ("maxpool2d", 2, 2), ("linear", 6)],
+                            input_shape=(1, 7, 7), seed=8)
+    _rtl_equals_reference_and_model(dep, n_images=3, seed=1, jobs=1, build_root=rtl_build_root)
 
 
 def test_lanes_never_write_padding_channels():
@@ -233,14 +240,6 @@ def test_lanes_never_write_padding_channels():
 def test_stored_model_retargeted_rtl_equals_the_model(rows, cols, n, rtl_build_root):
     """ternary-50 on a larger array with lanes (docs/hardware.md's table): its Verilog under the cocotb
     bench, scores == reference, every counter == the cycle model."""
-    from terwin.sim import reference, rtl
     dep = retarget(fileformat.load(TERNARY_50), HardwareSpec(pe_rows=rows, pe_cols=cols, out_lanes=n))
-    q = np.random.default_rng(7).integers(0, dep.spec.act_max + 1, size=(4, *dep.input_shape))
-    res = rtl.verify(dep, q, build_root=rtl_build_root, progress=False, jobs=2)
-    assert res.mismatches == 0, res.first_mismatch
-    assert np.array_equal(res.scores, reference.forward(dep, q))
-    model = cycles.predict(dep)
-    assert [(l["name"], l["cycles"], l["mac_cycles"]) for l in res.layers] == \
-        [(l["name"], l["cycles"], l["mac_cycles"]) for l in model["layers"]]
-    assert res.cycles == [model["cycles"]] * len(q)
+    model = _rtl_equals_reference_and_model(dep, n_images=4, seed=7, jobs=2, build_root=rtl_build_root)
     assert model["cycles"] == {(8, 8): 4924, (16, 32): 1336}[(rows, cols)]
