@@ -26,7 +26,6 @@ from terwin.synthetic import random_deployment, random_graph_deployment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_hw_graph import GRAPHS, check_regions  # noqa: E402
-from test_hw_graph import check_top as check_graph  # noqa: E402
 from test_hw_top import _networks, check_top, custom_deployment  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
@@ -127,7 +126,7 @@ def test_graphs_with_out_lanes(name, n):
     spec, kw = GRAPHS[name]
     dep = random_graph_deployment(lanes(spec, n), seed=3, **kw)
     check_regions(compile_program(dep))
-    check_graph(dep)
+    check_top(dep)
 
 
 def test_residual_read_from_a_replicated_map_with_lanes():
@@ -139,7 +138,7 @@ def test_residual_read_from_a_replicated_map_with_lanes():
     program = compile_program(dep)
     assert any(s.residual is not None and s.res_mode == "replicated" for s in program.stages)
     assert "res_bank_offset7" in program.stage_table()
-    check_graph(dep)
+    check_top(dep)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
