@@ -312,25 +312,27 @@ def _run_jobs(sim, build_dir: Path, jobs: list[dict], *, verbose: bool, progress
         t.join()
 
 
-def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int = 0,
-           pause_in: float = DEFAULT_PAUSE, pause_out: float = DEFAULT_PAUSE, full_rate: int = FULL_RATE_EVERY,
-           progress: bool = True, vcd_dir=None, verbose: bool = False, jobs: int | None = None,
-           simulator=None, netlist: str | None = None, synth_opts=()) -> VerifyResult:
-    """Run the design (generated from `dep`, or the Verilog file `rtl`; its synthesized netlist for the
-    FPGA family `netlist`, with `synth_opts`) over quantized images `q` under `simulator` (a name,
-    or None: the fastest installed), and check every score, counter and the stream protocol.
+@dataclass
+class Bench:
+    """A design's bench, compiled once per design and simulator: `build_dir` is keyed by everything in it
+    (`digest`), so a second verify of the same design (another shard, another run) reuses it."""
+    sim: object
+    root: Path
+    build_dir: Path
+    sources: dict
+    defines: dict
+    digest: str
+    score_bits: int
+    seconds: dict    # wall-clock {"design", "build"} of this call
 
-    The images are split into `jobs` contiguous slices (default: one per core), simulated at once by
-    separate simulator processes from one build. Input gaps / output back-pressure: `pause_in` /
-    `pause_out` per cycle, seeded by `seed` and each image's index; every `full_rate`-th image runs
-    without them (0: none)."""
+
+def prepare(dep, *, rtl=None, top: str = TOP_NAME, build_root=None, simulator=None, netlist: str | None = None,
+            synth_opts=(), verbose: bool = False) -> Bench:
+    """Generate the design (or read `rtl`; its `netlist` synthesized), wrap it in the bench and compile
+    it under `simulator` into the build folder under `build_root` (default ./.terwin-build), unless an
+    earlier call already did."""
     started = time.monotonic()
     sim = simulators.resolve(simulator)
-    q = np.asarray(q, dtype=np.int64)
-    if q.ndim == 3:
-        q = q[None]
-    expected = reference.forward(dep, q)
-    predicted = cycle_model.predict(dep)
     engine = engines.for_spec(dep.spec)
     root = (Path(build_root) if build_root else Path.cwd() / ".terwin-build").resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -347,20 +349,49 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
         design = {"top.v": for_icarus(text if text is not None else to_verilog(dep, top=top_component))}
         defines = {}
     n_layers = len(dep.layers)
-    n_scores = int(np.prod(dep.output_shape))
     bench = harness.bench_verilog(top=top, act_bits=dep.spec.act_bits, score_bits=program.score_bits,
-                                  n_inputs=int(np.prod(dep.input_shape)), n_scores=n_scores, n_layers=n_layers,
-                                  sel_bits=max(1, (max(2, n_layers) - 1).bit_length()))
+                                  n_inputs=int(np.prod(dep.input_shape)), n_scores=int(np.prod(dep.output_shape)),
+                                  n_layers=n_layers, sel_bits=max(1, (max(2, n_layers) - 1).bit_length()))
     sources = {**design, "bench.v": bench}
     digest = hashlib.sha256("\0".join([sim.name, json.dumps(defines, sort_keys=True), *sources.values()])
                             .encode()).hexdigest()[:16]
     build_dir = root / f"{sim.name}-{digest}"
     built = time.monotonic()
     _build(sim, build_dir, sources, root=root, verbose=verbose, defines=defines)
+    return Bench(sim=sim, root=root, build_dir=build_dir, sources=sources, defines=defines, digest=digest,
+                 score_bits=program.score_bits,
+                 seconds={"design": built - started, "build": time.monotonic() - built})
+
+
+def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int = 0,
+           pause_in: float = DEFAULT_PAUSE, pause_out: float = DEFAULT_PAUSE, full_rate: int = FULL_RATE_EVERY,
+           progress: bool = True, vcd_dir=None, verbose: bool = False, jobs: int | None = None,
+           simulator=None, netlist: str | None = None, synth_opts=(), first: int = 0) -> VerifyResult:
+    """Run the design (generated from `dep`, or the Verilog file `rtl`; its synthesized netlist for the
+    FPGA family `netlist`, with `synth_opts`) over quantized images `q` under `simulator` (a name,
+    or None: the fastest installed), and check every score, counter and the stream protocol.
+
+    The images are split into `jobs` contiguous slices (default: one per core), simulated at once by
+    separate simulator processes from one build. Input gaps / output back-pressure: `pause_in` /
+    `pause_out` per cycle, seeded by `seed` and each image's index; every `full_rate`-th image runs
+    without them (0: none). `first`: the global index of `q[0]` (a shard of a larger set, see
+    `verify_sharded`): pauses, full-rate images and reported image numbers follow the global index,
+    so a shard behaves exactly as its images do in one run."""
+    started = time.monotonic()
+    q = np.asarray(q, dtype=np.int64)
+    if q.ndim == 3:
+        q = q[None]
+    expected = reference.forward(dep, q)
+    predicted = cycle_model.predict(dep)
+    bench = prepare(dep, rtl=rtl, top=top, build_root=build_root, simulator=simulator, netlist=netlist,
+                    synth_opts=synth_opts, verbose=verbose)
+    sim, root, build_dir, sources, defines, digest = (bench.sim, bench.root, bench.build_dir, bench.sources,
+                                                       bench.defines, bench.digest)
+    n_layers = len(dep.layers)
     simulated = time.monotonic()
 
     limit = watchdog_limit(predicted, n_layers)
-    parse = {"n_layers": n_layers, "score_bits": program.score_bits}
+    parse = {"n_layers": n_layers, "score_bits": bench.score_bits}
     names = [layer.name for layer in dep.layers]
     slow = 10.0 if netlist is not None else 1.0
 
@@ -369,24 +400,24 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
         (job_dir / harness.IMAGES_FILE).write_text("".join(f"{int(v):x}\n" for v in q[a:b].reshape(-1)))
         np.save(job_dir / "expected.npy", expected[a:b])
         cfg = {"results": str(job_dir / harness.RESULTS_FILE), "expected": str(job_dir / "expected.npy"),
-               "first": a, "count": b - a, "predicted": predicted, "layer_names": names,
-               "score_bits": program.score_bits, "full_rate": full_rate}
-        plusargs = [f"+images={b - a}", f"+first={a}", f"+limit={limit}", f"+pause_in={_fraction(pause_in)}",
+               "first": first + a, "count": b - a, "predicted": predicted, "layer_names": names,
+               "score_bits": bench.score_bits, "full_rate": full_rate}
+        plusargs = [f"+images={b - a}", f"+first={first + a}", f"+limit={limit}", f"+pause_in={_fraction(pause_in)}",
                     f"+pause_out={_fraction(pause_out)}", f"+full_rate={full_rate}", f"+seed={seed}", *extra]
         wall = 120 + (b - a) * limit * slow / sim.nominal_cycles_per_s
-        return {"dir": str(job_dir), "count": b - a, "first": a, "cfg": cfg, "plusargs": plusargs,
+        return {"dir": str(job_dir), "count": b - a, "first": first + a, "cfg": cfg, "plusargs": plusargs,
                 "wall_limit": wall, "parse": parse}
 
     def mismatches_of(images):
-        return sum(int(np.count_nonzero(np.asarray(img["scores"]) != expected[img["index"]])) for img in images)
+        return sum(int(np.count_nonzero(np.asarray(img["scores"]) != expected[img["index"] - first])) for img in images)
 
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
     n_jobs = max(1, min(jobs or default_jobs(), len(q)))
     bounds = np.linspace(0, len(q), n_jobs + 1).astype(int)
     job_list = [job_for(run_dir / f"job{j}", int(bounds[j]), int(bounds[j + 1])) for j in range(n_jobs)]
     _run_jobs(sim, build_dir, job_list, verbose=verbose, progress=progress, check=mismatches_of)
-    seconds = {"design": round(built - started, 2), "build": round(simulated - built, 2),
-               "simulate": round(time.monotonic() - simulated, 2)}
+    seconds = {"design": round(simulated - started - bench.seconds["build"], 2),
+               "build": round(bench.seconds["build"], 2), "simulate": round(time.monotonic() - simulated, 2)}
 
     images, timeout = [], None
     for job in job_list:
@@ -404,11 +435,11 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
                 log = Path(job["dir"]) / "test.log"
                 raise TerwinError(f"the simulation ended after {len(part)} of {job['count']} image(s) without "
                                   f"a result (see {log}{': ' + job['error'] if 'error' in job else ''})")
-    found = harness.check(images, expected=expected, first=0, predicted=predicted, layer_names=names,
+    found = harness.check(images, expected=expected, first=first, predicted=predicted, layer_names=names,
                           full_rate=full_rate)
     scores = np.zeros_like(expected)
     for img in images:
-        scores[img["index"]] = img["scores"]
+        scores[img["index"] - first] = img["scores"]
     per_image = [img["layers"] for img in images]
     first_mismatch = found["first_mismatch"]
     if first_mismatch is not None:
@@ -424,8 +455,64 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
         shutil.rmtree(run_dir, ignore_errors=True)
     elif vcd_dir is not None:
         result.vcd = _waves(sim, result, sources, root=root, digest=digest, q=q, expected=expected,
-                            vcd_dir=Path(vcd_dir), job_for=job_for, verbose=verbose, limit=limit, defines=defines)
+                            vcd_dir=Path(vcd_dir), job_for=job_for, verbose=verbose, limit=limit, defines=defines,
+                            first=first)
     return result
+
+
+def verify_sharded(dep, q, *, executor, shards: int, build_root=None, progress=None, **options) -> VerifyResult:
+    """`verify` over many images as `shards` contiguous slices, each a task of `executor`
+    (`terwin.parallel.Executor`: Ray on this machine or a cluster, a process pool, serial), each
+    simulated by one simulator process; the results are merged into one `VerifyResult`, equal to what
+    one `verify` of all the images reports (the pauses follow the global image index). On this machine
+    the bench is compiled once, before the tasks start; a cluster's nodes compile it each into their
+    own build folder (the same path, or the node's temporary folder when that cannot be made).
+    `progress(done, total)` is called as shards finish; `options` are `verify`'s."""
+    q = np.asarray(q, dtype=np.int64)
+    if q.ndim == 3:
+        q = q[None]
+    shards = max(1, min(int(shards), len(q)))
+    root = (Path(build_root) if build_root else Path.cwd() / ".terwin-build").resolve()
+    started = time.monotonic()
+    if executor.address is None:   # one machine: compile once here, the tasks find the build
+        bench_options = {k: options[k] for k in ("rtl", "top", "simulator", "netlist", "synth_opts", "verbose")
+                         if k in options}
+        prepare(dep, build_root=root, **bench_options)
+    bounds = np.linspace(0, len(q), shards + 1).astype(int)
+    items = [(dep, q[a:b], int(a), str(root), options) for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = executor.map(_verify_shard, items, progress=progress)
+    return _merge(dep, parts, seconds=time.monotonic() - started)
+
+
+def _verify_shard(item) -> VerifyResult:
+    """One task of `verify_sharded`: its slice of the images, one simulator process."""
+    dep, q, first, root, options = item
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError:   # a cluster node without the caller's folder
+        root = str(Path(tempfile.gettempdir()) / "terwin-build")
+    result = verify(dep, q, first=first, build_root=root, jobs=1, progress=False, **options)
+    result.scores = np.asarray(result.scores)
+    return result
+
+
+def _merge(dep, parts: list[VerifyResult], *, seconds: float) -> VerifyResult:
+    """One `VerifyResult` from shards' results (in image order)."""
+    first_mismatch = next((p.first_mismatch for p in parts if p.first_mismatch is not None), None)
+    timeout = next((p.timeout for p in parts if p.timeout is not None), None)
+    per_image = [row for p in parts for row in p.layer_cycles_per_image]
+    return VerifyResult(
+        images=sum(p.images for p in parts), mismatches=sum(p.mismatches for p in parts),
+        scores=np.concatenate([p.scores for p in parts]), expected=np.concatenate([p.expected for p in parts]),
+        cycles=[c for p in parts for c in p.cycles], layers=_mean_layers(dep, per_image),
+        layer_cycles_per_image=per_image, first_mismatch=first_mismatch,
+        vcd=next((p.vcd for p in parts if p.vcd), None), verilog=parts[0].verilog, simulator=parts[0].simulator,
+        netlist=parts[0].netlist, completed=sum(p.completed for p in parts),
+        counter_errors=[e for p in parts for e in p.counter_errors],
+        protocol_errors=[e for p in parts for e in p.protocol_errors], timeout=timeout,
+        watchdog_cycles=parts[0].watchdog_cycles,
+        seconds={"design": round(max(p.seconds.get("design", 0) for p in parts), 2),
+                 "build": round(max(p.seconds.get("build", 0) for p in parts), 2), "simulate": round(seconds, 2)})
 
 
 def _fraction(p: float) -> int:
@@ -433,7 +520,7 @@ def _fraction(p: float) -> int:
 
 
 def _waves(sim, result: VerifyResult, sources: dict, *, root: Path, digest: str, q, expected, vcd_dir: Path,
-           job_for, verbose: bool, limit: int, defines: dict) -> str | None:
+           job_for, verbose: bool, limit: int, defines: dict, first: int = 0) -> str | None:
     """Simulate the first failing image again, alone and with the same pauses, into a VCD: all of it, or
     for a watchdog timeout its last VCD_WINDOW cycles. Returns the VCD's path (None if none was written)."""
     firsts = [e["image"] for e in (result.counter_errors[:1] + result.protocol_errors[:1])]
@@ -443,7 +530,7 @@ def _waves(sim, result: VerifyResult, sources: dict, *, root: Path, digest: str,
     if result.timeout is not None:
         firsts.append(result.timeout["image"])
     img = min(firsts) if firsts else None
-    if img is None or img >= len(q):
+    if img is None or not first <= img < first + len(q):
         return None
     if result.timeout is not None and img == result.timeout["image"] and result.timeout.get("since_start"):
         dump_from = max(0, harness.RESET_CYCLES + result.timeout["since_start"] - VCD_WINDOW)
@@ -452,7 +539,7 @@ def _waves(sim, result: VerifyResult, sources: dict, *, root: Path, digest: str,
     wave_build = root / f"{sim.name}-{digest}-vcd"
     _build(sim, wave_build, sources, root=root, vcd=True, verbose=verbose, defines=defines)
     run_dir = Path(tempfile.mkdtemp(prefix="waves-", dir=wave_build))
-    job = job_for(run_dir, img, img + 1, extra=(f"+vcd={vcd}", f"+dump_from={dump_from}"))
+    job = job_for(run_dir, img - first, img - first + 1, extra=(f"+vcd={vcd}", f"+dump_from={dump_from}"))
     job["cfg"]["expected"] = str(run_dir / "expected.npy")
     _run_jobs(sim, wave_build, [job], verbose=verbose, progress=False, vcd=True)
     return str(vcd) if vcd.exists() else None

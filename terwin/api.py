@@ -138,12 +138,19 @@ def generate(dep: Deployment, out_dir, *, force: bool = False) -> dict:
     return rtl.generate(dep.check_fits_hardware(), out_dir, force=force)
 
 
-def verify(dep: Deployment, images, *, jobs: int | None = None, build_root=None, progress: bool = False):
-    """Run the generated RTL under Icarus Verilog (cocotb) over float `images` [N, C, H, W] and compare
-    every score with the reference (`terwin verify`); returns `terwin.sim.rtl.VerifyResult`
-    (`.mismatches` is 0 when every score is equal, `.layers` holds the per-layer cycles)."""
+def verify(dep: Deployment, images, *, jobs: int | None = None, build_root=None, progress: bool = False,
+           shards: int | None = None, ray_address: str | None = None):
+    """Run the generated RTL under the fastest installed simulator (Verilator, else Icarus; cocotb)
+    over float `images` [N, C, H, W] and compare every score with the reference and every counter with
+    the cycle model (`terwin verify`); returns `terwin.sim.rtl.VerifyResult` (`.ok`; `.mismatches` is 0
+    when every score is equal, `.layers` holds the per-layer cycles). `shards` / `ray_address`: split
+    the images into that many tasks on a local Ray instance (or a process pool) / a Ray cluster."""
     q = reference.quantize_input(dep.check_fits_hardware(), images)
-    return rtl.verify(dep, q, jobs=jobs, build_root=build_root, progress=progress)
+    if shards is None and ray_address is None:
+        return rtl.verify(dep, q, jobs=jobs, build_root=build_root, progress=progress)
+    from terwin.parallel import Executor
+    executor = Executor.choose(workers=jobs or rtl.default_jobs(), ray_address=ray_address)
+    return rtl.verify_sharded(dep, q, executor=executor, shards=shards or 32, build_root=build_root)
 
 
 def build(dep: Deployment, board: str, out_dir, *, clock_mhz: float | None = None, seed: int = DEFAULT_SEED,

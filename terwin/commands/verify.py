@@ -1,4 +1,4 @@
-"""`terwin verify MODEL [--images N|all] [--data digits|digits32|FILE.npz] [--rtl FILE.v] [--netlist ice40|ecp5] [--simulator NAME] [--json OUT]`.
+"""`terwin verify MODEL [--images N|all] [--data digits|digits32|FILE.npz] [--rtl FILE.v] [--netlist ice40|ecp5] [--simulator NAME] [--shards K] [--ray ADDRESS] [--json OUT]`.
 
 Streams test images (the built-in set of the model's input shape, or --data) through the generated top (or the given Verilog; or its netlist from the
 same Yosys synthesis as `terwin build`) under the cocotb bench (Verilator or Icarus Verilog), with
@@ -6,6 +6,9 @@ seeded random gaps on the input stream and back-pressure on the output stream, a
 score bit for bit with `terwin.sim.reference`, every layer's cycle and MAC-cycle counter and the
 total with the cycle model (`terwin simulate`), and the stream protocol; a watchdog stops a design
 that runs past twice the model's cycles plus a margin.
+Many images: `--shards K` splits them into K slices run as tasks of `terwin.parallel.Executor` (a
+local Ray instance, or a process pool without Ray), `--ray ADDRESS` on a running Ray cluster; every
+image sees the same pauses as in one run, and the merged result is the same.
 Exit 0: all equal; 1: a score, a counter or the protocol differs, or the watchdog fired (the first
 of each is printed, naming the layer and the counter, and a VCD of the failing image kept) — for
 `--rtl` designs too; 2: user error.
@@ -26,6 +29,8 @@ from terwin.sim import reference
 DEFAULT_PAUSE = 0.2      # = terwin.sim.rtl.DEFAULT_PAUSE (not imported here: `terwin --help` loads no Amaranth)
 FULL_RATE_EVERY = 8      # = terwin.sim.rtl.FULL_RATE_EVERY
 SHOWN_ERRORS = 20        # counter and protocol errors listed in --json
+RAY_SHARDS = 32          # shards of a --ray run unless --shards says
+MAX_SHARDS = 4096
 
 
 def add_arguments(parser):
@@ -50,6 +55,13 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=seed, default=0, help="seed of the gaps and back-pressure (default 0)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="simulator processes run at once, each on a slice of the images (default: one per core)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="split the images into this many slices, each a task (one simulator process) on a "
+                             "local Ray instance or a process pool; with --ray on the cluster "
+                             f"(default with --ray: {RAY_SHARDS}, or one per image if fewer)")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run the shards on a running Ray cluster (e.g. 10.0.0.5:6379); every node needs "
+                             "terwin and the simulator installed")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -105,6 +117,12 @@ def run(args) -> int:
     dep = fileformat.load(args.model, hardware=args.rtl is None)  # the design to generate must fit
     if args.jobs is not None and args.jobs < 1:
         raise TerwinError(f"--jobs must be at least 1, not {args.jobs}")
+    if args.shards is not None and not 1 <= args.shards <= MAX_SHARDS:
+        raise TerwinError(f"--shards must be from 1 to {MAX_SHARDS}, not {args.shards}")
+    executor = None
+    if args.shards is not None or args.ray is not None:
+        from terwin.parallel import Executor
+        executor = Executor.choose(workers=args.jobs or rtl.default_jobs(), ray_address=args.ray)
     if args.rtl is not None:
         rtl.read_rtl(args.rtl, top=args.top, simulator=sim)  # refused before any progress line, not mid-run
     inputs = (args.model, args.rtl)
@@ -117,11 +135,18 @@ def run(args) -> int:
     what = ("the given RTL " + args.rtl) if args.rtl else "the generated design"
     if args.netlist:
         what = f"the {args.netlist} netlist (synth_{args.netlist} {' '.join(fpga.get(args.netlist).synth_opts)}) of {what}"
-    progress.note(f"{n} image(s) on {what}, simulated by {sim.name}")
-    res = rtl.verify(dep, q, rtl=args.rtl, top=args.top, build_root=args.build_dir, seed=args.seed,
-                     pause_in=args.backpressure, pause_out=args.backpressure, progress=not args.quiet,
-                     vcd_dir=args.build_dir, jobs=args.jobs, simulator=sim, netlist=args.netlist,
-                     synth_opts=fpga.get(args.netlist).synth_opts if args.netlist else ())
+    options = dict(rtl=args.rtl, top=args.top, seed=args.seed, pause_in=args.backpressure,
+                   pause_out=args.backpressure, vcd_dir=str(Path(args.build_dir).resolve()), simulator=sim.name, netlist=args.netlist,
+                   synth_opts=fpga.get(args.netlist).synth_opts if args.netlist else ())
+    if executor is None:
+        progress.note(f"{n} image(s) on {what}, simulated by {sim.name}")
+        res = rtl.verify(dep, q, build_root=args.build_dir, progress=not args.quiet, jobs=args.jobs, **options)
+    else:
+        shards = min(n, args.shards or RAY_SHARDS)
+        progress.note(f"{n} image(s) on {what}, simulated by {sim.name}, in {shards} shard(s) on "
+                      f"{executor.describe()}")
+        res = rtl.verify_sharded(dep, q, executor=executor, shards=shards, build_root=args.build_dir,
+                                 progress=Progress("verify shards", quiet=args.quiet), **options)
     beside = Path(args.json).parent / Path(res.vcd).name if res.vcd and args.json else None
     if beside is not None and beside.resolve() != Path(res.vcd).resolve():
         try:  # the waves go beside the results, unless that would replace a file terwin did not write
