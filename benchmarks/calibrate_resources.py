@@ -118,13 +118,13 @@ def reference_points() -> list[dict]:
 def board_capacities() -> dict:
     """What each board's device offers, from nextpnr's utilisation in the reference builds (its
     "available" counts, read by the family's own `resource_counts`)."""
-    from terwin.build import get_board
+    from terwin.build import family_of, get_board
 
     out = {}
     for path in sorted((ROOT / "bitstreams").glob("*/*/report.json")):
         report = json.loads(path.read_text())
         util = {cell: (v["available"], v["available"]) for cell, v in report["utilization"].items()}
-        caps = get_board(report["board"]).fpga.resource_counts(util, {})
+        caps = family_of(get_board(report["board"])).resource_counts(util, {})
         out[report["board"]] = {"device": report["device"], "luts": max(caps["luts"], caps["logic_cells"]),
                                 "logic_cells": caps["logic_cells"], "brams": caps["brams"], "dsps": caps["dsps"]}
     return out

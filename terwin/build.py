@@ -10,7 +10,7 @@ Yosys -> nextpnr -> pack, and writes into `out_dir`:
 * `build/`: the tools' inputs, logs and netlists.
 
 What depends on the FPGA family (Yosys options, the nextpnr and packer tools, cell types, the PLL)
-is asked of its `terwin.hw.fpga` family; a board is one line in `BOARDS`, naming its family.
+is asked of its `terwin.hw.fpga` family; a board is one line in `terwin.boards.BOARDS`, naming its family.
 
 A design that does not fit raises `TerwinError` naming the resource that overflowed.
 Builds are deterministic: a fixed nextpnr seed, no source locations in the netlist.
@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from terwin.hw.boards import BoardTop
 from terwin.sim import cycles
 
 from . import fileformat
+from .boards import BOARDS, Board, get_board  # noqa: F401  (re-exported: the flows' board table)
 from .errors import TerwinError
 from .outdir import OutputFolder
 from .progress import Progress
@@ -46,34 +46,15 @@ DEFAULT_SEED = 1
 
 
 
-@dataclass(frozen=True)
-class Board:
-    name: str
-    platform: str   # "module:Class" in amaranth_boards
-    family: str     # its FPGA family: a name in terwin.hw.fpga.FAMILIES
-
-    @property
-    def fpga(self) -> fpga.FpgaFamily:
-        return fpga.get(self.family)
-
-    def make_platform(self):
-        # amaranth_boards' platform modules are imported by name, only that of the board being built
-        module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(module), cls)()
+def family_of(board: Board) -> fpga.FpgaFamily:
+    """The `terwin.hw.fpga` family of a board (`terwin.boards`)."""
+    return fpga.get(board.family)
 
 
-# Adding a board of a known family is one line here (a new family: terwin.hw.fpga).
-BOARDS: dict[str, Board] = {b.name: b for b in (
-    Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40"),
-    Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5"),
-)}
-
-
-def get_board(name: str) -> Board:
-    try:
-        return BOARDS[name]
-    except KeyError:
-        raise TerwinError(f"unknown board {name!r} (known: {', '.join(BOARDS)})") from None
+def make_platform(board: Board):
+    """The board's amaranth-boards platform; its module is imported by name, only that of the board built."""
+    module, cls = board.platform.split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def tool_environment(board: Board) -> dict:
@@ -81,7 +62,7 @@ def tool_environment(board: Board) -> dict:
     the yowasp tool's full path (found next to the running interpreter, then on PATH; a variable the
     user already set names the tool to use)."""
     env = dict(os.environ)
-    for tool in board.fpga.tools:
+    for tool in family_of(board).tools:
         env[tool.var] = find_tool(tool.program, env_var=tool.var, install=f"pip install {tool.package}",
                                   needed_for=board.name)
     return env
@@ -151,10 +132,10 @@ def build_design(core, *, board: str, out_dir, clock_mhz: float, seed: int = DEF
 def _build_in(out: Path, core, *, info: Board, env: dict, clock_mhz: float, seed: int, extra: dict | None,
               synth_opts: list[str] | None, progress: Progress) -> dict:
     """The build itself, in the staging folder `out`: the tools in out/build/, bitstream and report.json."""
-    family = info.fpga
+    family = family_of(info)
     build_dir = out / "build"
     build_dir.mkdir()
-    platform = info.make_platform()
+    platform = make_platform(info)
     board_clk_hz = platform.default_clk_frequency
     try:
         top = BoardTop(core, family=family, board_clk_hz=board_clk_hz, clock_hz=clock_mhz * 1e6)
@@ -308,7 +289,7 @@ def _yosys_cells(path: Path) -> dict[str, int]:
 def tool_versions(env: dict, board: Board) -> dict:
     """The synthesis and place-and-route tools' versions (the packers have no --version)."""
     versions = {}
-    for var in (fpga.YOSYS.var, board.fpga.nextpnr.var):
+    for var in (fpga.YOSYS.var, family_of(board).nextpnr.var):
         try:
             res = subprocess.run([env[var], "--version"], capture_output=True, text=True, env=env, timeout=120)
             versions[Path(env[var]).name] = (res.stdout or res.stderr).strip().splitlines()[0]

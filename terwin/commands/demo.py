@@ -51,7 +51,7 @@ def _run(argv: list[str]) -> None:
 def _check(args) -> None:
     """Refuse bad options before minutes of training, not at the stage that uses them."""
     from terwin.algo.data import load_digits_split
-    from terwin.build import BOARDS
+    from terwin.boards import BOARDS
     from terwin.commands.verify import count_images
 
     available = len(load_digits_split().y_test)

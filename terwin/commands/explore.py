@@ -8,7 +8,7 @@ scores every point with the exact cycle model and the resource/fmax model calibr
 """
 from __future__ import annotations
 
-from terwin.build import BOARDS
+from terwin.boards import BOARDS
 
 
 def add_arguments(parser):

@@ -13,43 +13,17 @@ import json
 import os
 import shlex
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
+from terwin.boards import BOARDS, Programmer
 from terwin.errors import TerwinError
-
-
-@dataclass(frozen=True)
-class Programmer:
-    tool: str             # program name
-    env_var: str          # variable naming it explicitly
-    install: str          # how to get it
-    flash: tuple          # arguments before the bitstream
-    sram: tuple
-
-
-ICEPROG_INSTALL = "iceprog (apt-get install fpga-icestorm)"
-OFL_INSTALL = "openFPGALoader (apt-get install openfpgaloader, or https://github.com/trabucayre/openFPGALoader)"
-
-PROGRAMMERS = {
-    "icebreaker": (
-        Programmer("iceprog", "ICEPROG", ICEPROG_INSTALL, flash=(), sram=("-S",)),
-        Programmer("openFPGALoader", "OPENFPGALOADER", OFL_INSTALL, flash=("-b", "icebreaker", "-f"),
-                   sram=("-b", "icebreaker", "-m")),
-    ),
-    "ulx3s-85f": (
-        Programmer("openFPGALoader", "OPENFPGALOADER", OFL_INSTALL, flash=("-b", "ulx3s", "-f"),
-                   sram=("-b", "ulx3s", "-m")),
-    ),
-}
-DEFAULT_MODE = {"icebreaker": "flash", "ulx3s-85f": "sram"}
 
 
 def add_arguments(parser):
     parser.epilog = ("iCEBreaker: iceprog or openFPGALoader over the USB port (the FTDI's first interface); "
                      "ULX3S: openFPGALoader over the US1 USB port. Then: terwin run MODEL --port PORT.")
     parser.add_argument("bitstream", help="DIR/terwin.bin (iCEBreaker) or DIR/terwin.bit (ULX3S) from terwin build")
-    parser.add_argument("--board", required=True, choices=sorted(PROGRAMMERS), help="the board to program")
+    parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="the board to program")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--flash", dest="mode", action="store_const", const="flash",
                       help="write the configuration flash: the design stays after power-off "
@@ -57,7 +31,7 @@ def add_arguments(parser):
     mode.add_argument("--sram", dest="mode", action="store_const", const="sram",
                       help="load the FPGA directly: gone at power-off (default on the ULX3S; on the iCEBreaker "
                            "it needs the board's SRAM-programming jumpers)")
-    parser.add_argument("--tool", choices=sorted({p.tool for ps in PROGRAMMERS.values() for p in ps}),
+    parser.add_argument("--tool", choices=sorted({p.tool for b in BOARDS.values() for p in b.programmers}),
                         help="the programmer to use (default: the first found, iceprog before openFPGALoader)")
     parser.add_argument("--dry-run", action="store_true", help="print the command that would run, run nothing")
 
@@ -66,10 +40,10 @@ def find_programmer(board: str, tool: str | None = None) -> tuple[Programmer, st
     """The programmer for `board` (`tool` if given) and its path; a one-line TerwinError when none is installed."""
     from terwin.tools import interpreter_bin, which
 
-    candidates = [p for p in PROGRAMMERS[board] if tool is None or p.tool == tool]
+    candidates = [p for p in BOARDS[board].programmers if tool is None or p.tool == tool]
     if not candidates:
         raise TerwinError(f"--tool {tool} cannot program the {board} (use "
-                          f"{' or '.join(p.tool for p in PROGRAMMERS[board])})")
+                          f"{' or '.join(p.tool for p in BOARDS[board].programmers)})")
     for p in candidates:
         explicit = os.environ.get(p.env_var)
         found = which(explicit) if explicit else which(p.tool)
@@ -85,17 +59,17 @@ def find_programmer(board: str, tool: str | None = None) -> tuple[Programmer, st
 def command_line(board: str, bitstream, *, mode: str | None = None, tool: str | None = None) -> list[str]:
     """The programmer's command line for `bitstream` on `board`."""
     p, path = find_programmer(board, tool)
-    mode = mode or DEFAULT_MODE[board]
+    mode = mode or BOARDS[board].default_mode
     return [path, *(p.flash if mode == "flash" else p.sram), str(bitstream)]
 
 
 def check_bitstream(path, board: str) -> Path:
-    from terwin.build import BOARDS
+    from terwin.hw import fpga
 
     bit = Path(path)
     if not bit.is_file():
         raise TerwinError(f"{path}: no such file" if not bit.exists() else f"{path}: not a file")
-    ext = BOARDS[board].fpga.bitstream_ext
+    ext = fpga.get(BOARDS[board].family).bitstream_ext
     if bit.suffix != ext:
         raise TerwinError(f"{path}: the {board} takes a {ext} bitstream (terwin build writes DIR/terwin{ext}), "
                           f"not a {bit.suffix or 'file without extension'}")
@@ -111,7 +85,7 @@ def check_bitstream(path, board: str) -> Path:
 
 def run(args) -> int:
     bit = check_bitstream(args.bitstream, args.board)
-    mode = args.mode or DEFAULT_MODE[args.board]
+    mode = args.mode or BOARDS[args.board].default_mode
     cmd = command_line(args.board, bit, mode=mode, tool=args.tool)
     where = "configuration flash" if mode == "flash" else "FPGA (SRAM, until power-off)"
     print(f"programming the {args.board}'s {where}: {shlex.join(cmd)}", flush=True)
