@@ -1,6 +1,6 @@
 """PE-tile pruning by magnitude against Gao et al.'s importance, ternary family (docs/codecs.md).
 
-    python benchmarks/prune_criterion.py [--seeds 0 1 2] [--sparsity 0.5 0.75] [--epochs-scale 1]
+    python benchmarks/prune_criterion.py [--seeds 0 1 2] [--sparsity 0.5 0.75] [--criteria ...] [--epochs-scale 1]
 
 For each seed and tile sparsity, `terwin compress --family ternary` twice on the digits: with
 `--prune-criterion magnitude` and `importance`, the same seed (same float model and training up to
@@ -24,13 +24,14 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.5])
     p.add_argument("--epochs-scale", type=float, default=1.0)
+    p.add_argument("--criteria", nargs="+", default=["magnitude", "importance"], choices=["magnitude", "importance"])
     args = p.parse_args()
     print("| tile sparsity | seed | criterion | before prune | right after prune | integer acc (final) | compression | "
           "Huffman bits/weight | mismatches | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for sparsity in args.sparsity:
         for seed in args.seeds:
-            for criterion in ("magnitude", "importance"):
+            for criterion in args.criteria:
                 t = time.monotonic()
                 dep, rep = compress(TernaryOptions(seed=seed, tile_sparsity=sparsity, prune_criterion=criterion,
                                                    epochs_scale=args.epochs_scale, quiet=True))

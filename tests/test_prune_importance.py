@@ -7,7 +7,7 @@ from torch import nn
 
 from terwin import cli
 from terwin.algo.ternary.flow import TernaryOptions, compress
-from terwin.algo.ternary.pruning import TilePruner
+from terwin.algo.ternary.pruning import GroupLasso, TilePruner
 from terwin.errors import TerwinError
 from terwin.spec import PE4X4
 from terwin.tiling import TileGrid
@@ -52,6 +52,24 @@ def test_importance_prunes_the_tiles_of_lowest_importance_times_weight_squared()
     before = pruner.importance(layer).clone()
     (conv.weight * 3).sum().backward()
     assert torch.equal(pruner.importance(layer), before)
+
+
+def test_the_regularizer_gradient_is_not_importance():
+    rng = np.random.default_rng(1)
+    torch.manual_seed(1)
+    conv = nn.Conv2d(8, 12, 3, bias=False)
+    pruner = TilePruner(PE4X4, target=0.5, dense=(), criterion="importance",
+                        regularizer=GroupLasso(strength=0.5)).prepare([("conv", conv, None)])
+    grads = [rng.normal(size=(12, 8, 3, 3)).astype(np.float32) for _ in range(2)]
+    for g in grads:
+        loss = (conv.weight * torch.as_tensor(g)).sum() + pruner.penalty()
+        loss.backward()
+        conv.zero_grad()
+    layer = pruner.layers[0]
+    assert layer.steps == 2           # the penalty's own gradient pass is not a step
+    want = np.mean([g.astype(np.float64) ** 2 for g in grads], axis=0)
+    # the task gradient, up to float32 rounding of (task + penalty) gradient; the penalty's share is far larger
+    assert np.allclose(pruner.importance(layer).numpy(), want, rtol=1e-4, atol=1e-6)
 
 
 def test_bad_criterion_is_a_one_line_error(tmp_path, capsys):

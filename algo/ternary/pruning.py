@@ -14,8 +14,10 @@ up to a constant factor (a terwin choice, see docs/ternary.md).
 `criterion` chooses what ranks the tiles at `step()`: "magnitude" (the RMS norm above) or
 "importance" (Gao et al., ICML 2019, "Rate distortion for model compression"): the tile score
 Σ_i I_i · w_i² / n_g with I_i = E[(∂ℓ/∂w_i)²], the mean over the training steps since `prepare` of
-the squared gradient of the training loss (the regularizer's term included) with respect to the
-latent weight, accumulated by a gradient hook on it (`importance()`).
+the squared gradient of the training loss with respect to the latent weight, accumulated by a
+gradient hook on it (`importance()`). The pruner's own regularizer is not part of ℓ: `penalty()`
+computes its gradient and the hook takes it off (else the tiles the regularizer pulls to zero would
+look important).
 """
 from __future__ import annotations
 
@@ -162,6 +164,7 @@ class PrunableLayer:
     final_count: int = 0
     grad_sq: torch.Tensor | None = None     # Σ (∂ℓ/∂w)² over the steps seen (criterion "importance")
     steps: int = 0
+    penalty_grad: torch.Tensor | None = None  # the regularizer's part of the next gradient
 
 
 class TilePruner:
@@ -178,6 +181,7 @@ class TilePruner:
         if criterion not in CRITERIA:
             raise TerwinError(f"--prune-criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
         self.criterion = criterion
+        self._penalty_pass = False
         self.spec = spec
         self.target = target
         self.regularizer = regularizer
@@ -201,8 +205,12 @@ class TilePruner:
 
     def _accumulate(self, layer: PrunableLayer):
         def hook(grad: torch.Tensor) -> None:
-            if not self.frozen:
-                g = grad.detach().double() ** 2
+            if not self.frozen and not self._penalty_pass:
+                g = grad.detach().double()
+                if layer.penalty_grad is not None:
+                    g = g - layer.penalty_grad
+                    layer.penalty_grad = None
+                g = g * g
                 layer.grad_sq = g if layer.grad_sq is None else layer.grad_sq + g
                 layer.steps += 1
         return hook
@@ -250,6 +258,15 @@ class TilePruner:
                 continue
             norms = layer.groups.norms(latent_weight(layer.module), eps=1e-12)
             total = total + self.regularizer(norms, layer.groups.sizes, layer.prune_count)
+        if self.criterion == "importance" and total.requires_grad:
+            weights = [latent_weight(layer.module) for layer in self.layers]
+            self._penalty_pass = True            # the hooks fire for this gradient too: not a training step
+            try:
+                grads = torch.autograd.grad(total, weights, retain_graph=True, allow_unused=True)
+            finally:
+                self._penalty_pass = False
+            for layer, g in zip(self.layers, grads):
+                layer.penalty_grad = None if g is None else g.detach().double()
         return total
 
     @torch.no_grad()
