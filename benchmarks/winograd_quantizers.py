@@ -2,6 +2,7 @@
 (docs/codecs.md, "Quantizers of the Winograd family").
 
     python benchmarks/winograd_quantizers.py [--seeds 0 1 2] [--epochs-scale 1]
+    python benchmarks/winograd_quantizers.py --model examples/lenet5.py:lenet5 --data digits32
 
 Per seed, the default `terwin compress --family winograd` model is trained once (`compress(...,
 on_export=...)` keeps the trained net and the exported model); every quantizer of
@@ -19,7 +20,11 @@ import dataclasses
 import sys
 import time
 
+from terwin.algo.data import load_data
+from terwin.algo.graph import load_model
 from terwin.algo.results import evaluate_deployment
+from terwin.algo.winograd.graph_flow import GraphOptions
+from terwin.algo.winograd.graph_flow import compress as graph_compress
 from terwin.algo.winograd import quantize
 from terwin.algo.winograd.flow import WinogradOptions, compress
 
@@ -42,15 +47,24 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs-scale", type=float, default=1.0)
+    p.add_argument("--model", help="FILE.py:FACTORY, a user's model (`terwin compress --model`); default the built-in net")
+    p.add_argument("--data", default="digits", help="with --model: digits, digits32 or FILE.npz")
     args = p.parse_args()
     print("| seed | quantizer | option | distinct values | nonzero | Huffman bits/weight (+ tables) | "
           "Huffman of the indices | xz bits/weight | bz2 bits/weight | accuracy | mismatches |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         kept = {}
-        options = WinogradOptions(seed=seed, epochs_scale=args.epochs_scale, quiet=True)
+        keep = lambda net, dep, data: kept.update(net=net, dep=dep, data=data)   # noqa: E731
         t = time.monotonic()
-        compress(options, on_export=lambda net, dep, data: kept.update(net=net, dep=dep, data=data))
+        if args.model is None:
+            options = WinogradOptions(seed=seed, epochs_scale=args.epochs_scale, quiet=True)
+            compress(options, on_export=keep)
+        else:
+            options = GraphOptions(seed=seed, epochs_scale=args.epochs_scale, quiet=True, model_ref=args.model,
+                                   data_ref=args.data)
+            data = load_data(args.data)
+            graph_compress(options, load_model(args.model, seed=seed), data, on_export=keep)
         print(f"<!-- seed {seed}: trained in {time.monotonic() - t:.0f} s -->", flush=True)
         for name, extra in CONFIGS:
             o = dataclasses.replace(options, quantizer=name, **extra)
