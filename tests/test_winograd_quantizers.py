@@ -158,3 +158,18 @@ def test_compress_with_the_regularizer_reports_it():
     assert fig["lambda"] == 0.01 and 0 <= fig["grid_error"] <= 0.25 and fig["exp_alpha"] > 0
     assert report["reference_mismatches"] == 0 and report["options"]["lowprec_lambda"] == 0.01
     assert "lowprec_regularizer" not in compress(WinogradOptions(epochs_scale=TINY, quiet=True))[1]["winograd"]
+
+
+def test_example_lenet5_is_a_net_the_winograd_engine_runs():
+    from pathlib import Path
+
+    from terwin.algo.graph import GraphNet, capture, load_model
+    from terwin.algo.winograd.graph_flow import to_winograd_net, topology
+    from terwin.spec import WINOGRAD
+    model = load_model(f"{Path(__file__).resolve().parents[1] / 'examples' / 'lenet5.py'}:lenet5", seed=0)
+    net = GraphNet(capture(model, (1, 32, 32)), act_bits=8, input_scale=1 / 16)
+    topology(net)                                     # refuses any layer the engine cannot run
+    wnet = to_winograd_net(net, WINOGRAD)
+    assert [type(layer).__name__ for layer in wnet.layers].count("WinoConv") == 3
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(wnet(x), model.eval()(x), atol=1e-4)   # float: the same network
