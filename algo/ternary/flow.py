@@ -43,7 +43,7 @@ from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, evaluate, reestimate_batchnorm, scaled_epochs, single_thread, train
 from .export import export_ternary, sync_activation_scales
 from .net import DigitsNet
-from .pruning import REGULARIZERS, TilePruner
+from .pruning import CRITERIA, REGULARIZERS, TilePruner
 from .ternarize import Ternarizer, TernaryWeight, prepare_ternary
 
 WEIGHT_FORMAT = "ternary"
@@ -103,6 +103,7 @@ class TernaryOptions(CompressOptions):
     tile_sparsity: fraction of all PE tiles pruned, [0, 1). regularizer: "wpc" or "group-lasso".
     ternary_threshold: Δ = T·max|W|, [0, 1). zero_budget: after pruning at most this fraction of a
     layer's kept weights may be 0, [0, 1]. schedule: epochs, learning rates, λ (scaled by epochs_scale).
+    prune_criterion: what ranks the tiles at pruning, "magnitude" or "importance" (`.pruning`).
     """
     spec: HardwareSpec = DEFAULT_SPEC
     tile_sparsity: float = 0.5
@@ -110,6 +111,7 @@ class TernaryOptions(CompressOptions):
     ternary_threshold: float = DEFAULT_THRESHOLD
     zero_budget: float = DEFAULT_ZERO_BUDGET
     schedule: Schedule = DEFAULT_SCHEDULE
+    prune_criterion: str = "magnitude"
 
     family: ClassVar[str] = "ternary"
     epochs_scale_flag: ClassVar[str] = "--ternary-epochs-scale"
@@ -121,6 +123,8 @@ class TernaryOptions(CompressOptions):
         self._set("zero_budget", check_number(self.zero_budget, "--zero-budget", lo=0, hi=1))
         if self.regularizer not in REGULARIZERS:
             raise TerwinError(f"--regularizer must be one of {', '.join(sorted(REGULARIZERS))}, not {self.regularizer!r}")
+        if self.prune_criterion not in CRITERIA:
+            raise TerwinError(f"--prune-criterion must be one of {', '.join(CRITERIA)}, not {self.prune_criterion!r}")
         super().__post_init__()
 
     @property
@@ -136,6 +140,9 @@ def add_arguments(group) -> None:
                        help="fraction of PE tiles to prune, in [0, 1) (default: 0.5)")
     group.add_argument("--regularizer", choices=sorted(REGULARIZERS), default="wpc",
                        help="group regularizer before pruning: Weight Penalty Clipping or plain group lasso (default: wpc)")
+    group.add_argument("--prune-criterion", choices=CRITERIA, default="magnitude",
+                       help="what ranks the PE tiles at pruning: magnitude (RMS norm), or importance "
+                            "(Gao et al.: sum of E[grad^2] * w^2 over the tile); default: magnitude")
     group.add_argument("--ternary-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T",
                        help=f"ternarizer threshold: Δ = T·max|W|, in [0, 1) (default: {DEFAULT_THRESHOLD})")
     group.add_argument("--zero-budget", type=float, default=DEFAULT_ZERO_BUDGET, metavar="Z",
@@ -149,7 +156,8 @@ def options_from_args(args, spec) -> TernaryOptions:
     """The options of `terwin compress --family ternary ...` (args from the parser `add_arguments` filled)."""
     return TernaryOptions(spec=spec, seed=args.seed, quiet=args.quiet, tile_sparsity=args.tile_sparsity,
                           regularizer=args.regularizer, ternary_threshold=args.ternary_threshold,
-                          zero_budget=args.zero_budget, epochs_scale=args.ternary_epochs_scale)
+                          zero_budget=args.zero_budget, epochs_scale=args.ternary_epochs_scale,
+                          prune_criterion=args.prune_criterion)
 
 
 @dataclass
@@ -206,7 +214,7 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
 
     # 2. quantized activations, ternary weights, tile masks, regularizer
     set_quantization(model, enabled=True, calibrating=True)
-    pruner = TilePruner(spec, target=options.tile_sparsity,
+    pruner = TilePruner(spec, target=options.tile_sparsity, criterion=options.prune_criterion,
                         regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
     pruner.prepare(model.weighted_layers())
     if sched.joint_ternary:

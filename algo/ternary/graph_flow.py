@@ -122,7 +122,7 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
 
     # 2. quantized activations, ternary weights, tile masks, regularizer (gradual pruning)
     set_quantization(net, enabled=True, calibrating=True)
-    pruner = TilePruner(spec, target=options.tile_sparsity,
+    pruner = TilePruner(spec, target=options.tile_sparsity, criterion=options.prune_criterion,
                         regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
     pruner.prepare(net.weighted_layers())
     prepare_ternary(net, Ternarizer(threshold=threshold))

@@ -10,6 +10,14 @@ Group norms are RMS norms ‖W_g‖₂ / sqrt(n_g) (n_g = real, non-padding weig
 the partial tiles at the edges (the last output group of a 10-class linear layer, the last tap group
 of the first layer) are compared fairly with full ones; for full tiles this is the paper's ‖W_g‖₂
 up to a constant factor (a terwin choice, see docs/ternary.md).
+
+`criterion` chooses what ranks the tiles at `step()`: "magnitude" (the RMS norm above) or
+"importance" (Gao et al., ICML 2019, "Rate distortion for model compression"): the tile score
+Σ_i I_i · w_i² / n_g with I_i = E[(∂ℓ/∂w_i)²], the mean over the training steps since `prepare` of
+the squared gradient of the training loss with respect to the latent weight, accumulated by a
+gradient hook on it (`importance()`). The pruner's own regularizer is not part of ℓ: `penalty()`
+computes its gradient and the hook takes it off (else the tiles the regularizer pulls to zero would
+look important).
 """
 from __future__ import annotations
 
@@ -114,6 +122,7 @@ class GroupLasso:
 
 
 REGULARIZERS = {"wpc": WeightPenaltyClipping, "group-lasso": GroupLasso}
+CRITERIA = ("magnitude", "importance")
 
 
 # -- sparsity allocation -----------------------------------------------------------------------
@@ -153,18 +162,26 @@ class PrunableLayer:
     mask: TileMask
     prune_count: int = 0
     final_count: int = 0
+    grad_sq: torch.Tensor | None = None     # Σ (∂ℓ/∂w)² over the steps seen (criterion "importance")
+    steps: int = 0
+    penalty_grad: torch.Tensor | None = None  # the regularizer's part of the next gradient
 
 
 class TilePruner:
     """PE-tile pruner for a model's conv/linear layers.
 
     layers: [(name, module, in_shape or None)] in network order; in_shape is the (C, H, W) input of a
-    linear layer. regularizer: a strategy from REGULARIZERS (or None).
+    linear layer. regularizer: a strategy from REGULARIZERS (or None). criterion: one of CRITERIA.
     """
 
-    def __init__(self, spec: HardwareSpec, *, target: float, regularizer=None, dense: tuple[int, ...] = (0,)):
+    def __init__(self, spec: HardwareSpec, *, target: float, regularizer=None, dense: tuple[int, ...] = (0,),
+                 criterion: str = "magnitude"):
         if not 0 <= target < 1:
             raise TerwinError(f"tile sparsity must lie in [0, 1), not {target!r}")
+        if criterion not in CRITERIA:
+            raise TerwinError(f"--prune-criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
+        self.criterion = criterion
+        self._penalty_pass = False
         self.spec = spec
         self.target = target
         self.regularizer = regularizer
@@ -177,11 +194,42 @@ class TilePruner:
             groups = TileGroups.for_module(module, self.spec, in_shape=in_shape)
             mask = TileMask(groups, latent_weight(module).shape)
             parametrize.register_parametrization(module, "weight", mask)
-            self.layers.append(PrunableLayer(name, module, groups, mask))
+            layer = PrunableLayer(name, module, groups, mask)
+            if self.criterion == "importance":
+                latent_weight(module).register_hook(self._accumulate(layer))
+            self.layers.append(layer)
         counts = allocate([layer.groups.count for layer in self.layers], self.target, dense=self.dense)
         for layer, n in zip(self.layers, counts):
             layer.prune_count = layer.final_count = n
         return self
+
+    def _accumulate(self, layer: PrunableLayer):
+        def hook(grad: torch.Tensor) -> None:
+            if not self.frozen and not self._penalty_pass:
+                g = grad.detach().double()
+                if layer.penalty_grad is not None:
+                    g = g - layer.penalty_grad
+                    layer.penalty_grad = None
+                g = g * g
+                layer.grad_sq = g if layer.grad_sq is None else layer.grad_sq + g
+                layer.steps += 1
+        return hook
+
+    def importance(self, layer: PrunableLayer) -> torch.Tensor:
+        """I_i = E[(∂ℓ/∂w_i)²] of the layer's latent weights over the steps seen (zeros before any)."""
+        w = latent_weight(layer.module)
+        if layer.grad_sq is None:
+            return torch.zeros(w.shape, dtype=torch.float64)
+        return layer.grad_sq / layer.steps
+
+    def scores(self, layer: PrunableLayer) -> np.ndarray:
+        """Each tile's score for `step()` (the lowest are pruned): its RMS norm ("magnitude"), or
+        Σ I_i · w_i² / n_g ("importance")."""
+        w = latent_weight(layer.module).detach() * layer.mask.mask
+        if self.criterion == "magnitude":
+            return layer.groups.rms(w).numpy()
+        saliency = self.importance(layer) * w.double() ** 2
+        return (layer.groups.gather(saliency).sum(dim=1) / layer.groups.sizes.double()).numpy()
 
     def ramp(self, fraction: float) -> None:
         """Gradual pruning: the regularizer aims at round(fraction · final count) tiles per layer
@@ -210,17 +258,26 @@ class TilePruner:
                 continue
             norms = layer.groups.norms(latent_weight(layer.module), eps=1e-12)
             total = total + self.regularizer(norms, layer.groups.sizes, layer.prune_count)
+        if self.criterion == "importance" and total.requires_grad:
+            weights = [latent_weight(layer.module) for layer in self.layers]
+            self._penalty_pass = True            # the hooks fire for this gradient too: not a training step
+            try:
+                grads = torch.autograd.grad(total, weights, retain_graph=True, allow_unused=True)
+            finally:
+                self._penalty_pass = False
+            for layer, g in zip(self.layers, grads):
+                layer.penalty_grad = None if g is None else g.detach().double()
         return total
 
     @torch.no_grad()
     def step(self) -> None:
-        """Prune each layer's final count of lowest-RMS tiles and freeze the masks."""
+        """Prune each layer's final count of lowest-scoring tiles (`scores`) and freeze the masks."""
         for layer in self.layers:
             layer.prune_count = layer.final_count
-            rms = layer.groups.rms(latent_weight(layer.module) * layer.mask.mask)
+            score = self.scores(layer)
             keep = np.ones(layer.groups.count, dtype=bool)
             if layer.prune_count:
-                order = np.argsort(rms.numpy(), kind="stable")
+                order = np.argsort(score, kind="stable")
                 keep[order[:layer.prune_count]] = False
             layer.mask.set_keep(keep)
             # pruned latent weights are zeroed too, so that nothing revives them
@@ -232,5 +289,5 @@ class TilePruner:
                 for layer in self.layers}
 
 
-__all__ = ["TileGroups", "TileMask", "WeightPenaltyClipping", "GroupLasso", "REGULARIZERS", "allocate",
+__all__ = ["TileGroups", "TileMask", "WeightPenaltyClipping", "GroupLasso", "REGULARIZERS", "CRITERIA", "allocate",
            "TilePruner"]

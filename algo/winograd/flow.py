@@ -49,7 +49,10 @@ from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, evaluate, scaled_epochs, single_thread, train
 from .export import accumulator_bits, export
 from .masks import JointPruner, JointRegularizer, WinogradMagnitudePruner, linear_prune
+from .lowprec import LowPrecisionRegularizer
 from .nn import WinogradNet
+from .quantize import QUANTIZERS
+from . import quantize
 
 WEIGHT_FORMAT = "winograd"
 DEFAULT_SPEC = WINOGRAD
@@ -77,6 +80,12 @@ class WinogradOptions(CompressOptions):
     classifier_sparsity: float = 0.5
     weight_bits: int | None = None
     joint_lambda: float = 1e-2
+    quantizer: str = "uniform"
+    ecsq_lambda: float = 16.0
+    kmeans_clusters: int = 16
+    quant_step: int = 1
+    dither_seed: int = 0
+    lowprec_lambda: float = 0.0
 
     family: ClassVar[str] = "winograd"
     epochs_scale_flag: ClassVar[str] = "--winograd-epochs-scale"
@@ -89,6 +98,14 @@ class WinogradOptions(CompressOptions):
         if self.weight_bits is not None and (not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 16):
             raise TerwinError(f"--weight-bits must be an integer from 2 to 16, not {self.weight_bits!r}")
         self._set("joint_lambda", check_number(self.joint_lambda, "--joint-lambda", lo=0, hi=math.inf, lo_open=True))
+        if self.quantizer not in QUANTIZERS:
+            raise TerwinError(f"--quantizer must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
+        self._set("ecsq_lambda", check_number(self.ecsq_lambda, "--ecsq-lambda", lo=0, hi=1e9))
+        self._set("lowprec_lambda", check_number(self.lowprec_lambda, "--lowprec-lambda", lo=0, hi=1e6))
+        for name, lo, hi in (("kmeans_clusters", 1, 1 << 16), ("quant_step", 1, 1 << 15), ("dither_seed", 0, (1 << 63) - 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise TerwinError(f"--{name.replace('_', '-')} must be an integer from {lo} to {hi}, not {value!r}")
         super().__post_init__()
 
     @property
@@ -125,6 +142,30 @@ def _positive(text: str) -> float:
     return v
 
 
+def _nonnegative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
+    return v
+
+
+def _integer(text: str, lo: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, not {text}")
+    return v
+
+
+_count = functools.partial(_integer, lo=1)
+_count0 = functools.partial(_integer, lo=0)
+
+
 def add_arguments(group) -> None:
     d = WinogradOptions
     group.add_argument("--mode", choices=MODES, default=d.mode,
@@ -140,6 +181,21 @@ def add_arguments(group) -> None:
                        help=f"winograd: magnitude-pruned fraction of the int8 classifier (default {d.classifier_sparsity})")
     group.add_argument("--joint-lambda", type=_positive, default=d.joint_lambda, metavar="F",
                        help=f"winograd --mode joint: lambda of the learnable regularisers (default {d.joint_lambda:g})")
+    group.add_argument("--quantizer", choices=QUANTIZERS, default=d.quantizer,
+                       help="winograd: requantize the exported integer weights (docs/codecs.md): uniform (default: the "
+                            "export's grid, or multiples of --quant-step), ecsq, kmeans, hessian-kmeans, "
+                            "importance-kmeans, dithered")
+    group.add_argument("--ecsq-lambda", type=_nonnegative, default=d.ecsq_lambda, metavar="F",
+                       help=f"winograd --quantizer ecsq: the rate weight lambda (default {d.ecsq_lambda:g})")
+    group.add_argument("--kmeans-clusters", type=_count, default=d.kmeans_clusters, metavar="K",
+                       help=f"winograd --quantizer *kmeans: nonzero levels per layer (default {d.kmeans_clusters})")
+    group.add_argument("--quant-step", type=_count, default=d.quant_step, metavar="K",
+                       help="winograd --quantizer uniform|dithered: the step in units of the export's grid (default 1)")
+    group.add_argument("--dither-seed", type=_count0, default=d.dither_seed, metavar="N",
+                       help="winograd --quantizer dithered: the dither's seed, stored in the model file (default 0)")
+    group.add_argument("--lowprec-lambda", type=_nonnegative, default=d.lowprec_lambda, metavar="F",
+                       help="winograd: lambda of the learnable low-precision regularizer (arXiv 1809.00095) in the "
+                            "last fine-tuning and quantization-aware stages (default 0: off)")
     group.add_argument("--winograd-epochs-scale", type=_positive, default=1.0, metavar="F",
                        help="winograd: multiply every training stage's epochs by F (at least 1 each; default 1)")
 
@@ -149,7 +205,9 @@ def options_from_args(args, spec) -> WinogradOptions:
     return WinogradOptions(spec=spec, seed=args.seed, quiet=args.quiet, mode=args.mode,
                            winograd_sparsity=args.winograd_sparsity, spatial_sparsity=args.spatial_sparsity,
                            classifier_sparsity=args.classifier_sparsity, weight_bits=args.weight_bits,
-                           joint_lambda=args.joint_lambda, epochs_scale=args.winograd_epochs_scale)
+                           joint_lambda=args.joint_lambda, epochs_scale=args.winograd_epochs_scale,
+                           quantizer=args.quantizer, ecsq_lambda=args.ecsq_lambda, kmeans_clusters=args.kmeans_clusters,
+                           quant_step=args.quant_step, dither_seed=args.dither_seed, lowprec_lambda=args.lowprec_lambda)
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -204,16 +262,17 @@ def placement(dep) -> list[dict]:
 
 # -- the flow ------------------------------------------------------------------------------------
 
-def compress(options: WinogradOptions):
-    """Train, sparsify, quantize and export; returns (Deployment, compress.json dict)."""
+def compress(options: WinogradOptions, *, on_export=None):
+    """Train, sparsify, quantize and export; returns (Deployment, compress.json dict). `on_export`:
+    see `sparsify`."""
     if not isinstance(options, WinogradOptions):
         raise TypeError(f"the Winograd family takes WinogradOptions, not {type(options).__name__}")
     check_weight_format(options, WEIGHT_FORMAT)
     with single_thread():
-        return _compress(options)
+        return _compress(options, on_export=on_export)
 
 
-def _compress(options: WinogradOptions):
+def _compress(options: WinogradOptions, on_export=None):
     t0 = time.monotonic()
     spec = options.model_spec
     torch.manual_seed(options.seed)
@@ -232,7 +291,7 @@ def _compress(options: WinogradOptions):
                     input_scale=INPUT_SCALE, class_names=tuple(str(i) for i in range(10)),
                     meta={"family": "winograd", "mode": options.mode},
                     figures={"validation": {"images": int(len(data.y_val)), "float_epoch": best.epoch + 1,
-                                            "float_accuracy": best.accuracy}})
+                                            "float_accuracy": best.accuracy}}, on_export=on_export)
 
 
 def _fit(net: WinogradNet, data: Tensors, options: WinogradOptions, gen, progress, stage: str, lr: float, label: str,
@@ -243,11 +302,13 @@ def _fit(net: WinogradNet, data: Tensors, options: WinogradOptions, gen, progres
 
 def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: torch.Generator, progress,
              float_accuracy: float, started: float, input_scale: float, class_names, meta: dict,
-             epochs: dict | None = None, figures: dict | None = None):
+             epochs: dict | None = None, figures: dict | None = None, on_export=None):
     """Stages 2-5 on a float-trained `net` (spatial mode): Winograd-domain sparsity (Liu) or joint
     regularisation and pruning, quantization-aware fine-tuning (the epoch kept is the best on
-    `data`'s validation split, which it must hold), export and evaluation on `data`'s test split.
-    Returns (Deployment, compress.json dict)."""
+    `data`'s validation split, which it must hold), export, the quantizer (`options.quantizer`) and
+    evaluation on `data`'s test split. `on_export(net, dep, data)`, when given, is called with the
+    trained net and the exported model before the quantizer (`benchmarks/winograd_quantizers.py`
+    applies every quantizer to one trained model). Returns (Deployment, compress.json dict)."""
     spec = options.model_spec
     t0, float_acc = started, float_accuracy
     figures = {"mode": options.mode, **(figures or {})}
@@ -259,6 +320,14 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
         return evaluate(net, data.x_test, data.y_test)
 
     s_w, s_s = options.winograd_sparsity, options.spatial_sparsity
+    lowprec = LowPrecisionRegularizer(net, bits=spec.winograd_weight_bits, lam=options.lowprec_lambda) \
+        if options.lowprec_lambda > 0 else None
+
+    def regularized(stage: str, lr: float, label: str, **extra) -> None:
+        """A fit with the low-precision regularizer, when it is on."""
+        if lowprec is not None:
+            extra.update(penalty=lowprec, penalty_params=lowprec.parameters(), penalty_lr=0.05)
+        fit(stage, lr, label, **extra)
 
     if options.mode == "liu":
         # 2. Winograd-domain parameters, iterative magnitude pruning + masked retraining
@@ -268,7 +337,7 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
         for frac in PRUNE_STEPS:
             prune(net, s_w * frac)
             linear_prune(net, options.classifier_sparsity * frac)
-            fit("prune_step" if frac < 1 else "finetune", 1e-3, f"prune {s_w * frac:.2f}")
+            (fit if frac < 1 else regularized)("prune_step" if frac < 1 else "finetune", 1e-3, f"prune {s_w * frac:.2f}")
         spatial_sparsity = None
     else:
         # 2. spatial weights with both partial-L2 regularisers and learnable coefficients
@@ -282,7 +351,7 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
         JointPruner()(net, spatial_sparsity=s_s, winograd_sparsity=s_w)
         linear_prune(net, options.classifier_sparsity)
         figures["pruned_accuracy_before_finetune"] = accuracy()
-        fit("finetune", 1e-3, "finetune")
+        regularized("finetune", 1e-3, "finetune")
         # the spatial model g * mask_S on its own (a direct-conv deployment of the same weights)
         for conv in net.convs():
             conv.mode = "spatial"
@@ -300,13 +369,18 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
     for fc in net.linears():
         fc.weight_quant = PerChannelQuant(8)
     best = BestCheckpoint(net, *data.validation())
-    fit("qat", 3e-4, "qat", after_epoch=lambda e, n: best.offer(e))
+    regularized("qat", 3e-4, "qat", after_epoch=lambda e, n: best.offer(e))
     best.restore()
     figures.setdefault("validation", {}).update(qat_epoch=best.epoch + 1, accuracy=best.accuracy)
     fake_quant_acc = accuracy()
 
     # 5. export and check the integer model
     dep = export(net, spec, input_scale=input_scale, class_names=tuple(class_names), meta=meta)
+    if lowprec is not None:
+        figures["lowprec_regularizer"] = lowprec.figures()
+    if on_export is not None:
+        on_export(net, dep, data)
+    dep, figures["quantizer"] = quantize.apply(options, dep, net, data)
     acc_bits = {layer.name: accumulator_bits(layer, spec) for layer in dep.layers if isinstance(layer, WinogradConv2d)}
     for name, bits in acc_bits.items():
         if bits > MAX_ACCUMULATOR_BITS:

@@ -119,8 +119,9 @@ def _check_folded(wnet: WinogradNet, net: GraphNet, x: torch.Tensor) -> None:
         raise AssertionError("the folded WinogradNet does not compute what the captured graph computes")
 
 
-def compress(options: GraphOptions, model: torch.nn.Module, data: Split, *, weights=None):
-    """Capture, check, train (unless `weights`), fold into a WinogradNet, and run the family's stages."""
+def compress(options: GraphOptions, model: torch.nn.Module, data: Split, *, weights=None, on_export=None):
+    """Capture, check, train (unless `weights`), fold into a WinogradNet, and run the family's stages
+    (`on_export`: see `terwin.algo.winograd.flow.sparsify`)."""
     if not isinstance(options, GraphOptions):
         raise TypeError(f"a user's model takes the Winograd family's GraphOptions, not {type(options).__name__}")
     check_weight_format(options, WEIGHT_FORMAT)
@@ -163,7 +164,8 @@ def compress(options: GraphOptions, model: torch.nn.Module, data: Split, *, weig
         names = data.class_names if len(data.class_names) == net.graph.classes else \
             tuple(str(i) for i in range(net.graph.classes))
         return sparsify(options, wnet, tensors, gen=gen, progress=progress, float_accuracy=float_acc, started=t0,
-                        input_scale=data.input_scale, class_names=names, meta=meta, epochs=epochs, figures=figures)
+                        input_scale=data.input_scale, class_names=names, meta=meta, epochs=epochs, figures=figures,
+                        on_export=on_export)
 
 
 __all__ = ["GraphOptions", "OPTIONS", "options_from_args", "topology", "to_winograd_net", "compress"]
