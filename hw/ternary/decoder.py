@@ -20,19 +20,25 @@ class TileDecoder(wiring.Component):
     LATENCY = DECODER_LATENCY
 
     def __init__(self, program):
-        self._weights = program.memory("weights")
+        self._huffman = program.huffman
+        self._weights = program.memory("tile_info" if self._huffman else "weights")
         self._lane_map = program.memory("lane_map")
-        spec = program.spec
+        self._spec = spec = program.spec
         self._word = self._weights.shape
         self._lanes = self._lane_map.shape
-        super().__init__({
+        ports = {
             "en": In(1),
             "addr": In(range(max(2, self._weights.depth))),
             "codes": Out(layouts.tile_codes_layout(spec)),
             "coff": Out(self._word["coff"].shape),
             "last": Out(1),
             "lanes": Out(self._lanes),
-        })
+        }
+        if self._huffman:   # the codes from the tile cache (tile `addr` in entry addr % depth), filled here
+            from .tilecache import cache_write_signature
+            self._cache = program.memory("tile_cache")
+            ports["cache_write"] = In(cache_write_signature(program))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -41,10 +47,19 @@ class TileDecoder(wiring.Component):
         wrd = wmem.read_port()
         lrd = lmem.read_port()
         m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
-        codes = Signal(self._word["codes"].shape)
+        if self._huffman:
+            m.submodules.cache = cmem = self._cache.memory()
+            crd, cwr = cmem.read_port(), cmem.write_port()
+            m.d.comb += [crd.addr.eq(self.addr[:len(crd.addr)]), crd.en.eq(self.en),
+                         cwr.en.eq(self.cache_write.en), cwr.addr.eq(self.cache_write.addr),
+                         cwr.data.eq(self.cache_write.data)]
+            word_codes = crd.data
+        else:
+            word_codes = wrd.data.codes
+        codes = Signal(layouts.tile_codes_layout(self._spec))
         coff = Signal.like(self.coff)
         last = Signal()
         with m.If(self.en):
-            m.d.sync += [codes.eq(wrd.data.codes), coff.eq(wrd.data.coff), last.eq(wrd.data.last)]
+            m.d.sync += [codes.eq(word_codes), coff.eq(wrd.data.coff), last.eq(wrd.data.last)]
         m.d.comb += [self.codes.eq(codes), self.coff.eq(coff), self.last.eq(last), self.lanes.eq(lrd.data)]
         return m

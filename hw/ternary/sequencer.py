@@ -26,7 +26,7 @@ class TileSequencer(wiring.Component):
 
     def __init__(self, program, *, constants):
         self._program = program
-        words = program.memory("weights").depth
+        words = max(1, program.weight_word_count)
         super().__init__({
             "k": In(constants),
             "run": In(1),

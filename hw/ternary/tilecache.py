@@ -1,0 +1,122 @@
+"""The Huffman weight path's producer: decodes the weight stream into the tile cache, a group ahead.
+
+See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
+
+* `start` (in): an image begins (the loader's last beat, with the sequencer's `start_image`): the
+  decoder restarts at the stream's first word, tile 0, output group 0;
+* `issue`, `first`, `weight_addr` (in): the sequencer's issue, its tile's `first` flag and word: the
+  word of a job's first tile is the current output group's first word (`cons_base`, a register);
+* `cache_write` (out): one tile's codes a write, at entry word % cache_depth;
+* `ready` (out): the tile at `weight_addr` is in the cache (`written > weight_addr`): the top issues
+  only then.
+
+The decoder (`terwin.hw.codec.huffman.HuffmanDecoder`, the model's one table as constants) sends a
+symbol a cycle; the filler takes it while its output group h may be written: h <= 1, or the
+sequencer has issued the first tile of group h - 1 (so group h - 2's entries are free: the ring holds
+any two consecutive groups). `symbols_per_tile` symbols make a tile (symbol k of a tile in bits
+k * symbol_bits ..: the codes' row-major, lane-major order), written in the cycle its last symbol is
+taken. Timing (`terwin.hw.ternary.cycles` models it exactly): the first symbol is taken
+`FIRST_SYMBOL` cycles after `start`; then one a cycle while allowed; `written` and the group
+registers change the cycle after a write, `cons_base` the cycle after an issue.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from terwin.hw.codec.huffman import HuffmanDecoder
+
+from . import layouts
+from .huffman_program import FIRST_SYMBOL  # noqa: F401  (the timing the cycle model counts with)
+
+
+def cache_write_signature(program) -> wiring.Signature:
+    depth = program.huffman_weights.cache_depth
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(range(depth)),
+        "data": Out(layouts.tile_codes_layout(program.spec)),
+    })
+
+
+class TileCacheFiller(wiring.Component):
+    def __init__(self, program):
+        self._program = program
+        words = max(2, program.weight_word_count + 1)
+        super().__init__({
+            "start": In(1),
+            "issue": In(1),
+            "first": In(1),
+            "weight_addr": In(range(max(2, program.weight_word_count))),
+            "ready": Out(1),
+            "cache_write": Out(cache_write_signature(program)),
+            "written": Out(range(words)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._program
+        hw = p.huffman_weights
+        per_tile, sb = hw.symbols_per_tile, hw.symbol_bits
+        m.submodules.decoder = dec = HuffmanDecoder(hw.table, symbol_bits=sb, word_bits=p.memory("weight_stream").width,
+                                                    max_count=hw.count)
+        m.submodules.stream = smem = p.memory("weight_stream").memory()
+        m.submodules.og_counts = ogmem = p.memory("og_table").memory()
+        rd = smem.read_port()
+        og = ogmem.read_port(domain="comb")
+
+        # the stream's words into the decoder, one a cycle: the read port holds word `faddr`
+        last_word = len(hw.words) - 1
+        faddr = Signal(range(len(hw.words)))
+        fvalid = Signal()
+        take = dec.i_stream.valid & dec.i_stream.ready
+        step = take & (faddr != last_word)
+        m.d.comb += [dec.start.eq(self.start), dec.count.eq(hw.count), dec.i_stream.valid.eq(fvalid),
+                     dec.i_stream.payload.eq(rd.data), rd.en.eq(1),
+                     rd.addr.eq(Mux(self.start, 0, faddr + step)), self.error.eq(dec.error)]
+        with m.If(self.start):
+            m.d.sync += [faddr.eq(0), fvalid.eq(1)]
+        with m.Elif(step):
+            m.d.sync += faddr.eq(faddr + 1)
+
+        # the consumer's current output group: the word of its last job-first tile
+        cons_base = Signal.like(self.weight_addr)
+        with m.If(self.start):
+            m.d.sync += cons_base.eq(0)
+        with m.Elif(self.issue & self.first):
+            m.d.sync += cons_base.eq(self.weight_addr)
+
+        # the producer: tile `written`, output group `group` (its first word `group_word`, the group
+        # before's `prev_word`), `left` tiles of the group after this one, symbol `sym` of the tile
+        written = self.written
+        group = Signal(range(len(p.og_counts) + 1))
+        group_word = Signal.like(written)
+        prev_word = Signal.like(written)
+        left = Signal(range(int(p.og_counts.max()) + 1))
+        sym = Signal(range(max(2, per_tile)))
+        buf = Signal(sb * (per_tile - 1)) if per_tile > 1 else None
+        allowed = Signal()
+        m.d.comb += [allowed.eq(prev_word <= cons_base), dec.o_stream.ready.eq(allowed & ~self.start),
+                     og.addr.eq(group + 1), self.ready.eq(written > self.weight_addr)]
+        accept = dec.o_stream.valid & dec.o_stream.ready
+        tile_done = accept & (sym == per_tile - 1)
+        w = self.cache_write
+        m.d.comb += [w.en.eq(tile_done), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
+                     w.data.eq(Cat(buf, dec.o_stream.payload) if buf is not None else dec.o_stream.payload)]
+        with m.If(self.start):
+            m.d.sync += [written.eq(0), group.eq(0), group_word.eq(0), prev_word.eq(0), sym.eq(0),
+                         left.eq(int(p.og_counts[0]) - 1)]
+        with m.Elif(accept):
+            if buf is not None:
+                m.d.sync += buf.eq(Cat(buf[sb:], dec.o_stream.payload))
+            m.d.sync += sym.eq(Mux(sym == per_tile - 1, 0, sym + 1))
+            with m.If(tile_done):
+                m.d.sync += written.eq(written + 1)
+                with m.If(left == 0):   # the group's last tile: the next group
+                    m.d.sync += [group.eq(group + 1), prev_word.eq(group_word), group_word.eq(written + 1),
+                                 left.eq(og.data - 1)]
+                with m.Else():
+                    m.d.sync += left.eq(left - 1)
+        return m
