@@ -17,7 +17,7 @@ from amaranth.sim import Simulator
 
 from terwin import fileformat
 from terwin.codec import with_codec
-from terwin.hw.ternary.huffman_program import FIRST_SYMBOL, memory_bits
+from terwin.hw.ternary.huffman_program import FIRST_SYMBOL, WEIGHT_PATH, memory_bits
 from terwin.hw.ternary.program import compile_program
 from terwin.hw.ternary.tilecache import TileCacheFiller
 from terwin.sim import cycles
@@ -92,11 +92,12 @@ def test_raw_models_keep_their_memories():
     dep = random_deployment(*NETWORKS["pe4x4"][0:1], **NETWORKS["pe4x4"][1])
     raw, coded = compile_program(dep), compile_program(huffman(dep))
     names = [m.name for m in raw.memories()]
-    assert "weights" in names and not {"tile_info", "weight_stream", "tile_cache"} & set(names)
+    path = set(WEIGHT_PATH) - {"weights"}
+    assert "weights" in names and not path & set(names)
     assert not raw.huffman and coded.huffman
     coded_names = [m.name for m in coded.memories()]
-    assert "weights" not in coded_names and {"tile_info", "weight_stream", "tile_cache"} <= set(coded_names)
-    assert [m.name for m in coded.memories() if m.name not in ("tile_info", "weight_stream", "tile_cache")] == \
+    assert "weights" not in coded_names and path <= set(coded_names)
+    assert [m.name for m in coded.memories() if m.name not in path] == \
         [n for n in names if n != "weights"]
 
 

@@ -3,16 +3,18 @@
 A model whose weighted layers have codec `huffman` (`terwin compress --codec huffman`) compiles to
 a program (`TernaryProgram.huffman`) whose weight path is:
 
-    weight_stream ROM -> HuffmanDecoder -> TileCacheFiller -> tile_cache RAM -> TileDecoder
-                                                                tile_info ROM ->
+    weight_stream0/1 ROMs -> InterleavedHuffmanDecoder -> TileCacheFiller -> tile_cache RAM -> TileDecoder
+                                                                           tile_info ROM ->
 
-* `weight_stream`: every kept tile's 2-bit codes, all stages in the order the sequencer first visits
+* `weight_stream0`, `weight_stream1`: every kept tile's 2-bit codes, all stages in the order the sequencer first visits
   them (output group by output group, each group's kept tiles in TileGrid order: the raw weight
   memory's word order), cut into symbols of `terwin.codec.ternary_group(spec)` lanes (G = 4 on
   pe8x8), coded with ONE canonical code for the whole model (length-limited to 12 bits, or the
-  fewest bits that fit the symbols used), `WORD_BITS` a word, followed by two zero words. One table
-  lets one decoder with its table as constants decode the whole image's stream in one pass
-  (`start` once per image): no per-group offsets, no table switching.
+  fewest bits that fit the symbols used); the even symbols in stream 0, the odd ones in stream 1
+  (`terwin.hw.codec.interleaved`: each stream's decode loop gets two cycles, the decoder still sends
+  one symbol a cycle), each `WORD_BITS` a word, followed by two zero words. One table lets one
+  decoder with its table as constants decode the whole image's stream in one pass (`start` once per
+  image): no per-group offsets, no table switching.
 * `tile_info`: per kept tile the raw word's side fields (lane-map row, channel offset, `last`).
 * `tile_cache`: `cache_depth` tiles of codes (a power of two at least the largest sum of two
   consecutive output groups' tiles), a ring: tile t (its word number) in entry t % cache_depth.
@@ -30,9 +32,9 @@ import numpy as np
 
 from terwin import codec
 
-# start -> the stream's first word read (1) -> two words taken (2) -> decode (1) -> index and symbol
-# memory (1): the decoder offers its first symbol in cycle start + 5 (`terwin.hw.ternary.tilecache`)
-FIRST_SYMBOL = 5
+# start -> the streams' first words read (1) -> two words taken (2) -> shift (1) -> decode (1) -> index
+# and symbol memory (1): the decoder offers its first symbol in cycle start + 6 (`terwin.hw.ternary.tilecache`)
+FIRST_SYMBOL = 6
 WORD_BITS = 16           # bits of one weight_stream word (a power of two at least the longest code)
 MAX_CODE_BITS = 12       # what the hardware code is limited to (raised only when the symbols need more)
 
@@ -59,8 +61,7 @@ class HuffmanWeights:
     symbol_bits: int             # 2 * G
     symbols_per_tile: int        # pe_rows * pe_cols / G
     symbols: np.ndarray          # the whole stream's symbols
-    data: bytes
-    nbits: int
+    streams: tuple            # ((data, nbits) of the even symbols, (data, nbits) of the odd ones)
     cache_depth: int
 
     @cached_property
@@ -68,8 +69,12 @@ class HuffmanWeights:
         return codec.CanonicalTable.from_lengths(self.lengths)
 
     @cached_property
-    def words(self) -> list[int]:
-        return stream_words(self.data, self.nbits)
+    def words(self) -> tuple[list[int], list[int]]:
+        return tuple(stream_words(data, nbits) for data, nbits in self.streams)
+
+    @property
+    def nbits(self) -> int:
+        return sum(nbits for _, nbits in self.streams)
 
     @property
     def count(self) -> int:
@@ -97,20 +102,22 @@ def compile_huffman(program) -> HuffmanWeights:
     counts = np.bincount(symbols, minlength=size)
     used = int(np.count_nonzero(counts))
     lengths = codec.code_lengths(counts, max(MAX_CODE_BITS, (used - 1).bit_length()))
-    data, nbits = codec.encode(symbols, lengths)
+    streams = tuple(codec.encode(part, lengths) for part in (symbols[0::2], symbols[1::2]))
     og = program.og_counts
     pairs = og[:-1] + og[1:] if og.size > 1 else og
     depth = 1 << max(1, int(pairs.max()) - 1).bit_length()
     return HuffmanWeights(lengths=lengths, symbol_bits=2 * g, symbols_per_tile=per_tile, symbols=symbols,
-                          data=data, nbits=nbits, cache_depth=depth)
+                          streams=streams, cache_depth=depth)
+
+
+WEIGHT_PATH = ("weights", "tile_info", "weight_stream0", "weight_stream1", "tile_cache")
 
 
 def memory_bits(program) -> dict:
     """Bits of the weight path's memories: raw (the `weights` words) or Huffman (stream, side info,
     cache, decoder table), from `program.memories()` (widths as built)."""
     mems = {m.name: m for m in program.memories()}
-    out = {name: mems[name].width * mems[name].depth for name in ("weights", "tile_info", "weight_stream", "tile_cache")
-           if name in mems}
+    out = {name: mems[name].width * mems[name].depth for name in WEIGHT_PATH if name in mems}
     if program.huffman:
         out["huffman_table"] = program.huffman_weights.table_bits
     out["total"] = sum(out.values())

@@ -433,7 +433,7 @@ class TernaryProgram(Program):
             weights = [
                 MemoryImage("tile_info", layouts.tile_info_layout(lm_bits=self.lm_bits, coff_bits=self.coff_bits),
                             max(1, self.weight_word_count), [{k: w[k] for k in ("lm", "coff", "last")} for w in self.words]),
-                MemoryImage("weight_stream", unsigned(WORD_BITS), len(hw.words), hw.words),
+                *(MemoryImage(f"weight_stream{i}", unsigned(WORD_BITS), len(ws), ws) for i, ws in enumerate(hw.words)),
                 MemoryImage("tile_cache", layouts.tile_codes_layout(spec), hw.cache_depth),
             ]
         else:

@@ -10,8 +10,8 @@ See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
 * `ready` (out): the tile at `weight_addr` is in the cache (`written > weight_addr`): the top issues
   only then.
 
-The decoder (`terwin.hw.codec.huffman.HuffmanDecoder`, the model's one table as constants) sends a
-symbol a cycle; the filler takes it while its output group h may be written: h <= 1, or the
+The decoder (`terwin.hw.codec.interleaved.InterleavedHuffmanDecoder`, the model's one table as
+constants, its two streams the even and odd symbols) sends a symbol a cycle; the filler takes it while its output group h may be written: h <= 1, or the
 sequencer has issued the first tile of group h - 1 (so group h - 2's entries are free: the ring holds
 any two consecutive groups). `symbols_per_tile` symbols make a tile (symbol k of a tile in bits
 k * symbol_bits ..: the codes' row-major, lane-major order), written in the cycle its last symbol is
@@ -25,7 +25,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from terwin.hw.codec.huffman import HuffmanDecoder
+from terwin.hw.codec.interleaved import InterleavedHuffmanDecoder
 
 from . import layouts
 from .huffman_program import FIRST_SYMBOL  # noqa: F401  (the timing the cycle model counts with)
@@ -60,26 +60,30 @@ class TileCacheFiller(wiring.Component):
         p = self._program
         hw = p.huffman_weights
         per_tile, sb = hw.symbols_per_tile, hw.symbol_bits
-        m.submodules.decoder = dec = HuffmanDecoder(hw.table, symbol_bits=sb, word_bits=p.memory("weight_stream").width,
-                                                    max_count=hw.count)
-        m.submodules.stream = smem = p.memory("weight_stream").memory()
+        wb = p.memory("weight_stream0").width
+        m.submodules.decoder = dec = InterleavedHuffmanDecoder(hw.table, symbol_bits=sb, word_bits=wb,
+                                                               max_count=hw.count)
         m.submodules.og_counts = ogmem = p.memory("og_table").memory()
-        rd = smem.read_port()
         og = ogmem.read_port(domain="comb")
+        m.d.comb += [dec.start.eq(self.start), dec.count.eq(hw.count), self.error.eq(dec.error)]
 
-        # the stream's words into the decoder, one a cycle: the read port holds word `faddr`
-        last_word = len(hw.words) - 1
-        faddr = Signal(range(len(hw.words)))
-        fvalid = Signal()
-        take = dec.i_stream.valid & dec.i_stream.ready
-        step = take & (faddr != last_word)
-        m.d.comb += [dec.start.eq(self.start), dec.count.eq(hw.count), dec.i_stream.valid.eq(fvalid),
-                     dec.i_stream.payload.eq(rd.data), rd.en.eq(1),
-                     rd.addr.eq(Mux(self.start, 0, faddr + step)), self.error.eq(dec.error)]
-        with m.If(self.start):
-            m.d.sync += [faddr.eq(0), fvalid.eq(1)]
-        with m.Elif(step):
-            m.d.sync += faddr.eq(faddr + 1)
+        # each stream's words into the decoder, one a cycle: the read port holds word `faddr` (the last
+        # word, a zero, again once past the end)
+        for i, ws in enumerate(hw.words):
+            smem = p.memory(f"weight_stream{i}").memory()
+            m.submodules[f"stream{i}"] = smem
+            rd = smem.read_port()
+            port = dec.i_stream0 if i == 0 else dec.i_stream1
+            faddr = Signal(range(len(ws)), name=f"faddr{i}")
+            fvalid = Signal(name=f"fvalid{i}")
+            step = Signal(name=f"step{i}")
+            m.d.comb += [step.eq(port.valid & port.ready & (faddr != len(ws) - 1)),
+                         port.valid.eq(fvalid), port.payload.eq(rd.data), rd.en.eq(1),
+                         rd.addr.eq(Mux(self.start, 0, faddr + step))]
+            with m.If(self.start):
+                m.d.sync += [faddr.eq(0), fvalid.eq(1)]
+            with m.Elif(step):
+                m.d.sync += faddr.eq(faddr + 1)
 
         # the consumer's current output group: the word of its last job-first tile
         cons_base = Signal.like(self.weight_addr)
