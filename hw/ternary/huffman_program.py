@@ -10,9 +10,11 @@ a program (`TernaryProgram.huffman`) whose weight path is:
   them (output group by output group, each group's kept tiles in TileGrid order: the raw weight
   memory's word order), cut into symbols of `terwin.codec.ternary_group(spec)` lanes (G = 4 on
   pe8x8), coded with ONE canonical code for the whole model (length-limited to 12 bits, or the
-  fewest bits that fit the symbols used); the even symbols in stream 0, the odd ones in stream 1
+  fewest bits that fit the symbols used; 8 costs ternary-50 1.5 % more stream bits than 12, and
+  halves the decoder's words and shifter); the even symbols in stream 0, the odd ones in stream 1
   (`terwin.hw.codec.interleaved`: each stream's decode loop gets two cycles, the decoder still sends
-  one symbol a cycle), each `WORD_BITS` a word, followed by two zero words. One table lets one
+  one symbol a cycle), each `word_bits` (the next power of two of the longest code, at least 8) a
+  word, followed by two zero words. One table lets one
   decoder with its table as constants decode the whole image's stream in one pass (`start` once per
   image): no per-group offsets, no table switching.
 * `tile_info`: per kept tile the raw word's side fields (lane-map row, channel offset, `last`).
@@ -35,8 +37,8 @@ from terwin import codec
 # start -> the streams' first words read (1) -> two words taken (2) -> shift (1) -> decode (1) -> index
 # and symbol memory (1): the decoder offers its first symbol in cycle start + 6 (`terwin.hw.ternary.tilecache`)
 FIRST_SYMBOL = 6
-WORD_BITS = 16           # bits of one weight_stream word (a power of two at least the longest code)
-MAX_CODE_BITS = 12       # what the hardware code is limited to (raised only when the symbols need more)
+MAX_CODE_BITS = 8        # what the hardware code is limited to (raised only when the symbols need more: never
+                         # for G = 4, at most 81 symbols); short codes keep the decoder small (iCE40)
 
 
 def uses_huffman(dep) -> bool:
@@ -45,7 +47,7 @@ def uses_huffman(dep) -> bool:
     return any(getattr(layer, "codec", "raw") == "huffman" for layer in dep.weighted_layers)
 
 
-def stream_words(data: bytes, nbits: int, word_bits: int = WORD_BITS) -> list[int]:
+def stream_words(data: bytes, nbits: int, word_bits: int) -> list[int]:
     """The coded stream as `word_bits`-bit words, most significant bit first, zero-padded, then two
     zero words (what `terwin.hw.codec.huffman.HuffmanDecoder` takes)."""
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:nbits].astype(np.int64)
@@ -68,9 +70,13 @@ class HuffmanWeights:
     def table(self) -> codec.CanonicalTable:
         return codec.CanonicalTable.from_lengths(self.lengths)
 
+    @property
+    def word_bits(self) -> int:
+        return max(8, 1 << (self.table.max_length - 1).bit_length())
+
     @cached_property
     def words(self) -> tuple[list[int], list[int]]:
-        return tuple(stream_words(data, nbits) for data, nbits in self.streams)
+        return tuple(stream_words(data, nbits, self.word_bits) for data, nbits in self.streams)
 
     @property
     def nbits(self) -> int:

@@ -4,11 +4,12 @@ See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
 
 * `start` (in): an image begins (the loader's last beat, with the sequencer's `start_image`): the
   decoder restarts at the stream's first word, tile 0, output group 0;
-* `issue`, `first`, `weight_addr` (in): the sequencer's issue, its tile's `first` flag and word: the
-  word of a job's first tile is the current output group's first word (`cons_base`, a register);
+* `issue`, `first`, `last`, `group_end`, `weight_addr` (in): the sequencer's issue, its tile's
+  `first`/`last` flags, whether it ends its output group, and its word: the word of a job's first
+  tile is the current output group's first word (`cons_base`, a register);
 * `cache_write` (out): one tile's codes a write, at entry word % cache_depth;
-* `ready` (out): the tile at `weight_addr` is in the cache (`written > weight_addr`): the top issues
-  only then.
+* `ready` (out): the tile at `weight_addr` is in the cache (`written > weight_addr`, computed a cycle
+  ahead into a register): the top issues only then.
 
 The decoder (`terwin.hw.codec.interleaved.InterleavedHuffmanDecoder`, the model's one table as
 constants, its two streams the even and odd symbols) sends a symbol a cycle; the filler takes it while its output group h may be written: h <= 1, or the
@@ -48,6 +49,8 @@ class TileCacheFiller(wiring.Component):
             "start": In(1),
             "issue": In(1),
             "first": In(1),
+            "last": In(1),
+            "group_end": In(1),
             "weight_addr": In(range(max(2, program.weight_word_count))),
             "ready": Out(1),
             "cache_write": Out(cache_write_signature(program)),
@@ -102,10 +105,25 @@ class TileCacheFiller(wiring.Component):
         sym = Signal(range(max(2, per_tile)))
         buf = Signal(sb * (per_tile - 1)) if per_tile > 1 else None
         allowed = Signal()
+        ready = Signal()
         m.d.comb += [allowed.eq(prev_word <= cons_base), dec.o_stream.ready.eq(allowed & ~self.start),
-                     og.addr.eq(group + 1), self.ready.eq(written > self.weight_addr)]
+                     og.addr.eq(group + 1)]
         accept = dec.o_stream.valid & dec.o_stream.ready
         tile_done = accept & (sym == per_tile - 1)
+        # ready = written > weight_addr, in a register (off the sequencer's issue path, an iCE40 critical
+        # path): next cycle's word is this one + 1 after an issue inside a job or at a group's end, the
+        # group's first word (a tile already written) after a job's last tile, else this one
+        written_next = Signal.like(written)
+        m.d.comb += [written_next.eq(written + tile_done), self.ready.eq(ready)]
+        step_word = self.issue & (~self.last | self.group_end)
+        with m.If(self.start):
+            m.d.sync += ready.eq(0)
+        with m.Elif(step_word):
+            m.d.sync += ready.eq(written_next > self.weight_addr + 1)
+        with m.Elif(self.issue):
+            m.d.sync += ready.eq(1)
+        with m.Else():
+            m.d.sync += ready.eq(written_next > self.weight_addr)
         w = self.cache_write
         m.d.comb += [w.en.eq(tile_done), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
                      w.data.eq(Cat(buf, dec.o_stream.payload) if buf is not None else dec.o_stream.payload)]
