@@ -5,11 +5,15 @@ It owns the weight memory (2-bit codes of kept tiles, see `terwin.hw.ternary.pro
 enabled cycles later it presents the tile's codes (as `nonzero`/`negative` per row and lane, i.e.
 add, subtract or skip), its channel-group offset `coff`, its `last` flag and the lane map row.
 `en` low freezes both stages (the global stall), so it keeps pace with the array exactly.
+
+With Huffman-coded weights (`TernaryProgram.huffman`) the codes come from the tile cache (tile
+`addr` in entry addr % depth, written through `cache_write` by `terwin.hw.ternary.tilecache`) and the
+rest of the word from `tile_info`, read in the same cycle: the same latency.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
@@ -42,13 +46,21 @@ class TileDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.weights = wmem = self._weights.memory()
+        if self._huffman and getattr(platform, "family", None) == "ecp5":
+            # the ECP5 has distributed RAM: the narrow tile_info and the tile cache (128 bits wide: four
+            # block RAMs however shallow) go there, leaving block RAM to the Huffman streams
+            wmem, cmem = (memory.Memory(shape=im.shape, depth=im.depth, init=im.init or [],
+                                        attrs={"ram_style": "distributed"}) for im in (self._weights, self._cache))
+        else:
+            wmem = self._weights.memory()
+            cmem = self._cache.memory() if self._huffman else None
+        m.submodules.weights = wmem
         m.submodules.lane_map = lmem = self._lane_map.memory()
         wrd = wmem.read_port()
         lrd = lmem.read_port()
         m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
         if self._huffman:
-            m.submodules.cache = cmem = self._cache.memory()
+            m.submodules.cache = cmem
             crd, cwr = cmem.read_port(), cmem.write_port()
             m.d.comb += [crd.addr.eq(self.addr[:len(crd.addr)]), crd.en.eq(self.en),
                          cwr.en.eq(self.cache_write.en), cwr.addr.eq(self.cache_write.addr),

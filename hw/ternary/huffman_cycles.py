@@ -8,7 +8,7 @@ counters, the issue pipeline's valid/last bits, the shadow register; no data), e
 
 * cycle 0: `start` (the loader's last beat); the first stage issues from cycle 1;
 * the filler takes symbol k in the first cycle >= FIRST_SYMBOL + k in which its group h may be
-  written (h <= 1, or the first tile of group h - 1 has been issued: seen the cycle after); the
+  written (h <= 1, or the first tile of group h - 1 has been issued: seen two cycles after); the
   tile's last symbol writes it, seen by the sequencer the cycle after;
 * the sequencer issues the next tile in a cycle of its stage's RUN when the tile is in the cache and
   the pipeline is not stalled; the tile reaches the accumulators `pipeline_depth` enabled cycles
@@ -30,15 +30,17 @@ def huffman_stage_cycles(program) -> list[int]:
     # the producer's state
     written = group = group_word = prev_word = accepted = sym = 0
     left = og[0] - 1
-    cons_base = 0
+    cons_base = cons_seen = 0     # cons_seen: cons_base a cycle ago (what `allowed` compares)
     out = []
     x = 1            # absolute cycle (0: start); the first stage's RUN begins at 1
     gword = 0        # first word of the current output group (consumer)
     g = 0            # global output group (consumer)
 
     def produce(x):
-        nonlocal written, group, group_word, prev_word, accepted, sym, left
-        if accepted < count and x >= FIRST_SYMBOL + accepted and prev_word <= cons_base:
+        nonlocal written, group, group_word, prev_word, accepted, sym, left, cons_seen
+        allowed = prev_word <= cons_seen
+        cons_seen = cons_base
+        if accepted < count and x >= FIRST_SYMBOL + accepted and allowed:
             accepted += 1
             if sym == per_tile - 1:
                 sym = 0

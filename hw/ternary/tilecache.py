@@ -12,13 +12,15 @@ See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
   ahead into a register): the top issues only then.
 
 The decoder (`terwin.hw.codec.interleaved.InterleavedHuffmanDecoder`, the model's one table as
-constants, its two streams the even and odd symbols) sends a symbol a cycle; the filler takes it while its output group h may be written: h <= 1, or the
-sequencer has issued the first tile of group h - 1 (so group h - 2's entries are free: the ring holds
-any two consecutive groups). `symbols_per_tile` symbols make a tile (symbol k of a tile in bits
+constants, its two streams the even and odd symbols) sends a symbol a cycle; the filler takes it
+while its output group h may be written (`allowed`, a register): h <= 1, or the sequencer had
+issued the first tile of group h - 1 by the cycle before last (so group h - 2's entries are free:
+the ring holds any two consecutive groups). `symbols_per_tile` symbols make a tile (symbol k of a tile in bits
 k * symbol_bits ..: the codes' row-major, lane-major order), written in the cycle its last symbol is
 taken. Timing (`terwin.hw.ternary.cycles` models it exactly): the first symbol is taken
 `FIRST_SYMBOL` cycles after `start`; then one a cycle while allowed; `written` and the group
-registers change the cycle after a write, `cons_base` the cycle after an issue.
+registers change the cycle after a write, `cons_base` the cycle after an issue, `allowed` the cycle
+after those.
 """
 from __future__ import annotations
 
@@ -106,27 +108,30 @@ class TileCacheFiller(wiring.Component):
         buf = Signal(sb * (per_tile - 1)) if per_tile > 1 else None
         allowed = Signal()
         ready = Signal()
-        m.d.comb += [allowed.eq(prev_word <= cons_base), dec.o_stream.ready.eq(allowed & ~self.start),
-                     og.addr.eq(group + 1)]
+        m.d.comb += [dec.o_stream.ready.eq(allowed & ~self.start), og.addr.eq(group + 1)]
         accept = dec.o_stream.valid & dec.o_stream.ready
         tile_done = accept & (sym == per_tile - 1)
         # ready = written > weight_addr, in a register (off the sequencer's issue path, an iCE40 critical
         # path): next cycle's word is this one + 1 after an issue inside a job or at a group's end, the
         # group's first word (a tile already written) after a job's last tile, else this one
-        written_next = Signal.like(written)
-        m.d.comb += [written_next.eq(written + tile_done), self.ready.eq(ready)]
-        step_word = self.issue & (~self.last | self.group_end)
+        # (written_next compared without its adder: the comparisons are of registers, the selects late)
+        wa = self.weight_addr
+        stay = Mux(tile_done, written >= wa, written > wa)                  # written_next > wa
+        step = Mux(tile_done, written > wa, written > wa + 1)               # written_next > wa + 1
+        on_issue = Mux(~self.last | self.group_end, step, 1)
+        m.d.comb += self.ready.eq(ready)
         with m.If(self.start):
             m.d.sync += ready.eq(0)
-        with m.Elif(step_word):
-            m.d.sync += ready.eq(written_next > self.weight_addr + 1)
-        with m.Elif(self.issue):
-            m.d.sync += ready.eq(1)
         with m.Else():
-            m.d.sync += ready.eq(written_next > self.weight_addr)
+            m.d.sync += ready.eq(Mux(self.issue, on_issue, stay))
         w = self.cache_write
         m.d.comb += [w.en.eq(tile_done), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
                      w.data.eq(Cat(buf, dec.o_stream.payload) if buf is not None else dec.o_stream.payload)]
+        prev_next = Mux(tile_done & (left == 0), group_word, prev_word)
+        with m.If(self.start):
+            m.d.sync += allowed.eq(1)
+        with m.Else():
+            m.d.sync += allowed.eq(prev_next <= cons_base)
         with m.If(self.start):
             m.d.sync += [written.eq(0), group.eq(0), group_word.eq(0), prev_word.eq(0), sym.eq(0),
                          left.eq(int(p.og_counts[0]) - 1)]
