@@ -8,7 +8,9 @@ first, followed by two zero words (`terwin.hw.codec.huffman.words`). The decoder
 in order on `o_stream`, one a cycle.
 
 A rigid pipeline, advancing as a whole (`go`) unless its output waits (`o_stream.valid` and not
-`ready`) or the stream due lacks words:
+`ready`) or the stream due lacks words (each stream must be followed by words enough to look at
+after its last code: the two zero words, then its last word offered again, as the engine's feed does;
+a test bench that stops offering words stops the decoder after the last symbol, harmlessly):
 
     A  (stream ph)      the next L bits of the stream (its three oldest words shifted by its bit
                         offset) into a register; a used-up word shifts out
@@ -64,6 +66,7 @@ class InterleavedHuffmanDecoder(wiring.Component):
         rd = mem.read_port()
         ph = Signal()                      # the stream in stage A
         a_left = Signal.like(self.count)   # symbols still to start in A
+        more = Signal()                    # a_left != 0, in a register (off the `go` path)
         # per stream: four word slots (slots[0] the oldest), words held, bit offset (its top bit: pop)
         slots = [[Signal(wb, name=f"s{s}_slot{i}") for i in range(4)] for s in range(2)]
         held = [Signal(range(5), name=f"s{s}_held") for s in range(2)]
@@ -98,19 +101,20 @@ class InterleavedHuffmanDecoder(wiring.Component):
             for l_ in range(1, L + 1) if t.count[l_])))
 
         m.d.comb += [
-            go.eq((~o_valid | self.o_stream.ready) & ((a_left == 0) | a_enough) & ~self.start),
-            a_fire.eq(go & (a_left != 0)),
+            # past the last symbol the streams' trailing zero words keep `a_enough` true
+            go.eq((~o_valid | self.o_stream.ready) & a_enough & ~self.start),
+            a_fire.eq(go & more),
             rd.addr.eq(index), rd.en.eq(go),
             self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(rd.data),
         ]
         with m.If(self.start):
-            m.d.sync += [ph.eq(0), a_left.eq(self.count), b_valid.eq(0), c_valid.eq(0), o_valid.eq(0),
-                         self.error.eq(0)]
+            m.d.sync += [ph.eq(0), a_left.eq(self.count), more.eq(self.count != 0), b_valid.eq(0),
+                         c_valid.eq(0), o_valid.eq(0), self.error.eq(0)]
         with m.Elif(go):
             m.d.sync += [ph.eq(~ph), b_valid.eq(a_fire), b_peek.eq(peek), c_valid.eq(b_valid),
                          c_peek.eq(b_peek), c_onehot.eq(Cat(*onehot)), o_valid.eq(c_valid)]
             with m.If(a_fire):
-                m.d.sync += a_left.eq(a_left - 1)
+                m.d.sync += [a_left.eq(a_left - 1), more.eq(a_left != 1)]
             with m.If(b_valid & ~below[-1]):
                 m.d.sync += self.error.eq(1)
         with m.Elif(self.o_stream.ready):   # taken while the stream due waits for words: a bubble

@@ -46,14 +46,12 @@ class TileDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        wmem = self._weights.memory()
+        cmem = self._cache.memory() if self._huffman else None
         if self._huffman and getattr(platform, "family", None) == "ecp5":
-            # the ECP5 has distributed RAM: the narrow tile_info and the tile cache (128 bits wide: four
-            # block RAMs however shallow) go there, leaving block RAM to the Huffman streams
-            wmem, cmem = (memory.Memory(shape=im.shape, depth=im.depth, init=im.init or [],
-                                        attrs={"ram_style": "distributed"}) for im in (self._weights, self._cache))
-        else:
-            wmem = self._weights.memory()
-            cmem = self._cache.memory() if self._huffman else None
+            # the ECP5 has distributed RAM: the tile cache (pe_rows * pe_cols * 2 bits wide: four block
+            # RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
+            cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, attrs={"ram_style": "distributed"})
         m.submodules.weights = wmem
         m.submodules.lane_map = lmem = self._lane_map.memory()
         wrd = wmem.read_port()
