@@ -51,7 +51,8 @@ class TileDecoder(wiring.Component):
         if self._huffman and getattr(platform, "family", None) == "ecp5":
             # the ECP5 has distributed RAM: the tile cache (pe_rows * pe_cols * 2 bits wide: four block
             # RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
-            cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, attrs={"ram_style": "distributed"})
+            cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, init=[],
+                                 attrs={"ram_style": "distributed"})
         m.submodules.weights = wmem
         m.submodules.lane_map = lmem = self._lane_map.memory()
         wrd = wmem.read_port()
