@@ -47,8 +47,10 @@ class TileDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         wmem = self._weights.memory()
-        cmem = self._cache.memory() if self._huffman else None
-        if self._huffman and getattr(platform, "family", None) == "ecp5":
+        cmem = None
+        if self._huffman and getattr(platform, "family", None) != "ecp5":
+            cmem = self._cache.memory()
+        elif self._huffman:
             # the ECP5 has distributed RAM: the tile cache (pe_rows * pe_cols * 2 bits wide: four block
             # RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
             cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, init=[],
