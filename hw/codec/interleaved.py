@@ -21,7 +21,8 @@ a test bench that stops offering words stops the decoder after the last symbol, 
 
 `ph` alternates every step, so each stream's offset goes A -> B -> A: register to register in each
 cycle (the shift in one, the comparisons and the offset adder in the other). `start` + `count`
-begin; exactly `count` symbols are decoded; the first is offered 3 cycles after both streams have
+begin; exactly `count` symbols are decoded (`max_count=None`: no `count`, the decoder decodes on
+past the stream's end, its user taking the symbols it needs); the first is offered 3 cycles after both streams have
 two words (cycle 6 after `start` with a word a cycle from the cycle after it); `error` is sticky
 when no code matches.
 """
@@ -40,7 +41,7 @@ from .huffman import log2
 
 
 class InterleavedHuffmanDecoder(wiring.Component):
-    def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int = 1 << 24):
+    def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int | None = 1 << 24):
         if word_bits < table.max_length or word_bits & (word_bits - 1) or symbol_bits < 1:
             raise ValueError(f"word_bits must be a power of two of at least the longest code ({table.max_length} "
                              f"bits), symbol_bits positive")
@@ -49,12 +50,13 @@ class InterleavedHuffmanDecoder(wiring.Component):
         self.table = table
         self.symbol_bits = symbol_bits
         self.word_bits = word_bits
+        self._counted = max_count is not None
         super().__init__({
             "i_stream0": In(stream.Signature(unsigned(word_bits))),
             "i_stream1": In(stream.Signature(unsigned(word_bits))),
             "o_stream": Out(stream.Signature(unsigned(symbol_bits))),
             "start": In(1),
-            "count": In(range(max_count + 1)),
+            **({"count": In(range(max_count + 1))} if max_count is not None else {}),
             "error": Out(1),
         })
 
@@ -65,8 +67,10 @@ class InterleavedHuffmanDecoder(wiring.Component):
                                                    init=list(t.symbols))
         rd = mem.read_port()
         ph = Signal()                      # the stream in stage A
-        a_left = Signal.like(self.count)   # symbols still to start in A
-        more = Signal()                    # a_left != 0, in a register (off the `go` path)
+        # symbols still to start in A, and a_left != 0 in a register (off the `go` path); without a
+        # count the decoder runs on (its user takes what it needs)
+        a_left = Signal.like(self.count) if self._counted else None
+        more = Signal(init=int(not self._counted))
         # per stream: four word slots (slots[0] the oldest), words held, bit offset (its top bit: pop)
         slots = [[Signal(wb, name=f"s{s}_slot{i}") for i in range(4)] for s in range(2)]
         held = [Signal(range(5), name=f"s{s}_held") for s in range(2)]
@@ -108,13 +112,15 @@ class InterleavedHuffmanDecoder(wiring.Component):
             self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(rd.data),
         ]
         with m.If(self.start):
-            m.d.sync += [ph.eq(0), a_left.eq(self.count), more.eq(self.count != 0), b_valid.eq(0),
-                         c_valid.eq(0), o_valid.eq(0), self.error.eq(0)]
+            m.d.sync += [ph.eq(0), b_valid.eq(0), c_valid.eq(0), o_valid.eq(0), self.error.eq(0)]
+            if self._counted:
+                m.d.sync += [a_left.eq(self.count), more.eq(self.count != 0)]
         with m.Elif(go):
             m.d.sync += [ph.eq(~ph), b_valid.eq(a_fire), b_peek.eq(peek), c_valid.eq(b_valid),
                          c_peek.eq(b_peek), c_onehot.eq(Cat(*onehot)), o_valid.eq(c_valid)]
-            with m.If(a_fire):
-                m.d.sync += [a_left.eq(a_left - 1), more.eq(a_left != 1)]
+            if self._counted:
+                with m.If(a_fire):
+                    m.d.sync += [a_left.eq(a_left - 1), more.eq(a_left != 1)]
             with m.If(b_valid & ~below[-1]):
                 m.d.sync += self.error.eq(1)
         with m.Elif(self.o_stream.ready):   # taken while the stream due waits for words: a bubble

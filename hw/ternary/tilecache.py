@@ -66,11 +66,13 @@ class TileCacheFiller(wiring.Component):
         hw = p.huffman_weights
         per_tile, sb = hw.symbols_per_tile, hw.symbol_bits
         wb = p.memory("weight_stream0").width
+        # no symbol count in the decoder (a 12-bit counter on its enable: the iCE40's critical path): the
+        # filler stops taking symbols after the last group's last tile
         m.submodules.decoder = dec = InterleavedHuffmanDecoder(hw.table, symbol_bits=sb, word_bits=wb,
-                                                               max_count=hw.count)
+                                                               max_count=None)
         m.submodules.og_counts = ogmem = p.memory("og_table").memory()
         og = ogmem.read_port(domain="comb")
-        m.d.comb += [dec.start.eq(self.start), dec.count.eq(hw.count), self.error.eq(dec.error)]
+        m.d.comb += [dec.start.eq(self.start), self.error.eq(dec.error)]
 
         # each stream's words into the decoder, one a cycle: the read port holds word `faddr` (the last
         # word, a zero, again once past the end)
@@ -128,10 +130,12 @@ class TileCacheFiller(wiring.Component):
         m.d.comb += [w.en.eq(tile_done), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
                      w.data.eq(Cat(buf, dec.o_stream.payload) if buf is not None else dec.o_stream.payload)]
         prev_next = Mux(tile_done & (left == 0), group_word, prev_word)
+        done = Signal()          # the last group's last tile is written: take no more symbols
+        done_next = done | (tile_done & (left == 0) & (group == len(p.og_counts) - 1))
         with m.If(self.start):
-            m.d.sync += allowed.eq(1)
+            m.d.sync += [allowed.eq(1), done.eq(0)]
         with m.Else():
-            m.d.sync += allowed.eq(prev_next <= cons_base)
+            m.d.sync += [allowed.eq(~done_next & (prev_next <= cons_base)), done.eq(done_next)]
         with m.If(self.start):
             m.d.sync += [written.eq(0), group.eq(0), group_word.eq(0), prev_word.eq(0), sym.eq(0),
                          left.eq(int(p.og_counts[0]) - 1)]
