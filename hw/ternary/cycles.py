@@ -38,13 +38,19 @@ def stage_cycles(program: TernaryProgram) -> list[dict]:
     spec = program.spec
     rows, lanes = program.drain_steps, spec.lanes
     a = program.pipeline_depth
+    huffman = None
+    if program.huffman:   # the Huffman weight path: decode waits (`terwin.hw.ternary.huffman_cycles`)
+        from .huffman_cycles import huffman_stage_cycles
+        huffman = huffman_stage_cycles(program)
     out = []
-    for s in program.stages:
+    for i, s in enumerate(program.stages):
         n = s.og_counts.astype(np.int64)
         j = s.jobs_per_og
         mac = int(j * n.sum())
         steps = int((j * np.maximum(n, rows)).sum() - max(int(n[0]), rows))
         cycles = int(n[0]) - 1 + a + steps + rows + program.requant_tail(s)
+        if huffman is not None:
+            cycles = huffman[i]
         ideal = math.ceil(s.nonzero_weights * s.conv_pixels / lanes)
         out.append({"cycles": cycles, "mac_cycles": mac, "ideal_mac_cycles": ideal})
     return out

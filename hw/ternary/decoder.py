@@ -5,11 +5,15 @@ It owns the weight memory (2-bit codes of kept tiles, see `terwin.hw.ternary.pro
 enabled cycles later it presents the tile's codes (as `nonzero`/`negative` per row and lane, i.e.
 add, subtract or skip), its channel-group offset `coff`, its `last` flag and the lane map row.
 `en` low freezes both stages (the global stall), so it keeps pace with the array exactly.
+
+With Huffman-coded weights (`TernaryProgram.huffman`) the codes come from the tile cache (tile
+`addr` in entry addr % depth, written through `cache_write` by `terwin.hw.ternary.tilecache`) and the
+rest of the word from `tile_info`, read in the same cycle: the same latency.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
@@ -20,31 +24,55 @@ class TileDecoder(wiring.Component):
     LATENCY = DECODER_LATENCY
 
     def __init__(self, program):
-        self._weights = program.memory("weights")
+        self._huffman = program.huffman
+        self._weights = program.memory("tile_info" if self._huffman else "weights")
         self._lane_map = program.memory("lane_map")
-        spec = program.spec
+        self._spec = spec = program.spec
         self._word = self._weights.shape
         self._lanes = self._lane_map.shape
-        super().__init__({
+        ports = {
             "en": In(1),
             "addr": In(range(max(2, self._weights.depth))),
             "codes": Out(layouts.tile_codes_layout(spec)),
             "coff": Out(self._word["coff"].shape),
             "last": Out(1),
             "lanes": Out(self._lanes),
-        })
+        }
+        if self._huffman:   # the codes from the tile cache (tile `addr` in entry addr % depth), filled here
+            from .tilecache import cache_write_signature
+            self._cache = program.memory("tile_cache")
+            ports["cache_write"] = In(cache_write_signature(program))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.weights = wmem = self._weights.memory()
+        wmem = self._weights.memory()
+        cmem = None
+        if self._huffman and getattr(platform, "family", None) != "ecp5":
+            cmem = self._cache.memory()
+        elif self._huffman:
+            # the ECP5 has distributed RAM: the tile cache (pe_rows * pe_cols * 2 bits wide: four block
+            # RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
+            cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, init=[],
+                                 attrs={"ram_style": "distributed"})
+        m.submodules.weights = wmem
         m.submodules.lane_map = lmem = self._lane_map.memory()
         wrd = wmem.read_port()
         lrd = lmem.read_port()
         m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
-        codes = Signal(self._word["codes"].shape)
+        if self._huffman:
+            m.submodules.cache = cmem
+            crd, cwr = cmem.read_port(), cmem.write_port()
+            m.d.comb += [crd.addr.eq(self.addr[:len(crd.addr)]), crd.en.eq(self.en),
+                         cwr.en.eq(self.cache_write.en), cwr.addr.eq(self.cache_write.addr),
+                         cwr.data.eq(self.cache_write.data)]
+            word_codes = crd.data
+        else:
+            word_codes = wrd.data.codes
+        codes = Signal(layouts.tile_codes_layout(self._spec))
         coff = Signal.like(self.coff)
         last = Signal()
         with m.If(self.en):
-            m.d.sync += [codes.eq(wrd.data.codes), coff.eq(wrd.data.coff), last.eq(wrd.data.last)]
+            m.d.sync += [codes.eq(word_codes), coff.eq(wrd.data.coff), last.eq(wrd.data.last)]
         m.d.comb += [self.codes.eq(codes), self.coff.eq(coff), self.last.eq(last), self.lanes.eq(lrd.data)]
         return m

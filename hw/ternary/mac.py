@@ -16,6 +16,11 @@ from .program import ACTIVATION_LATENCY, DECODER_LATENCY, pe_latency
 assert ACTIVATION_LATENCY == 2  # lane addresses -> bank read, then the activation register (below)
 
 
+def _cache_write(program):
+    from .tilecache import cache_write_signature
+    return cache_write_signature(program)
+
+
 class MacPipeline(wiring.Component):
     """Decoder -> lane addresses and activation reads -> PE array, for one issued tile a cycle.
 
@@ -37,10 +42,11 @@ class MacPipeline(wiring.Component):
             "k": In(constants),
             "en": In(1),
             "tile": In(tile),
-            "weight_addr": In(range(max(2, program.memory("weights").depth))),
+            "weight_addr": In(range(max(2, program.weight_word_count))),
             "bank_read": In(bank_port(program, ReadPort)).array(spec.pe_cols),
             "acc_tile": Out(tile),
             "sums": Out(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
+            **({"cache_write": In(_cache_write(program))} if program.huffman else {}),
         })
 
     def elaborate(self, platform):
@@ -50,6 +56,8 @@ class MacPipeline(wiring.Component):
         m.submodules.pe = pe = TernaryPEArray(p.spec)
         assert dec.LATENCY == DECODER_LATENCY and pe.latency == pe_latency(p.spec)
         m.d.comb += [dec.addr.eq(self.weight_addr), dec.en.eq(en)]
+        if p.huffman:
+            wiring.connect(m, wiring.flipped(self.cache_write), dec.cache_write)
         # the decoder's outputs belong to the tile issued DECODER_LATENCY cycles ago
         tile_decoded = delayed(m, self.tile, DECODER_LATENCY, en=en, name="tile_dec")
         abits = p.addr_bits

@@ -340,6 +340,18 @@ class TernaryProgram(Program):
     def weight_word_count(self) -> int:
         return len(self.words)
 
+    # -- Huffman-coded weights (a layer with codec huffman: `terwin.hw.ternary.huffman_program`) ------
+
+    @cached_property
+    def huffman(self) -> bool:
+        from .huffman_program import uses_huffman
+        return uses_huffman(self.dep)
+
+    @cached_property
+    def huffman_weights(self):
+        from .huffman_program import compile_huffman
+        return compile_huffman(self)
+
     # -- widths --------------------------------------------------------------------------------------
 
     @property
@@ -415,9 +427,20 @@ class TernaryProgram(Program):
             param = data.ArrayLayout(param, lanes)
             params = [params[i:i + lanes] for i in range(0, len(params), lanes)]
             scores = data.ArrayLayout(scores, lanes)
+        if self.huffman:   # codes from the decoded stream's tile cache, the rest of each word raw
+            hw = self.huffman_weights
+            weights = [
+                MemoryImage("tile_info", layouts.tile_info_layout(lm_bits=self.lm_bits, coff_bits=self.coff_bits),
+                            max(1, self.weight_word_count), [{k: w[k] for k in ("lm", "coff", "last")} for w in self.words]),
+                *(MemoryImage(f"weight_stream{i}", unsigned(hw.word_bits), len(ws), ws) for i, ws in enumerate(hw.words)),
+                MemoryImage("tile_cache", layouts.tile_codes_layout(spec), hw.cache_depth),
+            ]
+        else:
+            weights = [MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits,
+                                                                         coff_bits=self.coff_bits),
+                                   max(1, self.weight_word_count), self.words)]
         return [
-            MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits, coff_bits=self.coff_bits),
-                        max(1, self.weight_word_count), self.words),
+            *weights,
             MemoryImage("lane_map", layouts.lane_map_layout(spec, k_bits=self.k_bits, aoff_bits=self.aoff_bits),
                         max(1, len(self.lane_map)), self.lane_map),
             MemoryImage("params", param, len(params), params),

@@ -26,7 +26,7 @@ class TileSequencer(wiring.Component):
 
     def __init__(self, program, *, constants):
         self._program = program
-        words = program.memory("weights").depth
+        words = max(1, program.weight_word_count)
         super().__init__({
             "k": In(constants),
             "run": In(1),
@@ -38,6 +38,8 @@ class TileSequencer(wiring.Component):
             "weight_addr": Out(range(max(2, words))),
             "issue": Out(1),
             "stage_done": Out(1),
+            # with the Huffman weight path: the tile issued this cycle (if any) is its output group's last
+            **({"group_end": Out(1)} if program.huffman else {}),
         })
 
     def elaborate(self, platform):
@@ -81,6 +83,8 @@ class TileSequencer(wiring.Component):
         pixel_last = (out_y == k.row_last) & (out_x == k.col_last)
         group_last = group == k.group_last
         t = self.tile
+        if p.huffman:
+            m.d.comb += self.group_end.eq(last_tile & window_last & pixel_last)
         m.d.comb += [
             self.weight_addr.eq(word), self.issue.eq(self.run & self.en),
             t.valid.eq(self.run), t.first.eq(tile_n == 0), t.last.eq(last_tile),

@@ -63,6 +63,15 @@ class TernaryAccelerator(wiring.Component):
         m.submodules.writer = writer = RequantWriter(p, constants=consts.layout)
         m.submodules.output = output = ScoreOutput(p)
         en = ~acc.stall
+        ready = 1
+        if p.huffman:   # the weight path decodes the Huffman stream into a tile cache, a group ahead
+            from .tilecache import TileCacheFiller
+            m.submodules.filler = filler = TileCacheFiller(p)
+            wiring.connect(m, filler.cache_write, mac.cache_write)
+            m.d.comb += [filler.start.eq(loader.done), filler.issue.eq(seq.issue), filler.first.eq(seq.tile.first),
+                         filler.last.eq(seq.tile.last), filler.group_end.eq(seq.group_end),
+                         filler.weight_addr.eq(seq.weight_addr)]
+            ready = filler.ready
         next_stage = (state == DRAIN) & writer.stage_done
 
         # the data path: image -> banks -> MAC -> accumulators -> requantizer -> banks or scores
@@ -78,7 +87,7 @@ class TernaryAccelerator(wiring.Component):
         m.d.comb += [
             consts.stage.eq(stage), seq.k.eq(k), mac.k.eq(k), acc.k.eq(k), writer.k.eq(k),
             loader.active.eq(state == LOAD),
-            seq.run.eq(state == RUN), seq.en.eq(en), seq.start_image.eq(loader.done),
+            seq.run.eq((state == RUN) & ready), seq.en.eq(en), seq.start_image.eq(loader.done),
             seq.start_stage.eq(next_stage & ~k.last_stage), seq.end_image.eq(output.done),
             mac.en.eq(en), mac.tile.eq(seq.tile), mac.weight_addr.eq(seq.weight_addr),
             acc.tile.eq(mac.acc_tile), acc.sums.eq(mac.sums),

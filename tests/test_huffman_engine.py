@@ -1,0 +1,173 @@
+"""The ternary engine's Huffman weight path (#17): a model whose layers have codec `huffman` runs from
+one canonical-Huffman stream, decoded on chip a group ahead into a tile cache
+(`terwin.hw.ternary.huffman_program`, `tilecache`). The filler alone in Amaranth's simulator
+(tiles == the raw words' codes, entries, one symbol a cycle, the group-ahead rule), and the whole
+top against the reference (scores, ==) and the cycle model (per-layer cycles, ==, decode waits
+included) on synthetic models of every array shape the tests use, graphs and out lanes included,
+and on the stored ternary-50 re-encoded; raw models keep their memories."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.hdl import Const
+from amaranth.sim import Simulator
+
+from terwin import fileformat
+from terwin.codec import with_codec
+from terwin.hw.ternary.huffman_program import FIRST_SYMBOL, WEIGHT_PATH, memory_bits
+from terwin.hw.ternary.program import compile_program
+from terwin.hw.ternary.tilecache import TileCacheFiller
+from terwin.sim import cycles
+from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
+from terwin.synthetic import random_deployment, random_graph_deployment
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_hw_graph import GRAPHS  # noqa: E402
+from test_hw_top import check_top, custom_deployment  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+TERNARY_50 = ROOT / "bitstreams" / "icebreaker" / "ternary-50" / "model.terwin"
+
+NETWORKS = {
+    "pe4x4": (PE4X4, dict(seed=1, topology=(("conv2d", 12), ("maxpool2d", 2), ("conv2d", 20), ("linear", 10)),
+                          input_shape=(1, 6, 6))),
+    "pe8x8": (PE8X8, dict(seed=2, topology=(("conv2d", 12), ("conv2d", 20), ("maxpool2d", 2), ("linear", 7)),
+                          input_shape=(3, 6, 6))),
+    "pe8x16": (PE8X16, dict(seed=3, topology=(("conv2d", 20), ("maxpool2d", 2), ("conv2d", 12), ("linear", 5)),
+                            input_shape=(2, 6, 6))),
+    # one symbol a tile (G = 4 lanes, one row)
+    "pe1x4": (HardwareSpec(pe_rows=1, pe_cols=4), dict(seed=5, topology=(("conv2d", 3), ("maxpool2d", 2),
+                                                                         ("conv2d", 5), ("linear", 4)),
+                                                       input_shape=(2, 6, 6))),
+    # one lane a symbol (G = 1)
+    "pe2x1": (HardwareSpec(pe_rows=2, pe_cols=1), dict(seed=6, topology=(("conv2d", 3), ("conv2d", 2), ("linear", 3)),
+                                                       input_shape=(1, 5, 5))),
+    # several out lanes: jobs of fewer cycles, decode waits more often
+    "pe8x8_lanes4": (PE8X8.replace(out_lanes=4), dict(seed=7, topology=(("conv2d", 12), ("maxpool2d", 2),
+                                                                        ("linear", 10)), input_shape=(2, 6, 6))),
+}
+
+
+def huffman(dep):
+    return with_codec(dep, "huffman")
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_whole_network_from_the_huffman_stream_equals_reference_and_model(name):
+    spec, kw = NETWORKS[name]
+    raw = random_deployment(spec, **kw)
+    dep = huffman(raw)
+    check_top(dep)
+    # the same tiles are issued; the decode can only add cycles
+    model, base = cycles.predict(dep), cycles.predict(raw)
+    assert [l["mac_cycles"] for l in model["layers"]] == [l["mac_cycles"] for l in base["layers"]]
+    assert model["cycles"] >= base["cycles"]
+
+
+def test_strides_padding_and_overlapping_pool():
+    dep = custom_deployment(PE8X8, [("conv2d", 9, 3, 2, 0), ("conv2d", 10, 1, 1, 0), ("maxpool2d", 3, 2),
+                                    ("conv2d", 6, 2, 1, 1)], input_shape=(5, 11, 11), seed=5)
+    check_top(huffman(dep))
+
+
+@pytest.mark.parametrize("name", ["projection", "global_avgpool"])
+def test_residual_graphs(name):
+    spec, kw = GRAPHS[name]
+    check_top(huffman(random_graph_deployment(spec, seed=3, **kw)))
+
+
+def test_one_fc_layer_waits_for_its_decode_exactly():
+    """A linear layer computes each output group in fewer cycles than its tiles take to decode:
+    the model's extra cycles over the raw engine are the decode waits, and the RTL counts the same."""
+    raw = custom_deployment(PE4X4, [("linear", 12)], input_shape=(8, 3, 3), seed=9, tile_sparsity=0.0)
+    dep = huffman(raw)
+    counts = check_top(dep, images=2)
+    assert counts[0]["cycles"] == counts[1]["cycles"] > cycles.predict(raw)["cycles"]
+
+
+def test_raw_models_keep_their_memories():
+    dep = random_deployment(*NETWORKS["pe4x4"][0:1], **NETWORKS["pe4x4"][1])
+    raw, coded = compile_program(dep), compile_program(huffman(dep))
+    names = [m.name for m in raw.memories()]
+    path = set(WEIGHT_PATH) - {"weights"}
+    assert "weights" in names and not path & set(names)
+    assert not raw.huffman and coded.huffman
+    coded_names = [m.name for m in coded.memories()]
+    assert "weights" not in coded_names and path <= set(coded_names)
+    assert [m.name for m in coded.memories() if m.name not in path] == \
+        [n for n in names if n != "weights"]
+
+
+def _run_filler(program, *, release_after=None, cycles_=None):
+    """The filler alone: `start`, then the sequencer's first tile of every group issued at once (or
+    group 1's only from cycle `release_after`). Returns [(cycle, entry, codes value)] of its writes."""
+    dut = TileCacheFiller(program)
+    hw = program.huffman_weights
+    starts = np.concatenate([[0], np.cumsum(program.og_counts)[:-1]])
+    writes = []
+    total = cycles_ or FIRST_SYMBOL + hw.count + 20
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for cycle in range(1, total):
+            if release_after is None or cycle >= release_after:
+                ctx.set(dut.issue, 1)
+                ctx.set(dut.first, 1)
+                ctx.set(dut.weight_addr, int(starts[-1]))    # the last group: every group may be written
+            if ctx.get(dut.cache_write.en):
+                writes.append((cycle, ctx.get(dut.cache_write.addr), Const.cast(ctx.get(dut.cache_write.data)).value))
+            assert not ctx.get(dut.error)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return writes
+
+
+def _codes(program):
+    from terwin.hw.ternary import layouts
+    layout = layouts.tile_codes_layout(program.spec)
+    return [Const.cast(layout.const(w["codes"])).value for w in program.words]
+
+
+@pytest.mark.parametrize("spec,kw", [NETWORKS["pe4x4"], NETWORKS["pe2x1"], NETWORKS["pe1x4"]],
+                         ids=["pe4x4", "pe2x1", "pe1x4"])
+def test_filler_writes_every_tile_one_symbol_a_cycle(spec, kw):
+    program = compile_program(huffman(random_deployment(spec, **kw)))
+    hw = program.huffman_weights
+    s = hw.symbols_per_tile
+    writes = _run_filler(program)
+    assert [w[2] for w in writes] == _codes(program)
+    assert [w[1] for w in writes] == [t % hw.cache_depth for t in range(len(writes))]
+    # tile t's last symbol is the decoder's symbol (t + 1) * s - 1, taken in cycle FIRST_SYMBOL + that
+    assert [w[0] for w in writes] == [FIRST_SYMBOL + (t + 1) * s - 1 for t in range(len(writes))]
+
+
+def test_filler_stays_one_group_ahead_of_the_sequencer():
+    program = compile_program(huffman(random_deployment(*NETWORKS["pe4x4"][0:1], **NETWORKS["pe4x4"][1])))
+    n0, n1 = (int(v) for v in program.og_counts[:2])
+    hw = program.huffman_weights
+    release = FIRST_SYMBOL + hw.count + 50
+    writes = _run_filler(program, release_after=release, cycles_=release + hw.count + 20)
+    before = [w for w in writes if w[0] < release]
+    assert len(before) == n0 + n1                      # groups 0 and 1, then it waits
+    assert len(writes) == len(program.words) and [w[2] for w in writes] == _codes(program)
+    assert writes[n0 + n1][0] > release                # group 2 only after group 1's first issue
+
+
+def test_ternary_50_huffman_runs_and_shrinks_the_weight_memories():
+    """The stored ternary-50 with codec huffman: one image in Amaranth's simulator equals the
+    reference and the model; its weight-path memories (stream, side info, cache, table) hold fewer
+    bits than the raw weight words. (`terwin verify` runs all test images under Verilator.)"""
+    raw = fileformat.load(TERNARY_50)
+    dep = huffman(raw)
+    check_top(dep, images=1, pause=0.0)
+    bits_raw, bits_huff = memory_bits(compile_program(raw)), memory_bits(compile_program(dep))
+    assert bits_huff["total"] < bits_raw["total"] == 214 * 141
