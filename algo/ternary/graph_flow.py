@@ -42,7 +42,7 @@ from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, accuracy, reestimate_batchnorm, single_thread, train
-from .export import with_tile_mask
+from .export import live_slopes, with_tile_mask
 from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
 from .pruning import REGULARIZERS, TilePruner
@@ -88,8 +88,8 @@ def sync_graph_scales(net: GraphNet) -> None:
         op = layer.op
         if not op.weighted or layer.act is None:
             continue
-        _, alpha = ternary_codes(layer.body)
-        k = bn_affine(layer.bn)[0] if layer.bn is not None else np.ones(op.out_shape[0])
+        codes, alpha = ternary_codes(layer.body)
+        k = live_slopes(bn_affine(layer.bn)[0], codes) if layer.bn is not None else np.ones(op.out_shape[0])
         bound = float(np.max(np.abs(k) * np.broadcast_to(alpha, k.shape))) * net.scale_of(op.source)
         layer.act.min_scale.fill_(bound)
 
@@ -172,14 +172,15 @@ def _anneal_span(sched, epochs: int) -> int:
 # -- export ----------------------------------------------------------------------------------------
 
 
-def _affine(layer) -> tuple[np.ndarray, np.ndarray]:
-    """The folded (k, c) of the layer's BN and bias: BN(conv(x) + b) = k·conv(x) + c."""
+def _affine(layer, codes) -> tuple[np.ndarray, np.ndarray]:
+    """The folded (k, c) of the layer's BN and bias: BN(conv(x) + b) = k·conv(x) + c (a dead
+    channel's k tamed, `live_slopes`: its conv(x) is 0, its output c)."""
     out = layer.op.out_shape[0]
     k, c = bn_affine(layer.bn) if layer.bn is not None else (np.ones(out), np.zeros(out))
     bias = getattr(layer.body, "bias", None)
     if bias is not None:
         c = c + k * bias.detach().double().numpy()
-    return k, c
+    return live_slopes(k, codes), c
 
 
 def _fit_residual(total: np.ndarray, ratio: float, mult: np.ndarray, shift: np.ndarray):
@@ -223,7 +224,7 @@ def export_graph(net: GraphNet, spec: HardwareSpec, *, tile_masks: dict | None =
             out = AvgPool2d(**common, kernel=op.kernel, stride=op.stride, multiplier=op.avg[0], shift=op.avg[1])
         else:
             codes, alpha = ternary_codes(layer.body)
-            k, c = _affine(layer)
+            k, c = _affine(layer, codes)
             alpha_ch = np.broadcast_to(alpha, k.shape)
             extra = {}
             if i == last:
