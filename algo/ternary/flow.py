@@ -41,6 +41,7 @@ from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import set_quantization
 from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, evaluate, reestimate_batchnorm, scaled_epochs, single_thread, train
+from .allocation import ALLOCATIONS, sensitivity_allocation
 from .export import export_ternary, sync_activation_scales
 from .net import DigitsNet
 from .pruning import REGULARIZERS, TilePruner
@@ -67,6 +68,12 @@ class Schedule:
     validation, and at the end, recompute the batch-norm statistics from the training images for the
     ternary weights as they are (the running averages lag the codes that flip). freeze_bn: the share
     of the last fine-tuning epochs in which batch norm runs in eval mode (its statistics frozen).
+    allocation: how the tile budget is split over the layers — "uniform" (one rate for every prunable
+    layer) or "sensitivity" (`allocation.sensitivity_allocation`: same total, each layer cut to one
+    common validation-loss level, measured on the float model before the joint stage).
+    ramp_masks: during the joint stage's ramp the tiles the regularizer aims at are also masked at
+    every epoch (gradual hard pruning, Zhu & Gupta 2017), so that the final prune removes nothing
+    the network still uses.
     docs/ternary.md ablates each."""
     float_epochs: int = 40
     joint_epochs: int = 60
@@ -84,6 +91,12 @@ class Schedule:
     checkpoint: bool = True
     bn_reestimate: bool = True
     freeze_bn: float = 0.0
+    allocation: str = "uniform"
+    ramp_masks: bool = True
+
+    def __post_init__(self):
+        if self.allocation not in ALLOCATIONS:
+            raise TerwinError(f"schedule allocation must be one of {', '.join(ALLOCATIONS)}, not {self.allocation!r}")
 
     def scaled(self, factor: float) -> "Schedule":
         return dataclasses.replace(self, float_epochs=scaled_epochs(self.float_epochs, factor),
@@ -209,11 +222,20 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     pruner = TilePruner(spec, target=options.tile_sparsity,
                         regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
     pruner.prepare(model.weighted_layers())
+    if sched.allocation == "sensitivity":
+        validation["prune_counts"] = sensitivity_allocation(model, pruner, x_val, y_val)
     if sched.joint_ternary:
         prepare_ternary(model, Ternarizer(threshold=threshold))
 
+    ramp = pruner.gradual(sched.prune_ramp)
+
+    def joint_epoch(epoch: int, epochs: int) -> None:
+        ramp(epoch, epochs)
+        if sched.ramp_masks:
+            pruner.mask_lowest()
+
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
-        on_epoch=pruner.gradual(sched.prune_ramp))
+        on_epoch=joint_epoch)
     before_prune = _accuracy(model, x_val, y_val)
 
     # 3. prune to the target, freeze masks

@@ -183,6 +183,15 @@ class TilePruner:
             layer.prune_count = layer.final_count = n
         return self
 
+    def assign(self, counts: dict[str, int]) -> None:
+        """Set the named layers' final prune counts (a per-layer budget, `allocation.py`)."""
+        for layer in self.layers:
+            if layer.name in counts:
+                n = int(counts[layer.name])
+                if not 0 <= n <= layer.groups.count:
+                    raise TerwinError(f"{layer.name}: cannot prune {n} of {layer.groups.count} tiles")
+                layer.prune_count = layer.final_count = n
+
     def ramp(self, fraction: float) -> None:
         """Gradual pruning: the regularizer aims at round(fraction · final count) tiles per layer
         (fraction in [0, 1]); `step()` always prunes the final counts."""
@@ -199,6 +208,20 @@ class TilePruner:
                 span = max(1, round(fraction * epochs))
                 self.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
         return on_epoch
+
+    @torch.no_grad()
+    def mask_lowest(self) -> None:
+        """Gradual hard pruning (`Schedule.ramp_masks`): mask each layer's current `prune_count`
+        lowest-RMS tiles (of the latent weights, so a masked tile may return at the next call while its
+        weights are not yet the smallest); the masks stay open until `step()`."""
+        if self.frozen:
+            return
+        for layer in self.layers:
+            keep = np.ones(layer.groups.count, dtype=bool)
+            if layer.prune_count:
+                rms = layer.groups.rms(latent_weight(layer.module))
+                keep[np.argsort(rms.numpy(), kind="stable")[:layer.prune_count]] = False
+            layer.mask.set_keep(keep)
 
     def penalty(self) -> torch.Tensor:
         """The regularizer summed over the layers (zero once the masks are frozen)."""
