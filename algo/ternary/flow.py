@@ -8,7 +8,10 @@ Stages (seeded, single-threaded, deterministic):
    accuracy is kept -> `float_accuracy` (test);
 2. joint stage: activation fake quantization on, ternary weights (straight-through), tile masks
    registered, loss = CE + regularizer (Weight Penalty Clipping or plain group lasso); gradual
-   pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage;
+   pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage,
+   and those tiles are masked at every epoch (`Schedule.ramp_masks`), so the network trains without
+   them long before the final prune; optionally the budget is split over the layers by validation
+   sensitivity (`Schedule.allocation`);
 3. prune each layer's lowest-RMS tiles to its share of `--tile-sparsity`, freeze the masks;
 4. fine-tune the ternary, masked model while the zero budget (at most `--zero-budget` of a layer's
    kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in; after every epoch
@@ -227,15 +230,8 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     if sched.joint_ternary:
         prepare_ternary(model, Ternarizer(threshold=threshold))
 
-    ramp = pruner.gradual(sched.prune_ramp)
-
-    def joint_epoch(epoch: int, epochs: int) -> None:
-        ramp(epoch, epochs)
-        if sched.ramp_masks:
-            pruner.mask_lowest()
-
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
-        on_epoch=joint_epoch)
+        on_epoch=pruner.gradual(sched.prune_ramp, masks=sched.ramp_masks))
     before_prune = _accuracy(model, x_val, y_val)
 
     # 3. prune to the target, freeze masks

@@ -8,7 +8,8 @@ with the family's machinery (docs/ternary.md, "A user's model").
    `--weights` gives a state_dict: compression then fine-tunes from it;
 2. joint stage: activation fake quantization (an `ActQuant` after each ReLU and each residual
    addition, a signed one after a projection shortcut; `InputQuant` at the input), ternary weights
-   (STE), PE-tile masks with Weight Penalty Clipping (or group lasso), gradual pruning;
+   (STE), PE-tile masks with Weight Penalty Clipping (or group lasso), gradual pruning (the tiles
+   aimed at masked at every ramp epoch, `Schedule.ramp_masks`; per-layer budgets `Schedule.allocation`);
 3. prune every conv / linear layer to its share of `--tile-sparsity` (the first layer dense);
 4. fine-tune with the zero budget phased in (the first and the score layer exempt);
 5. export a (format-version-2 when it has residuals or average pooling) `Deployment` and evaluate it
@@ -42,6 +43,7 @@ from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, accuracy, reestimate_batchnorm, single_thread, train
+from .allocation import sensitivity_allocation
 from .export import live_slopes, with_tile_mask
 from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
@@ -125,10 +127,12 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
     pruner = TilePruner(spec, target=options.tile_sparsity,
                         regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
     pruner.prepare(net.weighted_layers())
+    if sched.allocation == "sensitivity":
+        validation["prune_counts"] = sensitivity_allocation(net, pruner, x_val, y_val)
     prepare_ternary(net, Ternarizer(threshold=threshold))
 
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
-        on_epoch=pruner.gradual(sched.prune_ramp))
+        on_epoch=pruner.gradual(sched.prune_ramp, masks=sched.ramp_masks))
     before_prune = accuracy(net, x_val, y_val)
 
     # 3. prune to the target, freeze the masks

@@ -199,14 +199,17 @@ class TilePruner:
         for layer in self.layers:
             layer.prune_count = round(f * layer.final_count)
 
-    def gradual(self, fraction: float):
+    def gradual(self, fraction: float, *, masks: bool = False):
         """The joint stage's `on_epoch(epoch, epochs)` callback for gradual pruning: the target count
         ramps up as 1 − (1 − t)³ over the first `fraction` of the epochs (0: the final count from the
-        start, one-shot)."""
+        start, one-shot); with `masks` the tiles aimed at are also masked at every epoch
+        (`mask_lowest`, gradual hard pruning)."""
         def on_epoch(epoch: int, epochs: int) -> None:
             if fraction > 0:
                 span = max(1, round(fraction * epochs))
                 self.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
+            if masks:
+                self.mask_lowest()
         return on_epoch
 
     @torch.no_grad()
