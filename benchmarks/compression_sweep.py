@@ -32,7 +32,7 @@ Variants (ternary, same net, same epochs — the baselines of docs/ternary.md):
   unstructured        unstructured ternary (TTQ's threshold rule Δ = 0.05·max|W|, no tile pruning, no
                       zero budget): its zeros are scattered inside the tiles, one cell per spec
 --set KEY=VALUE overrides a ternary `Schedule` field in every ternary run (ablations), e.g.
-`--set bn_reestimate=false checkpoint=false`.
+`--set bn_reestimate=false checkpoint=false`, `--set ramp_masks=false`, `--set allocation=sensitivity`.
 """
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ def export_ternary(model, spec: HardwareSpec, *, tile_masks: dict[str, np.ndarra
         elif isinstance(block, ConvBlock):
             codes, alpha = ternary_codes(block.conv)
             k, c = bn_affine(block.bn)
+            k = live_slopes(k, codes)
             s_out = block.act.scale
             alpha_ch = np.broadcast_to(alpha, k.shape)
             bias, mult, shift = fit_requant(k / s_out, c / s_out, acc_scale=alpha_ch * s_in)
@@ -85,13 +86,31 @@ def sync_activation_scales(model) -> list[float]:
     for block in model.blocks:
         if not isinstance(block, ConvBlock):
             continue
-        _, alpha = ternary_codes(block.conv)
-        k, _ = bn_affine(block.bn)
+        codes, alpha = ternary_codes(block.conv)
+        k = live_slopes(bn_affine(block.bn)[0], codes)
         bound = float(np.max(np.abs(k) * np.broadcast_to(alpha, k.shape))) * s_in
         block.act.min_scale.fill_(bound)
         bounds.append(bound)
         s_in = block.act.scale
     return bounds
+
+
+def live_slopes(k: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The folded batch-norm slopes k with every dead channel's (all ternary codes 0: its accumulator
+    is 0 on every input and its output the constant c) replaced by the largest live |k| (1 if none).
+
+    A dead channel — all the tiles of its output group pruned — has a running variance of ~0, so its
+    k = γ/sqrt(var + ε) is ~300·γ and means nothing; left in, it set the layer's smallest output scale
+    (`sync_activation_scales`) so high that every activation of the layer rounded to 0 and training
+    could never recover (the pe8x16 collapses at 87.5 % tile sparsity, docs/ternary.md). Any slope
+    gives a dead channel the same output c, so the integer model is unchanged in what it computes.
+    """
+    k = np.asarray(k, dtype=np.float64)
+    live = np.asarray(codes).reshape(len(k), -1).any(axis=1)
+    if live.all():
+        return k
+    fill = float(np.max(np.abs(k[live]))) if live.any() else 1.0
+    return np.where(live, k, fill)
 
 
 def with_tile_mask(layer, spec: HardwareSpec, mask):
@@ -102,4 +121,4 @@ def with_tile_mask(layer, spec: HardwareSpec, mask):
     return dataclasses.replace(layer, tile_mask=keep.astype(np.uint8))
 
 
-__all__ = ["export_ternary", "sync_activation_scales", "with_tile_mask"]
+__all__ = ["export_ternary", "sync_activation_scales", "live_slopes", "with_tile_mask"]

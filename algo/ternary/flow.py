@@ -8,7 +8,10 @@ Stages (seeded, single-threaded, deterministic):
    accuracy is kept -> `float_accuracy` (test);
 2. joint stage: activation fake quantization on, ternary weights (straight-through), tile masks
    registered, loss = CE + regularizer (Weight Penalty Clipping or plain group lasso); gradual
-   pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage;
+   pruning: the number of tiles WPC pulls to zero grows to the target over the first half of the stage,
+   and those tiles are masked at every epoch (`Schedule.ramp_masks`), so the network trains without
+   them long before the final prune; optionally the budget is split over the layers by validation
+   sensitivity (`Schedule.allocation`);
 3. prune each layer's lowest-RMS tiles to its share of `--tile-sparsity`, freeze the masks;
 4. fine-tune the ternary, masked model while the zero budget (at most `--zero-budget` of a layer's
    kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in; after every epoch
@@ -41,6 +44,7 @@ from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import set_quantization
 from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, evaluate, reestimate_batchnorm, scaled_epochs, single_thread, train
+from .allocation import ALLOCATIONS, sensitivity_allocation
 from .export import export_ternary, sync_activation_scales
 from .net import DigitsNet
 from .pruning import CRITERIA, REGULARIZERS, TilePruner
@@ -67,6 +71,12 @@ class Schedule:
     validation, and at the end, recompute the batch-norm statistics from the training images for the
     ternary weights as they are (the running averages lag the codes that flip). freeze_bn: the share
     of the last fine-tuning epochs in which batch norm runs in eval mode (its statistics frozen).
+    allocation: how the tile budget is split over the layers — "uniform" (one rate for every prunable
+    layer) or "sensitivity" (`allocation.sensitivity_allocation`: same total, each layer cut to one
+    common validation-loss level, measured on the float model before the joint stage).
+    ramp_masks: during the joint stage's ramp the tiles the regularizer aims at are also masked at
+    every epoch (gradual hard pruning, Zhu & Gupta 2017), so that the final prune removes nothing
+    the network still uses.
     docs/ternary.md ablates each."""
     float_epochs: int = 40
     joint_epochs: int = 60
@@ -84,6 +94,12 @@ class Schedule:
     checkpoint: bool = True
     bn_reestimate: bool = True
     freeze_bn: float = 0.0
+    allocation: str = "uniform"
+    ramp_masks: bool = True
+
+    def __post_init__(self):
+        if self.allocation not in ALLOCATIONS:
+            raise TerwinError(f"schedule allocation must be one of {', '.join(ALLOCATIONS)}, not {self.allocation!r}")
 
     def scaled(self, factor: float) -> "Schedule":
         return dataclasses.replace(self, float_epochs=scaled_epochs(self.float_epochs, factor),
@@ -217,11 +233,13 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     pruner = TilePruner(spec, target=options.tile_sparsity, criterion=options.prune_criterion,
                         regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
     pruner.prepare(model.weighted_layers())
+    if sched.allocation == "sensitivity":
+        validation["prune_counts"] = sensitivity_allocation(model, pruner, x_val, y_val)
     if sched.joint_ternary:
         prepare_ternary(model, Ternarizer(threshold=threshold))
 
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
-        on_epoch=pruner.gradual(sched.prune_ramp))
+        on_epoch=pruner.gradual(sched.prune_ramp, masks=sched.ramp_masks))
     before_prune = _accuracy(model, x_val, y_val)
 
     # 3. prune to the target, freeze masks

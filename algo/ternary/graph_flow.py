@@ -8,7 +8,8 @@ with the family's machinery (docs/ternary.md, "A user's model").
    `--weights` gives a state_dict: compression then fine-tunes from it;
 2. joint stage: activation fake quantization (an `ActQuant` after each ReLU and each residual
    addition, a signed one after a projection shortcut; `InputQuant` at the input), ternary weights
-   (STE), PE-tile masks with Weight Penalty Clipping (or group lasso), gradual pruning;
+   (STE), PE-tile masks with Weight Penalty Clipping (or group lasso), gradual pruning (the tiles
+   aimed at masked at every ramp epoch, `Schedule.ramp_masks`; per-layer budgets `Schedule.allocation`);
 3. prune every conv / linear layer to its share of `--tile-sparsity` (the first layer dense);
 4. fine-tune with the zero budget phased in (the first and the score layer exempt);
 5. export a (format-version-2 when it has residuals or average pooling) `Deployment` and evaluate it
@@ -42,7 +43,8 @@ from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, accuracy, reestimate_batchnorm, single_thread, train
-from .export import with_tile_mask
+from .allocation import sensitivity_allocation
+from .export import live_slopes, with_tile_mask
 from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
 from .pruning import REGULARIZERS, TilePruner
@@ -88,8 +90,8 @@ def sync_graph_scales(net: GraphNet) -> None:
         op = layer.op
         if not op.weighted or layer.act is None:
             continue
-        _, alpha = ternary_codes(layer.body)
-        k = bn_affine(layer.bn)[0] if layer.bn is not None else np.ones(op.out_shape[0])
+        codes, alpha = ternary_codes(layer.body)
+        k = live_slopes(bn_affine(layer.bn)[0], codes) if layer.bn is not None else np.ones(op.out_shape[0])
         bound = float(np.max(np.abs(k) * np.broadcast_to(alpha, k.shape))) * net.scale_of(op.source)
         layer.act.min_scale.fill_(bound)
 
@@ -125,10 +127,12 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
     pruner = TilePruner(spec, target=options.tile_sparsity, criterion=options.prune_criterion,
                         regularizer=REGULARIZERS[options.regularizer](strength=sched.strength))
     pruner.prepare(net.weighted_layers())
+    if sched.allocation == "sensitivity":
+        validation["prune_counts"] = sensitivity_allocation(net, pruner, x_val, y_val)
     prepare_ternary(net, Ternarizer(threshold=threshold))
 
     fit(sched.joint_epochs, sched.joint_lr, f"ternary+{options.regularizer}", penalty=pruner.penalty,
-        on_epoch=pruner.gradual(sched.prune_ramp))
+        on_epoch=pruner.gradual(sched.prune_ramp, masks=sched.ramp_masks))
     before_prune = accuracy(net, x_val, y_val)
 
     # 3. prune to the target, freeze the masks
@@ -172,14 +176,15 @@ def _anneal_span(sched, epochs: int) -> int:
 # -- export ----------------------------------------------------------------------------------------
 
 
-def _affine(layer) -> tuple[np.ndarray, np.ndarray]:
-    """The folded (k, c) of the layer's BN and bias: BN(conv(x) + b) = k·conv(x) + c."""
+def _affine(layer, codes) -> tuple[np.ndarray, np.ndarray]:
+    """The folded (k, c) of the layer's BN and bias: BN(conv(x) + b) = k·conv(x) + c (a dead
+    channel's k tamed, `live_slopes`: its conv(x) is 0, its output c)."""
     out = layer.op.out_shape[0]
     k, c = bn_affine(layer.bn) if layer.bn is not None else (np.ones(out), np.zeros(out))
     bias = getattr(layer.body, "bias", None)
     if bias is not None:
         c = c + k * bias.detach().double().numpy()
-    return k, c
+    return live_slopes(k, codes), c
 
 
 def _fit_residual(total: np.ndarray, ratio: float, mult: np.ndarray, shift: np.ndarray):
@@ -223,7 +228,7 @@ def export_graph(net: GraphNet, spec: HardwareSpec, *, tile_masks: dict | None =
             out = AvgPool2d(**common, kernel=op.kernel, stride=op.stride, multiplier=op.avg[0], shift=op.avg[1])
         else:
             codes, alpha = ternary_codes(layer.body)
-            k, c = _affine(layer)
+            k, c = _affine(layer, codes)
             alpha_ch = np.broadcast_to(alpha, k.shape)
             extra = {}
             if i == last:

@@ -225,11 +225,22 @@ class TilePruner:
     def scores(self, layer: PrunableLayer) -> np.ndarray:
         """Each tile's score for `step()` (the lowest are pruned): its RMS norm ("magnitude"), or
         Σ I_i · w_i² / n_g ("importance")."""
-        w = latent_weight(layer.module).detach() * layer.mask.mask
+        return self._scores(layer, latent_weight(layer.module).detach() * layer.mask.mask)
+
+    def _scores(self, layer: PrunableLayer, w: torch.Tensor) -> np.ndarray:
         if self.criterion == "magnitude":
             return layer.groups.rms(w).numpy()
         saliency = self.importance(layer) * w.double() ** 2
         return (layer.groups.gather(saliency).sum(dim=1) / layer.groups.sizes.double()).numpy()
+
+    def assign(self, counts: dict[str, int]) -> None:
+        """Set the named layers' final prune counts (a per-layer budget, `allocation.py`)."""
+        for layer in self.layers:
+            if layer.name in counts:
+                n = int(counts[layer.name])
+                if not 0 <= n <= layer.groups.count:
+                    raise TerwinError(f"{layer.name}: cannot prune {n} of {layer.groups.count} tiles")
+                layer.prune_count = layer.final_count = n
 
     def ramp(self, fraction: float) -> None:
         """Gradual pruning: the regularizer aims at round(fraction · final count) tiles per layer
@@ -238,15 +249,33 @@ class TilePruner:
         for layer in self.layers:
             layer.prune_count = round(f * layer.final_count)
 
-    def gradual(self, fraction: float):
+    def gradual(self, fraction: float, *, masks: bool = False):
         """The joint stage's `on_epoch(epoch, epochs)` callback for gradual pruning: the target count
         ramps up as 1 − (1 − t)³ over the first `fraction` of the epochs (0: the final count from the
-        start, one-shot)."""
+        start, one-shot); with `masks` the tiles aimed at are also masked at every epoch
+        (`mask_lowest`, gradual hard pruning)."""
         def on_epoch(epoch: int, epochs: int) -> None:
             if fraction > 0:
                 span = max(1, round(fraction * epochs))
                 self.ramp(1 - (1 - min(1.0, (epoch + 1) / span)) ** 3)
+            if masks:
+                self.mask_lowest()
         return on_epoch
+
+    @torch.no_grad()
+    def mask_lowest(self) -> None:
+        """Gradual hard pruning (`Schedule.ramp_masks`): mask each layer's current `prune_count`
+        lowest-scoring tiles under the pruner's criterion (of the latent weights, so a masked tile may
+        return at the next call while its weights are not yet the smallest); the masks stay open until
+        `step()`."""
+        if self.frozen:
+            return
+        for layer in self.layers:
+            keep = np.ones(layer.groups.count, dtype=bool)
+            if layer.prune_count:
+                score = self._scores(layer, latent_weight(layer.module).detach())
+                keep[np.argsort(score, kind="stable")[:layer.prune_count]] = False
+            layer.mask.set_keep(keep)
 
     def penalty(self) -> torch.Tensor:
         """The regularizer summed over the layers (zero once the masks are frozen)."""
