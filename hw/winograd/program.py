@@ -35,8 +35,9 @@ one tile in each unit; its length is the longest of them. For a Winograd layer w
 
 and tile t uses operand half t % 2 and bank half t % 2.
 
-* IN(t): 16 * C + IN_TAIL cycles: read the 4x4 input tile of every channel (one pixel a cycle,
-  zeros outside the map), V = B^T d B, write V into the operand memory;
+* IN(t): 16 * C / IN_PIXELS + IN_TAIL cycles: read the 4x4 input tile of every channel (IN_PIXELS
+  pixels of a row a cycle, zeros outside the map), V = B^T d B, write V into the operand memory
+  (IN_PIXELS values a word, a word a cycle);
 * MULT(t): the largest lane item count (`issue`): every lane issues one item a cycle, from the
   step's first cycle (the decoders are started in the last cycle of the step before, `arm`);
   its last products reach the banks MULT_LATENCY cycles into the next step, whose OUT reads the
@@ -46,7 +47,7 @@ and tile t uses operand half t % 2 and bank half t % 2.
   after the layer is fused into it (the maximum of the four requantized outputs is written).
 
 A linear layer is one tile in three steps: IN (copy the N input activations into the operand
-memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
+memory, IN_PIXELS a cycle, ceil(N / IN_PIXELS) + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
 raw scores into the output FIFO). A max-pool layer not fused into a convolution is one POOL step of
 (outputs * k * k + 1) cycles.
 `mac_cycles` of a layer = the cycles in which the lanes issue items: issue per MULT step.
@@ -73,8 +74,11 @@ from ..common.program import MemoryImage, Program, ProgramStage
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
 # Each tail counts the cycles after a unit's last read (its pipeline), so the unit's last write lands in
 # the last cycle of its length; the RTL asserts these against its register stages.
-IN_TAIL = 20        # after the last pixel issue: read address register 1, read 1, window register 1,
-                    # transform 2, 16 operand writes (the first in the cycle the transform's output appears: -1)
+IN_PIXELS = 2       # the input side reads this many pixels a cycle (two read ports on the activation buffers)
+                    # and writes this many operands a cycle (an operand-memory word holds IN_PIXELS values)
+IN_TAIL = 3 + 2 + 16 // IN_PIXELS - 1   # after the last pixel issue: read address register 1, read 1, window
+                    # register 1, transform 2, 16 / IN_PIXELS operand-word writes (the first in the cycle the
+                    # transform's output appears: -1)
 IN_TAIL_L = 3       # linear: read address register 1, read 1, data register 1
 MULT_LATENCY = 4    # after an item's issue: address register 1, operand read 1, operand register 1, product register 1
                     # (the bank is written at its end)
@@ -190,6 +194,16 @@ class WinogradProgram(Program):
         return unsigned_bits(self.operand_depth - 1)
 
     @property
+    def in_pixels(self) -> int:
+        """Values per operand-memory word (= pixels the input side reads a cycle)."""
+        return IN_PIXELS
+
+    @property
+    def word_bits(self) -> int:
+        """Address bits of an operand-memory word within a half (the item's addr without its low bits)."""
+        return max(1, self.addr_bits - (IN_PIXELS.bit_length() - 1))
+
+    @property
     def k_bits(self) -> int:
         return unsigned_bits(self.bank_depth - 1)
 
@@ -239,6 +253,7 @@ class WinogradProgram(Program):
     def memories(self) -> list[MemoryImage]:
         # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
         from amaranth.hdl import signed, unsigned
+        from amaranth.lib import data
 
         from ..common.requant import param_layout
         from . import layouts
@@ -255,7 +270,8 @@ class WinogradProgram(Program):
                         len(self.target_map),
                         [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]),
             # double-buffered: the address's top bit is the half (the tile's parity)
-            MemoryImage("operands", signed(self.operand_bits), 2 << self.addr_bits),
+            # IN_PIXELS operands a word (operand address a: word a // IN_PIXELS, value a % IN_PIXELS)
+            MemoryImage("operands", data.ArrayLayout(signed(self.operand_bits), IN_PIXELS), 2 << self.word_bits),
             *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits) for lane in range(self.lanes)),
             *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
             # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
@@ -363,9 +379,9 @@ def unit_lengths(s: Stage) -> dict[str, int]:
         c, ho, wo = s.out_shape
         return {"pool": c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL}
     if s.kind == Linear.kind:
-        return {"in": int(np.prod(s.in_shape)) + IN_TAIL_L, "mult": s.issue,
+        return {"in": ceil_div(int(np.prod(s.in_shape)), IN_PIXELS) + IN_TAIL_L, "mult": s.issue,
                 "out": OUT_START + s.out_channels + OUT_TAIL_L}
-    return {"in": 16 * s.in_shape[0] + IN_TAIL, "mult": s.issue,
+    return {"in": 16 // IN_PIXELS * s.in_shape[0] + IN_TAIL, "mult": s.issue,
             "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W}
 
 
@@ -512,5 +528,5 @@ def compile_program(dep: Deployment) -> WinogradProgram:
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
-           "unit_lengths", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
+           "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
            "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]
