@@ -157,10 +157,11 @@ def test_multiply_stage_within_15_percent_of_ideal(seed):
 
 
 def test_steps_overlap_input_multiply_and_output():
-    """A step runs IN(s), MULT(s - 1), OUT(s - 2) and lasts as long as the longest: a layer costs
-    IN + max(IN, issue) + (T - 2) * max(IN, issue, OUT) + max(issue, OUT) + OUT, so a dense layer is
-    multiply-bound (IN + T * issue + OUT) and a one-channel layer output-bound."""
-    from terwin.hw.winograd.program import unit_lengths
+    """A step runs IN(s), MULT(s - 1), OUT(s - 2) and lasts as long as the longest, where an output
+    tile other than the layer's last counts only its reads (R = OUT - OUT_TAIL_W: its tail runs on in
+    the next step): a layer costs IN + max(IN, issue) + (T - 2) * max(IN, issue, R) + max(issue, R) + OUT,
+    so a dense layer is multiply-bound (IN + T * issue + OUT) and a one-channel layer output-bound."""
+    from terwin.hw.winograd.program import OUT_START, OUT_TAIL_W, unit_lengths
     dep = synthetic(12, density=1.0, topology=(("winograd_conv2d", 8), ("winograd_conv2d", 8), ("linear", 3)))
     program = compile_program(dep)
     rows = predict(dep)["layers"]
@@ -171,8 +172,10 @@ def test_steps_overlap_input_multiply_and_output():
             continue
         t = s.tiles
         assert t >= 2
-        expected = (u["in"] + max(u["in"], u["mult"]) + (t - 2) * max(u["in"], u["mult"], u["out"])
-                    + max(u["mult"], u["out"]) + u["out"])
+        r = u["out"] - OUT_TAIL_W
+        assert u["out_reads"] == r == OUT_START + 4 * s.out_channels
+        expected = (u["in"] + max(u["in"], u["mult"]) + (t - 2) * max(u["in"], u["mult"], r)
+                    + max(u["mult"], r) + u["out"])
         assert row["cycles"] == expected, (s.name, row, u)
     first, second = program.stages[0], program.stages[1]
     assert unit_lengths(first)["out"] > max(unit_lengths(first)["in"], first.issue)      # 1 input channel

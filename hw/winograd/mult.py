@@ -201,9 +201,15 @@ class SparseMultiplyStage(wiring.Component):
         m = Module()
         p = self.program
         images = self._images
-        m.submodules.operands = operands = images["operands"].memory()
-        wp = operands.write_port()
-        m.d.comb += [wp.en.eq(self.v_write.en), wp.addr.eq(self.v_write.addr), wp.data.eq(self.v_write.data)]
+        # one copy of the operand memory per lane (one write port, one read port each, all written
+        # alike): what a synthesis tool would make of one memory with a read port per lane, spelled out
+        # (the yowasp Yosys 0.70 synth_ecp5 crashed on this design with 16 lanes)
+        operand_copies = []
+        for lane in range(p.lanes):
+            m.submodules[f"operands{lane}"] = copy = images["operands"].memory()
+            wp = copy.write_port()
+            m.d.comb += [wp.en.eq(self.v_write.en), wp.addr.eq(self.v_write.addr), wp.data.eq(self.v_write.data)]
+            operand_copies.append(copy)
 
         m.submodules.target_map = tmap = images["target_map"].memory()
         map_rp = tmap.read_port()
@@ -228,7 +234,7 @@ class SparseMultiplyStage(wiring.Component):
             m.d.comb += [dec.start.eq(self.start), dec.layer.eq(self.layer), mac.clear.eq(self.start),
                          mac.buf.eq(self.buf)]
             wiring.connect(m, dec.o_stream, mac.i_stream)
-            rp = operands.read_port()
+            rp = operand_copies[lane].read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
             m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
             bwp = bank.write_port()

@@ -45,6 +45,9 @@ and tile t uses operand half t % 2 and bank half t % 2.
 * OUT(t): OUT_START + OUT_READS_W * O + OUT_TAIL_W cycles: read M[o] (one row of 4 targets a cycle),
   Y = A^T M A, requantize and write the 2x2 outputs inside the map; a 2x2 max-pool (stride 2)
   after the layer is fused into it (the maximum of the four requantized outputs is written).
+  The output side is a stream whose outputs carry their tile, so only the layer's last tile counts
+  its tail (OUT_TAIL_W) in its step: for t < T - 1 the step needs OUT_START + OUT_READS_W * O cycles
+  and the tail runs on during the next step (which reads tile t + 1 of the same layer).
 
 A linear layer is one tile in three steps: IN (copy the N input activations into the operand
 memory, IN_PIXELS a cycle, ceil(N / IN_PIXELS) + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
@@ -382,7 +385,8 @@ def unit_lengths(s: Stage) -> dict[str, int]:
         return {"in": ceil_div(int(np.prod(s.in_shape)), IN_PIXELS) + IN_TAIL_L, "mult": s.issue,
                 "out": OUT_START + s.out_channels + OUT_TAIL_L}
     return {"in": 16 // IN_PIXELS * s.in_shape[0] + IN_TAIL, "mult": s.issue,
-            "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W}
+            "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W,
+            "out_reads": OUT_START + OUT_READS_W * s.out_channels}
 
 
 def _stage_steps(n: int, s: Stage) -> list[Phase]:
@@ -407,7 +411,10 @@ def _stage_steps(n: int, s: Stage) -> list[Phase]:
         if 0 <= t_out < tiles:
             fields.update({"out_l" if linear else "out_w": 1, "out_ty": coords[t_out][0],
                            "out_tx": coords[t_out][1], "out_buf": t_out % 2})
-            length = max(length, lengths["out"])
+            # the output side is a stream (every output carries its tile along): a tile's tail (transform,
+            # requantizer, write) runs on into the next step, which reads the layer's next tile; the
+            # layer's last tile waits for its tail, so the next layer sees the whole map
+            length = max(length, lengths["out"] if t_out == tiles - 1 else lengths.get("out_reads", lengths["out"]))
         steps.append(Phase(n, length, **fields))
     return steps
 
