@@ -32,6 +32,8 @@ class OperandLoader(wiring.Component):
       cycle (a word), in (C, H, W) order.
 
     Both write operand half `phase.in_buf` (the memory is double-buffered: the lanes read the other).
+    The layer is the step's stage, or the one after it when `phase.in_next` (the next layer's first
+    tile, loaded during the previous layer's last step).
 
     Ports: `phase`, `count`, `phase_end` (in) from the `PhaseSequencer`; `read`, `read_more` (out) and
     `pixel`, `pixel_more` (in, a cycle later): the activation buffers' P read ports; `v_write` (out):
@@ -56,7 +58,9 @@ class OperandLoader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p, count, stage = self._program, self.count, self.phase.stage
+        p, count = self._program, self.count
+        stage = Signal.like(self.phase.stage)     # the step's stage, or the next one (`in_next`)
+        m.d.comb += stage.eq(self.phase.stage + self.phase.in_next)
         m.submodules.in_xform = xform = InputTransform(act_bits=p.act_bits, m=p.spec.winograd_tile)
 
         P = IN_PIXELS

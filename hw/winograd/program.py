@@ -170,6 +170,7 @@ class Phase:
     mult_buf: int = 0
     out_buf: int = 0
     arm: int = 0     # start the lanes' decoders in this step's last cycle (the next step multiplies)
+    in_next: int = 0  # the IN of this step is the next stage's first tile (`_overlap_layers`)
 
 
 @dataclass
@@ -419,6 +420,49 @@ def _stage_steps(n: int, s: Stage) -> list[Phase]:
     return steps
 
 
+def _tile_writes(s: Stage, ty: int, tx: int) -> set[tuple[int, int]]:
+    """The (row, column) positions of the map stage `s` writes (its fused pool's, if any) that output
+    tile (ty, tx) writes, in every channel."""
+    if s.pool_index >= 0:
+        _, hp, wp = s.pool_shape
+        return {(ty, tx)} if ty < hp and tx < wp else set()
+    _, ho, wo = s.out_shape
+    return {(y, x) for y in (2 * ty, 2 * ty + 1) for x in (2 * tx, 2 * tx + 1) if y < ho and x < wo}
+
+
+def _first_window(s: Stage) -> set[tuple[int, int]]:
+    """The (row, column) positions of its input map that Winograd stage `s` reads for its first tile."""
+    _, h, w = s.in_shape
+    return {(y, x) for y in range(-s.padding, 4 - s.padding) for x in range(-s.padding, 4 - s.padding)
+            if 0 <= y < h and 0 <= x < w}
+
+
+def _overlap_layers(stages: list[Stage], steps: list[list[Phase]]) -> list[Phase]:
+    """Join the stages' steps into the schedule, moving a Winograd stage's first step (IN(0) alone) into
+    the last step of the Winograd stage before it (OUT(T - 1) alone) when IN(0) reads nothing the
+    tiles still in flight write (the last tiles, whose outputs may still be on their way through the
+    output pipeline: `OUT_TAIL_W` cycles after their step, and each step of the layer lasts at least its
+    reads). The joined step belongs to the earlier stage (its cycle counter), runs IN of the next one
+    (`in_next`: its geometry, buffer and weights), and lasts as long as the longer of the two."""
+    out: list[Phase] = []
+    for n, (s, own) in enumerate(zip(stages, steps)):
+        prev = stages[n - 1] if n else None
+        if (prev is not None and prev.kind == s.kind == WinogradConv2d.kind and out
+                and out[-1].stage == n - 1 and own and own[0].in_w and not own[0].mult and not own[0].out_w):
+            reads = OUT_START + OUT_READS_W * prev.out_channels
+            in_flight = 2 + ceil_div(OUT_TAIL_W, reads)
+            coords = [(ty, tx) for ty in range(prev.tiles_y) for tx in range(prev.tiles_x)]
+            written = set().union(*(_tile_writes(prev, ty, tx) for ty, tx in coords[-in_flight:]))
+            last = out[-1]
+            if not written & _first_window(s) and last.out_w and not (last.in_w or last.in_l or last.mult):
+                first = own[0]
+                out[-1] = dataclasses.replace(last, length=max(last.length, first.length), in_w=1, in_next=1,
+                                              in_ty=first.in_ty, in_tx=first.in_tx, in_buf=first.in_buf, arm=1)
+                own = own[1:]
+        out.extend(own)
+    return out
+
+
 def compile_program(dep: Deployment) -> WinogradProgram:
     """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
     spec = dep.spec
@@ -507,7 +551,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
                            "mult": int(layer.multiplier[o]) if not s.raw else 0,
                            "shift": int(layer.shift[o]) if not s.raw else 1})
 
-    phases = [ph for n, s in enumerate(stages) for ph in _stage_steps(n, s)]
+    phases = _overlap_layers(stages, [_stage_steps(n, s) for n, s in enumerate(stages)])
 
     weighted = [s for s in stages if s.kind != MaxPool2d.kind]
     act_sizes = [int(np.prod(dep.input_shape))] + [int(np.prod(s.written_shape)) for s in stages if not s.raw]
