@@ -49,6 +49,10 @@ and tile t uses operand half t % 2 and bank half t % 2.
   its tail (OUT_TAIL_W) in its step: for t < T - 1 the step needs OUT_START + OUT_READS_W * O cycles
   and the tail runs on during the next step (which reads tile t + 1 of the same layer).
 
+Between two Winograd layers the next layer's IN(0) runs in this layer's last step (OUT(T - 1)) when
+its first window reads none of the tiles still in the output pipeline (`_overlap_layers`,
+`Phase.in_next`).
+
 A linear layer is one tile in three steps: IN (copy the N input activations into the operand
 memory, IN_PIXELS a cycle, ceil(N / IN_PIXELS) + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
 raw scores into the output FIFO). A max-pool layer not fused into a convolution is one POOL step of
