@@ -175,11 +175,14 @@ class SparseMultiplyStage(wiring.Component):
       products reach the banks MacLane.LATENCY cycles later);
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
       map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, the bank addresses
-      in a register, banks, then each lane's masked partial in a register before the adder trees).
+      in a register, banks, each lane's masked partial in a register, the sum of each group of 4
+      lanes in a register, then the adder tree over the groups). `v_write` reaches the operand
+      memory WRITE_LATENCY cycles later (a register before the per-lane copies).
       The bank read ports are transparent to the lanes' writes: a sum written in the cycle the bank
       is read is the one read.
     """
-    READ_LATENCY = 4
+    READ_LATENCY = 5
+    WRITE_LATENCY = 1
 
     def __init__(self, program):
         p = program
@@ -204,11 +207,14 @@ class SparseMultiplyStage(wiring.Component):
         # one copy of the operand memory per lane (one write port, one read port each, all written
         # alike): what a synthesis tool would make of one memory with a read port per lane, spelled out
         # (the yowasp Yosys 0.70 synth_ecp5 crashed on this design with 16 lanes)
+        # The write goes through a register first (it fans out to every copy): WRITE_LATENCY.
+        w_en, w_addr, w_data = Signal(), Signal.like(self.v_write.addr), Signal.like(self.v_write.data)
+        m.d.sync += [w_en.eq(self.v_write.en), w_addr.eq(self.v_write.addr), w_data.eq(self.v_write.data)]
         operand_copies = []
         for lane in range(p.lanes):
             m.submodules[f"operands{lane}"] = copy = images["operands"].memory()
             wp = copy.write_port()
-            m.d.comb += [wp.en.eq(self.v_write.en), wp.addr.eq(self.v_write.addr), wp.data.eq(self.v_write.data)]
+            m.d.comb += [wp.en.eq(w_en), wp.addr.eq(w_addr), wp.data.eq(w_data)]
             operand_copies.append(copy)
 
         m.submodules.target_map = tmap = images["target_map"].memory()
@@ -251,8 +257,15 @@ class SparseMultiplyStage(wiring.Component):
                 sums[r].append(partial)
             issuing.append(mac.issuing)
         m.d.comb += self.busy.eq(_any(issuing))
+        # the partials of each group of 4 lanes are summed into a register, then the groups' sums are
+        # added (two adder levels a cycle, whatever the lane count)
         for r in range(width):
-            m.d.comb += self.m_read.data[r].eq(_tree_sum(sums[r]))
+            groups = []
+            for g in range(0, len(sums[r]), 4):
+                group = Signal(signed(p.acc_bits), name=f"group{g // 4}_{r}")
+                m.d.sync += group.eq(_tree_sum(sums[r][g:g + 4]))
+                groups.append(group)
+            m.d.comb += self.m_read.data[r].eq(_tree_sum(groups))
         return m
 
 

@@ -16,8 +16,9 @@ from .program import IN_PIXELS, IN_TAIL, IN_TAIL_L
 from .transform import InputTransform
 
 # after the last pixel issue: read register, read, window register, transform register, 16 / IN_PIXELS
-# word writes (the first as the transform's output appears); linear: read register, read, data register
-assert IN_TAIL == 1 + 1 + 1 + InputTransform.LATENCY + 16 // IN_PIXELS - 1 and IN_TAIL_L == 1 + 1 + 1
+# word writes (the first as the transform's output appears), the operand memory's write register
+# (`SparseMultiplyStage.WRITE_LATENCY`); linear: read register, read, data register, write register
+assert IN_TAIL == 1 + 1 + 1 + InputTransform.LATENCY + 16 // IN_PIXELS - 1 + 1 and IN_TAIL_L == 1 + 1 + 1 + 1
 
 
 class OperandLoader(wiring.Component):
@@ -73,8 +74,13 @@ class OperandLoader(wiring.Component):
 
         # every read goes out through a register (the address arithmetic does not meet the buffers'
         # address inputs in the same cycle): a pixel arrives two cycles after its issue
+        # the other pixels of a read are the next addresses: their address is the registered first one
+        # plus e (an adder after the register, not another one before it); `en` and `inside` are their own
         rd = [Signal.like(r, name=f"rd{e}") for e, r in enumerate(reads_out)]
-        m.d.sync += [r.eq(d) for r, d in zip(reads_out, rd)]
+        m.d.sync += self.read.eq(rd[0])
+        for e, r in enumerate(self.read_more, start=1):
+            m.d.sync += [r.en.eq(rd[e].en), r.inside.eq(rd[e].inside)]
+            m.d.comb += r.addr.eq(self.read.addr + e)
 
         # IN_W: P pixels of a row a cycle; each goes to its own window register (no shifting: P registers
         # change a cycle, and the transform's inputs change only then); the full window enters the
@@ -92,10 +98,9 @@ class OperandLoader(wiring.Component):
             with m.If(self.in_window & (stage == n)):
                 m.d.comb += [y.eq(self.phase.in_ty * 2 - s.padding + ky), x.eq(self.phase.in_tx * 2 - s.padding + kx),
                              issue.eq(count < slots * c)]
-                for e in range(P):
-                    m.d.comb += [rd[e].en.eq(1),
-                                 rd[e].inside.eq((y >= 0) & (y < h) & (x + e >= 0) & (x + e < w)),
-                                 rd[e].addr.eq(chan * (h * w) + y * w + x + e)]
+                m.d.comb += rd[0].addr.eq(chan * (h * w) + y * w + x)
+                for e in range(P):      # x + e inside the map, as compares of x with constants
+                    m.d.comb += [rd[e].en.eq(1), rd[e].inside.eq((y >= 0) & (y < h) & (x >= -e) & (x < w - e))]
         window = [Signal(unsigned(p.act_bits), name=f"win{i}") for i in range(16)]
         pixel_valid, pixel_slot, window_last, window_full = Signal(), Signal(max(1, slot_bits)), Signal(), Signal()
         issue1, slot1 = Signal(), Signal(max(1, slot_bits))
@@ -138,11 +143,12 @@ class OperandLoader(wiring.Component):
                     size = s.in_shape[0] * s.in_shape[1] * s.in_shape[2]
                     with m.If(stage == n):
                         m.d.comb += copy_issue.eq(count < -(-size // P))
+                        m.d.comb += rd[0].addr.eq(count * P)
                         for e in range(P):
-                            m.d.comb += [rd[e].addr.eq(count * P + e), rd[e].inside.eq(count * P + e < size),
-                                         rd[e].en.eq(1)]
-        copy_valid = delayed(m, copy_issue, IN_TAIL_L, name="copy_valid")
-        copy_addr = delayed(m, copy_index, IN_TAIL_L, name="copy_addr")
+                            m.d.comb += [rd[e].inside.eq(count * P < size - e), rd[e].en.eq(1)]
+        # read register, read, data register (then the operand memory's write register: IN_TAIL_L - 1)
+        copy_valid = delayed(m, copy_issue, IN_TAIL_L - 1, name="copy_valid")
+        copy_addr = delayed(m, copy_index, IN_TAIL_L - 1, name="copy_addr")
         copy_data = Signal(P * p.act_bits)       # a register between the two memories
         m.d.sync += copy_data.eq(Cat(*pixels_in))
         with m.If(copy_valid):

@@ -83,20 +83,21 @@ from ..common.program import MemoryImage, Program, ProgramStage
 # the last cycle of its length; the RTL asserts these against its register stages.
 IN_PIXELS = 2       # the input side reads this many pixels a cycle (two read ports on the activation buffers)
                     # and writes this many operands a cycle (an operand-memory word holds IN_PIXELS values)
-IN_TAIL = 3 + 2 + 16 // IN_PIXELS - 1   # after the last pixel issue: read address register 1, read 1, window
+IN_TAIL = 3 + 2 + 16 // IN_PIXELS - 1 + 1   # after the last pixel issue: read address register 1, read 1, window
                     # register 1, transform 2, 16 / IN_PIXELS operand-word writes (the first in the cycle the
-                    # transform's output appears: -1)
-IN_TAIL_L = 3       # linear: read address register 1, read 1, data register 1
+                    # transform's output appears: -1), the operand memory's write register 1
+IN_TAIL_L = 4       # linear: read address register 1, read 1, data register 1, write register 1
 MULT_LATENCY = 4    # after an item's issue: address register 1, operand read 1, operand register 1, product register 1
                     # (the bank is written at its end)
-M_READ_LATENCY = 4  # output side's sum read: target map 1, bank-address register 1, banks 1, masked-partial
-                    # register 1 (then the adder trees)
-OUT_START = MULT_LATENCY - M_READ_LATENCY + 1   # the output side's first map read: its bank read, M_READ_LATENCY - 2
-                    # cycles later, then sees (through the transparent bank port) the lanes' last write of the tile,
-                    # MULT_LATENCY - 1 cycles into the step
+BANK_READ_OFFSET = 2  # output side: target map 1, bank-address register 1, then the banks are read
+M_READ_LATENCY = 5  # output side's sum read: target map 1, bank-address register 1, banks 1, masked-partial
+                    # register 1, the sums of groups of 4 lanes 1 (then the adder trees over the groups)
+OUT_START = MULT_LATENCY - BANK_READ_OFFSET - 1   # the output side's first map read: its bank read,
+                    # BANK_READ_OFFSET cycles later, then sees (through the transparent bank port) the lanes' last
+                    # write of the tile, MULT_LATENCY - 1 cycles into the step
 OUT_READS_W = 4     # cycles per output channel on the output side: M read one row (4 targets) a cycle
-OUT_TAIL_W = 14     # after the last M read: M read 4, window 1, transform 2, the other 3 outputs, requantizer 4
-OUT_TAIL_L = 9      # linear: M read 4, select register 1, requantizer 4
+OUT_TAIL_W = 15     # after the last M read: M read 5, window 1, transform 2, the other 3 outputs, requantizer 4
+OUT_TAIL_L = 10     # linear: M read 5, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
 MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
 
@@ -583,5 +584,5 @@ def compile_program(dep: Deployment) -> WinogradProgram:
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
-           "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
+           "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "BANK_READ_OFFSET", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
            "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]
