@@ -7,15 +7,15 @@ longest, so per Winograd layer with T output tiles, C inputs, O outputs, L = mul
 issue = ceil(nnz(U) / L) (the largest lane's item count), P = IN_PIXELS (2):
 
   cycles = IN + max(IN, issue) + (T - 2) * max(IN, issue, R) + max(issue, R) + OUT
-           (for T >= 2), IN = 16 C / P + 12, R = 1 + 4 O (an output tile's reads: its tail runs on
-           into the next step), OUT = R + 14 (the layer's last tile waits for its tail)
+           (for T >= 2), IN = 16 C / P + 13, R = 1 + 4 O (an output tile's reads: its tail runs on
+           into the next step), OUT = R + 15 (the layer's last tile waits for its tail)
            (`program.unit_lengths`);
 
   when the next layer is a Winograd layer whose first input window reads none of this layer's tiles
   still in flight, its IN(0) runs in this layer's last step (counted here: max(OUT, its IN) instead of
   OUT) and the next layer starts without it (`program._overlap_layers`);
 
-* linear (sparse integer MAC on the same lanes), N inputs: (ceil(N / P) + 3) + issue + (1 + O + 9);
+* linear (sparse integer MAC on the same lanes), N inputs: (ceil(N / P) + 4) + issue + (1 + O + 10);
 * max-pool: outputs * k * k + 1, or 0 when a 2x2 stride-2 pool is fused into the Winograd layer
   before it.
 
