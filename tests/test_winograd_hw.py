@@ -242,7 +242,8 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     weighted = [s for s in program.stages if s.kind != "maxpool2d"]
     rng = np.random.default_rng(11)
     lim = (1 << (program.operand_bits - 1)) - 1
-    half = 1 << program.addr_bits
+    half = 1 << program.word_bits
+    per_word = program.in_pixels
     results = {}
 
     async def bench(ctx):
@@ -252,10 +253,12 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
             operands = [rng.integers(-lim if s.kind == "winograd_conv2d" else 0, lim + 1, size=dense.shape[1])
                         for _ in range(2)]
             for buf in range(2):
-                for a, v in enumerate(operands[buf]):
+                # a word holds in_pixels operands: operand a is value a % in_pixels of word a // in_pixels
+                values = np.concatenate([operands[buf], np.zeros(-len(operands[buf]) % per_word, dtype=np.int64)])
+                for word in range(len(values) // per_word):
                     ctx.set(dut.v_write.en, 1)
-                    ctx.set(dut.v_write.addr, buf * half + a)
-                    ctx.set(dut.v_write.data, int(v))
+                    ctx.set(dut.v_write.addr, buf * half + word)
+                    ctx.set(dut.v_write.data, [int(v) for v in values[word * per_word:(word + 1) * per_word]])
                     await ctx.tick()
             ctx.set(dut.v_write.en, 0)
             ctx.set(dut.layer, n)    # a cycle before the first start

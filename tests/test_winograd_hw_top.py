@@ -157,27 +157,52 @@ def test_multiply_stage_within_15_percent_of_ideal(seed):
 
 
 def test_steps_overlap_input_multiply_and_output():
-    """A step runs IN(s), MULT(s - 1), OUT(s - 2) and lasts as long as the longest: a layer costs
-    IN + max(IN, issue) + (T - 2) * max(IN, issue, OUT) + max(issue, OUT) + OUT, so a dense layer is
-    multiply-bound (IN + T * issue + OUT) and a one-channel layer output-bound."""
-    from terwin.hw.winograd.program import unit_lengths
+    """A step runs IN(s), MULT(s - 1), OUT(s - 2) and lasts as long as the longest, where an output
+    tile other than the layer's last counts only its reads (R = OUT - OUT_TAIL_W: its tail runs on in
+    the next step): a layer costs IN + max(IN, issue) + (T - 2) * max(IN, issue, R) + max(issue, R) + OUT,
+    so a dense layer is multiply-bound (IN + T * issue + OUT) and a one-channel layer output-bound.
+    The second layer's first IN runs in the first layer's last step (its first window reads none of the
+    tiles still in flight): that step lasts max(OUT, IN of the next layer), and the next layer starts
+    with IN(1) + MULT(0)."""
+    from terwin.hw.winograd.program import OUT_START, OUT_TAIL_W, unit_lengths
     dep = synthetic(12, density=1.0, topology=(("winograd_conv2d", 8), ("winograd_conv2d", 8), ("linear", 3)))
     program = compile_program(dep)
     rows = predict(dep)["layers"]
-    for s, row in zip(program.stages, rows):
+    joined = [ph.stage for ph in program.phases if ph.in_next]
+    assert joined == [0], joined      # wconv -> wconv joined; wconv -> linear not (the linear IN reads all)
+    for n, (s, row) in enumerate(zip(program.stages, rows)):
         u = unit_lengths(s)
         if s.kind == "linear":
             assert row["cycles"] == u["in"] + u["mult"] + u["out"]
             continue
         t = s.tiles
         assert t >= 2
-        expected = (u["in"] + max(u["in"], u["mult"]) + (t - 2) * max(u["in"], u["mult"], u["out"])
-                    + max(u["mult"], u["out"]) + u["out"])
+        r = u["out"] - OUT_TAIL_W
+        assert u["out_reads"] == r == OUT_START + 4 * s.out_channels
+        first = 0 if n - 1 in joined else u["in"]
+        last = max(u["out"], unit_lengths(program.stages[n + 1])["in"]) if n in joined else u["out"]
+        expected = (first + max(u["in"], u["mult"]) + (t - 2) * max(u["in"], u["mult"], r)
+                    + max(u["mult"], r) + last)
         assert row["cycles"] == expected, (s.name, row, u)
     first, second = program.stages[0], program.stages[1]
     assert unit_lengths(first)["out"] > max(unit_lengths(first)["in"], first.issue)      # 1 input channel
     assert second.issue > max(unit_lengths(second)["in"], unit_lengths(second)["out"])  # dense 8 -> 8
-    assert rows[1]["cycles"] == unit_lengths(second)["in"] + second.tiles * second.issue + unit_lengths(second)["out"]
+    assert rows[1]["cycles"] == second.tiles * second.issue + unit_lengths(second)["out"]   # its IN(0) ran in wconv0
+
+
+def test_next_layer_first_tile_waits_for_tiles_in_flight():
+    """The next layer's first IN joins the previous layer's last step only when its first window reads
+    none of the outputs of the tiles still in the output pipeline: on a 4x4 map (4 tiles, every
+    window overlapping the last tiles' outputs) it keeps its own step, and the engine stays exact."""
+    from terwin.hw.winograd.program import _first_window, _tile_writes
+    small = synthetic(14, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 4), ("linear", 3)),
+                      input_shape=(1, 4, 4))
+    program = compile_program(small)
+    assert not any(ph.in_next for ph in program.phases)
+    first, second = program.stages[0], program.stages[1]
+    assert _tile_writes(first, 1, 1) & _first_window(second)
+    q = np.random.default_rng(14).integers(0, 256, size=(2, *small.input_shape))
+    check_against_models(small, q, simulate_top(small, q, seed=14))
 
 
 def test_two_by_two_pools_are_fused_into_the_winograd_layer():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
@@ -25,7 +25,9 @@ class ActivationBuffers(wiring.Component):
     * `load` (in): the image loader's writes, into `act0`;
     * `write` (in, `layouts.write_layout`): a unit's write into buffer `dst`;
     * `read` (in, `layouts.read_layout`) with `src` (in): a unit's read of buffer `src`;
-    * `pixel` (out): the value read, a cycle later; 0 when the read was outside the map.
+    * `pixel` (out): the value read, a cycle later; 0 when the read was outside the map;
+    * `read_more` / `pixel_more`: `program.in_pixels - 1` more read ports of buffer `src` (the input
+      side reads `in_pixels` pixels a cycle), each the same as `read` / `pixel`.
     """
 
     def __init__(self, program):
@@ -37,20 +39,26 @@ class ActivationBuffers(wiring.Component):
             "read": In(read_layout(addr_bits=abits)),
             "src": In(1),
             "pixel": Out(unsigned(program.act_bits)),
+            "read_more": In(data.ArrayLayout(read_layout(addr_bits=abits), program.in_pixels - 1)),
+            "pixel_more": Out(data.ArrayLayout(unsigned(program.act_bits), program.in_pixels - 1)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        writes, reads = [], []
+        writes, mems = [], []
         for image in self._images:
             m.submodules[image.name] = mem = image.memory()
             writes.append(mem.write_port())
-            reads.append(mem.read_port())
-        for rp in reads:
-            m.d.comb += [rp.addr.eq(self.read.addr), rp.en.eq(self.read.en)]
-        src, inside = Signal(), Signal()
-        m.d.sync += [src.eq(self.src), inside.eq(self.read.inside)]
-        m.d.comb += self.pixel.eq(Mux(inside, Mux(src, reads[1].data, reads[0].data), 0))
+            mems.append(mem)
+        src = Signal()
+        m.d.sync += src.eq(self.src)
+        for n, (read, pixel) in enumerate([(self.read, self.pixel), *zip(self.read_more, self.pixel_more)]):
+            reads = [mem.read_port() for mem in mems]
+            for rp in reads:
+                m.d.comb += [rp.addr.eq(read.addr), rp.en.eq(read.en)]
+            inside = Signal(name=f"inside{n}")
+            m.d.sync += inside.eq(read.inside)
+            m.d.comb += pixel.eq(Mux(inside, Mux(src, reads[1].data, reads[0].data), 0))
         with m.If(self.load.en):
             m.d.comb += [writes[0].en.eq(1), writes[0].addr.eq(self.load.addr), writes[0].data.eq(self.load.data)]
         with m.If(self.write.en):

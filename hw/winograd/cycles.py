@@ -4,12 +4,18 @@ The engine's controller walks the schedule of fixed-length steps of the `Winogra
 (`terwin.hw.winograd.program`, NumPy only); this model sums the same steps, so it needs no
 per-cycle loop. A step runs IN(t), MULT(t - 1) and OUT(t - 2) side by side and lasts as long as the
 longest, so per Winograd layer with T output tiles, C inputs, O outputs, L = mult_lanes,
-issue = ceil(nnz(U) / L) (the largest lane's item count):
+issue = ceil(nnz(U) / L) (the largest lane's item count), P = IN_PIXELS (2):
 
-  cycles = IN + max(IN, issue) + (T - 2) * max(IN, issue, OUT) + max(issue, OUT) + OUT
-           (for T >= 2), IN = 16 C + 20, OUT = 1 + 4 O + 14 (`program.unit_lengths`);
+  cycles = IN + max(IN, issue) + (T - 2) * max(IN, issue, R) + max(issue, R) + OUT
+           (for T >= 2), IN = 16 C / P + 13, R = 1 + 4 O (an output tile's reads: its tail runs on
+           into the next step), OUT = R + 15 (the layer's last tile waits for its tail)
+           (`program.unit_lengths`);
 
-* linear (sparse integer MAC on the same lanes), N inputs: (N + 3) + issue + (1 + O + 9);
+  when the next layer is a Winograd layer whose first input window reads none of this layer's tiles
+  still in flight, its IN(0) runs in this layer's last step (counted here: max(OUT, its IN) instead of
+  OUT) and the next layer starts without it (`program._overlap_layers`);
+
+* linear (sparse integer MAC on the same lanes), N inputs: (ceil(N / P) + 4) + issue + (1 + O + 10);
 * max-pool: outputs * k * k + 1, or 0 when a 2x2 stride-2 pool is fused into the Winograd layer
   before it.
 

@@ -30,7 +30,7 @@ def phase_layout(*, stage_bits: int, length_bits: int, tile_bits: int) -> data.S
                               "in_w": 1, "in_l": 1, "mult": 1, "out_w": 1, "out_l": 1, "pool": 1,
                               "in_ty": unsigned(tile_bits), "in_tx": unsigned(tile_bits),
                               "out_ty": unsigned(tile_bits), "out_tx": unsigned(tile_bits),
-                              "in_buf": 1, "mult_buf": 1, "out_buf": 1, "arm": 1})
+                              "in_buf": 1, "mult_buf": 1, "out_buf": 1, "arm": 1, "in_next": 1})
 
 
 def tile_layout(shape, n: int) -> data.ArrayLayout:

@@ -74,9 +74,10 @@ class WeightDecoder(wiring.Component):
 class MacLane(wiring.Component):
     """One multiplier: items in, target sums out.
 
-    Cycle c: the item is taken into the address register; c + 1: its operand address (in half `buf`)
-    presented to `op_read` (a synchronous read port); c + 2: operand register (the memory's output
-    does not feed the multiplier directly); c + 3: product register w * operand; c + 4: accumulate,
+    Cycle c: the item is taken into the address register; c + 1: its operand's word address (in half
+    `buf`; a word holds `per_word` operands, the item's address without its low bits) presented to
+    `op_read` (a synchronous read port); c + 2: operand register (the operand selected from the word by
+    the address's low bits; the memory's output does not feed the multiplier directly); c + 3: product register w * operand; c + 4: accumulate,
     and on a `last` item write the sum to `m_write` at the lane's target rank k in the same half
     (then k + 1, accumulator cleared). `clear` (the cycle before a tile's first item) sends k back to 0 when it
     reaches the accumulate stage, so a tile's items may follow the previous tile's back to back:
@@ -85,16 +86,23 @@ class MacLane(wiring.Component):
     """
     LATENCY = 4
 
-    def __init__(self, *, item: data.StructLayout, operand_bits: int, acc_bits: int, k_bits: int):
+    def __init__(self, *, item: data.StructLayout, operand_bits: int, acc_bits: int, k_bits: int,
+                 per_word: int = 1):
         addr_bits = item.members["addr"].width
         self.acc_bits = acc_bits
         self.k_bits = k_bits
+        self.per_word = per_word
+        self.sel_bits = per_word.bit_length() - 1
+        if per_word != 1 << self.sel_bits:
+            raise ValueError(f"per_word must be a power of two, not {per_word}")
+        self.word_bits = max(1, addr_bits - self.sel_bits)
         super().__init__({
             "i_stream": In(stream.Signature(item)),
             "buf": In(1),
             "clear": In(1),
             "issuing": Out(1),
-            "op_read": In(ReadPort.Signature(addr_width=addr_bits + 1, shape=signed(operand_bits))),
+            "op_read": In(ReadPort.Signature(addr_width=self.word_bits + 1,
+                                             shape=data.ArrayLayout(signed(operand_bits), per_word))),
             "m_write": In(WritePort.Signature(addr_width=k_bits + 1, shape=signed(acc_bits))),
         })
 
@@ -105,17 +113,20 @@ class MacLane(wiring.Component):
         # memory's output)
         va, lasta, bufa, cleara = Signal(), Signal(), Signal(), Signal()
         wa, addra = Signal.like(i.payload.w), Signal(len(self.op_read.addr))
-        m.d.comb += i.ready.eq(1)
+        word = Signal(self.word_bits)     # the operand's word; its value within the word: the low bits
+        sela, sel0 = Signal(self.sel_bits), Signal(self.sel_bits)
+        m.d.comb += [i.ready.eq(1), word.eq(i.payload.addr >> self.sel_bits)]
         m.d.sync += [va.eq(i.valid), lasta.eq(i.payload.last), wa.eq(i.payload.w), bufa.eq(self.buf),
-                     cleara.eq(self.clear), addra.eq(Cat(i.payload.addr, self.buf))]
+                     cleara.eq(self.clear), addra.eq(Cat(word, self.buf)), sela.eq(i.payload.addr[:self.sel_bits])]
         m.d.comb += [self.op_read.addr.eq(addra), self.op_read.en.eq(1)]
         v0, last0, buf0, clear0 = Signal(), Signal(), Signal(), Signal()
         w0 = Signal.like(i.payload.w)
-        m.d.sync += [v0.eq(va), last0.eq(lasta), w0.eq(wa), buf0.eq(bufa), clear0.eq(cleara)]
+        m.d.sync += [v0.eq(va), last0.eq(lasta), w0.eq(wa), buf0.eq(bufa), clear0.eq(cleara), sel0.eq(sela)]
         v1, last1, buf1, clear1 = Signal(), Signal(), Signal(), Signal()
-        w1, op1 = Signal.like(w0), Signal.like(self.op_read.data)
-        m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), op1.eq(self.op_read.data), buf1.eq(buf0),
-                     clear1.eq(clear0)]
+        w1, op1 = Signal.like(w0), Signal.like(self.op_read.data[0])
+        values = self.op_read.data
+        m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), op1.eq(values[sel0] if self.per_word > 1 else values[0]),
+                     buf1.eq(buf0), clear1.eq(clear0)]
         v2, last2, buf2, clear2 = Signal(), Signal(), Signal(), Signal()
         p2 = Signal(signed(len(w1) + len(op1)))
         m.d.sync += [v2.eq(v1), last2.eq(last1), p2.eq(w1 * op1), buf2.eq(buf1), clear2.eq(clear1)]
@@ -155,19 +166,23 @@ class SparseMultiplyStage(wiring.Component):
     operand half while the lanes read the other, and the output side reads one bank half while the
     lanes write the other.
 
-    * `v_write`: writes the operand memory (V of every input channel, or a linear layer's inputs;
-      the address's top bit is the half);
+    * `v_write`: writes the operand memory, `program.in_pixels` operands a word (V of every input
+      channel, or a linear layer's inputs; operand address a is value a % in_pixels of word
+      a // in_pixels; the address's top bit is the half);
     * `start` with `layer` (a weighted-layer number, held since the cycle before): every lane streams
       that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf`
       (`buf` as it is while the items are offered); `busy` is high while any lane issues an item (the
       products reach the banks MacLane.LATENCY cycles later);
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
       map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, the bank addresses
-      in a register, banks, then each lane's masked partial in a register before the adder trees).
+      in a register, banks, each lane's masked partial in a register, the sum of each group of 4
+      lanes in a register, then the adder tree over the groups). `v_write` reaches the operand
+      memory WRITE_LATENCY cycles later (a register before the per-lane copies).
       The bank read ports are transparent to the lanes' writes: a sum written in the cycle the bank
       is read is the one read.
     """
-    READ_LATENCY = 4
+    READ_LATENCY = 5
+    WRITE_LATENCY = 1
 
     def __init__(self, program):
         p = program
@@ -177,7 +192,7 @@ class SparseMultiplyStage(wiring.Component):
         self.item = self._images["items0"].shape
         self.map = self._images["target_map"].shape
         super().__init__({
-            "v_write": Out(WritePort.Signature(addr_width=p.addr_bits + 1, shape=signed(p.operand_bits))),
+            "v_write": Out(WritePort.Signature(addr_width=p.word_bits + 1, shape=self._images["operands"].shape)),
             "start": In(1),
             "layer": In(range(len(self.weighted))),
             "buf": In(1),
@@ -189,9 +204,18 @@ class SparseMultiplyStage(wiring.Component):
         m = Module()
         p = self.program
         images = self._images
-        m.submodules.operands = operands = images["operands"].memory()
-        wp = operands.write_port()
-        m.d.comb += [wp.en.eq(self.v_write.en), wp.addr.eq(self.v_write.addr), wp.data.eq(self.v_write.data)]
+        # one copy of the operand memory per lane (one write port, one read port each, all written
+        # alike): what a synthesis tool would make of one memory with a read port per lane, spelled out
+        # (the yowasp Yosys 0.70 synth_ecp5 crashed on this design with 16 lanes)
+        # The write goes through a register first (it fans out to every copy): WRITE_LATENCY.
+        w_en, w_addr, w_data = Signal(), Signal.like(self.v_write.addr), Signal.like(self.v_write.data)
+        m.d.sync += [w_en.eq(self.v_write.en), w_addr.eq(self.v_write.addr), w_data.eq(self.v_write.data)]
+        operand_copies = []
+        for lane in range(p.lanes):
+            m.submodules[f"operands{lane}"] = copy = images["operands"].memory()
+            wp = copy.write_port()
+            m.d.comb += [wp.en.eq(w_en), wp.addr.eq(w_addr), wp.data.eq(w_data)]
+            operand_copies.append(copy)
 
         m.submodules.target_map = tmap = images["target_map"].memory()
         map_rp = tmap.read_port()
@@ -209,13 +233,14 @@ class SparseMultiplyStage(wiring.Component):
             dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
                                 bases=[s.item_base[lane] for s in self.weighted],
                                 counts=[len(s.lane_items[lane]) for s in self.weighted])
-            mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits)
+            mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits,
+                          per_word=p.in_pixels)
             m.submodules[f"decoder{lane}"] = dec
             m.submodules[f"lane{lane}"] = mac
             m.d.comb += [dec.start.eq(self.start), dec.layer.eq(self.layer), mac.clear.eq(self.start),
                          mac.buf.eq(self.buf)]
             wiring.connect(m, dec.o_stream, mac.i_stream)
-            rp = operands.read_port()
+            rp = operand_copies[lane].read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
             m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
             bwp = bank.write_port()
@@ -232,8 +257,15 @@ class SparseMultiplyStage(wiring.Component):
                 sums[r].append(partial)
             issuing.append(mac.issuing)
         m.d.comb += self.busy.eq(_any(issuing))
+        # the partials of each group of 4 lanes are summed into a register, then the groups' sums are
+        # added (two adder levels a cycle, whatever the lane count)
         for r in range(width):
-            m.d.comb += self.m_read.data[r].eq(_tree_sum(sums[r]))
+            groups = []
+            for g in range(0, len(sums[r]), 4):
+                group = Signal(signed(p.acc_bits), name=f"group{g // 4}_{r}")
+                m.d.sync += group.eq(_tree_sum(sums[r][g:g + 4]))
+                groups.append(group)
+            m.d.comb += self.m_read.data[r].eq(_tree_sum(groups))
         return m
 
 

@@ -35,8 +35,9 @@ one tile in each unit; its length is the longest of them. For a Winograd layer w
 
 and tile t uses operand half t % 2 and bank half t % 2.
 
-* IN(t): 16 * C + IN_TAIL cycles: read the 4x4 input tile of every channel (one pixel a cycle,
-  zeros outside the map), V = B^T d B, write V into the operand memory;
+* IN(t): 16 * C / IN_PIXELS + IN_TAIL cycles: read the 4x4 input tile of every channel (IN_PIXELS
+  pixels of a row a cycle, zeros outside the map), V = B^T d B, write V into the operand memory
+  (IN_PIXELS values a word, a word a cycle);
 * MULT(t): the largest lane item count (`issue`): every lane issues one item a cycle, from the
   step's first cycle (the decoders are started in the last cycle of the step before, `arm`);
   its last products reach the banks MULT_LATENCY cycles into the next step, whose OUT reads the
@@ -44,9 +45,16 @@ and tile t uses operand half t % 2 and bank half t % 2.
 * OUT(t): OUT_START + OUT_READS_W * O + OUT_TAIL_W cycles: read M[o] (one row of 4 targets a cycle),
   Y = A^T M A, requantize and write the 2x2 outputs inside the map; a 2x2 max-pool (stride 2)
   after the layer is fused into it (the maximum of the four requantized outputs is written).
+  The output side is a stream whose outputs carry their tile, so only the layer's last tile counts
+  its tail (OUT_TAIL_W) in its step: for t < T - 1 the step needs OUT_START + OUT_READS_W * O cycles
+  and the tail runs on during the next step (which reads tile t + 1 of the same layer).
+
+Between two Winograd layers the next layer's IN(0) runs in this layer's last step (OUT(T - 1)) when
+its first window reads none of the tiles still in the output pipeline (`_overlap_layers`,
+`Phase.in_next`).
 
 A linear layer is one tile in three steps: IN (copy the N input activations into the operand
-memory, N + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
+memory, IN_PIXELS a cycle, ceil(N / IN_PIXELS) + IN_TAIL_L cycles), MULT, OUT (OUT_START + O + OUT_TAIL_L cycles; the last layer pushes
 raw scores into the output FIFO). A max-pool layer not fused into a convolution is one POOL step of
 (outputs * k * k + 1) cycles.
 `mac_cycles` of a layer = the cycles in which the lanes issue items: issue per MULT step.
@@ -73,19 +81,23 @@ from ..common.program import MemoryImage, Program, ProgramStage
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
 # Each tail counts the cycles after a unit's last read (its pipeline), so the unit's last write lands in
 # the last cycle of its length; the RTL asserts these against its register stages.
-IN_TAIL = 20        # after the last pixel issue: read address register 1, read 1, window register 1,
-                    # transform 2, 16 operand writes (the first in the cycle the transform's output appears: -1)
-IN_TAIL_L = 3       # linear: read address register 1, read 1, data register 1
+IN_PIXELS = 2       # the input side reads this many pixels a cycle (two read ports on the activation buffers)
+                    # and writes this many operands a cycle (an operand-memory word holds IN_PIXELS values)
+IN_TAIL = 3 + 2 + 16 // IN_PIXELS - 1 + 1   # after the last pixel issue: read address register 1, read 1, window
+                    # register 1, transform 2, 16 / IN_PIXELS operand-word writes (the first in the cycle the
+                    # transform's output appears: -1), the operand memory's write register 1
+IN_TAIL_L = 4       # linear: read address register 1, read 1, data register 1, write register 1
 MULT_LATENCY = 4    # after an item's issue: address register 1, operand read 1, operand register 1, product register 1
                     # (the bank is written at its end)
-M_READ_LATENCY = 4  # output side's sum read: target map 1, bank-address register 1, banks 1, masked-partial
-                    # register 1 (then the adder trees)
-OUT_START = MULT_LATENCY - M_READ_LATENCY + 1   # the output side's first map read: its bank read, M_READ_LATENCY - 2
-                    # cycles later, then sees (through the transparent bank port) the lanes' last write of the tile,
-                    # MULT_LATENCY - 1 cycles into the step
+BANK_READ_OFFSET = 2  # output side: target map 1, bank-address register 1, then the banks are read
+M_READ_LATENCY = 5  # output side's sum read: target map 1, bank-address register 1, banks 1, masked-partial
+                    # register 1, the sums of groups of 4 lanes 1 (then the adder trees over the groups)
+OUT_START = MULT_LATENCY - BANK_READ_OFFSET - 1   # the output side's first map read: its bank read,
+                    # BANK_READ_OFFSET cycles later, then sees (through the transparent bank port) the lanes' last
+                    # write of the tile, MULT_LATENCY - 1 cycles into the step
 OUT_READS_W = 4     # cycles per output channel on the output side: M read one row (4 targets) a cycle
-OUT_TAIL_W = 14     # after the last M read: M read 4, window 1, transform 2, the other 3 outputs, requantizer 4
-OUT_TAIL_L = 9      # linear: M read 4, select register 1, requantizer 4
+OUT_TAIL_W = 15     # after the last M read: M read 5, window 1, transform 2, the other 3 outputs, requantizer 4
+OUT_TAIL_L = 10     # linear: M read 5, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
 MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
 
@@ -163,6 +175,7 @@ class Phase:
     mult_buf: int = 0
     out_buf: int = 0
     arm: int = 0     # start the lanes' decoders in this step's last cycle (the next step multiplies)
+    in_next: int = 0  # the IN of this step is the next stage's first tile (`_overlap_layers`)
 
 
 @dataclass
@@ -188,6 +201,16 @@ class WinogradProgram(Program):
     @property
     def addr_bits(self) -> int:
         return unsigned_bits(self.operand_depth - 1)
+
+    @property
+    def in_pixels(self) -> int:
+        """Values per operand-memory word (= pixels the input side reads a cycle)."""
+        return IN_PIXELS
+
+    @property
+    def word_bits(self) -> int:
+        """Address bits of an operand-memory word within a half (the item's addr without its low bits)."""
+        return max(1, self.addr_bits - (IN_PIXELS.bit_length() - 1))
 
     @property
     def k_bits(self) -> int:
@@ -239,6 +262,7 @@ class WinogradProgram(Program):
     def memories(self) -> list[MemoryImage]:
         # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
         from amaranth.hdl import signed, unsigned
+        from amaranth.lib import data
 
         from ..common.requant import param_layout
         from . import layouts
@@ -255,7 +279,8 @@ class WinogradProgram(Program):
                         len(self.target_map),
                         [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]),
             # double-buffered: the address's top bit is the half (the tile's parity)
-            MemoryImage("operands", signed(self.operand_bits), 2 << self.addr_bits),
+            # IN_PIXELS operands a word (operand address a: word a // IN_PIXELS, value a % IN_PIXELS)
+            MemoryImage("operands", data.ArrayLayout(signed(self.operand_bits), IN_PIXELS), 2 << self.word_bits),
             *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits) for lane in range(self.lanes)),
             *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
             # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
@@ -363,10 +388,11 @@ def unit_lengths(s: Stage) -> dict[str, int]:
         c, ho, wo = s.out_shape
         return {"pool": c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL}
     if s.kind == Linear.kind:
-        return {"in": int(np.prod(s.in_shape)) + IN_TAIL_L, "mult": s.issue,
+        return {"in": ceil_div(int(np.prod(s.in_shape)), IN_PIXELS) + IN_TAIL_L, "mult": s.issue,
                 "out": OUT_START + s.out_channels + OUT_TAIL_L}
-    return {"in": 16 * s.in_shape[0] + IN_TAIL, "mult": s.issue,
-            "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W}
+    return {"in": 16 // IN_PIXELS * s.in_shape[0] + IN_TAIL, "mult": s.issue,
+            "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W,
+            "out_reads": OUT_START + OUT_READS_W * s.out_channels}
 
 
 def _stage_steps(n: int, s: Stage) -> list[Phase]:
@@ -391,9 +417,55 @@ def _stage_steps(n: int, s: Stage) -> list[Phase]:
         if 0 <= t_out < tiles:
             fields.update({"out_l" if linear else "out_w": 1, "out_ty": coords[t_out][0],
                            "out_tx": coords[t_out][1], "out_buf": t_out % 2})
-            length = max(length, lengths["out"])
+            # the output side is a stream (every output carries its tile along): a tile's tail (transform,
+            # requantizer, write) runs on into the next step, which reads the layer's next tile; the
+            # layer's last tile waits for its tail, so the next layer sees the whole map
+            length = max(length, lengths["out"] if t_out == tiles - 1 else lengths.get("out_reads", lengths["out"]))
         steps.append(Phase(n, length, **fields))
     return steps
+
+
+def _tile_writes(s: Stage, ty: int, tx: int) -> set[tuple[int, int]]:
+    """The (row, column) positions of the map stage `s` writes (its fused pool's, if any) that output
+    tile (ty, tx) writes, in every channel."""
+    if s.pool_index >= 0:
+        _, hp, wp = s.pool_shape
+        return {(ty, tx)} if ty < hp and tx < wp else set()
+    _, ho, wo = s.out_shape
+    return {(y, x) for y in (2 * ty, 2 * ty + 1) for x in (2 * tx, 2 * tx + 1) if y < ho and x < wo}
+
+
+def _first_window(s: Stage) -> set[tuple[int, int]]:
+    """The (row, column) positions of its input map that Winograd stage `s` reads for its first tile."""
+    _, h, w = s.in_shape
+    return {(y, x) for y in range(-s.padding, 4 - s.padding) for x in range(-s.padding, 4 - s.padding)
+            if 0 <= y < h and 0 <= x < w}
+
+
+def _overlap_layers(stages: list[Stage], steps: list[list[Phase]]) -> list[Phase]:
+    """Join the stages' steps into the schedule, moving a Winograd stage's first step (IN(0) alone) into
+    the last step of the Winograd stage before it (OUT(T - 1) alone) when IN(0) reads nothing the
+    tiles still in flight write (the last tiles, whose outputs may still be on their way through the
+    output pipeline: `OUT_TAIL_W` cycles after their step, and each step of the layer lasts at least its
+    reads). The joined step belongs to the earlier stage (its cycle counter), runs IN of the next one
+    (`in_next`: its geometry, buffer and weights), and lasts as long as the longer of the two."""
+    out: list[Phase] = []
+    for n, (s, own) in enumerate(zip(stages, steps)):
+        prev = stages[n - 1] if n else None
+        if (prev is not None and prev.kind == s.kind == WinogradConv2d.kind and out
+                and out[-1].stage == n - 1 and own and own[0].in_w and not own[0].mult and not own[0].out_w):
+            reads = OUT_START + OUT_READS_W * prev.out_channels
+            in_flight = 2 + ceil_div(OUT_TAIL_W, reads)
+            coords = [(ty, tx) for ty in range(prev.tiles_y) for tx in range(prev.tiles_x)]
+            written = set().union(*(_tile_writes(prev, ty, tx) for ty, tx in coords[-in_flight:]))
+            last = out[-1]
+            if not written & _first_window(s) and last.out_w and not (last.in_w or last.in_l or last.mult):
+                first = own[0]
+                out[-1] = dataclasses.replace(last, length=max(last.length, first.length), in_w=1, in_next=1,
+                                              in_ty=first.in_ty, in_tx=first.in_tx, in_buf=first.in_buf, arm=1)
+                own = own[1:]
+        out.extend(own)
+    return out
 
 
 def compile_program(dep: Deployment) -> WinogradProgram:
@@ -484,7 +556,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
                            "mult": int(layer.multiplier[o]) if not s.raw else 0,
                            "shift": int(layer.shift[o]) if not s.raw else 1})
 
-    phases = [ph for n, s in enumerate(stages) for ph in _stage_steps(n, s)]
+    phases = _overlap_layers(stages, [_stage_steps(n, s) for n, s in enumerate(stages)])
 
     weighted = [s for s in stages if s.kind != MaxPool2d.kind]
     act_sizes = [int(np.prod(dep.input_shape))] + [int(np.prod(s.written_shape)) for s in stages if not s.raw]
@@ -512,5 +584,5 @@ def compile_program(dep: Deployment) -> WinogradProgram:
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
-           "unit_lengths", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
+           "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "BANK_READ_OFFSET", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
            "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]

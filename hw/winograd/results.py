@@ -80,8 +80,10 @@ class ResultReader(wiring.Component):
                     m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + s.out_channels))
         # tags along the M read: valid, the read (Winograd: channel * 4 + row; linear: target), linear
         tag = Signal(range(max(OUT_READS_W, 1) * max(s.out_channels for s in p.stages) + 1))
-        m_valid, m_target, m_linear = (delayed(m, v, M_READ_LATENCY, name=f"m_{name}") for v, name in
-                                       ((reading, "valid"), (index, "target"), (self.out_linear, "linear")))
+        m_valid, m_target, m_linear, m_ty, m_tx = (
+            delayed(m, v, M_READ_LATENCY, name=f"m_{name}") for v, name in
+            ((reading, "valid"), (index, "target"), (self.out_linear, "linear"),
+             (self.phase.out_ty, "ty"), (self.phase.out_tx, "tx")))
         m_val = self.m_read.data
         m.d.comb += tag.eq(m_target)
         window = [[Signal(signed(p.acc_bits), name=f"mwin{i}_{j}") for j in range(4)] for i in range(4)]
@@ -92,7 +94,12 @@ class ResultReader(wiring.Component):
                         m.d.sync += [window[i][j].eq(m_val[j]) for j in range(4)]
         feed_window = Signal()
         channel = Signal(range(_outputs(p)))
+        # the tile travels with its windows: a tile's last outputs leave during the next step (the
+        # next tile's reads), so the serializer must not look at the step's tile
+        w_ty, w_tx = Signal.like(m_ty), Signal.like(m_tx)
         m.d.sync += [feed_window.eq(m_valid & ~m_linear & (tag[0:2] == 3)), channel.eq(tag[2:])]
+        with m.If(m_valid & ~m_linear & (tag[0:2] == 3)):
+            m.d.sync += [w_ty.eq(m_ty), w_tx.eq(m_tx)]
         m.d.comb += xform.i_stream.valid.eq(feed_window)
         for i in range(4):
             for j in range(4):
@@ -110,6 +117,10 @@ class ResultReader(wiring.Component):
         linear_val, linear_valid = Signal(signed(p.acc_bits)), Signal()
         m.d.sync += [linear_val.eq(m_val[tag[0:2]]), linear_valid.eq(feed_linear)]
 
+        # the window's tile, as it leaves the transform (a window every 4 cycles at most, its 4
+        # outputs in the 4 cycles after the transform's latency)
+        ty = delayed(m, w_ty, OutputTransform.LATENCY, name="y_ty")
+        tx = delayed(m, w_tx, OutputTransform.LATENCY, name="y_tx")
         # serializer over the 2x2 output tile, straight from the output transform's register
         y_idx = Signal(2)
         y_flat = Array(xform.o_stream.payload[i][j] for i in range(2) for j in range(2))
@@ -117,7 +128,6 @@ class ResultReader(wiring.Component):
             m.d.comb += [self.y_valid.eq(1), self.y.eq(y_flat[y_idx]), xform.o_stream.ready.eq(y_idx == 3),
                          self.quad.eq(y_idx)]
             m.d.sync += y_idx.eq(y_idx + 1)
-            ty, tx = self.phase.out_ty, self.phase.out_tx
             for n, s in enumerate(p.stages):
                 if s.kind != WinogradConv2d.kind:
                     continue

@@ -8,7 +8,7 @@ Built from the `WinogradProgram` (`terwin.hw.winograd.program`) that the cycle m
 stage components (see docs/winograd-hardware.md); a step runs the input side, the lanes and the
 output side side by side on double-buffered operands and sums:
 
-    ImageLoader -> ActivationBuffers --pixel--> OperandLoader (IN_W: 4x4 window, B^T d B; IN_L: copy)
+    ImageLoader -> ActivationBuffers --2 pixels--> OperandLoader (IN_W: 4x4 window, B^T d B; IN_L: copy)
                         ^    |                        | operand memory
                         |    +--> PoolUnit (POOL)     v  (2 halves)
                         |                     SparseMultiplyStage (MULT: decoders + multipliers)
@@ -79,7 +79,8 @@ class WinogradAccelerator(wiring.Component):
         # the schedule and what each phase starts
         m.d.comb += [seq.start.eq(loader.done), seq.run.eq(running), consts.stage.eq(phase.stage),
                      mult.start.eq(seq.phase_end & phase.arm),   # the decoders start a cycle before MULT
-                     mult.layer.eq(k.weighted_layer), mult.buf.eq(phase.mult_buf)]
+                     # the step's IN (and so its arm) may be the next layer's first tile (`in_next`)
+                     mult.layer.eq(k.weighted_layer + phase.in_next), mult.buf.eq(phase.mult_buf)]
         for unit in units:
             m.d.comb += [unit.phase.eq(phase), unit.count.eq(seq.count)]
         for unit in (operands, pool):
@@ -106,7 +107,9 @@ class WinogradAccelerator(wiring.Component):
             loader.active.eq(state == LOAD),
             operands.in_window.eq(running & phase.in_w), operands.in_linear.eq(running & phase.in_l),
             reader.out_window.eq(running & phase.out_w), reader.out_linear.eq(running & phase.out_l),
-            buffers.src.eq(k.src), buffers.read.eq(reads), operands.pixel.eq(buffers.pixel),
+            # the next layer reads the map this one writes
+            buffers.src.eq(Mux(phase.in_next, k.dst, k.src)), buffers.read.eq(reads), operands.pixel.eq(buffers.pixel),
+            buffers.read_more.eq(operands.read_more), operands.pixel_more.eq(buffers.pixel_more),
             buffers.write.eq(writer.write if pool is None else Mux(pool.write.en, pool.write, writer.write)),
             writer.param_index.eq(reader.param_index), writer.param_en.eq(reader.param_en),
             writer.y_valid.eq(reader.y_valid), writer.y.eq(reader.y), writer.quad.eq(reader.quad),
