@@ -1,8 +1,9 @@
 """The ternary PE array: `pe_rows` rows of `pe_cols` lanes that add, subtract or skip an activation.
 
 All rows see the same `pe_cols` activations (one tile per cycle); row r sums its lanes through a
-registered adder tree. Latency: `1 + log2(pe_cols)` enabled cycles (products, then one register per
-tree level). `en` low freezes every stage (the accelerator's global stall).
+registered adder tree. Latency: `1 + log2(pe_cols)` cycles (products, then one register per
+tree level). No enable: it moves every cycle (the accelerator never stalls it), so its thousands of
+registers share no control net.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ class TernaryPEArray(wiring.Component):
         self._spec = spec
         self.latency = pe_latency(spec)
         super().__init__({
-            "en": In(1),
             "acts": In(layouts.lanes_layout(spec, spec.act_bits)),
             "codes": In(layouts.tile_codes_layout(spec)),
             "sums": Out(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
@@ -40,13 +40,12 @@ class TernaryPEArray(wiring.Component):
                 code = self.codes[r][lane]
                 a = self.acts[lane]
                 p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}")
-                with m.If(self.en):
-                    with m.If(~code.nonzero):
-                        m.d.sync += p.eq(0)
-                    with m.Elif(code.negative):
-                        m.d.sync += p.eq(-a)
-                    with m.Else():
-                        m.d.sync += p.eq(a)
+                with m.If(~code.nonzero):
+                    m.d.sync += p.eq(0)
+                with m.Elif(code.negative):
+                    m.d.sync += p.eq(-a)
+                with m.Else():
+                    m.d.sync += p.eq(a)
                 level.append(p)
             depth = 0
             while len(level) > 1:
@@ -54,8 +53,7 @@ class TernaryPEArray(wiring.Component):
                 nxt = []
                 for i in range(0, len(level), 2):
                     s = Signal(signed(min(width, spec.act_bits + 1 + depth)), name=f"sum_r{r}_d{depth}_{i // 2}")
-                    with m.If(self.en):
-                        m.d.sync += s.eq(level[i] + level[i + 1])
+                    m.d.sync += s.eq(level[i] + level[i + 1])
                     nxt.append(s)
                 level = nxt
             m.d.comb += self.sums[r].eq(level[0])
