@@ -54,11 +54,14 @@ class MacPipeline(wiring.Component):
         abits = p.addr_bits
         cbits, pbits = layouts.coord_bits(p), layouts.pixel_bits(p)
         lanes, codes_dec = dec.lanes, dec.codes
-        base = Signal(signed(max(pbits, abits + 1) + 2))   # the tile's address less each lane's offset
+        # the datapath registers below have no reset (only the tiles' valid flags do): a reset would
+        # reach thousands of flip-flops, through a LUT where Yosys merges it with a "= 0" (see pe.py)
+        base = Signal(signed(max(pbits, abits + 1) + 2), reset_less=True)   # the tile's address less each lane's offset
         if wide_pipeline(p.spec):
             # a wide array (+1): the lane-map row (a block-RAM output) and the codes into registers, and
             # the address part all lanes share summed beside them, so a lane's address is one adder
-            lanes, codes_dec = Signal.like(dec.lanes, name="lanes_reg"), Signal.like(dec.codes, name="codes_reg")
+            lanes = Signal.like(dec.lanes, name="lanes_reg", reset_less=True)
+            codes_dec = Signal.like(dec.codes, name="codes_reg", reset_less=True)
             m.d.sync += [lanes.eq(dec.lanes), codes_dec.eq(dec.codes),
                          base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)]
             tile_decoded = delayed(m, tile_decoded, 1, name="tile_lanes")
@@ -66,8 +69,8 @@ class MacPipeline(wiring.Component):
             m.d.comb += base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)
         # lane addresses -> bank read (+1)
         tile_read = delayed(m, tile_decoded, 1, name="tile_read")
-        inside = Signal(p.spec.pe_cols)
-        codes_read = Signal.like(dec.codes)
+        inside = Signal(p.spec.pe_cols, reset_less=True)
+        codes_read = Signal.like(dec.codes, reset_less=True)
         m.d.sync += codes_read.eq(codes_dec)
         for lane, port in enumerate(self.bank_read):
             tap = lanes[lane]
@@ -78,8 +81,8 @@ class MacPipeline(wiring.Component):
                          addr.eq(base + tap.aoff), port.addr.eq(addr[:abits]), port.en.eq(1)]
             m.d.sync += inside[lane].eq((iy >= 0) & (iy < k.in_height) & (ix >= 0) & (ix < k.in_width))
         # activation register (+1): the block RAM output goes straight into a register
-        acts = Signal.like(pe.acts)
-        codes = Signal.like(codes_read)
+        acts = Signal.like(pe.acts, reset_less=True)
+        codes = Signal.like(codes_read, reset_less=True)
         tile_pe = delayed(m, tile_read, 1, name="tile_pe")
         m.d.sync += codes.eq(codes_read)
         for lane, port in enumerate(self.bank_read):

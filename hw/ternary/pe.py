@@ -2,8 +2,11 @@
 
 All rows see the same `pe_cols` activations (one tile per cycle); row r sums its lanes through a
 registered adder tree. Latency: `1 + log2(pe_cols)` cycles (products, then one register per
-tree level). No enable: it moves every cycle (the accelerator never stalls it), so its thousands of
-registers share no control net.
+tree level). No enable and no reset: it moves every cycle (the accelerator never stalls it; what
+it holds counts only with a valid tile beside it, which is reset), so its thousands of registers
+share no control net. (With a reset, Yosys merges "product = 0" into the flip-flops' synchronous
+reset, and the board's power-on reset then reaches them through a LUT: the critical path of both
+reference builds until these registers lost theirs.)
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ class TernaryPEArray(wiring.Component):
             for lane in range(spec.pe_cols):
                 code = self.codes[r][lane]
                 a = self.acts[lane]
-                p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}")
+                p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}", reset_less=True)
                 with m.If(~code.nonzero):
                     m.d.sync += p.eq(0)
                 with m.Elif(code.negative):
@@ -52,7 +55,8 @@ class TernaryPEArray(wiring.Component):
                 depth += 1
                 nxt = []
                 for i in range(0, len(level), 2):
-                    s = Signal(signed(min(width, spec.act_bits + 1 + depth)), name=f"sum_r{r}_d{depth}_{i // 2}")
+                    s = Signal(signed(min(width, spec.act_bits + 1 + depth)), name=f"sum_r{r}_d{depth}_{i // 2}",
+                               reset_less=True)
                     m.d.sync += s.eq(level[i] + level[i + 1])
                     nxt.append(s)
                 level = nxt

@@ -55,10 +55,10 @@ PARAM_READ_LATENCY = 1     # shadow channel -> its requantization constants
 REQUANT_LATENCY = 4        # `Requantizer.LATENCY`
 
 
-# Large arrays (pe_rows * pe_cols >= WIDE_ARRAY PEs) put a register after the two block-RAM outputs
-# that feed wide logic: the lane-map row, before the pe_cols lane addresses (+1 activation latency),
-# and the requantization constants, before the out_lanes requantizers (+1 parameter read). Smaller
-# arrays keep the shorter pipeline, and so their cycle counts.
+# Large arrays (pe_rows * pe_cols >= WIDE_ARRAY PEs) put a register after the lane-map row, before the
+# pe_cols lane addresses (+1 activation latency). Smaller arrays keep the shorter pipeline, and so
+# their cycle counts. (A register after the requantization constants was tried and dropped: no build
+# showed a path through them, and it costs a cycle of every stage's tail and ~50 flip-flops a lane.)
 WIDE_ARRAY = 256
 
 
@@ -70,11 +70,6 @@ def wide_pipeline(spec) -> bool:
 def activation_latency(spec) -> int:
     """Lane-map row -> activations at the PE array: `ACTIVATION_LATENCY`, +1 on a wide array."""
     return ACTIVATION_LATENCY + int(wide_pipeline(spec))
-
-
-def param_read_latency(spec) -> int:
-    """Drained channel -> its requantization constants: `PARAM_READ_LATENCY`, +1 on a wide array."""
-    return PARAM_READ_LATENCY + int(wide_pipeline(spec))
 
 
 def pe_latency(spec) -> int:
@@ -238,7 +233,7 @@ class TernaryProgram(Program):
     def requant_latency(self) -> int:
         """Channel in (with its sum) -> requantized activation out, in the writer."""
         extra = RESIDUAL_READ_LATENCY + RESIDUAL_ADD_LATENCY if self.has_residual else 0
-        return param_read_latency(self.spec) + REQUANT_LATENCY + extra
+        return PARAM_READ_LATENCY + REQUANT_LATENCY + extra
 
     def requant_tail(self, stage) -> int:
         """A stage's last shadow load -> the cycle after its last output is written, less pe_rows."""

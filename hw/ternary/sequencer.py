@@ -76,14 +76,18 @@ class TileSequencer(wiring.Component):
 
         job_counters = [group, tile_n, win_y, win_x, out_y, out_x, y_base, x_base, win_dy, win_dx, y_base_addr,
                         win_dy_addr, pixel, channel_base]
+        # last_tile == (tile_n == tile_last_n), kept in a register (set wherever either changes): it gates
+        # `issue`, whose fan-out (every counter of this sequencer) must not wait for a comparator
+        last_tile = Signal()
         with m.If(self.start_image | self.start_stage):
             m.d.sync += [c.eq(0) for c in job_counters]
+            m.d.sync += last_tile.eq(tile_last_n == 0)
         with m.If(self.start_image):
-            m.d.sync += [word.eq(0), group_first_word.eq(0), tile_last_n.eq(group_words.data - 1), group_next.eq(1)]
+            m.d.sync += [word.eq(0), group_first_word.eq(0), tile_last_n.eq(group_words.data - 1), group_next.eq(1),
+                         last_tile.eq(group_words.data == 1)]
         with m.If(self.end_image):
             m.d.sync += group_next.eq(0)
 
-        last_tile = tile_n == tile_last_n
         last_ok = self._last_tile_gate(m, last_tile)
         window_last = (win_y == k.window_last) & (win_x == k.window_last)
         pixel_last = (out_y == k.row_last) & (out_x == k.col_last)
@@ -100,9 +104,9 @@ class TileSequencer(wiring.Component):
         ]
         with m.If(self.issue):
             with m.If(~last_tile):
-                m.d.sync += [tile_n.eq(tile_n + 1), word.eq(word + 1)]
+                m.d.sync += [tile_n.eq(tile_n + 1), word.eq(word + 1), last_tile.eq(tile_n + 1 == tile_last_n)]
             with m.Else():  # the job's last tile: next window position, pooled pixel, output group
-                m.d.sync += [tile_n.eq(0), word.eq(group_first_word)]
+                m.d.sync += [tile_n.eq(0), word.eq(group_first_word), last_tile.eq(tile_last_n == 0)]
                 with m.If(win_x != k.window_last):
                     m.d.sync += [win_x.eq(win_x + 1), win_dx.eq(win_dx + k.conv_step)]
                 with m.Else():
@@ -122,7 +126,8 @@ class TileSequencer(wiring.Component):
                             with m.Else():  # output group done: the next group's words follow this one's
                                 m.d.sync += [out_y.eq(0), y_base.eq(0), y_base_addr.eq(0), pixel.eq(0),
                                              word.eq(word + 1), group_first_word.eq(word + 1),
-                                             tile_last_n.eq(group_words.data - 1), group_next.eq(group_next + 1)]
+                                             tile_last_n.eq(group_words.data - 1), group_next.eq(group_next + 1),
+                                             last_tile.eq(group_words.data == 1)]
                                 with m.If(((group + 1) & k.group_channel_mask) == 0):
                                     m.d.sync += channel_base.eq(channel_base + k.group_channel_step)
                                 with m.If(~group_last):

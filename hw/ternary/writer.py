@@ -12,8 +12,7 @@ from ..common.control import delayed
 from ..common.requant import Requantizer
 from . import layouts
 from .memories import bank_port, score_port
-from .program import (AVERAGE_LATENCY, PARAM_READ_LATENCY, REQUANT_LATENCY, RESIDUAL_ADD_LATENCY,
-                      RESIDUAL_READ_LATENCY, param_read_latency)
+from .program import AVERAGE_LATENCY, PARAM_READ_LATENCY, REQUANT_LATENCY, RESIDUAL_ADD_LATENCY, RESIDUAL_READ_LATENCY
 
 assert PARAM_READ_LATENCY == 1 and REQUANT_LATENCY == Requantizer.LATENCY and AVERAGE_LATENCY == Requantizer.LATENCY
 assert RESIDUAL_READ_LATENCY == 1 and REQUANT_LATENCY + RESIDUAL_ADD_LATENCY == Requantizer.RESIDUAL_LATENCY
@@ -77,12 +76,6 @@ class RequantWriter(wiring.Component):
             m.submodules["requant" if lanes == 1 else f"requant{i}"] = rq
             rqs.append(rq)
         valid, acc, channel, constants = self.channel_valid, self.channel_acc, self.channel, param.data
-        # a wide array: the constants (a wide block-RAM row) go into a register before the requantizers,
-        # and the channel waits beside them
-        extra = param_read_latency(spec) - PARAM_READ_LATENCY
-        valid, acc, channel, constants = (delayed(m, v, extra, name=n) for v, n in (
-            (valid, "param_wait_valid"), (acc, "param_wait_acc"), (channel, "param_wait_channel"),
-            (constants, "param_wait_params")))
         if p.has_residual:
             valid, acc, channel, constants = self._residual(m, rqs, valid, acc, channel, constants)
         for i, rq in enumerate(rqs):
