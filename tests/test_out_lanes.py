@@ -241,4 +241,4 @@ def test_stored_model_retargeted_rtl_equals_the_model(rows, cols, n, rtl_build_r
     bench, scores == reference, every counter == the cycle model."""
     dep = retarget(fileformat.load(TERNARY_50), HardwareSpec(pe_rows=rows, pe_cols=cols, out_lanes=n))
     model = _rtl_equals_reference_and_model(dep, n_images=4, seed=7, jobs=2, build_root=rtl_build_root)
-    assert model["cycles"] == {(8, 8): 4924, (16, 32): 1336}[(rows, cols)]
+    assert model["cycles"] == {(8, 8): 4924, (16, 32): 1340}[(rows, cols)]   # 16x32: wide (+1 a stage)

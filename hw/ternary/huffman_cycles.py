@@ -10,10 +10,11 @@ counters, the issue pipeline's valid/last bits, the shadow register; no data), e
 * the filler takes symbol k in the first cycle >= FIRST_SYMBOL + k in which its group h may be
   written (h <= 1, or the first tile of group h - 1 has been issued: seen two cycles after); the
   tile's last symbol writes it, seen by the sequencer the cycle after;
-* the sequencer issues the next tile in a cycle of its stage's RUN when the tile is in the cache and
-  the pipeline is not stalled; the tile reaches the accumulators `pipeline_depth` enabled cycles
-  later; a job's last tile loads the shadow when the shadow is free or frees in that cycle (after
-  R = drain steps cycles), else the whole pipeline stalls;
+* the sequencer issues the next tile in a cycle of its stage's RUN when the tile is in the cache and,
+  for a job's last tile, R = drain steps cycles or more have passed since the stage's previous last
+  tile issued (`TileSequencer`'s gate: the pipeline never stalls); the tile reaches the accumulators
+  `pipeline_depth` cycles later, and a job's last tile loads the shadow, which is free or frees in
+  that cycle;
 * a stage's cycles are its last shadow load + R + the requantizer tail, as in the closed form.
 """
 from __future__ import annotations
@@ -67,25 +68,28 @@ def huffman_stage_cycles(program) -> list[int]:
         total_jobs = jobs * len(s.og_counts)
         pipe = [None] * depth            # pipe[-1]: the tile at the accumulators' input
         shadow, row = False, 0
-        i, loads, t, c_last = 0, 0, 0, None
+        i, loads, t, c_last, last_issued = 0, 0, 0, None, None
         while c_last is None:
             acc_in = pipe[-1]
             freeing = shadow and row == rows - 1
-            stall = acc_in is not None and acc_in and shadow and not freeing
+            assert not (acc_in and shadow and not freeing), "a job's sums reached a busy shadow register"
             ready = i < len(tiles) and written > tiles[i][0]
-            issue = ready and not stall
+            gate = i < len(tiles) and (not tiles[i][2] or last_issued is None or t - last_issued >= rows)
+            issue = ready and gate
             new_base = None
             if issue:
                 word, first, last = tiles[i]
                 if first:
                     new_base = word
+                if last:
+                    last_issued = t
                 i += 1
             # the producer sees this cycle's registers (cons_base before this issue)
             produce(x + t)
             if new_base is not None:
                 cons_base = new_base
             # registers
-            load = acc_in is not None and acc_in and not stall
+            load = bool(acc_in)
             if load:
                 shadow, row = True, 0
                 loads += 1
@@ -93,8 +97,7 @@ def huffman_stage_cycles(program) -> list[int]:
                     c_last = t
             elif shadow:
                 shadow, row = (False, 0) if freeing else (True, row + 1)
-            if not stall:
-                pipe = [(tiles[i - 1][2]) if issue else None] + pipe[:-1]
+            pipe = [(tiles[i - 1][2]) if issue else None] + pipe[:-1]
             t += 1
         cycles = c_last + rows + program.requant_tail(s)
         # the stage's remaining cycles (drain): the producer goes on

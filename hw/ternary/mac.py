@@ -11,7 +11,7 @@ from . import layouts
 from .decoder import TileDecoder
 from .memories import bank_port
 from .pe import TernaryPEArray, pe_sum_bits
-from .program import ACTIVATION_LATENCY, DECODER_LATENCY, pe_latency
+from .program import ACTIVATION_LATENCY, DECODER_LATENCY, activation_latency, pe_latency, wide_pipeline
 
 assert ACTIVATION_LATENCY == 2  # lane addresses -> bank read, then the activation register (below)
 
@@ -24,8 +24,8 @@ def _cache_write(program):
 class MacPipeline(wiring.Component):
     """Decoder -> lane addresses and activation reads -> PE array, for one issued tile a cycle.
 
-    * `tile` (in), `weight_addr` (in): the tile issued (`TileSequencer`); `k` (in): stage constants;
-    * `en` (in): low freezes every stage (the stall);
+    * `tile` (in), `weight_addr` (in): the tile issued (`TileSequencer`; `tile.valid` low: a bubble);
+      `k` (in): stage constants. No enable: the pipeline moves every cycle (see `TileSequencer`);
     * `bank_read[lane]` (out): each lane's activation read: its address from the tile's window origin,
       the lane-map entry of its tap (kernel row/column, address offset) and the tile's channel offset;
       outside the input map (zero padding) the lane gets 0;
@@ -35,12 +35,11 @@ class MacPipeline(wiring.Component):
     def __init__(self, program, *, constants):
         self._program = program
         spec = program.spec
-        self.latency = DECODER_LATENCY + ACTIVATION_LATENCY + pe_latency(spec)
+        self.latency = DECODER_LATENCY + activation_latency(spec) + pe_latency(spec)
         assert self.latency == program.pipeline_depth
         tile = layouts.tile_layout(program)
         super().__init__({
             "k": In(constants),
-            "en": In(1),
             "tile": In(tile),
             "weight_addr": In(range(max(2, program.weight_word_count))),
             "bank_read": In(bank_port(program, ReadPort)).array(spec.pe_cols),
@@ -51,43 +50,53 @@ class MacPipeline(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p, k, en = self._program, self.k, self.en
+        p, k = self._program, self.k
         m.submodules.decoder = dec = TileDecoder(p)
         m.submodules.pe = pe = TernaryPEArray(p.spec)
         assert dec.LATENCY == DECODER_LATENCY and pe.latency == pe_latency(p.spec)
-        m.d.comb += [dec.addr.eq(self.weight_addr), dec.en.eq(en)]
+        m.d.comb += [dec.addr.eq(self.weight_addr), dec.en.eq(1)]
         if p.huffman:
             wiring.connect(m, wiring.flipped(self.cache_write), dec.cache_write)
         # the decoder's outputs belong to the tile issued DECODER_LATENCY cycles ago
-        tile_decoded = delayed(m, self.tile, DECODER_LATENCY, en=en, name="tile_dec")
+        tile_decoded = delayed(m, self.tile, DECODER_LATENCY, name="tile_dec")
         abits = p.addr_bits
         cbits, pbits = layouts.coord_bits(p), layouts.pixel_bits(p)
+        lanes, codes_dec = dec.lanes, dec.codes
+        # the datapath registers below have no reset (only the tiles' valid flags do): a reset would
+        # reach thousands of flip-flops, through a LUT where Yosys merges it with a "= 0" (see pe.py)
+        base = Signal(signed(max(pbits, abits + 1) + 2), reset_less=True)   # the tile's address less each lane's offset
+        if wide_pipeline(p.spec):
+            # a wide array (+1): the lane-map row (a block-RAM output) and the codes into registers, and
+            # the address part all lanes share summed beside them, so a lane's address is one adder
+            lanes = Signal.like(dec.lanes, name="lanes_reg", reset_less=True)
+            codes_dec = Signal.like(dec.codes, name="codes_reg", reset_less=True)
+            m.d.sync += [lanes.eq(dec.lanes), codes_dec.eq(dec.codes),
+                         base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)]
+            tile_decoded = delayed(m, tile_decoded, 1, name="tile_lanes")
+        else:
+            m.d.comb += base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)
         # lane addresses -> bank read (+1)
-        tile_read = delayed(m, tile_decoded, 1, en=en, name="tile_read")
-        inside = Signal(p.spec.pe_cols)
-        codes_read = Signal.like(dec.codes)
-        with m.If(en):
-            m.d.sync += codes_read.eq(dec.codes)
+        tile_read = delayed(m, tile_decoded, 1, name="tile_read")
+        inside = Signal(p.spec.pe_cols, reset_less=True)
+        codes_read = Signal.like(dec.codes, reset_less=True)
+        m.d.sync += codes_read.eq(codes_dec)
         for lane, port in enumerate(self.bank_read):
-            tap = dec.lanes[lane]
+            tap = lanes[lane]
             iy = Signal(signed(cbits + 1), name=f"iy{lane}")
             ix = Signal(signed(cbits + 1), name=f"ix{lane}")
             addr = Signal(signed(max(pbits, abits + 1) + 2), name=f"addr{lane}")
             m.d.comb += [iy.eq(tile_decoded.iy0 + tap.ky), ix.eq(tile_decoded.ix0 + tap.kx),
-                         addr.eq(k.in_base + dec.coff + tile_decoded.pixel_base + tap.aoff),
-                         port.addr.eq(addr[:abits]), port.en.eq(en)]
-            with m.If(en):
-                m.d.sync += inside[lane].eq((iy >= 0) & (iy < k.in_height) & (ix >= 0) & (ix < k.in_width))
+                         addr.eq(base + tap.aoff), port.addr.eq(addr[:abits]), port.en.eq(1)]
+            m.d.sync += inside[lane].eq((iy >= 0) & (iy < k.in_height) & (ix >= 0) & (ix < k.in_width))
         # activation register (+1): the block RAM output goes straight into a register
-        acts = Signal.like(pe.acts)
-        codes = Signal.like(codes_read)
-        tile_pe = delayed(m, tile_read, 1, en=en, name="tile_pe")
-        with m.If(en):
-            m.d.sync += codes.eq(codes_read)
-            for lane, port in enumerate(self.bank_read):
-                m.d.sync += acts[lane].eq(Mux(inside[lane], port.data, 0))
-        m.d.comb += [pe.acts.eq(acts), pe.codes.eq(codes), pe.en.eq(en),
-                     self.acc_tile.eq(delayed(m, tile_pe, pe.latency, en=en, name="tile_sum")),
+        acts = Signal.like(pe.acts, reset_less=True)
+        codes = Signal.like(codes_read, reset_less=True)
+        tile_pe = delayed(m, tile_read, 1, name="tile_pe")
+        m.d.sync += codes.eq(codes_read)
+        for lane, port in enumerate(self.bank_read):
+            m.d.sync += acts[lane].eq(Mux(inside[lane], port.data, 0))
+        m.d.comb += [pe.acts.eq(acts), pe.codes.eq(codes),
+                     self.acc_tile.eq(delayed(m, tile_pe, pe.latency, name="tile_sum")),
                      self.sums.eq(pe.sums)]
         return m
 
@@ -95,8 +104,9 @@ class MacPipeline(wiring.Component):
 class Accumulators(wiring.Component):
     """Per PE row an accumulator over a job's tiles; at the job's last tile the sums move to a shadow
     register, which is drained `out_lanes` channels (rows) a cycle towards the requantizers while the
-    array works on the next job (pe_rows / out_lanes drain steps). When a job ends while the shadow is
-    still full the whole MAC pipeline stalls (`stall`: every enable of the pipeline is its inverse).
+    array works on the next job (pe_rows / out_lanes drain steps). A job's last tile never arrives
+    while the shadow is still full: `TileSequencer` spaces last tiles by the drain steps (at the
+    latest, it arrives in the shadow's last drain step, which loads the next job's sums).
 
     * `tile` (in), `sums` (in): from `MacPipeline`; `k` (in): stage constants;
     * `channel_index` (out): the drain step (channel // out_lanes within the stage; the channel itself
@@ -115,7 +125,6 @@ class Accumulators(wiring.Component):
             "k": In(constants),
             "tile": In(self._tile),
             "sums": In(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
-            "stall": Out(1),
             "channel_index": Out(channel["channel"].shape),
             "channel_valid": Out(1),
             "channel_acc": Out(layouts.lane_sums_layout(program)),
@@ -127,7 +136,6 @@ class Accumulators(wiring.Component):
         p, k, tile = self._program, self.k, self.tile
         rows, cols = p.spec.pe_rows, p.spec.pe_cols
         lanes, steps = p.out_lanes, p.drain_steps
-        en = ~self.stall
         acc = [Signal(signed(p.acc_bits), name=f"acc{r}") for r in range(rows)]
         shadow = [Signal(signed(p.acc_bits), name=f"shadow{r}") for r in range(rows)]
         shadow_valid = Signal()
@@ -135,11 +143,9 @@ class Accumulators(wiring.Component):
         row = Signal(range(steps))         # the drain step: rows row * lanes ... + lanes - 1
         address = Signal.like(self.channel.address)
         res_address = Signal.like(self.channel.res_address) if p.has_residual else None
-        # last_row == (row == steps - 1), kept in a register: `freeing` feeds the stall, whose fan-out
-        # (every pipeline enable) is the iCE40's critical path, so it must not wait for a comparator
+        # last_row == (row == steps - 1), kept in a register, not behind a comparator
         last_row = Signal(init=int(steps == 1))
         freeing = shadow_valid & last_row
-        m.d.comb += self.stall.eq(tile.valid & tile.last & shadow_valid & ~freeing)
         # drain: out_lanes channels of the shadow per cycle
         index = self.channel_index
         m.d.comb += index.eq(Cat(row, shadow_job.group) if steps > 1 else shadow_job.group)
@@ -171,11 +177,11 @@ class Accumulators(wiring.Component):
         for r in range(rows):
             total = Signal(signed(p.acc_bits), name=f"total{r}")
             m.d.comb += total.eq(Mux(tile.first, 0, acc[r]) + self.sums[r])
-            with m.If(tile.valid & en):
+            with m.If(tile.valid):
                 m.d.sync += acc[r].eq(total)
                 with m.If(tile.last):
                     m.d.sync += shadow[r].eq(total)
-        with m.If(tile.valid & tile.last & en):
+        with m.If(tile.valid & tile.last):
             m.d.sync += [shadow_valid.eq(1), shadow_job.eq(tile.job), row.eq(0), last_row.eq(steps == 1),
                          address.eq(tile.job.channel_base)]
             if p.has_residual:

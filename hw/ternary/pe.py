@@ -1,8 +1,12 @@
 """The ternary PE array: `pe_rows` rows of `pe_cols` lanes that add, subtract or skip an activation.
 
 All rows see the same `pe_cols` activations (one tile per cycle); row r sums its lanes through a
-registered adder tree. Latency: `1 + log2(pe_cols)` enabled cycles (products, then one register per
-tree level). `en` low freezes every stage (the accelerator's global stall).
+registered adder tree. Latency: `1 + log2(pe_cols)` cycles (products, then one register per
+tree level). No enable and no reset: it moves every cycle (the accelerator never stalls it; what
+it holds counts only with a valid tile beside it, which is reset), so its thousands of registers
+share no control net. (With a reset, Yosys merges "product = 0" into the flip-flops' synchronous
+reset, and the board's power-on reset then reaches them through a LUT: the critical path of both
+reference builds until these registers lost theirs.)
 """
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ class TernaryPEArray(wiring.Component):
         self._spec = spec
         self.latency = pe_latency(spec)
         super().__init__({
-            "en": In(1),
             "acts": In(layouts.lanes_layout(spec, spec.act_bits)),
             "codes": In(layouts.tile_codes_layout(spec)),
             "sums": Out(data.ArrayLayout(signed(pe_sum_bits(spec)), spec.pe_rows)),
@@ -39,23 +42,22 @@ class TernaryPEArray(wiring.Component):
             for lane in range(spec.pe_cols):
                 code = self.codes[r][lane]
                 a = self.acts[lane]
-                p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}")
-                with m.If(self.en):
-                    with m.If(~code.nonzero):
-                        m.d.sync += p.eq(0)
-                    with m.Elif(code.negative):
-                        m.d.sync += p.eq(-a)
-                    with m.Else():
-                        m.d.sync += p.eq(a)
+                p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}", reset_less=True)
+                with m.If(~code.nonzero):
+                    m.d.sync += p.eq(0)
+                with m.Elif(code.negative):
+                    m.d.sync += p.eq(-a)
+                with m.Else():
+                    m.d.sync += p.eq(a)
                 level.append(p)
             depth = 0
             while len(level) > 1:
                 depth += 1
                 nxt = []
                 for i in range(0, len(level), 2):
-                    s = Signal(signed(min(width, spec.act_bits + 1 + depth)), name=f"sum_r{r}_d{depth}_{i // 2}")
-                    with m.If(self.en):
-                        m.d.sync += s.eq(level[i] + level[i + 1])
+                    s = Signal(signed(min(width, spec.act_bits + 1 + depth)), name=f"sum_r{r}_d{depth}_{i // 2}",
+                               reset_less=True)
+                    m.d.sync += s.eq(level[i] + level[i + 1])
                     nxt.append(s)
                 level = nxt
             m.d.comb += self.sums[r].eq(level[0])

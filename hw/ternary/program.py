@@ -55,14 +55,32 @@ PARAM_READ_LATENCY = 1     # shadow channel -> its requantization constants
 REQUANT_LATENCY = 4        # `Requantizer.LATENCY`
 
 
+# Large arrays (pe_rows * pe_cols >= WIDE_ARRAY PEs) put a register after the lane-map row, before the
+# pe_cols lane addresses (+1 activation latency). Smaller arrays keep the shorter pipeline, and so
+# their cycle counts. (A register after the requantization constants was tried and dropped: no build
+# showed a path through them, and it costs a cycle of every stage's tail and ~50 flip-flops a lane.)
+WIDE_ARRAY = 256
+
+
+def wide_pipeline(spec) -> bool:
+    """Whether the array is large enough for the extra pipeline registers (`WIDE_ARRAY`)."""
+    return spec.pe_rows * spec.pe_cols >= WIDE_ARRAY
+
+
+def activation_latency(spec) -> int:
+    """Lane-map row -> activations at the PE array: `ACTIVATION_LATENCY`, +1 on a wide array."""
+    return ACTIVATION_LATENCY + int(wide_pipeline(spec))
+
+
 def pe_latency(spec) -> int:
     """The PE array: products (1), then one register per adder-tree level."""
     return 1 + (spec.pe_cols - 1).bit_length()
 
 
 def pipeline_depth(spec) -> int:
-    """Cycles from issuing a tile to its sums reaching the accumulators: 5 + log2(pe_cols)."""
-    return DECODER_LATENCY + ACTIVATION_LATENCY + pe_latency(spec)
+    """Cycles from issuing a tile to its sums reaching the accumulators: 5 + log2(pe_cols) (6 + on a
+    wide array)."""
+    return DECODER_LATENCY + activation_latency(spec) + pe_latency(spec)
 
 
 # a stage's last shadow load -> its last channel written: pe_rows - 1 (the channels before it) + 1 (the

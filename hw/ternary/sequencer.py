@@ -9,18 +9,26 @@ from . import layouts
 
 
 class TileSequencer(wiring.Component):
-    """Walks a stage's jobs and issues their tiles, one per enabled cycle.
+    """Walks a stage's jobs and issues their tiles, at most one a cycle.
 
     For each output group (pe_rows channels), for each pooled output pixel (row by row), for each
     position in its pool window (a *job*), the group's kept tiles: weight words `weight_addr` =
     the group's first word, +1, ... The words per group come from the `og_table` memory.
 
+    The pipeline behind it never stalls: the requantizers drain a job's sums in R =
+    `TernaryProgram.drain_steps` cycles, so a job's last tile is held back (bubbles, `issue` low)
+    until R cycles after the previous job's last tile was issued. Its sums then reach the
+    accumulators exactly when the shadow register frees, as a stall there would have let them:
+    the same cycles, but no enable fanning out to every register of the MAC pipeline (the critical
+    net of large arrays). The first job of a stage waits for nothing (the stage before has drained).
+
     * `k` (in): the stage's constants (`StageConstants.k`, from `TernaryProgram.stage_table()`);
-    * `run` (in): the stage is issuing; `en` (in): the pipeline moves (low: stalled);
+    * `run` (in): the stage is issuing;
     * `start_image` (in): back to the first stage's first word and group; `start_stage` (in): back to
       the first job (the words and groups continue where the stage before ended); `end_image` (in):
       rewind the group table (before the next image's `start_image`);
-    * `tile` (out): the tile issued this cycle (`layouts.tile_layout`), `weight_addr` (out): its word;
+    * `tile` (out): the tile issued this cycle (`layouts.tile_layout`; `valid` low: none),
+      `weight_addr` (out): its word;
     * `issue` (out): a tile is issued this cycle; `stage_done` (out): it is the stage's last.
     """
 
@@ -30,7 +38,6 @@ class TileSequencer(wiring.Component):
         super().__init__({
             "k": In(constants),
             "run": In(1),
-            "en": In(1),
             "start_image": In(1),
             "start_stage": In(1),
             "end_image": In(1),
@@ -71,14 +78,19 @@ class TileSequencer(wiring.Component):
 
         job_counters = [group, tile_n, win_y, win_x, out_y, out_x, y_base, x_base, win_dy, win_dx, y_base_addr,
                         win_dy_addr, pixel, channel_base]
+        # last_tile == (tile_n == tile_last_n), kept in a register (set wherever either changes): it gates
+        # `issue`, whose fan-out (every counter of this sequencer) must not wait for a comparator
+        last_tile = Signal()
         with m.If(self.start_image | self.start_stage):
             m.d.sync += [c.eq(0) for c in job_counters]
+            m.d.sync += last_tile.eq(tile_last_n == 0)
         with m.If(self.start_image):
-            m.d.sync += [word.eq(0), group_first_word.eq(0), tile_last_n.eq(group_words.data - 1), group_next.eq(1)]
+            m.d.sync += [word.eq(0), group_first_word.eq(0), tile_last_n.eq(group_words.data - 1), group_next.eq(1),
+                         last_tile.eq(group_words.data == 1)]
         with m.If(self.end_image):
             m.d.sync += group_next.eq(0)
 
-        last_tile = tile_n == tile_last_n
+        last_ok = self._last_tile_gate(m, last_tile)
         window_last = (win_y == k.window_last) & (win_x == k.window_last)
         pixel_last = (out_y == k.row_last) & (out_x == k.col_last)
         group_last = group == k.group_last
@@ -86,8 +98,8 @@ class TileSequencer(wiring.Component):
         if p.huffman:
             m.d.comb += self.group_end.eq(last_tile & window_last & pixel_last)
         m.d.comb += [
-            self.weight_addr.eq(word), self.issue.eq(self.run & self.en),
-            t.valid.eq(self.run), t.first.eq(tile_n == 0), t.last.eq(last_tile),
+            self.weight_addr.eq(word), self.issue.eq(self.run & (~last_tile | last_ok)),
+            t.valid.eq(self.issue), t.first.eq(tile_n == 0), t.last.eq(last_tile),
             t.iy0.eq(y_base + win_dy - k.pad), t.ix0.eq(x_base + win_dx - k.pad),
             t.pixel_base.eq(y_base_addr + win_dy_addr + x_base + win_dx - k.pad_offset),
             t.job.group.eq(group), t.job.channel_base.eq(channel_base), t.job.pixel.eq(pixel),
@@ -96,9 +108,9 @@ class TileSequencer(wiring.Component):
         ]
         with m.If(self.issue):
             with m.If(~last_tile):
-                m.d.sync += [tile_n.eq(tile_n + 1), word.eq(word + 1)]
+                m.d.sync += [tile_n.eq(tile_n + 1), word.eq(word + 1), last_tile.eq(tile_n + 1 == tile_last_n)]
             with m.Else():  # the job's last tile: next window position, pooled pixel, output group
-                m.d.sync += [tile_n.eq(0), word.eq(group_first_word)]
+                m.d.sync += [tile_n.eq(0), word.eq(group_first_word), last_tile.eq(tile_last_n == 0)]
                 with m.If(win_x != k.window_last):
                     m.d.sync += [win_x.eq(win_x + 1), win_dx.eq(win_dx + k.conv_step)]
                 with m.Else():
@@ -118,7 +130,8 @@ class TileSequencer(wiring.Component):
                             with m.Else():  # output group done: the next group's words follow this one's
                                 m.d.sync += [out_y.eq(0), y_base.eq(0), y_base_addr.eq(0), pixel.eq(0),
                                              word.eq(word + 1), group_first_word.eq(word + 1),
-                                             tile_last_n.eq(group_words.data - 1), group_next.eq(group_next + 1)]
+                                             tile_last_n.eq(group_words.data - 1), group_next.eq(group_next + 1),
+                                             last_tile.eq(group_words.data == 1)]
                                 with m.If(((group + 1) & k.group_channel_mask) == 0):
                                     m.d.sync += channel_base.eq(channel_base + k.group_channel_step)
                                 with m.If(~group_last):
@@ -128,6 +141,24 @@ class TileSequencer(wiring.Component):
         if p.has_residual:
             self._residual_counters(m, job_counters, last_tile, win_x, win_y, out_x, out_y, group)
         return m
+
+    def _last_tile_gate(self, m, last_tile):
+        """High when a job's last tile may issue: R = drain_steps cycles or more after the last one
+        (or the first job of a stage or image). A register, counted down by `gap`."""
+        steps = self._program.drain_steps
+        if steps == 1:
+            return 1
+        gap = Signal(range(steps), name="drain_gap")        # cycles still to wait, from the next one
+        ok = Signal(init=1, name="last_ok")
+        with m.If(self.issue & last_tile):
+            m.d.sync += [gap.eq(steps - 1), ok.eq(0)]
+        with m.Else():
+            m.d.sync += ok.eq(gap <= 1)
+            with m.If(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
+        with m.If(self.start_image | self.start_stage):
+            m.d.sync += [gap.eq(0), ok.eq(1)]
+        return ok
 
     def _residual_counters(self, m, job_counters, last_tile, win_x, win_y, out_x, out_y, group):
         """The job's conv output pixel (before the fused pool) and its group's channel offset in the

@@ -14,10 +14,11 @@ One stage = a conv/linear layer with the pool reading it fused; stages run in la
 reading the map its layer's `source` names (and, in the writer, its `residual`), each map in the
 region the program's liveness allocation gave it. `TileSequencer` issues, for each output
 group of `pe_rows` channels, for each pooled output pixel, for each position in its pool window, the
-group's kept tiles, one per cycle; `MacPipeline` (decoder 2, activation read 2, PE array
+group's kept tiles, at most one per cycle; `MacPipeline` (decoder 2, activation read 2, PE array
 1 + log2 pe_cols) brings their sums to the `Accumulators`, whose shadow register the
-`RequantWriter` drains one channel per cycle while the array works on the next job; when the
-shadow is still busy at a job's end the whole MAC pipeline stalls (`Accumulators.stall`).
+`RequantWriter` drains out_lanes channels per cycle while the array works on the next job; the
+sequencer holds a job's last tile back until the shadow will be free when it arrives, so the
+pipeline never stalls (no enable fans out to it).
 The controller here: LOAD (the image comes in) -> RUN (issue a stage) -> DRAIN (its last outputs
 are written; then RUN the next stage) -> OUT (send the scores) -> LOAD.
 """
@@ -62,7 +63,6 @@ class TernaryAccelerator(wiring.Component):
         m.submodules.accumulators = acc = Accumulators(p, constants=consts.layout)
         m.submodules.writer = writer = RequantWriter(p, constants=consts.layout)
         m.submodules.output = output = ScoreOutput(p)
-        en = ~acc.stall
         ready = 1
         if p.huffman:   # the weight path decodes the Huffman stream into a tile cache, a group ahead
             from .tilecache import TileCacheFiller
@@ -87,9 +87,9 @@ class TernaryAccelerator(wiring.Component):
         m.d.comb += [
             consts.stage.eq(stage), seq.k.eq(k), mac.k.eq(k), acc.k.eq(k), writer.k.eq(k),
             loader.active.eq(state == LOAD),
-            seq.run.eq((state == RUN) & ready), seq.en.eq(en), seq.start_image.eq(loader.done),
+            seq.run.eq((state == RUN) & ready), seq.start_image.eq(loader.done),
             seq.start_stage.eq(next_stage & ~k.last_stage), seq.end_image.eq(output.done),
-            mac.en.eq(en), mac.tile.eq(seq.tile), mac.weight_addr.eq(seq.weight_addr),
+            mac.tile.eq(seq.tile), mac.weight_addr.eq(seq.weight_addr),
             acc.tile.eq(mac.acc_tile), acc.sums.eq(mac.sums),
             writer.enable.eq(state != LOAD), writer.channel_index.eq(acc.channel_index),
             writer.channel_valid.eq(acc.channel_valid), writer.channel_acc.eq(acc.channel_acc),

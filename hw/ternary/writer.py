@@ -77,7 +77,7 @@ class RequantWriter(wiring.Component):
             rqs.append(rq)
         valid, acc, channel, constants = self.channel_valid, self.channel_acc, self.channel, param.data
         if p.has_residual:
-            valid, acc, channel, constants = self._residual(m, rqs, constants)
+            valid, acc, channel, constants = self._residual(m, rqs, valid, acc, channel, constants)
         for i, rq in enumerate(rqs):
             lane_acc, lane_constants = (acc, constants) if lanes == 1 else (acc[i], constants[i])
             m.d.comb += [rq.i_valid.eq(valid), rq.i_acc.eq(lane_acc), rq.i_bias.eq(lane_constants.bias),
@@ -162,11 +162,11 @@ class RequantWriter(wiring.Component):
                 m.d.comb += [port.addr.eq(address[:p.addr_bits]), port.data.eq(pooled[b % lanes]),
                              port.en.eq(valid & ~k.to_scores & banked_hit)]
 
-    def _residual(self, m, rqs, constants):
+    def _residual(self, m, rqs, ch_valid, ch_acc, ch, constants):
         """Read r for the channels arriving now; their sums, constants and place wait a cycle in
         registers (they reach the requantizers with r). Returns the delayed (valid, acc, channel,
         constants)."""
-        p, k, ch = self._program, self.k, self.channel
+        p, k = self._program, self.k
         cols, lanes = p.spec.pe_cols, p.out_lanes
         address = Signal(p.addr_bits + 2)
         m.d.comb += address.eq(k.res_base + ch.res_address + ch.conv_pixel)
@@ -174,11 +174,11 @@ class RequantWriter(wiring.Component):
             for port in self.residual_read:
                 m.d.comb += [port.addr.eq(address[:p.addr_bits]), port.en.eq(1)]
         else:
-            self._residual_addresses(m, address)
-        valid, acc = Signal(name="res_wait_valid"), Signal.like(self.channel_acc, name="res_wait_acc")
+            self._residual_addresses(m, address, ch)
+        valid, acc = Signal(name="res_wait_valid"), Signal.like(ch_acc, name="res_wait_acc")
         channel = Signal.like(ch, name="res_wait_channel")
         held = Signal.like(constants, name="res_wait_params")
-        m.d.sync += [valid.eq(self.channel_valid), acc.eq(self.channel_acc), channel.eq(ch), held.eq(constants)]
+        m.d.sync += [valid.eq(ch_valid), acc.eq(ch_acc), channel.eq(ch), held.eq(constants)]
         if lanes == 1:
             banks = Array(port.data for port in self.residual_read)
             raw = [Mux(k.res_banked, banks[channel.channel[:max(1, (cols - 1).bit_length())]] if cols > 1 else banks[0],
@@ -193,11 +193,11 @@ class RequantWriter(wiring.Component):
             m.d.comb += [rq.i_residual.eq(r), rq.i_res_mult.eq(mult)]
         return valid, acc, channel, held
 
-    def _residual_addresses(self, m, address):
+    def _residual_addresses(self, m, address, ch):
         """out_lanes lanes: lane i wants r of channel c + i (c a multiple of out_lanes), which lies in
         bank (c + i) % pe_cols whether the map is banked (one address for all) or replicated (bank b
         holds channel b there, at its own address: `res_bank_offset{b}`); bank b serves lane b % L."""
-        p, k, ch = self._program, self.k, self.channel
+        p, k = self._program, self.k
         replicated = "res_bank_offset0" in k.shape().members
         for b, port in enumerate(self.residual_read):
             addr = address

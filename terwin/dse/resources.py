@@ -135,10 +135,15 @@ REGRESSOR_FUNCTIONS = {
     # ... an ECP5 distributed RAM cell (16 x 4), 4 LUT4s in RAM mode (activation banks of 128 words or
     # fewer, 4-bit banks of 256, the score memory); its read and write multiplexers come on top
     "distributed_luts": lambda f, fam: 4 * mapped(f, fam, "distributed"),
-    # the requantizer's multiplier (a second one with an average pool): (acc_bits x mult_bits) in DSP tiles
+    # the requantizers' multipliers (a second one with an average pool), one per out lane:
+    # (acc_bits x mult_bits) in DSP tiles
     "dsp_tiles": lambda f, fam: (math.ceil(f["program"].get("acc_bits", 0) / fpga.get(fam).dsp_width)
                                  * math.ceil(f["program"].get("mult_bits", 0) / fpga.get(fam).dsp_width)
-                                 * (1 + f["program"].get("has_avgpool", 0))),
+                                 * (1 + f["program"].get("has_avgpool", 0)) * _spec(f).get("out_lanes", 1)),
+    # the requantizer lanes beyond the first (out_lanes - 1), each about acc_bits + mult_bits wide (its
+    # adder, shifter and clamp; the multiplier is in DSPs), with their drain multiplexers and writes
+    "requant_lanes": lambda f, fam: (_spec(f).get("out_lanes", 1) - 1) * (f["program"].get("acc_bits", 0)
+                                                                         + f["program"].get("mult_bits", 0)),
     # the Winograd engine's multipliers, each of winograd_weight_bits x (transformed) activation bits
     "mult_lanes": lambda f, fam: _spec(f)["mult_lanes"],
     # the array's depth: adder-tree levels and fan-out grow with log2 of its size
@@ -337,7 +342,7 @@ def predict(dep, *, board: str) -> dict:
 REGRESSOR_SPEC_FIELDS = {
     "one": (), "pe_bits": ("pe_rows", "pe_cols", "act_bits"), "acc_bits": ("pe_rows", "act_bits"),
     "logic_mem_luts": ("pe_rows", "pe_cols", "act_bits"), "distributed_luts": ("pe_rows", "pe_cols", "act_bits"),
-    "mult_lanes": ("mult_lanes",), "log2_lanes": ("pe_rows", "pe_cols"), "dsp_tiles": ("act_bits",),
+    "mult_lanes": ("mult_lanes",), "requant_lanes": ("out_lanes", "act_bits"), "log2_lanes": ("pe_rows", "pe_cols"), "dsp_tiles": ("act_bits", "out_lanes"),
 }
 
 
