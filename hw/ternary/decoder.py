@@ -16,6 +16,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from terwin.hw import fpga
+
 from . import layouts
 from .program import DECODER_LATENCY
 
@@ -48,11 +50,11 @@ class TileDecoder(wiring.Component):
         m = Module()
         wmem = self._weights.memory()
         cmem = None
-        if self._huffman and getattr(platform, "family", None) != "ecp5":
+        if self._huffman and not _has_distributed_ram(platform):
             cmem = self._cache.memory()
         elif self._huffman:
-            # the ECP5 has distributed RAM: the tile cache (pe_rows * pe_cols * 2 bits wide: four block
-            # RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
+            # a family with distributed RAM (the ECP5): the tile cache (pe_rows * pe_cols * 2 bits wide:
+            # four block RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
             cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, init=[],
                                  attrs={"ram_style": "distributed"})
         m.submodules.weights = wmem
@@ -76,3 +78,10 @@ class TileDecoder(wiring.Component):
             m.d.sync += [codes.eq(word_codes), coff.eq(wrd.data.coff), last.eq(wrd.data.last)]
         m.d.comb += [self.codes.eq(codes), self.coff.eq(coff), self.last.eq(last), self.lanes.eq(lrd.data)]
         return m
+
+
+def _has_distributed_ram(platform) -> bool:
+    """Whether the platform's FPGA family (`terwin.hw.fpga`, asked, not named) has distributed RAM;
+    False in simulation (no platform) and for a family terwin does not know."""
+    family = fpga.FAMILIES.get(getattr(platform, "family", None))
+    return family is not None and family.distributed_ram is not None
