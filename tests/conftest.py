@@ -1,4 +1,4 @@
-"""Shared fixtures for the hardware and cocotb tests."""
+"""Shared fixtures: simulator builds, and the digits split the training tests share."""
 from __future__ import annotations
 
 import pytest
@@ -8,3 +8,12 @@ import pytest
 def rtl_build_root(tmp_path_factory):
     """One folder for simulator builds across the session (keyed by simulator and sources; Verilator's runtime compiled once)."""
     return tmp_path_factory.mktemp("rtl-builds")
+
+
+@pytest.fixture(scope="session")
+def digits_tensors():
+    """The built-in digits split as tensors, 10 % of the training images held out for validation (seed 0)."""
+    from terwin.algo.data import load_digits_split
+    from terwin.algo.train import Tensors
+
+    return Tensors.from_split(load_digits_split(), validation=0.1, seed=0)

@@ -25,8 +25,8 @@ TINY = Schedule(float_epochs=2, joint_epochs=2, finetune_epochs=2)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return Tensors.from_split(load_digits_split(), validation=0.1, seed=0)
+def data(digits_tensors):
+    return digits_tensors
 
 
 @pytest.fixture(scope="module")

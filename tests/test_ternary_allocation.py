@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from terwin.algo import torch_int
-from terwin.algo.data import load_digits_split
 from terwin.algo.quant import bn_affine
 from terwin.algo.ternary.allocation import budget_from_curves, sensitivity_allocation, sensitivity_curves
 from terwin.algo.ternary.export import export_ternary, live_slopes, sync_activation_scales
@@ -14,7 +13,7 @@ from terwin.algo.ternary.flow import Schedule, TernaryOptions, train_ternary
 from terwin.algo.ternary.net import ConvBlock, DigitsNet
 from terwin.algo.ternary.pruning import TilePruner, allocate
 from terwin.algo.ternary.ternarize import latent_weight, ternary_codes
-from terwin.algo.train import Tensors, reestimate_batchnorm
+from terwin.algo.train import reestimate_batchnorm
 from terwin.errors import TerwinError
 from terwin.spec import PE8X8
 
@@ -22,8 +21,8 @@ TINY = Schedule(float_epochs=2, joint_epochs=2, finetune_epochs=2)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return Tensors.from_split(load_digits_split(), validation=0.1, seed=0)
+def data(digits_tensors):
+    return digits_tensors
 
 
 @pytest.fixture(scope="module")

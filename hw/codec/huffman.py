@@ -60,15 +60,26 @@ def log2(n: int) -> int:
     return int(_log2(n))
 
 
+def check_widths(table: CanonicalTable, *, symbol_bits: int, word_bits: int) -> None:
+    """A decoder's widths for `table` (ValueError if not): words a power of two holding the longest
+    code, every symbol in `symbol_bits`."""
+    if word_bits < table.max_length or word_bits & (word_bits - 1) or symbol_bits < 1:
+        raise ValueError(f"word_bits must be a power of two of at least the longest code ({table.max_length} "
+                         f"bits), symbol_bits positive")
+    if max(table.symbols) >= 1 << symbol_bits:
+        raise ValueError(f"symbol {max(table.symbols)} does not fit in {symbol_bits} bits")
+
+
+def symbol_rom(table: CanonicalTable, symbol_bits: int) -> memory.Memory:
+    """The canonical code's symbols in code order: index = a code's rank, as the decoders compute it."""
+    return memory.Memory(shape=unsigned(symbol_bits), depth=len(table.symbols), init=list(table.symbols))
+
+
 class HuffmanDecoder(wiring.Component):
     """See the module docstring. `table`: the canonical code; `symbol_bits`: width of a symbol."""
 
     def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int = 1 << 24):
-        if word_bits < table.max_length or word_bits & (word_bits - 1) or symbol_bits < 1:
-            raise ValueError(f"word_bits must be a power of two of at least the longest code ({table.max_length} "
-                             f"bits), symbol_bits positive")
-        if max(table.symbols) >= 1 << symbol_bits:
-            raise ValueError(f"symbol {max(table.symbols)} does not fit in {symbol_bits} bits")
+        check_widths(table, symbol_bits=symbol_bits, word_bits=word_bits)
         self.table = table
         self.symbol_bits = symbol_bits
         self.word_bits = word_bits
@@ -84,8 +95,7 @@ class HuffmanDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         t, L, wb = self.table, self.table.max_length, self.word_bits
-        m.submodules.symbols = mem = memory.Memory(shape=unsigned(self.symbol_bits), depth=len(t.symbols),
-                                                   init=list(t.symbols))
+        m.submodules.symbols = mem = symbol_rom(t, self.symbol_bits)
         rd = mem.read_port()
 
         # the held words: slots[0] the oldest, bit `off` of slots[0..2] (from the most significant) the next

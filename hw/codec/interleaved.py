@@ -32,21 +32,17 @@ import functools
 import operator
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from terwin.codec import CanonicalTable
 
-from .huffman import log2
+from .huffman import check_widths, log2, symbol_rom
 
 
 class InterleavedHuffmanDecoder(wiring.Component):
     def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int | None = 1 << 24):
-        if word_bits < table.max_length or word_bits & (word_bits - 1) or symbol_bits < 1:
-            raise ValueError(f"word_bits must be a power of two of at least the longest code ({table.max_length} "
-                             f"bits), symbol_bits positive")
-        if max(table.symbols) >= 1 << symbol_bits:
-            raise ValueError(f"symbol {max(table.symbols)} does not fit in {symbol_bits} bits")
+        check_widths(table, symbol_bits=symbol_bits, word_bits=word_bits)
         self.table = table
         self.symbol_bits = symbol_bits
         self.word_bits = word_bits
@@ -63,8 +59,7 @@ class InterleavedHuffmanDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         t, L, wb = self.table, self.table.max_length, self.word_bits
-        m.submodules.symbols = mem = memory.Memory(shape=unsigned(self.symbol_bits), depth=len(t.symbols),
-                                                   init=list(t.symbols))
+        m.submodules.symbols = mem = symbol_rom(t, self.symbol_bits)
         rd = mem.read_port()
         ph = Signal()                      # the stream in stage A
         # symbols still to start in A, and a_left != 0 in a register (off the `go` path); without a
