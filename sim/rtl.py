@@ -491,9 +491,7 @@ def _verify_shard(item) -> VerifyResult:
         Path(root).mkdir(parents=True, exist_ok=True)
     except OSError:   # a cluster node without the caller's folder
         root = str(Path(tempfile.gettempdir()) / "terwin-build")
-    result = verify(dep, q, first=first, build_root=root, jobs=1, progress=False, **options)
-    result.scores = np.asarray(result.scores)
-    return result
+    return verify(dep, q, first=first, build_root=root, jobs=1, progress=False, **options)
 
 
 def _merge(dep, parts: list[VerifyResult], *, seconds: float) -> VerifyResult:
