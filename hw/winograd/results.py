@@ -51,6 +51,7 @@ class ResultReader(wiring.Component):
             "out_linear": In(1),
             "phase": In(phase),
             "count": In(program.count_bits),
+            "phase_end": In(1),
             "m_read": In(m_read_signature(program)),
             "param_index": Out(range(_outputs(program))),
             "param_en": Out(1),
@@ -65,19 +66,36 @@ class ResultReader(wiring.Component):
         m = Module()
         p, count, stage = self._program, self.count, self.phase.stage
         m.submodules.out_xform = xform = OutputTransform(acc_bits=p.acc_bits, y_bits=p.y_bits, m=p.spec.winograd_tile)
-        reading = Signal()
         # the reads start OUT_START cycles into the step (the lanes' last write of the tile lands then)
         index = Signal(len(count))
         m.d.comb += index.eq(count - OUT_START)
-        m.d.comb += [self.m_read.addr.eq(self.k.map_base + Mux(self.out_linear, index[2:], index)),
-                     self.m_read.en.eq(reading), self.m_read.buf.eq(self.phase.out_buf)]
-        for n, s in enumerate(p.stages):
-            if s.kind == WinogradConv2d.kind:
-                with m.If(self.out_window & (stage == n)):
-                    m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + OUT_READS_W * s.out_channels))
-            elif s.kind == Linear.kind:
-                with m.If(self.out_linear & (stage == n)):
-                    m.d.comb += reading.eq((count >= OUT_START) & (count < OUT_START + s.out_channels))
+
+        def reads_at(c):
+            """Whether the output side reads M in the step's cycle `c`."""
+            r = Signal()
+            for n, s in enumerate(p.stages):
+                if s.kind == WinogradConv2d.kind:
+                    with m.If(self.out_window & (stage == n)):
+                        m.d.comb += r.eq((c >= OUT_START) & (c < OUT_START + OUT_READS_W * s.out_channels))
+                elif s.kind == Linear.kind:
+                    with m.If(self.out_linear & (stage == n)):
+                        m.d.comb += r.eq((c >= OUT_START) & (c < OUT_START + s.out_channels))
+            return r
+
+        reading = reads_at(count)
+        # the map address and enable leave registers (they fan out to every block of the wide target
+        # map): computed a cycle ahead from the next cycle's count. A step's first cycle (count 0, the
+        # cycle after `phase_end`) never reads (OUT_START >= 1), so the next step's unit constants are
+        # not needed a cycle early; during a step the count rises by one a cycle (the schedule runs
+        # without stalls).
+        assert OUT_START >= 1
+        following = Signal(len(count) + 1)
+        ahead = Signal(len(count) + 1)
+        m.d.comb += [following.eq(count + 1), ahead.eq(following - OUT_START)]
+        read_next = reads_at(following)
+        m.d.sync += [self.m_read.addr.eq(self.k.map_base + Mux(self.out_linear, ahead[2:], ahead)),
+                     self.m_read.en.eq(read_next & ~self.phase_end)]
+        m.d.comb += self.m_read.buf.eq(self.phase.out_buf)
         # tags along the M read: valid, the read (Winograd: channel * 4 + row; linear: target), linear
         tag = Signal(range(max(OUT_READS_W, 1) * max(s.out_channels for s in p.stages) + 1))
         m_valid, m_target, m_linear, m_ty, m_tx = (

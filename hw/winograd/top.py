@@ -83,7 +83,7 @@ class WinogradAccelerator(wiring.Component):
                      mult.layer.eq(k.weighted_layer + phase.in_next), mult.buf.eq(phase.mult_buf)]
         for unit in units:
             m.d.comb += [unit.phase.eq(phase), unit.count.eq(seq.count)]
-        for unit in (operands, pool):
+        for unit in (operands, reader, pool):
             if unit is not None:
                 m.d.comb += unit.phase_end.eq(seq.phase_end)
         for unit in (reader, writer, pool):
