@@ -336,3 +336,29 @@ def test_sequencer_walks_steps_of_any_length_and_restarts():
     expected = [(i, c, int(c == n - 1), int(i == len(lengths) - 1 and c == n - 1))
                 for i, n in enumerate(lengths) for c in range(n)]
     assert seen == [expected, expected]
+
+
+def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_references():
+    """`synthesis_memories` lists a memory once per read port (Yosys copies it for each): the operand
+    memory once per lane, each bank MAP_WIDTH times, each activation buffer IN_PIXELS times; the
+    explorer's block-RAM count over them gives what the committed ECP5 reference builds measured."""
+    import json
+    from pathlib import Path
+
+    from terwin import fileformat
+    from terwin.dse import resources
+    from terwin.hw.winograd.program import IN_PIXELS
+
+    program = compile_program(small_dep(spec=PRESETS["winograd"]))
+    names = [m.name for m in program.synthesis_memories()]
+    assert len(names) == len(set(names))
+    assert sum(n.startswith("operands.") for n in names) == program.lanes
+    assert sum(n.startswith("bank0.") for n in names) == MAP_WIDTH
+    assert sum(n.startswith("act0.") for n in names) == IN_PIXELS
+    assert "target_map" in names and "schedule" in names
+    refs = sorted((Path(__file__).resolve().parents[1] / "bitstreams" / "ulx3s-85f").glob("winograd*/report.json"))
+    assert refs
+    for path in refs:
+        report = json.loads(path.read_text())
+        counted = resources.block_rams(resources.features(fileformat.load(path.parent / "model.terwin")), "ecp5")
+        assert abs(counted - report["brams"]) <= 1, (path.parent.name, counted, report["brams"])

@@ -289,6 +289,18 @@ class WinogradProgram(Program):
         ]
 
 
+    def synthesis_memories(self) -> list[MemoryImage]:
+        """The memories as synthesis maps them (the block-RAM count of `terwin.dse.resources`): a memory
+        once per read port (Yosys gives every read port its own copy; `SparseMultiplyStage` writes the
+        operand memory out as one copy per lane), so the operand memory `lanes` times, each
+        accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle) and each
+        activation buffer IN_PIXELS times (the input side reads that many pixels a cycle)."""
+        reads = {"operands": self.lanes, "act0": IN_PIXELS, "act1": IN_PIXELS,
+                 **{f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)}}
+        return [dataclasses.replace(image, name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
+                for image in self.memories() for n in range(reads.get(image.name, 1))]
+
+
 def _wrap_lanes(target_items: dict[int, list], lanes: int) -> tuple[list[list], list[list[int]]]:
     """McNaughton's wrap-around rule: deal the items of the targets, in target order, onto the lanes,
     ceil(total / lanes) items a lane; a target that crosses a lane boundary is split into pieces

@@ -94,7 +94,9 @@ def features(dep) -> dict:
         value = getattr(program, name, None)
         if isinstance(value, (bool, int, np.integer)):
             figures[name] = int(value)
-    memories = [[m.name, int(m.width), int(m.depth), bool(m.is_rom)] for m in program.memories()]
+    # a program that knows its memories' copies in synthesis (one per read port) lists them
+    images = getattr(program, "synthesis_memories", program.memories)()
+    memories = [[m.name, int(m.width), int(m.depth), bool(m.is_rom)] for m in images]
     return {"engine": engine.name, "spec": dep.spec.to_dict(), "stages": len(program.stages),
             "layers": program.n_layers, "program": figures, "memories": memories}
 
