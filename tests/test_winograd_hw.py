@@ -304,26 +304,31 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
 def test_sequencer_walks_steps_of_any_length_and_restarts():
     """The step entry lives in registers, read ahead from the schedule memory, and the step's last cycle
     is flagged a cycle ahead: steps of 1, 2 and 3 cycles in any order, twice (a second `start`), each
-    entry shown for exactly its length, `done` in the last step's last cycle."""
+    entry shown for exactly its length, `done` in the last step's last cycle; `arm_next` (from the
+    `start` cycle on) is `phase_end & arm` of the cycle after it, so the decoders' start can come out of
+    a register."""
     import dataclasses as dc
 
     from terwin.hw.winograd.program import Phase
     from terwin.hw.winograd.schedule import PhaseSequencer
     program = compile_program(small_dep(seed=3, input_shape=(1, 16, 16)))
     lengths = [1, 1, 3, 1, 2, 1, 1, 2, 3, 1]
-    program = dc.replace(program, phases=[Phase(0, n, in_tx=i) for i, n in enumerate(lengths)])
+    arms = [1, 0, 1, 1, 0, 1, 1, 1, 0, 1]
+    program = dc.replace(program, phases=[Phase(0, n, in_tx=i, arm=a) for i, (n, a) in enumerate(zip(lengths, arms))])
     dut = PhaseSequencer(program)
-    seen = []
+    seen, ahead = [], []
 
     async def bench(ctx):
         for _ in range(2):
             ctx.set(dut.start, 1)
+            nxt = [ctx.get(dut.arm_next)]
             await ctx.tick()
             ctx.set(dut.start, 0)
             ctx.set(dut.run, 1)
             run = []
             while True:
                 run.append((ctx.get(dut.phase.in_tx), ctx.get(dut.count), ctx.get(dut.phase_end), ctx.get(dut.done)))
+                nxt.append(ctx.get(dut.arm_next))
                 done = ctx.get(dut.done)
                 await ctx.tick()
                 if done:
@@ -331,11 +336,14 @@ def test_sequencer_walks_steps_of_any_length_and_restarts():
             ctx.set(dut.run, 0)
             await ctx.tick().repeat(3)
             seen.append(run)
+            ahead.append(nxt)
 
     run_sim(dut, bench)
     expected = [(i, c, int(c == n - 1), int(i == len(lengths) - 1 and c == n - 1))
                 for i, n in enumerate(lengths) for c in range(n)]
     assert seen == [expected, expected]
+    armed = [int(c == n - 1 and a) for n, a in zip(lengths, arms) for c in range(n)] + [0]
+    assert ahead == [armed, armed]
 
 
 def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_references():

@@ -172,7 +172,8 @@ class SparseMultiplyStage(wiring.Component):
     * `start` with `layer` (a weighted-layer number, held since the cycle before): every lane streams
       that layer's items from the next cycle, operands from half `buf` and sums into bank half `buf`
       (`buf` as it is while the items are offered); `busy` is high while any lane issues an item (the
-      products reach the banks MacLane.LATENCY cycles later);
+      products reach the banks MacLane.LATENCY cycles later); `start_ahead`: the same start a cycle
+      early (it goes through a register here: what the engine drives, `PhaseSequencer.arm_next`);
     * `m_read` (`m_read_signature`): MAP_WIDTH sums M of consecutive targets (the word at the layer's
       map base + the target / MAP_WIDTH), READ_LATENCY cycles after `addr` (map, the bank addresses
       in a register, banks, each lane's masked partial in a register, the sum of each group of 4
@@ -194,6 +195,7 @@ class SparseMultiplyStage(wiring.Component):
         super().__init__({
             "v_write": Out(WritePort.Signature(addr_width=p.word_bits + 1, shape=self._images["operands"].shape)),
             "start": In(1),
+            "start_ahead": In(1),
             "layer": In(range(len(self.weighted))),
             "buf": In(1),
             "busy": Out(1),
@@ -227,6 +229,11 @@ class SparseMultiplyStage(wiring.Component):
         m.d.sync += bank_buf.eq(read_buf)
         width = len(map_rp.data)
 
+        # `start_ahead` is `start` a cycle early, into a register here (the start fans out to every lane's
+        # weight-memory address): the lanes see either
+        start_r, start = Signal(), Signal()
+        m.d.sync += start_r.eq(self.start_ahead)
+        m.d.comb += start.eq(self.start | start_r)
         issuing = []
         sums = [[] for _ in range(width)]
         for lane in range(p.lanes):
@@ -237,7 +244,7 @@ class SparseMultiplyStage(wiring.Component):
                           per_word=p.in_pixels)
             m.submodules[f"decoder{lane}"] = dec
             m.submodules[f"lane{lane}"] = mac
-            m.d.comb += [dec.start.eq(self.start), dec.layer.eq(self.layer), mac.clear.eq(self.start),
+            m.d.comb += [dec.start.eq(start), dec.layer.eq(self.layer), mac.clear.eq(start),
                          mac.buf.eq(self.buf)]
             wiring.connect(m, dec.o_stream, mac.i_stream)
             rp = operand_copies[lane].read_port()

@@ -14,7 +14,9 @@ class PhaseSequencer(wiring.Component):
     * `start` (in): back to the first step (an image has come in); `run` (in): the schedule runs;
     * `phase` (out): the current entry (`layouts.phase_layout`); `count` (out): its cycle, from 0
       (every unit of the step counts its own work from it);
-    * `phase_end` (out): the step's last cycle; `done` (out): ... of the last step.
+    * `phase_end` (out): the step's last cycle; `done` (out): ... of the last step;
+    * `arm_next` (out): `phase_end & phase.arm` of the next cycle, given that the schedule runs from
+      `start` until `done` (so the decoders' start can leave a register: it fans out to every lane).
     """
 
     def __init__(self, program):
@@ -27,6 +29,7 @@ class PhaseSequencer(wiring.Component):
             "count": Out(program.count_bits),
             "phase_end": Out(1),
             "done": Out(1),
+            "arm_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -47,16 +50,20 @@ class PhaseSequencer(wiring.Component):
         m.d.comb += [self.phase.eq(current), entry.en.eq(1), self.phase_end.eq(self.run & last)]
         with m.If(self.phase_end):
             m.d.comb += entry.addr.eq(index + 2)
+            # the next step's first cycle is its last when it is one cycle long
+            m.d.comb += self.arm_next.eq((index != self._n - 1) & entry.data.arm & (entry.data.length == 1))
             m.d.sync += [index.eq(index + 1), count.eq(0), current.eq(entry.data),
                          left.eq(entry.data.length - 1), last.eq(entry.data.length == 1)]
             with m.If(index == self._n - 1):
                 m.d.comb += self.done.eq(1)
         with m.Elif(self.run):
             m.d.comb += entry.addr.eq(index + 1)
+            m.d.comb += self.arm_next.eq(current.arm & (left == 1))
             m.d.sync += [count.eq(count + 1), left.eq(left - 1), last.eq(left == 1)]
         with m.Else():
             m.d.comb += entry.addr.eq(1)
         with m.If(self.start):
+            m.d.comb += self.arm_next.eq(first.arm & (first_length == 1))
             m.d.sync += [index.eq(0), count.eq(0), current.eq(first), left.eq(first_length - 1),
                          last.eq(first_length == 1)]
         return m

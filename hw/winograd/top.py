@@ -78,7 +78,8 @@ class WinogradAccelerator(wiring.Component):
 
         # the schedule and what each phase starts
         m.d.comb += [seq.start.eq(loader.done), seq.run.eq(running), consts.stage.eq(phase.stage),
-                     mult.start.eq(seq.phase_end & phase.arm),   # the decoders start a cycle before MULT
+                     # the decoders start a cycle before MULT (phase_end & arm), from a register
+                     mult.start_ahead.eq(seq.arm_next),
                      # the step's IN (and so its arm) may be the next layer's first tile (`in_next`)
                      mult.layer.eq(k.weighted_layer + phase.in_next), mult.buf.eq(phase.mult_buf)]
         for unit in units:
