@@ -1,6 +1,7 @@
 """Calibration builds for the resource and fmax model of `terwin explore` (terwin.dse).
 
     python benchmarks/calibrate_resources.py [--workers 2] [--only NAME ...] [--refeature] [--fit] [--markdown]
+                                             [--engine winograd]
 
 Builds each point below with the real flow (`terwin.build.build_model`: yowasp Yosys + nextpnr) through
 `terwin.parallel` (a process pool), and records what nextpnr and Yosys report — LUTs, logic cells,
@@ -9,7 +10,8 @@ FFs, block RAMs, DSPs, fmax — with the model's features (`terwin.dse.resources
 runs/calibration/<name>.json, so an interrupted run loses nothing; a point already there is not built
 again. The committed reference builds (bitstreams/*/*/report.json) are calibration points too.
 `--refeature` recomputes the features of every recorded point (no build) after a change to
-`features`; `--fit` refits the coefficients (terwin/dse/coefficients.json) from the recorded
+`features`; `--engine NAME` refreshes only that engine's points (the others are kept as recorded in
+calibration.json, e.g. when runs/ holds only this engine's builds); `--fit` refits the coefficients (terwin/dse/coefficients.json) from the recorded
 points, with the held-out (leave-one-out) errors; `--markdown` rewrites the tables of docs/explore.md.
 
 Models: "synthetic" is `terwin.synthetic.random_deployment(spec, seed=0)` (the digits topology:
@@ -48,9 +50,13 @@ POINTS = [
     ("ecp5-syn-pe8x8-a4", "ulx3s-85f", dict(pe_rows=8, pe_cols=8, act_bits=4), "synthetic"),
     ("ice40-t50-pe4x8", "icebreaker", dict(pe_rows=4, pe_cols=8), "ternary-50"),
     ("ecp5-wino-l2", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=2), "synthetic"),
+    ("ecp5-wino-l1", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=1), "synthetic"),
+    ("ecp5-wino-l4", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=4), "synthetic"),
+    ("ecp5-wino-l8", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=8), "synthetic"),
 ]
-# Not built yet (the 2-core budget of the first calibration): larger arrays (32x16, 32x32) and more
-# Winograd lanes; the sweep flags predictions beyond the built range as extrapolated.
+# Not built yet (the 2-core budget of the first calibration): larger arrays (32x16, 32x32); the Winograd
+# engine at 16 lanes is the reference build bitstreams/ulx3s-85f/winograd-16lanes (the default model).
+# The sweep flags predictions beyond the built range as extrapolated.
 TARGET_MHZ = {"ice40": 40.5, "ecp5": 90.0}
 DOC_BEGIN, DOC_END = "<!-- calibration tables: benchmarks/calibrate_resources.py --markdown -->", \
     "<!-- end of calibration tables -->"
@@ -177,6 +183,8 @@ def main():
     parser.add_argument("--fit", action="store_true", help="refit the coefficients from the recorded points")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--markdown", action="store_true", help="print the tables of docs/explore.md")
+    parser.add_argument("--engine", help="refresh only this engine's points (the builds in runs/calibration and "
+                                         "the reference builds); the other engines' points stay as recorded")
     args = parser.parse_args()
 
     from terwin.dse import resources
@@ -197,6 +205,11 @@ def main():
             r["features"] = resources.features(make_model(p[2], p[3]))
             path.write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
         records[r["name"]] = r
+    if args.engine:
+        kept = [p for p in json.loads(resources.CALIBRATION.read_text())["points"]
+                if p["features"]["engine"] != args.engine]
+        records = {**{p["name"]: p for p in kept},
+                   **{k: r for k, r in records.items() if r["features"]["engine"] == args.engine}}
     data = {"about": "terwin explore's calibration builds: benchmarks/calibrate_resources.py",
             "machine": "shared 2-core x86-64, 24 GiB, no GPU",
             "boards": board_capacities(), "target_mhz": TARGET_MHZ,
