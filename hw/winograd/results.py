@@ -38,8 +38,9 @@ class ResultReader(wiring.Component):
       tile's one pooled output;
     * OUT_L (`out_linear`): each target is one output, `dest` its channel.
 
-    `param_index` with `param_en` (out): the output channel whose requantization constants to read
-    (the writer holds them while its outputs pass); `y_valid`, `y`, `dest`, `inside` (out): an output.
+    `param_index` with `param_en` (out): the output channel whose requantization constants to read,
+    two cycles before its first output (the writer registers them, and holds them while its outputs
+    pass); `y_valid`, `y`, `dest`, `inside` (out): an output.
     """
 
     def __init__(self, program, *, phase, constants):
@@ -102,6 +103,9 @@ class ResultReader(wiring.Component):
             delayed(m, v, M_READ_LATENCY, name=f"m_{name}") for v, name in
             ((reading, "valid"), (index, "target"), (self.out_linear, "linear"),
              (self.phase.out_ty, "ty"), (self.phase.out_tx, "tx")))
+        # the same a cycle earlier: a linear output's constants are read a cycle ahead (see below)
+        e_valid, e_target, e_linear = (delayed(m, v, M_READ_LATENCY - 1, name=f"e_{name}") for v, name in
+                                       ((reading, "valid"), (index, "target"), (self.out_linear, "linear")))
         m_val = self.m_read.data
         m.d.comb += tag.eq(m_target)
         window = [[Signal(signed(p.acc_bits), name=f"mwin{i}_{j}") for j in range(4)] for i in range(4)]
@@ -122,16 +126,21 @@ class ResultReader(wiring.Component):
         for i in range(4):
             for j in range(4):
                 m.d.comb += xform.i_stream.payload[i][j].eq(window[i][j])
-        # the constants: read the cycle before a channel's first output leaves the transform, held while its
-        # outputs are requantized
+        # the constants: the writer registers them after their memory (`ResultWriter`), so they are read
+        # two cycles before a channel's first output reaches the requantizer (it leaves the transform a
+        # cycle after that), and held while its outputs are requantized; `held` (the output's channel
+        # for `dest`) changes the cycle before the first output, as the constants' read did before
         feed_linear = m_valid & m_linear
+        assert OutputTransform.LATENCY >= 2 and M_READ_LATENCY >= 1
         param_window = delayed(m, feed_window, OutputTransform.LATENCY - 1, name="param_window")
         param_channel = delayed(m, channel, OutputTransform.LATENCY - 1, name="param_channel")
+        early_window = delayed(m, feed_window, OutputTransform.LATENCY - 2, name="early_window")
+        early_channel = delayed(m, channel, OutputTransform.LATENCY - 2, name="early_channel")
+        m.d.comb += [self.param_index.eq(Mux(early_window, early_channel, e_target)),
+                     self.param_en.eq(early_window | (e_valid & e_linear))]
         held = Signal(range(_outputs(p)))
-        m.d.comb += [self.param_index.eq(Mux(param_window, param_channel, tag)),
-                     self.param_en.eq(param_window | feed_linear)]
-        with m.If(self.param_en):
-            m.d.sync += held.eq(self.param_index)
+        with m.If(param_window | feed_linear):
+            m.d.sync += held.eq(Mux(param_window, param_channel, tag))
         linear_val, linear_valid = Signal(signed(p.acc_bits)), Signal()
         m.d.sync += [linear_val.eq(m_val[tag[0:2]]), linear_valid.eq(feed_linear)]
 
@@ -171,7 +180,8 @@ class ResultWriter(wiring.Component):
     max-pool (`k.pool_fused`) it keeps the largest of a tile's four requantized outputs (`quad` 0..3)
     and writes it with the fourth.
 
-    `param_index`/`param_en` (in): read constants `k.param_base + param_index` (held otherwise);
+    `param_index`/`param_en` (in): read constants `k.param_base + param_index` (held otherwise), which
+    reach the requantizer two cycles later (the memory, then a register);
     `y_valid`, `y`, `dest`, `inside` (in): an output; `write` (out): the activation write;
     `score_valid`, `score` (out): a score for the output FIFO.
     """
@@ -199,10 +209,14 @@ class ResultWriter(wiring.Component):
         m.submodules.params = params = p.memory("params").memory()
         param = params.read_port()
         m.d.comb += [param.addr.eq(k.param_base + self.param_index), param.en.eq(self.param_en)]
+        # the constants reach the requantizer through a register (the memory's output would otherwise
+        # feed the acc + bias carry chain directly); the reader asks for them a cycle earlier
+        held = Signal.like(param.data)
+        m.d.sync += held.eq(param.data)
         m.submodules.requant = rq = Requantizer(act_bits=p.act_bits, acc_bits=p.y_bits, bias_bits=p.bias_bits,
                                                 mult_bits=p.mult_bits, shift_bits=p.shift_bits)
-        m.d.comb += [rq.i_valid.eq(self.y_valid), rq.i_acc.eq(self.y), rq.i_bias.eq(param.data.bias),
-                     rq.i_mult.eq(param.data.mult), rq.i_shift.eq(param.data.shift)]
+        m.d.comb += [rq.i_valid.eq(self.y_valid), rq.i_acc.eq(self.y), rq.i_bias.eq(held.bias),
+                     rq.i_mult.eq(held.mult), rq.i_shift.eq(held.shift)]
         dest = delayed(m, self.dest, Requantizer.LATENCY, name="rq_dest")
         inside = delayed(m, self.inside, Requantizer.LATENCY, name="rq_inside")
         act, last_of_tile = rq.o_act, Const(1)
