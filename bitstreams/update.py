@@ -1,6 +1,6 @@
 """Rebuild the reference bitstreams and their table.
 
-    python bitstreams/update.py MODEL.terwin [--name ternary-50] [--board icebreaker=36@1 --board ulx3s-85f=90]
+    python bitstreams/update.py MODEL.terwin [--name ternary-50] [--board icebreaker=40.5@1 --board ulx3s-85f=90]
     python bitstreams/update.py --table-only
 
 Each build goes to bitstreams/<board>/<name>/ (bitstream + report.json + the model file it was built
@@ -19,11 +19,10 @@ from terwin.build import build_model
 from terwin.report import _fmt, build_row, markdown_table
 
 HERE = Path(__file__).resolve().parent
-# BOARD=MHZ[@SEED]. iCE40: the engine without the global stall (no enable net, reset-less MAC datapath)
-# could not be placed at a 40.5 MHz target with nextpnr seeds 1-3 ("Unable to find legal placement",
-# 4,173 of 5,280 LCs) and reached 39.37 MHz with seed 4; at a 36 MHz target seed 1 gives 41.45 MHz. The
-# stall engine reached 45.03, 44.08, 43.40, 46.13 MHz at 40.5 MHz (seeds 1-4).
-DEFAULT_TARGETS = ("icebreaker=36@1", "ulx3s-85f=90")
+# BOARD=MHZ[@SEED]. The iCE40 reference asks 40.5 MHz again: the engine without the global stall had
+# found no legal placement there (seeds 1-3) until its PE products stopped using the flip-flops'
+# synchronous reset as their "weight 0" (one control set per product; see hw/ternary/pe.py).
+DEFAULT_TARGETS = ("icebreaker=40.5@1", "ulx3s-85f=90")
 
 COLUMNS = [("model", "model"), ("board", "board"), ("device", "device"), ("luts", "LUTs"), ("logic_cells", "LCs"),
            ("ffs", "FFs"), ("brams", "BRAM"), ("dsps", "DSP"), ("fmax_mhz", "fmax (MHz)"),
@@ -44,10 +43,10 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   on the board is far slower; this is the accelerator's own rate).
 * GOPS counts 2 operations per multiply-accumulate of the dense (uncompressed) network
   (`dense_macs_per_image`) at fmax.
-* fmax depends on nextpnr's placement seed and target. ternary-50 on the iCE40, the engine without a
-  global stall: at 40.5 MHz seeds 1-3 found no legal placement and seed 4 reached 39.37 MHz, so the
-  reference asks 36 MHz (seed 1: 41.45 MHz); the engine with the stall reached 43.40-46.13 MHz at
-  40.5 MHz (seeds 1-4). Each build is
+* fmax depends on nextpnr's placement seed and target. ternary-50 on the iCE40 at 40.5 MHz, seeds
+  1-4: 42.96, 44.50, 45.01, 41.38 MHz (the engine with the global stall: 45.03, 44.08, 43.40, 46.13;
+  the first engine without it found no legal placement with seeds 1-3 until its PE products stopped
+  using the flip-flops' reset pin, see docs/hardware.md). Each build is
   deterministic: the same model, board, clock and seed give the same bitstream hash. Build times
   are wall-clock seconds on a 2-core machine shared with other work.
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:

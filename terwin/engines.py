@@ -68,7 +68,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
                                 ("logic_cells", ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts",
                                                  "requant_lanes")),
                                 ("ffs", ("one", "pe_bits", "acc_bits", "requant_lanes")), ("dsps", ("dsp_tiles",)),
-                                ("period_ns", ("one", "log2_lanes")))),
+                                ("period_ns", ("one", "log2_cols")))),
     Engine("winograd", compress_flow="terwin.algo.winograd.flow",
            plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow",
            explore_axes=(("mult_lanes", (1, 2, 4, 8, 16)),),

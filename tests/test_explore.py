@@ -67,6 +67,7 @@ def test_memory_mapping_rules():
     assert m("ice40", 17, 10, False) == ("block", 2)          # ... the iCE40 has none: 2 blocks < 170 bits
     assert m("ecp5", 8, 128, False) == ("distributed", 16)    # 16 x 4 = 64 < one block's 128
     assert m("ecp5", 8, 256, False) == ("block", 1)           # a tie (128): the block RAM
+    assert m("ice40", 64, 64, True) == ("logic", 64 * 64)     # a tie with logic (256): logic (a built pe8x8/2 lanes)
 
 
 def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():
@@ -84,12 +85,13 @@ def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():
 
 def test_held_out_errors_are_those_documented():
     """docs/explore.md states the model's error on held-out builds; the data must still give it."""
-    limits = {("ice40", "ternary"): {"logic_cells": 0.05, "luts": 0.05, "period_ns": 0.10},
-              ("ecp5", "ternary"): {"luts": 0.10, "period_ns": 0.15}}
+    # (mean, max) of the relative held-out errors; the issue asks max 10 % for LUTs (LCs), 15 % for fmax
+    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.03, 0.10)},
+              ("ecp5", "ternary"): {"luts": (0.05, 0.10), "period_ns": (0.10, 0.15)}}
     for (family, engine), quantities in limits.items():
-        for q, limit in quantities.items():
+        for q, (mean, worst) in quantities.items():
             err = resources.errors(COEFFS[family][engine][q])
-            assert err["n"] >= 5 and err["mean"] <= limit, (family, engine, q, err)
+            assert err["n"] >= 5 and err["mean"] <= mean and err["max"] <= worst, (family, engine, q, err)
 
 
 def test_nonnegative_least_squares():
@@ -188,17 +190,25 @@ def test_explore_a_model_file_retiles_its_weights(model, tmp_path, capsys):
     assert "fixes act_bits" in capsys.readouterr().err
 
 
-def test_a_field_the_calibration_never_set_is_swept_and_flagged(model, capsys):
-    """out_lanes came after the calibration builds: the cycle model sweeps it exactly, the resource
-    model cannot see its cost, and says so on every point that sets it."""
+def test_out_lanes_are_swept_and_beyond_the_calibration_flagged(model, capsys):
+    """out_lanes: the cycle model sweeps it exactly; the calibration builds have 1 and 2 lanes, so a
+    point with 4 is an extrapolation of the requantizer lanes' cost, and says so."""
     assert main(["explore", str(model), "--board", "icebreaker", "--axis", "out_lanes=1,2,4"]) == 0
-    out = capsys.readouterr().out
-    assert "out_lanes=1 " in out and "out_lanes=4 " in out
+    assert "of 3 points on icebreaker" in capsys.readouterr().out
     result = sweep.explore(model, board="icebreaker", axes={"out_lanes": (1, 4)})
     dep = fileformat.load(model)
     _check_points(result, dep.retarget, "icebreaker")
     flags = {HardwareSpec.from_dict(p["spec"]).out_lanes: p["predicted"]["extrapolated"] for p in result["points"]}
-    assert "out_lanes (not calibrated)" in flags[4] and "out_lanes (not calibrated)" not in flags[1]
+    assert "requant_lanes" in flags[4] and "requant_lanes" not in flags[1]
+
+
+def test_a_field_no_calibration_build_set_is_flagged():
+    """A spec field added after the calibration (every field of today's specs is calibrated): the fit
+    cannot see what it costs, so the prediction says it is an extrapolation."""
+    point = CALIBRATION["points"][0]
+    feat = {**point["features"], "spec": {**point["features"]["spec"], "a_later_field": 3}}
+    assert "a_later_field (not calibrated)" in resources.predict_features(feat, family=point["family"])["extrapolated"]
+    assert not any("not calibrated" in n for n in resources.predict_features(point["features"], family=point["family"])["extrapolated"])
 
 
 def test_explore_json_schema_and_plot(model, tmp_path):

@@ -6,11 +6,15 @@ tree level). No enable and no reset: it moves every cycle (the accelerator never
 it holds counts only with a valid tile beside it, which is reset), so its thousands of registers
 share no control net. (With a reset, Yosys merges "product = 0" into the flip-flops' synchronous
 reset, and the board's power-on reset then reaches them through a LUT: the critical path of both
-reference builds until these registers lost theirs.)
+reference builds until these registers lost theirs.) A product is zeroed by masking its bits, not by
+assigning 0: Yosys maps "p = 0 when the code is zero" to the flip-flops' synchronous reset, one
+control set (reset net) per product of act_bits + 1 flip-flops; an iCE40 logic tile (8 cells) holds
+one control set, so pe8x8's 64 sets of 9 filled 128 tiles half empty, and nextpnr's placer found no
+legal placement of ternary-50 at 40.5 MHz (170 control sets; masked: 42, 122 fewer logic cells).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,12 +47,10 @@ class TernaryPEArray(wiring.Component):
                 code = self.codes[r][lane]
                 a = self.acts[lane]
                 p = Signal(signed(spec.act_bits + 1), name=f"prod_r{r}_l{lane}", reset_less=True)
-                with m.If(~code.nonzero):
-                    m.d.sync += p.eq(0)
-                with m.Elif(code.negative):
-                    m.d.sync += p.eq(-a)
-                with m.Else():
-                    m.d.sync += p.eq(a)
+                # zero by masking (an AND in the LUT), not "p = 0" (a mux Yosys maps to the flip-flops'
+                # synchronous reset: one control set per product, 9 flip-flops each)
+                keep = code.nonzero.replicate(spec.act_bits + 1)
+                m.d.sync += p.eq(Mux(code.negative, -a, a).as_unsigned() & keep)
                 level.append(p)
             depth = 0
             while len(level) > 1:

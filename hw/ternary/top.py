@@ -50,6 +50,10 @@ class TernaryAccelerator(wiring.Component):
         n_stages = len(p.stages)
         LOAD, RUN, DRAIN, OUT = 0, 1, 2, 3
         state = Signal(2, init=LOAD)
+        # running == (state == RUN), kept in a register (set wherever `state` changes): it gates the
+        # sequencer's `issue`, whose fan-out is every counter of the sequencer (iCE40: the critical path
+        # went state -> run -> issue -> counters)
+        running = Signal()
         stage = Signal(range(max(2, n_stages)))
 
         m.submodules.constants = consts = StageConstants(p.stage_table())
@@ -87,7 +91,7 @@ class TernaryAccelerator(wiring.Component):
         m.d.comb += [
             consts.stage.eq(stage), seq.k.eq(k), mac.k.eq(k), acc.k.eq(k), writer.k.eq(k),
             loader.active.eq(state == LOAD),
-            seq.run.eq((state == RUN) & ready), seq.start_image.eq(loader.done),
+            seq.run.eq(running & ready), seq.start_image.eq(loader.done),
             seq.start_stage.eq(next_stage & ~k.last_stage), seq.end_image.eq(output.done),
             mac.tile.eq(seq.tile), mac.weight_addr.eq(seq.weight_addr),
             acc.tile.eq(mac.acc_tile), acc.sums.eq(mac.sums),
@@ -108,16 +112,16 @@ class TernaryAccelerator(wiring.Component):
 
         # the controller
         with m.If(loader.done):
-            m.d.sync += [state.eq(RUN), stage.eq(0)]
+            m.d.sync += [state.eq(RUN), running.eq(1), stage.eq(0)]
         with m.If(seq.stage_done):
-            m.d.sync += state.eq(DRAIN)
+            m.d.sync += [state.eq(DRAIN), running.eq(0)]
         with m.If(next_stage):
             with m.If(k.last_stage):
                 m.d.sync += state.eq(OUT)
             with m.Else():
-                m.d.sync += [state.eq(RUN), stage.eq(stage + 1)]
+                m.d.sync += [state.eq(RUN), running.eq(1), stage.eq(stage + 1)]
         with m.If(output.done):
-            m.d.sync += state.eq(LOAD)
+            m.d.sync += [state.eq(LOAD), running.eq(0)]
         return m
 
 

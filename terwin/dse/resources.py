@@ -41,8 +41,8 @@ COEFFICIENTS = HERE / "coefficients.json"
 
 # Yosys's memory_libmap maps each memory to the cheapest of: block RAMs (in the family's aspect ratios,
 # at its cost per block), the family's distributed RAM if it has one (RAMs only: ROMs are pruned from
-# it), or logic (cost per bit: 1/16 for a ROM, 1 for a RAM: the pass's defaults). A tie goes to block
-# RAM. The family's figures (its memory libraries' costs) are in its `terwin.hw.fpga` module.
+# it), or logic (cost per bit: 1/16 for a ROM, 1 for a RAM: the pass's defaults). A tie of block
+# and distributed RAM goes to block RAM, a tie with logic to logic. The family's figures (its memory libraries' costs) are in its `terwin.hw.fpga` module.
 LOGIC_COST = {True: 1 / 16, False: 1.0}  # per bit: ROM, RAM
 
 
@@ -56,7 +56,9 @@ def memory_mapping(family: str, width: int, depth: int, rom: bool) -> tuple[str,
         d, w, cost = fam.distributed_ram
         units = math.ceil(depth / d) * math.ceil(width / w)
         options.append((units * cost, 1, "distributed", units))
-    options.append((width * depth * LOGIC_COST[rom], 2, "logic", width * depth))
+    # logic wins a tie with the cheapest library option (iCE40 pe8x8 with 2 out lanes: its 64 x 64
+    # requantization ROM, 256 either way, became logic: 17 block RAMs, not 21)
+    options.append((width * depth * LOGIC_COST[rom], -1, "logic", width * depth))
     _, _, kind, n = min(options)
     return kind, n
 
@@ -150,6 +152,9 @@ REGRESSOR_FUNCTIONS = {
     "mult_lanes": lambda f, fam: _spec(f)["mult_lanes"],
     # the array's depth: adder-tree levels and fan-out grow with log2 of its size
     "log2_lanes": lambda f, fam: math.log2(_lanes(f)),
+    # ... of its columns: the activation lanes (a bank address adder each, the adder trees' depth); on
+    # the engine without the global stall the rows barely count (ECP5: pe16x8 109.9 MHz, pe8x16 83.0)
+    "log2_cols": lambda f, fam: math.log2(_spec(f)["pe_cols"]),
 }
 
 # Per engine, the regressors of each fitted quantity ("period_ns": 1000 / fmax) are the engine's own
@@ -344,7 +349,7 @@ def predict(dep, *, board: str) -> dict:
 REGRESSOR_SPEC_FIELDS = {
     "one": (), "pe_bits": ("pe_rows", "pe_cols", "act_bits"), "acc_bits": ("pe_rows", "act_bits"),
     "logic_mem_luts": ("pe_rows", "pe_cols", "act_bits"), "distributed_luts": ("pe_rows", "pe_cols", "act_bits"),
-    "mult_lanes": ("mult_lanes",), "requant_lanes": ("out_lanes", "act_bits"), "log2_lanes": ("pe_rows", "pe_cols"), "dsp_tiles": ("act_bits", "out_lanes"),
+    "mult_lanes": ("mult_lanes",), "requant_lanes": ("out_lanes", "act_bits"), "log2_lanes": ("pe_rows", "pe_cols"), "log2_cols": ("pe_cols",), "dsp_tiles": ("act_bits", "out_lanes"),
 }
 
 
