@@ -52,8 +52,8 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:
   `terwin compress --family winograd` (seed 0). The winograd engine does not fit the UP5K, so it has
   no iCE40 build: its weight streams and target map alone need more block RAM than the UP5K's 30
-  (about 76 blocks by the memory shapes of the sequential design), and `terwin build --board
-  icebreaker` of the overlapped design stops at 5,918 logic cells of 5,280. resnet8:
+  (weight streams 36 blocks, target map 16; the whole 4-lane design 109 as `terwin explore` counts
+  them, one copy per read port), and `terwin build --board icebreaker` of the overlapped design stops at 5,918 logic cells of 5,280. resnet8:
   `examples/resnet8.py` (a user's residual network, `terwin compress --family ternary --model
   examples/resnet8.py:resnet8 --data digits32`, 50 % of tiles, seed 0); it needs 6,481 logic cells of
   the UP5K's 5,280, so it has no iCE40 build either.
