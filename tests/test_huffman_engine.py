@@ -101,12 +101,13 @@ def test_raw_models_keep_their_memories():
         [n for n in names if n != "weights"]
 
 
-def _run_filler(program, *, release_after=None, cycles_=None):
-    """The filler alone: `start`, then the sequencer's first tile of every group issued at once (or
-    group 1's only from cycle `release_after`). Returns [(cycle, entry, codes value)] of its writes."""
+def _run_filler(program, *, releases=((1, None),), cycles_=None):
+    """The filler alone: `start`, then from each cycle of `releases` on the sequencer's job-first tile at
+    that word issued every cycle (None: the last group's first word, so every tile may be written).
+    Returns [(cycle, entry, codes value)] of its writes."""
     dut = TileCacheFiller(program)
     hw = program.huffman_weights
-    starts = np.concatenate([[0], np.cumsum(program.og_counts)[:-1]])
+    last_group = int(np.sum(program.og_counts[:-1]))
     writes = []
     total = cycles_ or FIRST_SYMBOL + hw.count + 20
 
@@ -115,10 +116,11 @@ def _run_filler(program, *, release_after=None, cycles_=None):
         await ctx.tick()
         ctx.set(dut.start, 0)
         for cycle in range(1, total):
-            if release_after is None or cycle >= release_after:
-                ctx.set(dut.issue, 1)
-                ctx.set(dut.first, 1)
-                ctx.set(dut.weight_addr, int(starts[-1]))    # the last group: every group may be written
+            for at, word in releases:
+                if cycle >= at:
+                    ctx.set(dut.issue, 1)
+                    ctx.set(dut.first, 1)
+                    ctx.set(dut.weight_addr, last_group if word is None else word)
             if ctx.get(dut.cache_write.en):
                 writes.append((cycle, ctx.get(dut.cache_write.addr), Const.cast(ctx.get(dut.cache_write.data)).value))
             assert not ctx.get(dut.error)
@@ -150,16 +152,24 @@ def test_filler_writes_every_tile_one_symbol_a_cycle(spec, kw):
     assert [w[0] for w in writes] == [FIRST_SYMBOL + (t + 1) * s - 1 for t in range(len(writes))]
 
 
-def test_filler_stays_one_group_ahead_of_the_sequencer():
-    program = compile_program(huffman(random_deployment(*NETWORKS["pe4x4"][0:1], **NETWORKS["pe4x4"][1])))
-    n0, n1 = (int(v) for v in program.og_counts[:2])
+def test_filler_writes_at_most_the_ring_ahead_of_the_sequencer():
+    """Tile t overwrites tile t - depth: only once the sequencer's output group begins after that tile
+    (a job-first issue at word w frees every tile before w)."""
+    spec, kw = NETWORKS["pe4x4"]
+    program = compile_program(huffman(random_deployment(spec, **kw, tile_sparsity=0.0)))
     hw = program.huffman_weights
-    release = FIRST_SYMBOL + hw.count + 50
-    writes = _run_filler(program, release_after=release, cycles_=release + hw.count + 20)
-    before = [w for w in writes if w[0] < release]
-    assert len(before) == n0 + n1                      # groups 0 and 1, then it waits
-    assert len(writes) == len(program.words) and [w[2] for w in writes] == _codes(program)
-    assert writes[n0 + n1][0] > release                # group 2 only after group 1's first issue
+    depth, words = hw.cache_depth, len(program.words)
+    starts = np.concatenate([[0], np.cumsum(program.og_counts)[:-1]])
+    group = next(int(w) for w in starts if 0 < w and w + depth < words)   # a group that frees some tiles
+    assert words > depth
+    phase = FIRST_SYMBOL + hw.count + 50
+    releases = ((phase, group), (2 * phase, None))
+    writes = _run_filler(program, releases=releases, cycles_=3 * phase)
+    assert len([w for w in writes if w[0] < phase]) == depth                 # a full ring, then it waits
+    assert len([w for w in writes if w[0] < 2 * phase]) == group + depth     # the tiles before `group` freed
+    assert writes[depth][0] > phase and writes[group + depth][0] > 2 * phase
+    assert [w[2] for w in writes] == _codes(program)
+    assert [w[1] for w in writes] == [t % depth for t in range(words)]
 
 
 def test_ternary_50_huffman_runs_and_shrinks_the_weight_memories():

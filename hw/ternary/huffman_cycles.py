@@ -25,33 +25,26 @@ from .huffman_program import FIRST_SYMBOL
 def huffman_stage_cycles(program) -> list[int]:
     """Per stage: its cycles (RUN and DRAIN) with the Huffman weight path."""
     hw = program.huffman_weights
-    per_tile, count = hw.symbols_per_tile, hw.count
+    per_tile = hw.symbols_per_tile
     rows, depth = program.drain_steps, program.pipeline_depth
     og = [int(v) for v in program.og_counts]
     # the producer's state
-    written = group = group_word = prev_word = accepted = sym = 0
-    left = og[0] - 1
+    ring, n_words = hw.cache_depth, sum(og)
+    written = accepted = sym = 0
     cons_base = cons_seen = 0     # cons_seen: cons_base a cycle ago (what `allowed` compares)
     out = []
     x = 1            # absolute cycle (0: start); the first stage's RUN begins at 1
     gword = 0        # first word of the current output group (consumer)
-    g = 0            # global output group (consumer)
 
     def produce(x):
-        nonlocal written, group, group_word, prev_word, accepted, sym, left, cons_seen
-        allowed = prev_word <= cons_seen
+        nonlocal written, accepted, sym, cons_seen
+        allowed = written < cons_seen + ring      # tile `written` may overwrite tile written - ring
         cons_seen = cons_base
-        if accepted < count and x >= FIRST_SYMBOL + accepted and allowed:
+        if written < n_words and x >= FIRST_SYMBOL + accepted and allowed:
             accepted += 1
             if sym == per_tile - 1:
                 sym = 0
                 written += 1
-                if left == 0:
-                    group += 1
-                    prev_word, group_word = group_word, written
-                    left = og[group] - 1 if group < len(og) else 0
-                else:
-                    left -= 1
             else:
                 sym += 1
 
@@ -64,7 +57,6 @@ def huffman_stage_cycles(program) -> list[int]:
             for _ in range(jobs):
                 tiles += [(gword + k, k == 0, k == n - 1) for k in range(n)]
             gword += n
-            g += 1
         total_jobs = jobs * len(s.og_counts)
         pipe = [None] * depth            # pipe[-1]: the tile at the accumulators' input
         shadow, row = False, 0

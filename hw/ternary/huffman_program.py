@@ -109,9 +109,9 @@ def compile_huffman(program) -> HuffmanWeights:
     used = int(np.count_nonzero(counts))
     lengths = codec.code_lengths(counts, max(MAX_CODE_BITS, (used - 1).bit_length()))
     streams = tuple(codec.encode(part, lengths) for part in (symbols[0::2], symbols[1::2]))
-    og = program.og_counts
-    pairs = og[:-1] + og[1:] if og.size > 1 else og
-    depth = 1 << max(1, int(pairs.max()) - 1).bit_length()
+    # a ring of tiles at least the largest output group (the group the sequencer is on stays whole while
+    # the filler writes ahead into the rest), a power of two (entry = word % depth: the word's low bits)
+    depth = 1 << max(1, int(program.og_counts.max()) - 1).bit_length()
     return HuffmanWeights(lengths=lengths, symbol_bits=2 * g, symbols_per_tile=per_tile, symbols=symbols,
                           streams=streams, cache_depth=depth)
 

@@ -70,8 +70,6 @@ class TileCacheFiller(wiring.Component):
         # filler stops taking symbols after the last group's last tile
         m.submodules.decoder = dec = InterleavedHuffmanDecoder(hw.table, symbol_bits=sb, word_bits=wb,
                                                                max_count=None)
-        m.submodules.og_counts = ogmem = p.memory("og_table").memory()
-        og = ogmem.read_port(domain="comb")
         m.d.comb += [dec.start.eq(self.start), self.error.eq(dec.error)]
 
         # each stream's words into the decoder, one a cycle: the read port holds word `faddr` (the last
@@ -92,25 +90,15 @@ class TileCacheFiller(wiring.Component):
             with m.Elif(step):
                 m.d.sync += faddr.eq(faddr + 1)
 
-        # the consumer's current output group: the word of its last job-first tile
-        cons_base = Signal.like(self.weight_addr)
-        with m.If(self.start):
-            m.d.sync += cons_base.eq(0)
-        with m.Elif(self.issue & self.first):
-            m.d.sync += cons_base.eq(self.weight_addr)
-
-        # the producer: tile `written`, output group `group` (its first word `group_word`, the group
-        # before's `prev_word`), `left` tiles of the group after this one, symbol `sym` of the tile
+        # the producer: tile `written` (entry written % depth), symbol `sym` of it
         written = self.written
-        group = Signal(range(len(p.og_counts) + 1))
-        group_word = Signal.like(written)
-        prev_word = Signal.like(written)
-        left = Signal(range(int(p.og_counts.max()) + 1))
+        depth = hw.cache_depth
+        n_words = p.weight_word_count
         sym = Signal(range(max(2, per_tile)))
         buf = Signal(sb * (per_tile - 1)) if per_tile > 1 else None
         allowed = Signal()
         ready = Signal()
-        m.d.comb += [dec.o_stream.ready.eq(allowed & ~self.start), og.addr.eq(group + 1)]
+        m.d.comb += dec.o_stream.ready.eq(allowed & ~self.start)
         accept = dec.o_stream.valid & dec.o_stream.ready
         tile_done = accept & (sym == per_tile - 1)
         # ready = written > weight_addr, in a register (off the sequencer's issue path, an iCE40 critical
@@ -129,25 +117,28 @@ class TileCacheFiller(wiring.Component):
         w = self.cache_write
         m.d.comb += [w.en.eq(tile_done), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
                      w.data.eq(Cat(buf, dec.o_stream.payload) if buf is not None else dec.o_stream.payload)]
-        prev_next = Mux(tile_done & (left == 0), group_word, prev_word)
-        done = Signal()          # the last group's last tile is written: take no more symbols
-        done_next = done | (tile_done & (left == 0) & (group == len(p.og_counts) - 1))
+        # the ring: tile t goes into entry t % depth over tile t - depth, which the sequencer never reads
+        # again once its output group began after it (t - depth < cons_base: depth >= the largest group,
+        # so the current group always fits). `limit` = cons_base + depth - 1, a register beside cons_base;
+        # allowed (a register) = written_next - depth < cons_base, i.e. written_next <= limit
+        limit = Signal(range(n_words + depth + 1))
+        with m.If(self.start):
+            m.d.sync += limit.eq(depth - 1)
+        with m.Elif(self.issue & self.first):
+            m.d.sync += limit.eq(self.weight_addr + (depth - 1))
+        done = Signal()          # the last tile is written: take no more symbols
+        done_next = done | (tile_done & (written == n_words - 1))
         with m.If(self.start):
             m.d.sync += [allowed.eq(1), done.eq(0)]
         with m.Else():
-            m.d.sync += [allowed.eq(~done_next & (prev_next <= cons_base)), done.eq(done_next)]
+            m.d.sync += [allowed.eq(~done_next & Mux(tile_done, written < limit, written <= limit)),
+                         done.eq(done_next)]
         with m.If(self.start):
-            m.d.sync += [written.eq(0), group.eq(0), group_word.eq(0), prev_word.eq(0), sym.eq(0),
-                         left.eq(int(p.og_counts[0]) - 1)]
+            m.d.sync += [written.eq(0), sym.eq(0)]
         with m.Elif(accept):
             if buf is not None:
                 m.d.sync += buf.eq(Cat(buf[sb:], dec.o_stream.payload))
             m.d.sync += sym.eq(Mux(sym == per_tile - 1, 0, sym + 1))
             with m.If(tile_done):
                 m.d.sync += written.eq(written + 1)
-                with m.If(left == 0):   # the group's last tile: the next group
-                    m.d.sync += [group.eq(group + 1), prev_word.eq(group_word), group_word.eq(written + 1),
-                                 left.eq(og.data - 1)]
-                with m.Else():
-                    m.d.sync += left.eq(left - 1)
         return m
