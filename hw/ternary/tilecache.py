@@ -159,10 +159,16 @@ class TileCacheFiller(wiring.Component):
             m.d.sync += sym.eq(Mux(sym == per_tile - 1, 0, sym + 1))
             with m.If(tile_done):
                 m.d.sync += written.eq(written + 1)
-        # the side walker: the tile mask (`tile_positions`), one position a cycle, in the raw words' order;
-        # at a visited tile it writes its lane-map row and channel offset into `tile_side` (entry
-        # side % depth, the same ring rule as the codes), counted from the stage's constants
-        # (`walk_constants`)
+        self._side_walker(m, side, side_write, limit)
+        return m
+
+    def _side_walker(self, m, side, side_write, limit):
+        """The side walker: the tile mask (`tile_positions`), one position a cycle, in the raw words'
+        order; at a visited tile it writes its lane-map row and channel offset into `tile_side` (entry
+        side % depth, the same ring rule as the codes), counted from the stage's constants
+        (`walk_constants`)."""
+        p = self._program
+        w = self.cache_write
         positions = len(tile_positions(p))
         k = walk_constants(p)
         image = p.memory("tile_mask")      # in block RAM, asked for (Yosys would make the small ROM of logic)
@@ -214,4 +220,3 @@ class TileCacheFiller(wiring.Component):
                         m.d.sync += [og.eq(og + 1), lm.eq(lm_group)]
                     with m.Else():   # the next stage: its lane-map rows follow this one's
                         m.d.sync += [og.eq(0), stage.eq(stage + 1), lm.eq(lm + 1), lm_group.eq(lm + 1)]
-        return m
