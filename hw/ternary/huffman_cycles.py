@@ -13,7 +13,8 @@ counters, the issue pipeline's valid/last bits, the shadow register; no data), e
   last symbol writes it, seen by the sequencer the cycle after;
 * the side walker looks at tile-mask position p in cycle p + 1 at the earliest: a pruned position
   it passes, a visited one it writes (side entry s) when s < cons_base + depth, as above, then
-  moves on; the sequencer sees the entry the cycle after;
+  moves on; the sequencer sees the entry two cycles after (its `ready` compares the side count of
+  the cycle before);
 * the sequencer issues the next tile in a cycle of its stage's RUN when the tile is in both rings and,
   for a job's last tile, R = drain steps cycles or more have passed since the stage's previous last
   tile issued (`TileSequencer`'s gate: the pipeline never stalls); the tile reaches the accumulators
@@ -36,14 +37,15 @@ def huffman_stage_cycles(program) -> list[int]:
     ring, n_words = hw.cache_depth, sum(og)
     written = accepted = sym = 0
     mask = [bool(v) for v in tile_positions(program)]
-    pos = side = 0                # the side walker: its position in the tile mask, side entries written
+    pos = side = side_seen = 0    # the side walker: its position in the tile mask, side entries written
     cons_base = cons_seen = 0     # the word after the last finished group; cons_seen: a cycle ago
     out = []
     x = 1            # absolute cycle (0: start); the first stage's RUN begins at 1
     gword = 0        # first word of the current output group (consumer)
 
     def produce(x):
-        nonlocal written, accepted, sym, cons_seen, pos, side
+        nonlocal written, accepted, sym, cons_seen, pos, side, side_seen
+        side_seen = side                          # the sequencer sees a side entry a cycle late
         allowed = written < cons_seen + ring      # tile `written` may overwrite tile written - ring
         side_allowed = side < cons_seen + ring
         cons_seen = cons_base
@@ -75,7 +77,7 @@ def huffman_stage_cycles(program) -> list[int]:
             acc_in = pipe[-1]
             freeing = shadow and row == rows - 1
             assert not (acc_in and shadow and not freeing), "a job's sums reached a busy shadow register"
-            ready = i < len(tiles) and min(written, side) > tiles[i][0]
+            ready = i < len(tiles) and min(written, side_seen) > tiles[i][0]
             gate = i < len(tiles) and (not tiles[i][1] or last_issued is None or t - last_issued >= rows)
             issue = ready and gate
             new_base = None

@@ -10,8 +10,9 @@ See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
   cons_base + depth - 1 is the register the filler keeps);
 * `cache_write` (out): one tile's codes a write, at entry word % depth (`tile_cache`); beside it
   (`side_*`) one tile's lane-map row and channel offset a write, at the same entry (`tile_side`);
-* `ready` (out): the tile at `weight_addr` is in both rings (`written > weight_addr` and
-  `side > weight_addr`, computed a cycle ahead into a register): the top issues only then.
+* `ready` (out): the tile at `weight_addr` is in both rings (`written > weight_addr`, computed a
+  cycle ahead into a register, and `side > weight_addr` with the side count of the cycle before):
+  the top issues only then.
 
 Both rings hold `depth` tiles (a power of two at least the largest output group): tile t overwrites
 tile t - depth, so it may be written once the sequencer has finished the output group of tile
@@ -130,7 +131,9 @@ class TileCacheFiller(wiring.Component):
         with m.If(self.start):
             m.d.sync += ready.eq(0)
         with m.Else():
-            m.d.sync += ready.eq(ready_next(written, tile_done) & ready_next(side, side_write))
+            # the side count as it was (not side_next): the tile mask's read stays off this path (a side
+            # entry is seen a cycle later; the walker runs ahead of the decoder but at the image's start)
+            m.d.sync += ready.eq(ready_next(written, tile_done) & ready_next(side, 0))
         w = self.cache_write
         # each symbol straight into its place in the tile's entry (byte enables: no tile assembly register);
         # the entry's old tile is free before the tile's first symbol (`allowed` holds for every symbol)
