@@ -17,8 +17,8 @@ from amaranth.sim import Simulator
 
 from terwin import fileformat
 from terwin.codec import with_codec
-from terwin.hw.ternary.huffman_program import FIRST_SYMBOL, WEIGHT_PATH, memory_bits
-from terwin.hw.ternary.program import compile_program
+from terwin.hw.ternary.huffman_program import FIRST_SYMBOL, WEIGHT_PATH, memory_bits, tile_positions, walk_side
+from terwin.hw.ternary.program import compile_program, kept_tiles
 from terwin.hw.ternary.tilecache import TileCacheFiller
 from terwin.sim import cycles
 from terwin.spec import PE4X4, PE8X8, PE8X16, HardwareSpec
@@ -101,26 +101,41 @@ def test_raw_models_keep_their_memories():
         [n for n in names if n != "weights"]
 
 
-def _run_filler(program, *, release_after=None, cycles_=None):
-    """The filler alone: `start`, then the sequencer's first tile of every group issued at once (or
-    group 1's only from cycle `release_after`). Returns [(cycle, entry, codes value)] of its writes."""
+def _run_filler(program, *, releases=((1, None),), cycles_=None):
+    """The filler alone: `start`, then from each cycle of `releases` on the sequencer's last tile of
+    the output group before that word issued every cycle (None: the last group's, so every tile may
+    be written).
+    Returns [(cycle, entry, codes value)] of its code writes; its side writes [(entry, lm, coff)]
+    in `_run_filler.side`."""
     dut = TileCacheFiller(program)
     hw = program.huffman_weights
-    starts = np.concatenate([[0], np.cumsum(program.og_counts)[:-1]])
-    writes = []
-    total = cycles_ or FIRST_SYMBOL + hw.count + 20
+    words = len(program.words)
+    writes, side, tile = [], [], []
+    total = cycles_ or FIRST_SYMBOL + hw.count + len(tile_positions(program)) + 20
 
     async def bench(ctx):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
         for cycle in range(1, total):
-            if release_after is None or cycle >= release_after:
-                ctx.set(dut.issue, 1)
-                ctx.set(dut.first, 1)
-                ctx.set(dut.weight_addr, int(starts[-1]))    # the last group: every group may be written
-            if ctx.get(dut.cache_write.en):
-                writes.append((cycle, ctx.get(dut.cache_write.addr), Const.cast(ctx.get(dut.cache_write.data)).value))
+            for at, word in releases:
+                if cycle >= at:     # the sequencer ends the output group before `word`
+                    ctx.set(dut.issue, 1)
+                    ctx.set(dut.last, 1)
+                    ctx.set(dut.group_end, 1)
+                    ctx.set(dut.weight_addr, (words if word is None else word) - 1)
+            en = ctx.get(dut.cache_write.en)
+            if en:     # one symbol a write, in order into its place in the entry: the tile is whole with its last
+                assert en & (en - 1) == 0 and en.bit_length() - 1 == len(tile)
+                entry = ctx.get(dut.cache_write.addr)
+                assert not tile or entry == tile[0][0]
+                tile.append((entry, ctx.get(dut.cache_write.data)))
+                if len(tile) == hw.symbols_per_tile:
+                    writes.append((cycle, entry, sum(v << (i * hw.symbol_bits) for i, (_, v) in enumerate(tile))))
+                    tile.clear()
+            if ctx.get(dut.cache_write.side_en):
+                data = ctx.get(dut.cache_write.side_data)
+                side.append((ctx.get(dut.cache_write.side_addr), int(data.lm), int(data.coff)))
             assert not ctx.get(dut.error)
             await ctx.tick()
 
@@ -128,6 +143,7 @@ def _run_filler(program, *, release_after=None, cycles_=None):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    _run_filler.side = side
     return writes
 
 
@@ -148,18 +164,45 @@ def test_filler_writes_every_tile_one_symbol_a_cycle(spec, kw):
     assert [w[1] for w in writes] == [t % hw.cache_depth for t in range(len(writes))]
     # tile t's last symbol is the decoder's symbol (t + 1) * s - 1, taken in cycle FIRST_SYMBOL + that
     assert [w[0] for w in writes] == [FIRST_SYMBOL + (t + 1) * s - 1 for t in range(len(writes))]
+    # the side walker: every visited tile's lane-map row and channel offset, into the same entries
+    assert _run_filler.side == [(t % hw.cache_depth, w["lm"], w["coff"]) for t, w in enumerate(program.words)]
 
 
-def test_filler_stays_one_group_ahead_of_the_sequencer():
-    program = compile_program(huffman(random_deployment(*NETWORKS["pe4x4"][0:1], **NETWORKS["pe4x4"][1])))
-    n0, n1 = (int(v) for v in program.og_counts[:2])
+def test_filler_writes_at_most_the_ring_ahead_of_the_sequencer():
+    """Tile t overwrites tile t - depth: only once the sequencer has finished that tile's output group
+    (the issue of a group's last tile at word w - 1 frees every tile before w)."""
+    spec, kw = NETWORKS["pe4x4"]
+    program = compile_program(huffman(random_deployment(spec, **kw, tile_sparsity=0.0)))
     hw = program.huffman_weights
-    release = FIRST_SYMBOL + hw.count + 50
-    writes = _run_filler(program, release_after=release, cycles_=release + hw.count + 20)
-    before = [w for w in writes if w[0] < release]
-    assert len(before) == n0 + n1                      # groups 0 and 1, then it waits
-    assert len(writes) == len(program.words) and [w[2] for w in writes] == _codes(program)
-    assert writes[n0 + n1][0] > release                # group 2 only after group 1's first issue
+    depth, words = hw.cache_depth, len(program.words)
+    starts = np.concatenate([[0], np.cumsum(program.og_counts)[:-1]])
+    group = next(int(w) for w in starts if 0 < w and w + depth < words)   # a group that frees some tiles
+    assert words > depth
+    phase = FIRST_SYMBOL + hw.count + 50
+    releases = ((phase, group), (2 * phase, None))
+    writes = _run_filler(program, releases=releases, cycles_=3 * phase)
+    assert len([w for w in writes if w[0] < phase]) == depth                 # a full ring, then it waits
+    assert len([w for w in writes if w[0] < 2 * phase]) == group + depth     # the tiles before `group` freed
+    assert writes[depth][0] > phase and writes[group + depth][0] > 2 * phase
+    assert [w[2] for w in writes] == _codes(program)
+    assert [w[1] for w in writes] == [t % depth for t in range(words)]
+    assert _run_filler.side == [(t % depth, w["lm"], w["coff"]) for t, w in enumerate(program.words)]
+
+
+def test_the_side_walker_finds_every_word_from_the_tile_mask():
+    """`tile_positions` (a bit per tile position) and the per-stage constants give each visited tile's
+    lane-map row and channel offset, as the raw words hold them; fully pruned output groups (one
+    all-zero tile kept) included. The whole top on such a model: reference and model (==)."""
+    dep = custom_deployment(PE4X4, [("conv2d", 12, 3, 1, 1), ("conv2d", 8, 3, 1, 0), ("linear", 6)],
+                            input_shape=(6, 6, 6), seed=2, tile_sparsity=0.9)
+    program = compile_program(huffman(dep))
+    mask = tile_positions(program)
+    assert mask.size == sum(s.out_groups * s.grid.tap_groups * s.grid.channel_groups for s in program.stages)
+    assert mask.sum() == len(program.words) < mask.size
+    pruned = [kept_tiles(dep.layers[s.index], s.grid).sum(axis=(1, 2)) for s in program.stages]
+    assert any((p == 0).any() for p in pruned)                   # an output group with every tile pruned
+    assert walk_side(program) == [(w["lm"], w["coff"]) for w in program.words]
+    check_top(huffman(dep), images=1)
 
 
 def test_ternary_50_huffman_runs_and_shrinks_the_weight_memories():
@@ -170,4 +213,5 @@ def test_ternary_50_huffman_runs_and_shrinks_the_weight_memories():
     dep = huffman(raw)
     check_top(dep, images=1, pause=0.0)
     bits_raw, bits_huff = memory_bits(compile_program(raw)), memory_bits(compile_program(dep))
-    assert bits_huff["total"] < bits_raw["total"] == 214 * 141
+    assert bits_raw["total"] == 214 * 141
+    assert bits_huff["total"] <= 0.75 * bits_raw["total"]     # #17: at least 25 % fewer bits

@@ -6,13 +6,14 @@ enabled cycles later it presents the tile's codes (as `nonzero`/`negative` per r
 add, subtract or skip), its channel-group offset `coff`, its `last` flag and the lane map row.
 `en` low freezes both stages (the global stall), so it keeps pace with the array exactly.
 
-With Huffman-coded weights (`TernaryProgram.huffman`) the codes come from the tile cache (tile
-`addr` in entry addr % depth, written through `cache_write` by `terwin.hw.ternary.tilecache`) and the
-rest of the word from `tile_info`, read in the same cycle: the same latency.
+With Huffman-coded weights (`TernaryProgram.huffman`) the codes come from the tile cache and the
+lane-map row and channel offset from the side ring (tile `addr` in entry addr % depth of both,
+written through `cache_write` by `terwin.hw.ternary.tilecache`), read in the same cycle: the same
+latency. (`last` is then 0: nothing downstream reads it; the sequencer has its own.)
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,55 +28,64 @@ class TileDecoder(wiring.Component):
 
     def __init__(self, program):
         self._huffman = program.huffman
-        self._weights = program.memory("tile_info" if self._huffman else "weights")
         self._lane_map = program.memory("lane_map")
         self._spec = spec = program.spec
-        self._word = self._weights.shape
         self._lanes = self._lane_map.shape
+        if self._huffman:   # codes and side info from the rings the filler writes (tile `addr` in entry addr % depth)
+            from .tilecache import cache_write_signature
+            self._cache = program.memory("tile_cache")
+            self._side = program.memory("tile_side")
+            coff_shape = self._side.shape["coff"].shape
+            words = program.weight_word_count
+        else:
+            self._weights = program.memory("weights")
+            coff_shape = self._weights.shape["coff"].shape
+            words = self._weights.depth
         ports = {
             "en": In(1),
-            "addr": In(range(max(2, self._weights.depth))),
+            "addr": In(range(max(2, words))),
             "codes": Out(layouts.tile_codes_layout(spec)),
-            "coff": Out(self._word["coff"].shape),
+            "coff": Out(coff_shape),
             "last": Out(1),
             "lanes": Out(self._lanes),
         }
-        if self._huffman:   # the codes from the tile cache (tile `addr` in entry addr % depth), filled here
-            from .tilecache import cache_write_signature
-            self._cache = program.memory("tile_cache")
+        if self._huffman:
             ports["cache_write"] = In(cache_write_signature(program))
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        wmem = self._weights.memory()
-        cmem = None
-        if self._huffman and not _has_distributed_ram(platform):
-            cmem = self._cache.memory()
-        elif self._huffman:
-            # a family with distributed RAM (the ECP5): the tile cache (pe_rows * pe_cols * 2 bits wide:
-            # four block RAMs however shallow on pe8x8) goes there, leaving block RAM to the Huffman streams
-            cmem = memory.Memory(shape=self._cache.shape, depth=self._cache.depth, init=[],
-                                 attrs={"ram_style": "distributed"})
-        m.submodules.weights = wmem
         m.submodules.lane_map = lmem = self._lane_map.memory()
-        wrd = wmem.read_port()
         lrd = lmem.read_port()
-        m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
-        if self._huffman:
-            m.submodules.cache = cmem
-            crd, cwr = cmem.read_port(), cmem.write_port()
-            m.d.comb += [crd.addr.eq(self.addr[:len(crd.addr)]), crd.en.eq(self.en),
-                         cwr.en.eq(self.cache_write.en), cwr.addr.eq(self.cache_write.addr),
-                         cwr.data.eq(self.cache_write.data)]
-            word_codes = crd.data
-        else:
-            word_codes = wrd.data.codes
         codes = Signal(layouts.tile_codes_layout(self._spec))
         coff = Signal.like(self.coff)
         last = Signal()
+        if self._huffman:
+            # a family with distributed RAM (the ECP5): both rings there (the tile cache is pe_rows * pe_cols
+            # * 2 bits wide: four block RAMs however shallow on pe8x8), leaving block RAM to the streams;
+            # else block RAM, asked for: Yosys would build the shallow side ring of flip-flops (iCE40)
+            style = "distributed" if _has_distributed_ram(platform) else "block"
+            cmem, smem = (memory.Memory(shape=shape, depth=image.depth, init=[], attrs={"ram_style": style})
+                          for shape, image in ((unsigned(self._cache.width), self._cache), (self._side.shape, self._side)))
+            m.submodules.cache = cmem
+            m.submodules.side = smem
+            w = self.cache_write
+            sb = len(w.data)      # the filler writes a symbol at a time
+            crd, cwr = cmem.read_port(), cmem.write_port(granularity=sb)
+            srd, swr = smem.read_port(), smem.write_port()
+            entry = self.addr[:len(crd.addr)]
+            m.d.comb += [crd.addr.eq(entry), crd.en.eq(self.en), srd.addr.eq(entry), srd.en.eq(self.en),
+                         cwr.en.eq(w.en), cwr.addr.eq(w.addr), cwr.data.eq(Cat(*[w.data] * len(w.en))),
+                         swr.en.eq(w.side_en), swr.addr.eq(w.side_addr), swr.data.eq(w.side_data),
+                         lrd.addr.eq(srd.data.lm), lrd.en.eq(self.en)]
+            word_codes, word_coff, word_last = crd.data, srd.data.coff, 0   # `last`: not used downstream
+        else:
+            m.submodules.weights = wmem = self._weights.memory()
+            wrd = wmem.read_port()
+            m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
+            word_codes, word_coff, word_last = wrd.data.codes, wrd.data.coff, wrd.data.last
         with m.If(self.en):
-            m.d.sync += [codes.eq(word_codes), coff.eq(wrd.data.coff), last.eq(wrd.data.last)]
+            m.d.sync += [codes.eq(word_codes), coff.eq(word_coff), last.eq(word_last)]
         m.d.comb += [self.codes.eq(codes), self.coff.eq(coff), self.last.eq(last), self.lanes.eq(lrd.data)]
         return m
 

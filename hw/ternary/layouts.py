@@ -41,11 +41,6 @@ def weight_word_layout(spec, *, lm_bits: int, coff_bits: int) -> data.StructLayo
     })
 
 
-def tile_info_layout(*, lm_bits: int, coff_bits: int) -> data.StructLayout:
-    """A kept tile's word without its codes (the Huffman weight path: the codes come from the tile cache)."""
-    return data.StructLayout({"lm": unsigned(max(1, lm_bits)), "coff": unsigned(max(1, coff_bits)), "last": 1})
-
-
 def lane_map_layout(spec, *, k_bits: int, aoff_bits: int) -> data.ArrayLayout:
     """Per lane: kernel row/col of the tap it reads and its address offset from the pixel base."""
     lane = data.StructLayout({"ky": unsigned(k_bits), "kx": unsigned(k_bits), "aoff": unsigned(aoff_bits)})

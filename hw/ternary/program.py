@@ -445,14 +445,9 @@ class TernaryProgram(Program):
             param = data.ArrayLayout(param, lanes)
             params = [params[i:i + lanes] for i in range(0, len(params), lanes)]
             scores = data.ArrayLayout(scores, lanes)
-        if self.huffman:   # codes from the decoded stream's tile cache, the rest of each word raw
-            hw = self.huffman_weights
-            weights = [
-                MemoryImage("tile_info", layouts.tile_info_layout(lm_bits=self.lm_bits, coff_bits=self.coff_bits),
-                            max(1, self.weight_word_count), [{k: w[k] for k in ("lm", "coff", "last")} for w in self.words]),
-                *(MemoryImage(f"weight_stream{i}", unsigned(hw.word_bits), len(ws), ws) for i, ws in enumerate(hw.words)),
-                MemoryImage("tile_cache", layouts.tile_codes_layout(spec), hw.cache_depth),
-            ]
+        if self.huffman:   # the Huffman weight path (`terwin.hw.ternary.huffman_program`)
+            from .huffman_program import huffman_memories
+            weights = huffman_memories(self)
         else:
             weights = [MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits,
                                                                          coff_bits=self.coff_bits),

@@ -1,45 +1,60 @@
-"""The Huffman weight path's producer: decodes the weight stream into the tile cache, a group ahead.
+"""The Huffman weight path's producer: decodes the weight stream into the tile rings, ahead of the sequencer.
 
 See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
 
 * `start` (in): an image begins (the loader's last beat, with the sequencer's `start_image`): the
-  decoder restarts at the stream's first word, tile 0, output group 0;
-* `issue`, `first`, `last`, `group_end`, `weight_addr` (in): the sequencer's issue, its tile's
-  `first`/`last` flags, whether it ends its output group, and its word: the word of a job's first
-  tile is the current output group's first word (`cons_base`, a register);
-* `cache_write` (out): one tile's codes a write, at entry word % cache_depth;
-* `ready` (out): the tile at `weight_addr` is in the cache (`written > weight_addr`, computed a cycle
-  ahead into a register): the top issues only then.
+  decoder restarts at the stream's first word, tile 0; the side walker at the tile mask's first bit;
+* `issue`, `last`, `group_end`, `weight_addr` (in): the sequencer's issue, its tile's `last` flag,
+  whether it ends its output group (the group's last job's last tile), and its word: the word
+  after a group's end is the first the sequencer may still read (`cons_base`; `limit` =
+  cons_base + depth - 1 is the register the filler keeps);
+* `cache_write` (out): one tile's codes a write, at entry word % depth (`tile_cache`); beside it
+  (`side_*`) one tile's lane-map row and channel offset a write, at the same entry (`tile_side`);
+* `ready` (out): the tile at `weight_addr` is in both rings (`written > weight_addr`, computed a
+  cycle ahead into a register, and `side > weight_addr` with the side count of the cycle before):
+  the top issues only then.
+
+Both rings hold `depth` tiles (a power of two at least the largest output group): tile t overwrites
+tile t - depth, so it may be written once the sequencer has finished the output group of tile
+t - depth (t <= limit, as the filler had it the cycle before: `allowed`, a register).
 
 The decoder (`terwin.hw.codec.interleaved.InterleavedHuffmanDecoder`, the model's one table as
 constants, its two streams the even and odd symbols) sends a symbol a cycle; the filler takes it
-while its output group h may be written (`allowed`, a register): h <= 1, or the sequencer had
-issued the first tile of group h - 1 by the cycle before last (so group h - 2's entries are free:
-the ring holds any two consecutive groups). `symbols_per_tile` symbols make a tile (symbol k of a tile in bits
-k * symbol_bits ..: the codes' row-major, lane-major order), written in the cycle its last symbol is
-taken. Timing (`terwin.hw.ternary.cycles` models it exactly): the first symbol is taken
-`FIRST_SYMBOL` cycles after `start`; then one a cycle while allowed; `written` and the group
-registers change the cycle after a write, `cons_base` the cycle after an issue, `allowed` the cycle
-after those.
+while allowed. `symbols_per_tile` symbols make a tile (symbol k of a tile in bits k * symbol_bits ..:
+the codes' row-major, lane-major order), each written into the tile's entry in the cycle it is
+taken (a write port of symbol granularity), the tile complete with its last. The side
+walker reads the tile mask (`tile_positions`: a bit per tile position of every output group, in the
+raw words' order) one position a cycle, counting each position's tap group and channel group from
+the stage's constants (`walk_constants`); at a visited tile it writes its side entry (waiting
+while not allowed), a pruned one it passes. Timing (`terwin.hw.ternary.huffman_cycles` models it
+exactly): the first symbol is taken `FIRST_SYMBOL` cycles after `start`, the first mask bit seen the
+cycle after `start`; `written`, `side` and `limit` change the cycle after a write or an issue,
+`allowed` and `ready` the cycle after those.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from terwin.hw.codec.interleaved import InterleavedHuffmanDecoder
 
 from . import layouts
-from .huffman_program import FIRST_SYMBOL  # noqa: F401  (the timing the cycle model counts with)
+from .huffman_program import FIRST_SYMBOL, side_layout, tile_positions, walk_constants  # noqa: F401
 
 
 def cache_write_signature(program) -> wiring.Signature:
-    depth = program.huffman_weights.cache_depth
+    hw = program.huffman_weights
+    depth = hw.cache_depth
     return wiring.Signature({
-        "en": Out(1),
+        # one symbol a write: `en` one-hot, symbol k of the tile in entry addr's bits k * symbol_bits ..
+        "en": Out(hw.symbols_per_tile),
         "addr": Out(range(depth)),
-        "data": Out(layouts.tile_codes_layout(program.spec)),
+        "data": Out(hw.symbol_bits),
+        # the side walker's writes: a tile's lane-map row and channel offset into `tile_side`
+        "side_en": Out(1),
+        "side_addr": Out(range(depth)),
+        "side_data": Out(side_layout(program)),
     })
 
 
@@ -50,7 +65,6 @@ class TileCacheFiller(wiring.Component):
         super().__init__({
             "start": In(1),
             "issue": In(1),
-            "first": In(1),
             "last": In(1),
             "group_end": In(1),
             "weight_addr": In(range(max(2, program.weight_word_count))),
@@ -70,8 +84,6 @@ class TileCacheFiller(wiring.Component):
         # filler stops taking symbols after the last group's last tile
         m.submodules.decoder = dec = InterleavedHuffmanDecoder(hw.table, symbol_bits=sb, word_bits=wb,
                                                                max_count=None)
-        m.submodules.og_counts = ogmem = p.memory("og_table").memory()
-        og = ogmem.read_port(domain="comb")
         m.d.comb += [dec.start.eq(self.start), self.error.eq(dec.error)]
 
         # each stream's words into the decoder, one a cycle: the read port holds word `faddr` (the last
@@ -92,62 +104,122 @@ class TileCacheFiller(wiring.Component):
             with m.Elif(step):
                 m.d.sync += faddr.eq(faddr + 1)
 
-        # the consumer's current output group: the word of its last job-first tile
-        cons_base = Signal.like(self.weight_addr)
-        with m.If(self.start):
-            m.d.sync += cons_base.eq(0)
-        with m.Elif(self.issue & self.first):
-            m.d.sync += cons_base.eq(self.weight_addr)
-
-        # the producer: tile `written`, output group `group` (its first word `group_word`, the group
-        # before's `prev_word`), `left` tiles of the group after this one, symbol `sym` of the tile
+        # the producer: tile `written` (entry written % depth), symbol `sym` of it
         written = self.written
-        group = Signal(range(len(p.og_counts) + 1))
-        group_word = Signal.like(written)
-        prev_word = Signal.like(written)
-        left = Signal(range(int(p.og_counts.max()) + 1))
+        depth = hw.cache_depth
+        n_words = p.weight_word_count
         sym = Signal(range(max(2, per_tile)))
-        buf = Signal(sb * (per_tile - 1)) if per_tile > 1 else None
         allowed = Signal()
         ready = Signal()
-        m.d.comb += [dec.o_stream.ready.eq(allowed & ~self.start), og.addr.eq(group + 1)]
+        m.d.comb += dec.o_stream.ready.eq(allowed & ~self.start)
         accept = dec.o_stream.valid & dec.o_stream.ready
         tile_done = accept & (sym == per_tile - 1)
-        # ready = written > weight_addr, in a register (off the sequencer's issue path, an iCE40 critical
-        # path): next cycle's word is this one + 1 after an issue inside a job or at a group's end, the
-        # group's first word (a tile already written) after a job's last tile, else this one
-        # (written_next compared without its adder: the comparisons are of registers, the selects late)
+        # ready = written > weight_addr and side > weight_addr, in a register (off the sequencer's issue
+        # path, an iCE40 critical path): next cycle's word is this one + 1 after an issue inside a job or
+        # at a group's end, the group's first word (a tile already written) after a job's last tile, else
+        # this one (count_next compared without its adder: the comparisons are of registers, the selects
+        # late)
         wa = self.weight_addr
-        stay = Mux(tile_done, written >= wa, written > wa)                  # written_next > wa
-        step = Mux(tile_done, written > wa, written > wa + 1)               # written_next > wa + 1
-        on_issue = Mux(~self.last | self.group_end, step, 1)
+        side = Signal.like(written)
+        side_write = Signal()
+
+        def ready_next(count, inc):
+            stay = Mux(inc, count >= wa, count > wa)                  # count_next > wa
+            step = Mux(inc, count > wa, count > wa + 1)               # count_next > wa + 1
+            return Mux(self.issue, Mux(~self.last | self.group_end, step, 1), stay)
         m.d.comb += self.ready.eq(ready)
         with m.If(self.start):
             m.d.sync += ready.eq(0)
         with m.Else():
-            m.d.sync += ready.eq(Mux(self.issue, on_issue, stay))
+            # the side count as it was (not side_next): the tile mask's read stays off this path (a side
+            # entry is seen a cycle later; the walker runs ahead of the decoder but at the image's start)
+            m.d.sync += ready.eq(ready_next(written, tile_done) & ready_next(side, 0))
         w = self.cache_write
-        m.d.comb += [w.en.eq(tile_done), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
-                     w.data.eq(Cat(buf, dec.o_stream.payload) if buf is not None else dec.o_stream.payload)]
-        prev_next = Mux(tile_done & (left == 0), group_word, prev_word)
-        done = Signal()          # the last group's last tile is written: take no more symbols
-        done_next = done | (tile_done & (left == 0) & (group == len(p.og_counts) - 1))
+        # each symbol straight into its place in the tile's entry (byte enables: no tile assembly register);
+        # the entry's old tile is free before the tile's first symbol (`allowed` holds for every symbol)
+        m.d.comb += [w.en.eq(Mux(accept, 1 << sym, 0)), w.addr.eq(written[:len(w.addr)] if len(w.addr) else 0),
+                     w.data.eq(dec.o_stream.payload)]
+        # the ring: tile t goes into entry t % depth over tile t - depth, which the sequencer never reads
+        # again once it has issued the last tile of that tile's output group (t - depth < cons_base, the
+        # word after the last group it finished: depth >= the largest group, so the group it is on
+        # always fits, and the next group's tiles can be written before its first issue). `limit` =
+        # cons_base + depth - 1, a register; allowed (a register) = written_next <= limit
+        limit = Signal(range(n_words + depth + 1))
+        with m.If(self.start):
+            m.d.sync += limit.eq(depth - 1)
+        with m.Elif(self.issue & self.group_end):
+            m.d.sync += limit.eq(self.weight_addr + depth)
+        done = Signal()          # the last tile is written: take no more symbols
+        done_next = done | (tile_done & (written == n_words - 1))
         with m.If(self.start):
             m.d.sync += [allowed.eq(1), done.eq(0)]
         with m.Else():
-            m.d.sync += [allowed.eq(~done_next & (prev_next <= cons_base)), done.eq(done_next)]
+            m.d.sync += [allowed.eq(~done_next & Mux(tile_done, written < limit, written <= limit)),
+                         done.eq(done_next)]
         with m.If(self.start):
-            m.d.sync += [written.eq(0), group.eq(0), group_word.eq(0), prev_word.eq(0), sym.eq(0),
-                         left.eq(int(p.og_counts[0]) - 1)]
+            m.d.sync += [written.eq(0), sym.eq(0)]
         with m.Elif(accept):
-            if buf is not None:
-                m.d.sync += buf.eq(Cat(buf[sb:], dec.o_stream.payload))
             m.d.sync += sym.eq(Mux(sym == per_tile - 1, 0, sym + 1))
             with m.If(tile_done):
                 m.d.sync += written.eq(written + 1)
-                with m.If(left == 0):   # the group's last tile: the next group
-                    m.d.sync += [group.eq(group + 1), prev_word.eq(group_word), group_word.eq(written + 1),
-                                 left.eq(og.data - 1)]
-                with m.Else():
-                    m.d.sync += left.eq(left - 1)
+        self._side_walker(m, side, side_write, limit)
         return m
+
+    def _side_walker(self, m, side, side_write, limit):
+        """The side walker: the tile mask (`tile_positions`), one position a cycle, in the raw words'
+        order; at a visited tile it writes its lane-map row and channel offset into `tile_side` (entry
+        side % depth, the same ring rule as the codes), counted from the stage's constants
+        (`walk_constants`)."""
+        p = self._program
+        w = self.cache_write
+        positions = len(tile_positions(p))
+        k = walk_constants(p)
+        image = p.memory("tile_mask")      # in block RAM, asked for (Yosys would make the small ROM of logic)
+        m.submodules.tile_mask = mmem = memory.Memory(shape=image.shape, depth=image.depth, init=image.init,
+                                                      attrs={"ram_style": "block", "rom_style": "block"})
+        mrd = mmem.read_port()
+        pos = Signal(range(positions))
+        wdone = Signal()
+        side_allowed = Signal()
+        n_st = len(p.stages)
+        stage = Signal(range(max(2, n_st)))
+        og = Signal(range(max(2, max(k["og_last"]) + 1)))
+        tg = Signal(range(max(2, max(k["tg_last"]) + 1)))
+        cg = Signal(range(max(2, max(k["cg_last"]) + 1)))
+        sl = side_layout(p)
+        lm = Signal(sl["lm"].shape)
+        lm_group = Signal.like(lm)
+        coff = Signal(sl["coff"].shape)
+
+        def const(name):
+            return Array(C(v, max(1, max(k[name]).bit_length())) for v in k[name])[stage] if n_st > 1 else \
+                C(k[name][0], max(1, k[name][0].bit_length()))
+        cg_end, tg_end, og_end = cg == const("cg_last"), tg == const("tg_last"), og == const("og_last")
+        adv = ~wdone & (~mrd.data | side_allowed)
+        m.d.comb += [side_write.eq(adv & mrd.data), mrd.en.eq(1),
+                     mrd.addr.eq(Mux(self.start, 0, Mux(adv & (pos != positions - 1), pos + 1, pos))),
+                     w.side_en.eq(side_write), w.side_addr.eq(side[:len(w.side_addr)] if len(w.side_addr) else 0),
+                     w.side_data.lm.eq(lm), w.side_data.coff.eq(coff)]
+        with m.If(self.start):
+            m.d.sync += side_allowed.eq(1)
+        with m.Else():
+            m.d.sync += side_allowed.eq(Mux(side_write, side < limit, side <= limit))
+        with m.If(self.start):
+            m.d.sync += [pos.eq(0), wdone.eq(0), side.eq(0), stage.eq(0), og.eq(0), tg.eq(0), cg.eq(0),
+                         lm.eq(0), lm_group.eq(0), coff.eq(0)]
+        with m.Elif(adv):
+            m.d.sync += [side.eq(side + side_write), wdone.eq(pos == positions - 1)]
+            with m.If(pos != positions - 1):
+                m.d.sync += pos.eq(pos + 1)
+            with m.If(~cg_end):
+                m.d.sync += [cg.eq(cg + 1), coff.eq(coff + const("plane"))]
+            with m.Else():
+                m.d.sync += [cg.eq(0), coff.eq(0)]
+                with m.If(~tg_end):
+                    m.d.sync += [tg.eq(tg + 1), lm.eq(lm + 1)]
+                with m.Else():
+                    m.d.sync += tg.eq(0)
+                    with m.If(~og_end):
+                        m.d.sync += [og.eq(og + 1), lm.eq(lm_group)]
+                    with m.Else():   # the next stage: its lane-map rows follow this one's
+                        m.d.sync += [og.eq(0), stage.eq(stage + 1), lm.eq(lm + 1), lm_group.eq(lm + 1)]

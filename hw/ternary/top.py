@@ -72,7 +72,7 @@ class TernaryAccelerator(wiring.Component):
             from .tilecache import TileCacheFiller
             m.submodules.filler = filler = TileCacheFiller(p)
             wiring.connect(m, filler.cache_write, mac.cache_write)
-            m.d.comb += [filler.start.eq(loader.done), filler.issue.eq(seq.issue), filler.first.eq(seq.tile.first),
+            m.d.comb += [filler.start.eq(loader.done), filler.issue.eq(seq.issue),
                          filler.last.eq(seq.tile.last), filler.group_end.eq(seq.group_end),
                          filler.weight_addr.eq(seq.weight_addr)]
             ready = filler.ready
