@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tile-sparsity", type=float, default=0.75)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--zero-budget", type=float, default=flow.DEFAULT_ZERO_BUDGET)
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="smoke tests only")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -104,7 +105,8 @@ def main(argv=None) -> int:
     flow.BestCheckpoint = Recorder
     flow.train_ternary = train_ternary
     options = flow.TernaryOptions(spec=spec, tile_sparsity=args.tile_sparsity, seed=args.seed, quiet=True,
-                                  schedule=schedule, epochs_scale=args.epochs_scale)
+                                  schedule=schedule, epochs_scale=args.epochs_scale,
+                                  zero_budget=args.zero_budget)
     dep_best, report = flow.compress(options)
     t, data = captured["trained"], captured["data"]
     model, trace = t.model, Recorder.instances[-1].trace
@@ -153,6 +155,7 @@ def main(argv=None) -> int:
             v = np.array(rules[name]["val_correct"])
             rules[name]["val_2fold"] = float(np.mean([v[halves[1]].mean(), v[halves[0]].mean()]))
     row = {"spec": args.spec, "tile_sparsity": args.tile_sparsity, "seed": args.seed, "overrides": overrides,
+           "zero_budget": args.zero_budget, "mac_cycle_ratio": report["ternary"]["mac_cycle_ratio"],
            "float_accuracy": report["float_accuracy"], "validation": t.validation,
            "train_seconds": report["train_seconds"],
            "epochs": [{k: v for k, v in r.items() if k != "state"} for r in trace], "rules": rules}

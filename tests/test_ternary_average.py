@@ -96,3 +96,22 @@ def test_graph_flow_exports_the_mean_of_the_last_epochs(monkeypatch):
     assert t.validation["averaged_epochs"] == [2, 4] and "finetune_epoch" not in t.validation
     x_train = ternary_flow.Tensors.from_split(split, validation=options.validation_fraction, seed=0).x_train
     _check_average(t.net, Spy.seen, 3, x_train)
+
+
+def test_graph_flow_distills_from_the_float_model_when_asked():
+    """`Schedule.distill` reaches the user-graph flow's fine-tuning: with it the trained weights differ,
+    without it (distill 0) two runs are identical."""
+    split = load_digits_split()
+
+    def run(distill):
+        torch.manual_seed(0)
+        options = graph_flow.GraphOptions(spec=PE8X8, tile_sparsity=0.5, seed=0, quiet=True, model_ref="small",
+                                          schedule=Schedule(float_epochs=1, joint_epochs=1, finetune_epochs=1,
+                                                            distill=distill))
+        net = graph_flow.prepare(Small(), split, PE8X8)
+        t = graph_flow.train_graph(options, net, split, pretrained=False)
+        return [p.detach().clone() for p in t.net.parameters()]
+
+    plain, again, distilled = run(0.0), run(0.0), run(1.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, again))
+    assert not all(torch.equal(a, b) for a, b in zip(plain, distilled))

@@ -11,7 +11,9 @@ with the family's machinery (docs/ternary.md, "A user's model").
    (STE), PE-tile masks with Weight Penalty Clipping (or group lasso), gradual pruning (the tiles
    aimed at masked at every ramp epoch, `Schedule.ramp_masks`; per-layer budgets `Schedule.allocation`);
 3. prune every conv / linear layer to its share of `--tile-sparsity` (the first layer dense);
-4. fine-tune with the zero budget phased in (the first and the score layer exempt);
+4. fine-tune with the zero budget phased in (the first and the score layer exempt), distilled from the
+   float model when `Schedule.distill` > 0; the state exported is the best epoch on validation or the
+   mean of the last epochs (`Schedule.average`);
 5. export a (format-version-2 when it has residuals or average pooling) `Deployment` and evaluate it
    like every family (`terwin.algo.results`).
 
@@ -121,6 +123,7 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
         validation["float_accuracy"] = accuracy(net, x_val, y_val)
     float_accuracy = test_accuracy()
     Progress("float", quiet=quiet).note(f"test accuracy {float_accuracy:.4f} (validation {validation['float_accuracy']:.4f})")
+    teacher = copy.deepcopy(net).eval() if sched.distill > 0 else None   # the float model (Schedule.distill)
 
     # 2. quantized activations, ternary weights, tile masks, regularizer (gradual pruning)
     set_quantization(net, enabled=True, calibrating=True)
@@ -162,7 +165,8 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
             sync_graph_scales(net)
             best.offer(epoch)
 
-    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, after_epoch=choose)
+    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, after_epoch=choose, teacher=teacher,
+        distill_weight=sched.distill)
     if window:   # the mean of the last `window` epochs' parameters (Schedule.average), statistics re-estimated
         averaged.apply()
         reestimate_batchnorm(net, tensors.x_train)
