@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     overrides = _parse_set(args.set)
-    schedule = flow.dataclasses.replace(flow.DEFAULT_SCHEDULE, **overrides)
+    # the trajectory needs the checkpoint choice at every epoch: average=0 here, the averages are built below
+    schedule = flow.dataclasses.replace(flow.DEFAULT_SCHEDULE, **{**overrides, "average": 0})
     spec = load_spec(args.spec)
 
     captured = {}

@@ -34,8 +34,9 @@ def test_weight_average_writes_the_mean_of_the_parameters_and_leaves_the_buffers
 def test_schedule_average_window_and_validation():
     assert average_window(Schedule(finetune_epochs=50, average=10), span=15) == 10
     assert average_window(Schedule(finetune_epochs=50, average=40), span=15) == 36   # final-budget epochs only
-    assert average_window(Schedule(finetune_epochs=50), span=15) == 0
-    assert Schedule(average=10).scaled(0.5).average == 5 and Schedule().scaled(0.5).average == 0
+    assert average_window(Schedule(finetune_epochs=50, average=0), span=15) == 0
+    assert Schedule().average == 20 and average_window(Schedule(), span=15) == 20      # the recipe's default
+    assert Schedule(average=10).scaled(0.5).average == 5 and Schedule(average=0).scaled(0.5).average == 0
     with pytest.raises(TerwinError, match="average"):
         Schedule(average=-1)
 

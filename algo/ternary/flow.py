@@ -78,10 +78,11 @@ class Schedule:
     ramp_masks: during the joint stage's ramp the tiles the regularizer aims at are also masked at
     every epoch (gradual hard pruning, Zhu & Gupta 2017), so that the final prune removes nothing
     the network still uses.
-    average: when > 0, the fine-tuning state exported is the mean of the parameters over the last
-    `average` epochs (stochastic weight averaging, `train.WeightAverage`; at most the epochs with the
-    final zero budget), ternarized, its batch-norm statistics re-estimated — instead of the one epoch
-    `checkpoint` picks (0: off).
+    average: when > 0 (default 20 of the 50 fine-tuning epochs), the fine-tuning state exported is the
+    mean of the parameters over the last `average` epochs (stochastic weight averaging,
+    `train.WeightAverage`; at most the epochs with the final zero budget), ternarized, its batch-norm
+    statistics re-estimated — instead of the one epoch `checkpoint` picks on the validation images
+    (0: that pick; `checkpoint` then still chooses the float epoch).
     docs/ternary.md ablates each."""
     float_epochs: int = 40
     joint_epochs: int = 60
@@ -101,7 +102,7 @@ class Schedule:
     freeze_bn: float = 0.0
     allocation: str = "uniform"
     ramp_masks: bool = True
-    average: int = 0
+    average: int = 20
 
     def __post_init__(self):
         if self.allocation not in ALLOCATIONS:
