@@ -17,7 +17,8 @@ Stages (seeded, single-threaded, deterministic):
    kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in; after every epoch
    with the final budget the batch-norm statistics are re-estimated for the ternary weights as they
    are, and the epoch with the best validation accuracy is kept (`Schedule.bn_reestimate`,
-   `Schedule.checkpoint`);
+   `Schedule.checkpoint`) — or, by default, the parameters of the last `Schedule.average` epochs
+   are averaged and the statistics re-estimated for the mean (docs/ternary.md, issue 14 third part);
 5. export to a `Deployment` and evaluate the integer model (`terwin.algo.results`: the NumPy
    reference and the torch integer evaluation, compared on every test image and every score).
 
