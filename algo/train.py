@@ -20,7 +20,8 @@ images (`terwin.algo.data.validation_split`: stratified, seeded) — the one hel
 every choice made during training (checkpoint selection) is judged on them and the test images are
 read only for the report. `evaluate` is accuracy in eval mode (`accuracy`: the same, batched, as a
 plain fraction); `BestCheckpoint` keeps the state with the best validation accuracy;
-`reestimate_batchnorm` recomputes batch-norm running statistics for the weights as they are now.
+`reestimate_batchnorm` recomputes batch-norm running statistics for the weights as they are now;
+`WeightAverage` averages the parameters over the last epochs instead of keeping one of them.
 Runs are deterministic: seed the global RNG before building the model, pass one `torch.Generator`
 for batch order and augmentation, and run under `single_thread()`.
 """
@@ -133,6 +134,32 @@ class BestCheckpoint:
             self.net.load_state_dict(self.state)
 
 
+class WeightAverage:
+    """The mean of a model's parameters over the states `add`ed (stochastic weight averaging, Izmailov
+    et al., UAI 2018): `apply()` writes it into the model. Only parameters are averaged (for a
+    parametrized layer its latent weight, so a ternary layer's codes come from the mean latent
+    weight); buffers — batch-norm statistics, activation scales, masks — stay as they are, and the
+    batch-norm statistics must be re-estimated for the averaged weights (`reestimate_batchnorm`)."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self.total: list[torch.Tensor] | None = None
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self) -> None:
+        params = [p.detach().double() for p in self.net.parameters()]
+        self.total = params if self.total is None else [t + p for t, p in zip(self.total, params)]
+        self.count += 1
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if not self.count:
+            return
+        for p, t in zip(self.net.parameters(), self.total):
+            p.copy_((t / self.count).to(p.dtype))
+
+
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch: int = 2048) -> None:
     """Recompute every batch norm's running mean and variance from `x` (one training-mode pass,
@@ -239,5 +266,5 @@ def random_shift(x: torch.Tensor, *, generator: torch.Generator, max_shift: int 
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "accuracy", "BestCheckpoint", "train",
+__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "accuracy", "BestCheckpoint", "WeightAverage", "train",
            "random_shift", "reestimate_batchnorm"]

@@ -17,7 +17,8 @@ Stages (seeded, single-threaded, deterministic):
    kept weights may be 0: zeros inside kept tiles cost PE cycles) is phased in; after every epoch
    with the final budget the batch-norm statistics are re-estimated for the ternary weights as they
    are, and the epoch with the best validation accuracy is kept (`Schedule.bn_reestimate`,
-   `Schedule.checkpoint`);
+   `Schedule.checkpoint`) — or, by default, the parameters of the last `Schedule.average` epochs
+   are averaged and the statistics re-estimated for the mean (docs/ternary.md, issue 14 third part);
 5. export to a `Deployment` and evaluate the integer model (`terwin.algo.results`: the NumPy
    reference and the torch integer evaluation, compared on every test image and every score).
 
@@ -43,7 +44,8 @@ from ..data import VALIDATION_FRACTION, load_digits_split
 from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import set_quantization
 from ..results import compress_report
-from ..train import BestCheckpoint, Tensors, evaluate, reestimate_batchnorm, scaled_epochs, single_thread, train
+from ..train import (BestCheckpoint, Tensors, WeightAverage, evaluate, reestimate_batchnorm, scaled_epochs,
+                     single_thread, train)
 from .allocation import ALLOCATIONS, sensitivity_allocation
 from .export import export_ternary, sync_activation_scales
 from .net import DigitsNet
@@ -77,6 +79,11 @@ class Schedule:
     ramp_masks: during the joint stage's ramp the tiles the regularizer aims at are also masked at
     every epoch (gradual hard pruning, Zhu & Gupta 2017), so that the final prune removes nothing
     the network still uses.
+    average: when > 0 (default 20 of the 50 fine-tuning epochs), the fine-tuning state exported is the
+    mean of the parameters over the last `average` epochs (stochastic weight averaging,
+    `train.WeightAverage`; at most the epochs with the final zero budget), ternarized, its batch-norm
+    statistics re-estimated — instead of the one epoch `checkpoint` picks on the validation images
+    (0: that pick; `checkpoint` then still chooses the float epoch).
     docs/ternary.md ablates each."""
     float_epochs: int = 40
     joint_epochs: int = 60
@@ -96,15 +103,19 @@ class Schedule:
     freeze_bn: float = 0.0
     allocation: str = "uniform"
     ramp_masks: bool = True
+    average: int = 20
 
     def __post_init__(self):
         if self.allocation not in ALLOCATIONS:
             raise TerwinError(f"schedule allocation must be one of {', '.join(ALLOCATIONS)}, not {self.allocation!r}")
+        if self.average < 0:
+            raise TerwinError(f"schedule average must be >= 0 epochs, not {self.average!r}")
 
     def scaled(self, factor: float) -> "Schedule":
         return dataclasses.replace(self, float_epochs=scaled_epochs(self.float_epochs, factor),
                                    joint_epochs=scaled_epochs(self.joint_epochs, factor),
-                                   finetune_epochs=scaled_epochs(self.finetune_epochs, factor))
+                                   finetune_epochs=scaled_epochs(self.finetune_epochs, factor),
+                                   average=scaled_epochs(self.average, factor) if self.average else 0)
 
 
 DEFAULT_SCHEDULE = Schedule()
@@ -254,6 +265,8 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     span = max(1, round(sched.anneal_fraction * sched.finetune_epochs))
     frozen_from = sched.finetune_epochs - round(sched.freeze_bn * sched.finetune_epochs)
     best = BestCheckpoint(model, x_val, y_val)
+    window = average_window(sched, span)
+    averaged = WeightAverage(model)
 
     def anneal(epoch: int, epochs: int) -> None:
         f = min(1.0, (epoch + 1) / span)
@@ -265,14 +278,21 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
                     m.eval()
 
     def choose(epoch: int, epochs: int) -> None:
-        if sched.checkpoint and epoch + 1 >= span:
+        if window:
+            if epoch >= epochs - window:
+                averaged.add()
+        elif sched.checkpoint and epoch + 1 >= span:
             settle()
             sync_activation_scales(model)
             best.offer(epoch)
 
     fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, after_epoch=choose, teacher=teacher,
         distill_weight=sched.distill)
-    if sched.checkpoint:
+    if window:
+        averaged.apply()
+        reestimate_batchnorm(model, data.x_train)   # always: the running statistics belong to the last epoch
+        validation["averaged_epochs"] = [sched.finetune_epochs - window + 1, sched.finetune_epochs]
+    elif sched.checkpoint:
         best.restore()
         validation["finetune_epoch"] = best.epoch + 1
     else:
@@ -321,6 +341,12 @@ def compress(options: TernaryOptions):
         f"compression {report['compression_ratio']:.1f}x, MAC cycles / ideal {figures['mac_cycle_ratio']:.3f}, "
         f"reference mismatches {report['reference_mismatches']}")
     return dep, report
+
+
+def average_window(sched: Schedule, span: int) -> int:
+    """How many of the last fine-tuning epochs `Schedule.average` averages: at most those that ran with
+    the final zero budget (from epoch `span` on), 0 when off."""
+    return min(sched.average, sched.finetune_epochs - span + 1) if sched.average else 0
 
 
 def _set_budgets(model, threshold: float, budget: float, exempt) -> None:

@@ -11,7 +11,9 @@ with the family's machinery (docs/ternary.md, "A user's model").
    (STE), PE-tile masks with Weight Penalty Clipping (or group lasso), gradual pruning (the tiles
    aimed at masked at every ramp epoch, `Schedule.ramp_masks`; per-layer budgets `Schedule.allocation`);
 3. prune every conv / linear layer to its share of `--tile-sparsity` (the first layer dense);
-4. fine-tune with the zero budget phased in (the first and the score layer exempt);
+4. fine-tune with the zero budget phased in (the first and the score layer exempt), distilled from the
+   float model when `Schedule.distill` > 0; the state exported is the best epoch on validation or the
+   mean of the last epochs (`Schedule.average`);
 5. export a (format-version-2 when it has residuals or average pooling) `Deployment` and evaluate it
    like every family (`terwin.algo.results`).
 
@@ -42,10 +44,10 @@ from ..graph import GraphNet, capture, check_capture, load_weights
 from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
-from ..train import BestCheckpoint, Tensors, accuracy, reestimate_batchnorm, single_thread, train
+from ..train import BestCheckpoint, Tensors, WeightAverage, accuracy, reestimate_batchnorm, single_thread, train
 from .allocation import sensitivity_allocation
 from .export import live_slopes, with_tile_mask
-from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, kept_tile_stats
+from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, average_window, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
 from .pruning import REGULARIZERS, TilePruner
 from .ternarize import Ternarizer, prepare_ternary, ternary_codes
@@ -121,6 +123,7 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
         validation["float_accuracy"] = accuracy(net, x_val, y_val)
     float_accuracy = test_accuracy()
     Progress("float", quiet=quiet).note(f"test accuracy {float_accuracy:.4f} (validation {validation['float_accuracy']:.4f})")
+    teacher = copy.deepcopy(net).eval() if sched.distill > 0 else None   # the float model (Schedule.distill)
 
     # 2. quantized activations, ternary weights, tile masks, regularizer (gradual pruning)
     set_quantization(net, enabled=True, calibrating=True)
@@ -144,6 +147,8 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
     names = [name for name, _, _ in net.weighted_layers()]
     exempt = (names[0], names[-1])
     best = BestCheckpoint(net, x_val, y_val)
+    window = average_window(sched, _anneal_span(sched, sched.finetune_epochs))
+    averaged = WeightAverage(net)
 
     def anneal(epoch: int, epochs: int) -> None:
         f = min(1.0, (epoch + 1) / _anneal_span(sched, epochs))
@@ -151,19 +156,29 @@ def train_graph(options: GraphOptions, net: GraphNet, data: Split, *, pretrained
         sync_graph_scales(net)
 
     def choose(epoch: int, epochs: int) -> None:
-        if epoch + 1 >= _anneal_span(sched, epochs):
+        if window:
+            if epoch >= epochs - window:
+                averaged.add()
+        elif epoch + 1 >= _anneal_span(sched, epochs):
             if sched.bn_reestimate:   # statistics for the ternary weights as they are (docs/ternary.md)
                 reestimate_batchnorm(net, tensors.x_train)
             sync_graph_scales(net)
             best.offer(epoch)
 
-    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, after_epoch=choose)
-    best.restore()
+    fit(sched.finetune_epochs, sched.finetune_lr, "fine-tune", on_epoch=anneal, after_epoch=choose, teacher=teacher,
+        distill_weight=sched.distill)
+    if window:   # the mean of the last `window` epochs' parameters (Schedule.average), statistics re-estimated
+        averaged.apply()
+        reestimate_batchnorm(net, tensors.x_train)
+        validation["averaged_epochs"] = [sched.finetune_epochs - window + 1, sched.finetune_epochs]
+    else:
+        best.restore()
+        validation["finetune_epoch"] = best.epoch + 1
     _set_budgets(net, threshold, options.zero_budget, exempt)
     set_quantization(net, enabled=True, calibrating=False)
     net.eval()
     sync_graph_scales(net)
-    validation.update(finetune_epoch=best.epoch + 1, accuracy=accuracy(net, x_val, y_val))
+    validation["accuracy"] = accuracy(net, x_val, y_val)
     fake_quant_accuracy = test_accuracy()
     net.eval()
     return Trained(net, pruner, float_accuracy, before_prune, after_prune, fake_quant_accuracy, validation)
