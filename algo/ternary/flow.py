@@ -79,7 +79,7 @@ class Schedule:
     ramp_masks: during the joint stage's ramp the tiles the regularizer aims at are also masked at
     every epoch (gradual hard pruning, Zhu & Gupta 2017), so that the final prune removes nothing
     the network still uses.
-    average: when > 0 (default 20 of the 50 fine-tuning epochs), the fine-tuning state exported is the
+    average: when > 0 (default 20 of the 100 fine-tuning epochs), the fine-tuning state exported is the
     mean of the parameters over the last `average` epochs (stochastic weight averaging,
     `train.WeightAverage`; at most the epochs with the final zero budget), ternarized, its batch-norm
     statistics re-estimated — instead of the one epoch `checkpoint` picks on the validation images
@@ -87,7 +87,7 @@ class Schedule:
     docs/ternary.md ablates each."""
     float_epochs: int = 40
     joint_epochs: int = 60
-    finetune_epochs: int = 50
+    finetune_epochs: int = 100
     float_lr: float = 3e-3
     joint_lr: float = 1e-3
     finetune_lr: float = 1e-3
