@@ -42,7 +42,8 @@ COEFFICIENTS = HERE / "coefficients.json"
 # Yosys's memory_libmap maps each memory to the cheapest of: block RAMs (in the family's aspect ratios,
 # at its cost per block), the family's distributed RAM if it has one (RAMs only: ROMs are pruned from
 # it), or logic (cost per bit: 1/16 for a ROM, 1 for a RAM: the pass's defaults). A tie of block
-# and distributed RAM goes to block RAM, a tie with logic to logic. The family's figures (its memory libraries' costs) are in its `terwin.hw.fpga` module.
+# and distributed RAM goes to block RAM, a tie with logic to logic. The family's figures (its memory
+# libraries' costs) are in its `terwin.hw.fpga` module.
 LOGIC_COST = {True: 1 / 16, False: 1.0}  # per bit: ROM, RAM
 
 
