@@ -114,9 +114,9 @@ def _run_filler(program, *, releases=((1, None),), cycles_=None):
     total = cycles_ or FIRST_SYMBOL + hw.count + len(tile_positions(program)) + 20
 
     async def bench(ctx):
-        ctx.set(dut.start, 1)
+        ctx.set(dut.hold, 1)
         await ctx.tick()
-        ctx.set(dut.start, 0)
+        ctx.set(dut.hold, 0)
         for cycle in range(1, total):
             for at, word in releases:
                 if cycle >= at:     # the sequencer ends the output group before `word`
