@@ -183,6 +183,11 @@ class TileCacheFiller(wiring.Component):
                                                       attrs={"ram_style": "block", "rom_style": "block"})
         mrd = mmem.read_port()
         pos = Signal(range(positions))
+        # the bit at `pos` in a register, the memory reading the next position's ahead (its output, slow
+        # out of a block RAM, goes only into `cur`; the ECP5's critical path went from it through the
+        # walker's step into the memory's next address)
+        mask0 = int(image.init[0]) if len(image.init) else 0
+        cur = Signal(init=mask0)
         wdone = Signal()
         side_allowed = Signal()
         n_st = len(p.stages)
@@ -199,9 +204,12 @@ class TileCacheFiller(wiring.Component):
             return Array(C(v, max(1, max(k[name]).bit_length())) for v in k[name])[stage] if n_st > 1 else \
                 C(k[name][0], max(1, k[name][0].bit_length()))
         cg_end, tg_end, og_end = cg == const("cg_last"), tg == const("tg_last"), og == const("og_last")
-        adv = ~wdone & (~mrd.data | side_allowed)
-        m.d.comb += [side_write.eq(adv & mrd.data), mrd.en.eq(1),
-                     mrd.addr.eq(Mux(self.hold, 0, Mux(adv & (pos != positions - 1), pos + 1, pos))),
+        adv = ~wdone & (~cur | side_allowed)
+        last = positions - 1
+        ahead1 = Mux(pos >= last, last, pos + 1)          # the memory holds position pos + 1 ...
+        ahead2 = Mux(pos + 1 >= last, last, pos + 2)      # ... or pos + 2 after a step (past the end: the last)
+        m.d.comb += [side_write.eq(adv & cur), mrd.en.eq(1),
+                     mrd.addr.eq(Mux(self.hold, min(1, last), Mux(adv, ahead2, ahead1))),
                      w.side_en.eq(side_write & ~self.hold), w.side_addr.eq(side[:len(w.side_addr)] if len(w.side_addr) else 0),
                      w.side_data.lm.eq(lm), w.side_data.coff.eq(coff)]
         with m.If(self.hold):
@@ -209,10 +217,10 @@ class TileCacheFiller(wiring.Component):
         with m.Else():
             m.d.sync += side_allowed.eq(Mux(side_write, side < limit, side <= limit))
         with m.If(self.hold):
-            m.d.sync += [pos.eq(0), wdone.eq(0), side.eq(0), stage.eq(0), og.eq(0), tg.eq(0), cg.eq(0),
-                         lm.eq(0), lm_group.eq(0), coff.eq(0)]
+            m.d.sync += [pos.eq(0), cur.eq(mask0), wdone.eq(0), side.eq(0), stage.eq(0), og.eq(0), tg.eq(0),
+                         cg.eq(0), lm.eq(0), lm_group.eq(0), coff.eq(0)]
         with m.Elif(adv):
-            m.d.sync += [side.eq(side + side_write), wdone.eq(pos == positions - 1)]
+            m.d.sync += [side.eq(side + side_write), wdone.eq(pos == positions - 1), cur.eq(mrd.data)]
             with m.If(pos != positions - 1):
                 m.d.sync += pos.eq(pos + 1)
             with m.If(~cg_end):
