@@ -147,12 +147,20 @@ class TileCacheFiller(wiring.Component):
         # again once it has issued the last tile of that tile's output group (t - depth < cons_base, the
         # word after the last group it finished: depth >= the largest group, so the group it is on
         # always fits, and the next group's tiles can be written before its first issue). `limit` =
-        # cons_base + depth - 1, a register; allowed (a register) = written_next <= limit
-        limit = Signal(range(n_words + depth + 1))
+        # cons_base + depth - 1, as a register would hold it; allowed (a register) = written_next <= limit.
+        # The sequencer's issue and group_end (late: its counters' comparisons) go into one flip-flop
+        # (`ended`, the word's limit beside it), not the enable of every bit of `limit`: limit = the limit
+        # of a group ended the cycle before, else the one held (the same value, a cycle for the late
+        # signals instead of a fan-out)
+        width = range(n_words + depth + 1)
+        limit, held_limit, ended_limit = Signal(width), Signal(width), Signal(width)
+        ended = Signal()
+        m.d.comb += limit.eq(Mux(ended, ended_limit, held_limit))
+        m.d.sync += ended_limit.eq(self.weight_addr + depth)
         with m.If(self.hold):
-            m.d.sync += limit.eq(depth - 1)
-        with m.Elif(self.issue & self.group_end):
-            m.d.sync += limit.eq(self.weight_addr + depth)
+            m.d.sync += [held_limit.eq(depth - 1), ended.eq(0)]
+        with m.Else():
+            m.d.sync += [held_limit.eq(limit), ended.eq(self.issue & self.group_end)]
         done = Signal()          # the last tile is written: take no more symbols
         done_next = done | (tile_done & (written == n_words - 1))
         with m.If(self.hold):
