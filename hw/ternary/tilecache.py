@@ -11,7 +11,8 @@ See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
 * `issue`, `last`, `group_end`, `weight_addr` (in): the sequencer's issue, its tile's `last` flag,
   whether it ends its output group (the group's last job's last tile), and its word: the word
   after a group's end is the first the sequencer may still read (`cons_base`; `limit` =
-  cons_base + depth - 1 is the register the filler keeps);
+  cons_base + depth - 1, the filler's, as a register would hold it: the ended group's limit of the
+  cycle before or the one held, so the late `issue` and `group_end` enter one flip-flop);
 * `cache_write` (out): one tile's codes a write, at entry word % depth (`tile_cache`); beside it
   (`side_*`) one tile's lane-map row and channel offset a write, at the same entry (`tile_side`);
 * `ready` (out): the tile at `weight_addr` is in both rings (`written > weight_addr`, computed a
@@ -28,7 +29,9 @@ while allowed. `symbols_per_tile` symbols make a tile (symbol k of a tile in bit
 the codes' row-major, lane-major order), each written into the tile's entry in the cycle it is
 taken (a write port of symbol granularity), the tile complete with its last. The side
 walker reads the tile mask (`tile_positions`: a bit per tile position of every output group, in the
-raw words' order) one position a cycle, counting each position's tap group and channel group from
+raw words' order) one position a cycle (the bit at its position in a register, `cur`, the memory
+reading the next position's ahead: the memory's output feeds nothing else), counting each position's
+tap group and channel group from
 the stage's constants (`walk_constants`); at a visited tile it writes its side entry (waiting
 while not allowed), a pruned one it passes. Timing (`terwin.hw.ternary.huffman_cycles` models it
 exactly): the first symbol is taken `FIRST_SYMBOL` cycles after `hold`'s last cycle (`start`), the first
