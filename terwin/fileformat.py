@@ -25,7 +25,7 @@ import numpy as np
 
 from . import codec, dither, safeio
 from .checks import is_int, short_repr
-from .deployment import LAYER_TYPES, MAX_LAYERS, VERSION_2_FIELDS, Deployment
+from .deployment import LAYER_TYPES, MAX_LAYER_WEIGHTS, MAX_LAYERS, VERSION_2_FIELDS, Deployment
 from .errors import FormatError, SpecError
 from .spec import HardwareSpec
 
@@ -402,6 +402,8 @@ def _read_dither(blob: memoryview, entry: dict, arrays: dict, where: str, versio
     if DITHER_ARRAY not in arrays:
         raise FormatError(f"{where}{DITHER_ARRAY}: missing (the layer has a {DITHER})")
     q = _read_array(blob, arrays[DITHER_ARRAY], f"{where}{DITHER_ARRAY}")
+    if q.size > MAX_LAYER_WEIGHTS:    # before the decode allocates its 64-bit arrays
+        raise FormatError(f"{where}{DITHER_ARRAY}: {q.size:,} weights, more than the limit of {MAX_LAYER_WEIGHTS:,} per layer")
     if q.dtype.kind != "i":
         raise FormatError(f"{where}{DITHER_ARRAY}: must be a signed integer array, not {q.dtype.str}")
     if q.size and np.abs(q.astype(np.int64)).max() > MAX_DITHER_INDEX:

@@ -196,6 +196,17 @@ def test_inconsistent_dithered_files_are_refused_in_one_line(model, name):
     assert "\n" not in str(e.value)
 
 
+def test_too_many_indices_are_refused_before_they_are_decoded(model):
+    def edit(header, blob):
+        ref = _weighted(header)[0]["arrays"]["weight_indices"]
+        n = (1 << 24) + 8
+        ref.update(offset=len(blob), shape=[n], nbytes=n, dtype="|i1")
+        blob += bytes(n)
+        header["data_bytes"] = len(blob)
+    with pytest.raises(FormatError, match=r"weight_indices: 16,777,224 weights, more than the limit of 16,777,216 per layer"):
+        fileformat.from_bytes(_edit(fileformat.to_bytes(model), edit))
+
+
 def test_a_dither_on_a_layer_without_weights_is_refused(model):
     def edit(header, blob):
         pool = next(e for e in header["layers"] if e["kind"] == "maxpool2d")
