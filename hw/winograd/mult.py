@@ -190,7 +190,8 @@ class SparseMultiplyStage(wiring.Component):
         self.program = p
         self.weighted = p.weighted
         self._images = {image.name: image for image in p.memories()}
-        self.item = self._images["items0"].shape
+        from . import layouts
+        self.item = layouts.item_layout(weight_bits=p.weight_bits, addr_bits=p.addr_bits)
         self.map = self._images["target_map"].shape
         super().__init__({
             "v_write": Out(WritePort.Signature(addr_width=p.word_bits + 1, shape=self._images["operands"].shape)),
@@ -236,10 +237,21 @@ class SparseMultiplyStage(wiring.Component):
         m.d.comb += start.eq(self.start | start_r)
         issuing = []
         sums = [[] for _ in range(width)]
+        if p.huffman:
+            # the symbol tables every lane's decoders read (a read port a lane)
+            from .huffman_lane import HuffmanLane
+            m.submodules.value_table = value_table = images["value_table"].memory()
+            m.submodules.run_table = run_table = images["run_table"].memory()
         for lane in range(p.lanes):
-            dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
-                                bases=[s.item_base[lane] for s in self.weighted],
-                                counts=[len(s.lane_items[lane]) for s in self.weighted])
+            if p.huffman:
+                dec = HuffmanLane(p, lane, item=self.item)
+                for port, table in ((dec.value_read, value_table), (dec.run_read, run_table)):
+                    rp = table.read_port()
+                    m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en), port.data.eq(rp.data)]
+            else:
+                dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
+                                    bases=[s.item_base[lane] for s in self.weighted],
+                                    counts=[len(s.lane_items[lane]) for s in self.weighted])
             mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits,
                           per_word=p.in_pixels)
             m.submodules[f"decoder{lane}"] = dec

@@ -1,0 +1,136 @@
+"""The Winograd engine's Huffman weight path (#17): a model whose layers have codec `huffman` runs with
+each lane's items decoded on chip from a value stream, a run stream and raw low value bits
+(`terwin.hw.winograd.huffman_program`, `huffman_lane`). The program side gives back every lane's items
+exactly; the lane alone in Amaranth's simulator gives the items of every layer, one a cycle from
+FIRST_ITEM cycles after `start`, restarted at any time; the whole top equals the reference (scores,
+==) and the cycle model (per-layer cycles, ==) on synthetic models; raw models keep their memories."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from terwin import fileformat
+from terwin.codec import with_codec
+from terwin.hw.winograd.huffman_program import FIRST_ITEM, MULT_EXTRA, items_from_runs, lane_symbols, memory_bits
+from terwin.hw.winograd.program import compile_program
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_winograd_hw_top import check_against_models, simulate_top, synthetic  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+WINOGRAD = ROOT / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin"
+
+CASES = {
+    # odd map sizes, 2 input channels (C2 = 2), 8 lanes
+    "lanes8": dict(seed=1, lanes=8, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 4), ("maxpool2d", 2),
+                                             ("linear", 3)), input_shape=(2, 5, 6)),
+    # one lane, a linear layer in the middle, very sparse (long runs, empty targets)
+    "sparse": dict(seed=2, lanes=1, density=0.1,
+                   topology=(("winograd_conv2d", 3), ("maxpool2d", 2), ("linear", 6), ("linear", 4)),
+                   input_shape=(1, 6, 6)),
+    # dense, 3 input channels (C2 = 4: runs over the channels past C), 2 lanes
+    "dense": dict(seed=3, lanes=2, density=1.0, topology=(("winograd_conv2d", 4), ("maxpool2d", 3), ("linear", 5)),
+                  input_shape=(3, 7, 7)),
+    # 6-bit activations, 5-bit weights (2 high bits coded), 4 lanes
+    "narrow": dict(seed=4, lanes=4, topology=(("winograd_conv2d", 5), ("winograd_conv2d", 3), ("linear", 4)),
+                   input_shape=(1, 4, 5), act_bits=6, winograd_weight_bits=5),
+}
+
+
+def huffman(dep):
+    return with_codec(dep, "huffman")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_top_from_the_huffman_streams_equals_reference_and_model(name):
+    case = dict(CASES[name])
+    seed = case.pop("seed")
+    dep = huffman(synthetic(seed, **case))
+    assert compile_program(dep).huffman
+    q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=seed))
+
+
+class LaneBench:
+    """A lane with the shared tables beside it (as `SparseMultiplyStage` wires them)."""
+
+    def __init__(self, program, lane):
+        from amaranth.hdl import Module
+        from terwin.hw.winograd.huffman_lane import HuffmanLane
+        from terwin.hw.winograd.mult import SparseMultiplyStage
+        item = SparseMultiplyStage(program).item
+        self.m = m = Module()
+        self.dut = dut = HuffmanLane(program, lane, item=item)
+        m.submodules.dut = dut
+        images = {image.name: image for image in program.memories()}
+        for port, name in ((dut.value_read, "value_table"), (dut.run_read, "run_table")):
+            m.submodules[name] = table = images[name].memory()
+            rp = table.read_port()
+            m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en), port.data.eq(rp.data)]
+
+
+def run_lane(program, lane, plan):
+    """`plan`: (layer, cycles to run after its start) in order; per start, the items with their cycle."""
+    bench = LaneBench(program, lane)
+    dut = bench.dut
+    out = []
+
+    async def tb(ctx):
+        ctx.set(dut.layer, plan[0][0])
+        await ctx.tick()
+        for n, (layer, cycles) in enumerate(plan):
+            ctx.set(dut.start, 1)          # cycle 0; `layer` held since the cycle before
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            got = []
+            for c in range(1, cycles + 1):   # the next start comes in cycle `cycles` (the last cycle sampled)
+                valid, w, addr, last = (ctx.get(dut.o_stream.valid), ctx.get(dut.o_stream.payload.w),
+                                        ctx.get(dut.o_stream.payload.addr), ctx.get(dut.o_stream.payload.last))
+                if valid:
+                    got.append((c, (int(w), int(addr), int(last))))
+                if c == cycles - 1 and n + 1 < len(plan):
+                    ctx.set(dut.layer, plan[n + 1][0])
+                if c < cycles:
+                    await ctx.tick()
+            out.append(got)
+
+    sim = Simulator(bench.m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("name", ["lanes8", "sparse", "dense", "narrow"])
+def test_lane_gives_every_layers_items_one_a_cycle_from_first_item(name):
+    case = dict(CASES[name])
+    seed = case.pop("seed")
+    p = compile_program(huffman(synthetic(seed, **case)))
+    rng = np.random.default_rng(seed)
+    for lane in range(p.lanes):
+        n = len(p.weighted)
+        # every layer, then layers at random, each restarted right after its last item or later (the engine
+        # starts a lane again only once its items have left: a MULT step lasts issue + MULT_EXTRA)
+        layers = list(range(n)) + [int(k) for k in rng.integers(0, n, size=6)]
+        plan = [(k, len(p.weighted[k].lane_items[lane]) + MULT_EXTRA + int(rng.integers(0, 3))) for k in layers]
+        for (layer, cycles), got in zip(plan, run_lane(p, lane, plan)):
+            items = [tuple(it) for it in p.weighted[layer].lane_items[lane]]
+            assert [it for _, it in got] == items
+            # the first item FIRST_ITEM cycles after start (cycle 0), then one a cycle
+            assert [c for c, _ in got] == list(range(FIRST_ITEM, FIRST_ITEM + len(items)))
+
+
+def test_program_side_gives_back_the_items_of_the_stored_model():
+    p = compile_program(huffman(fileformat.load(WINOGRAD)))
+    for s in p.weighted:
+        for lane in range(p.lanes):
+            v, r, init = lane_symbols(s, lane)
+            from terwin.hw.winograd.huffman_lane import HuffmanLane  # noqa: F401  (the lane builds from the same)
+            per = s.targets_per_out
+            c2 = 1 << max(0, int((s.in_shape[0] if per > 1 else int(np.prod(s.in_shape))) - 1).bit_length())
+            assert items_from_runs(v, r, init, c2=c2, per_out=per) == [tuple(it) for it in s.lane_items[lane]]
+    assert MULT_EXTRA == FIRST_ITEM - 1
