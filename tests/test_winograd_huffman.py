@@ -134,3 +134,42 @@ def test_program_side_gives_back_the_items_of_the_stored_model():
             c2 = 1 << max(0, int((s.in_shape[0] if per > 1 else int(np.prod(s.in_shape))) - 1).bit_length())
             assert items_from_runs(v, r, init, c2=c2, per_out=per) == [tuple(it) for it in s.lane_items[lane]]
     assert MULT_EXTRA == FIRST_ITEM - 1
+
+
+def test_raw_models_keep_their_memories_and_cycles():
+    dep = fileformat.load(WINOGRAD)
+    raw, coded = compile_program(dep), compile_program(huffman(dep))
+    names = [m.name for m in raw.memories()]
+    assert not raw.huffman and all(f"items{lane}" in names for lane in range(raw.lanes))
+    assert not any(n.startswith(("values", "runs", "lows", "value_table", "run_table")) for n in names)
+    assert all(s.mult_extra == 0 for s in raw.stages)
+    # the Huffman program: the same schedule but each MULT step MULT_EXTRA longer
+    assert [(ph.stage, ph.mult) for ph in raw.phases] == [(ph.stage, ph.mult) for ph in coded.phases]
+    for a, b in zip(raw.phases, coded.phases):
+        assert b.length >= a.length and b.length - a.length <= MULT_EXTRA
+    assert {m.name for m in coded.memories()}.isdisjoint({f"items{lane}" for lane in range(raw.lanes)})
+
+
+def test_weight_memories_of_the_stored_model_shrink_by_40_percent():
+    dep = fileformat.load(WINOGRAD)
+    raw, coded = memory_bits(compile_program(dep)), memory_bits(compile_program(huffman(dep)))
+    p = compile_program(dep)
+    assert raw["total"] == sum(len(items) for items in p.items) * (p.weight_bits + p.addr_bits + 1)
+    assert coded["total"] <= 0.6 * raw["total"]
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+def test_huffman_rtl_bit_exact_under_cocotb(tmp_path):
+    from test_winograd_hw_top import _cocotb_available
+    if not _cocotb_available():
+        pytest.fail("cocotb and Icarus Verilog are required")
+    from terwin.sim import rtl
+    from terwin.sim.cycles import predict
+    dep = huffman(synthetic(1))
+    q = np.random.default_rng(1).integers(0, 256, size=(3, *dep.input_shape))
+    res = rtl.verify(dep, q, build_root=tmp_path, pause_in=0.2, pause_out=0.3, progress=False)
+    assert res.mismatches == 0
+    model = predict(dep)["layers"]
+    assert [(l["cycles"], l["mac_cycles"]) for l in res.layers] == [(l["cycles"], l["mac_cycles"]) for l in model]
+    assert res.cycles == [sum(l["cycles"] for l in model)] * len(q)

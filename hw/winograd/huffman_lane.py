@@ -65,10 +65,13 @@ class HuffmanLane(wiring.Component):
             decoders.append(dec)
         vdec, rdec = decoders
 
-        # the layer's constants, registered from `layer` (held since the cycle before `start`)
+        # the layer's constants, from `layer` in a register (held since the cycle before `start`)
+        layer = Signal.like(self.layer)
+        m.d.sync += layer.eq(self.layer)
+
         def reg(values, shape, name):
             r = Signal(shape, name=name)
-            m.d.sync += r.eq(Array(Const(v, shape) for v in values)[self.layer])
+            m.d.comb += r.eq(Array(Const(v, shape) for v in values)[layer])
             return r
         flat_shape = unsigned(hw.flat_bits + 1)
         count = reg(counts, range(max_count + 1), "count")

@@ -27,10 +27,14 @@ its codes limited to MAX_CODE_BITS (8) bits so the decoders' words are 8 bits
 restarts at in each MULT step) and each lane's memory ends with two zero words (what the decoder
 looks at after the last code). Measured on the default model in docs/codecs.md ("Winograd: done").
 
-Memory bits (`memory_bits`): width x depth of each weight-path memory as built, plus each table
-(its symbol memory and its per-length constants, `CanonicalTable.bits`) counted once per decoder
-that holds it: every lane has its own value decoder and run decoder, so each table is counted
-`lanes` times (`table_copies`).
+Every lane has its own value decoder and run decoder (`HuffmanDecoder(symbol_memory=False)`: they
+give the code's rank); the two symbol tables (`value_table`, `run_table`) are one memory each with a
+read port per lane (as the operand memory is: `synthesis_memories` counts a copy per port).
+
+Memory bits (`memory_bits`): width x depth of each weight-path memory as built (`memories()`: the
+streams, the low bits, the two tables), plus the per-length constants of each decoder's code (first
+code, count and base of each length, `CanonicalTable.bits` less the symbols), counted per decoder
+(2 a lane).
 """
 from __future__ import annotations
 
@@ -44,9 +48,9 @@ from terwin import codec
 MAX_CODE_BITS = 8        # what the hardware codes are limited to (raised when a table needs more symbols)
 LOW_BITS = 3             # a weight's low bits, stored raw (`lows{lane}`); its high bits are the value symbol
 # the cycles from the decoders' `start` (a MULT step's cycle -1) to the first item at the lane's input:
-# the word feed's first word (1), two words held (2), code (1), index (1) and symbol memory (1) in the
-# decoders, the pending item (1), the output register (1) (`terwin.hw.winograd.huffman_lane`; measured
-# there and asserted by tests/test_winograd_huffman.py). A MULT step of a Huffman program lasts
+# the word feed's first word (1), the second word (2: then two are held), code (1) and rank (1) in the
+# decoders, the tables' read (1), the pending item waiting for the next one's run (1), the output register
+# (1) (`terwin.hw.winograd.huffman_lane`; asserted cycle by cycle by tests/test_winograd_huffman.py). A MULT step of a Huffman program lasts
 # issue + FIRST_ITEM - 1 cycles where the raw one lasts issue (the raw feed's first item is at cycle 0).
 FIRST_ITEM = 8
 MULT_EXTRA = FIRST_ITEM - 1
