@@ -71,6 +71,18 @@ class LaneBench:
             m.submodules[name] = table = images[name].memory()
             rp = table.read_port()
             m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en), port.data.eq(rp.data)]
+        # the low bits, read at this lane's `take` (the stage reads them at lane 0's, taken in the same cycle)
+        from amaranth.hdl import Array, Const, Signal
+        hw = program.huffman_items
+        m.submodules.lows = lows = images["lows"].memory()
+        rp = lows.read_port()
+        layer, ptr = Signal.like(dut.layer), Signal(range(len(hw.lows) + 1))
+        m.d.sync += layer.eq(dut.layer)
+        m.d.comb += [rp.addr.eq(ptr), rp.en.eq(dut.take), dut.low.eq(rp.data.word_select(lane, hw.low_bits))]
+        with m.If(dut.start):
+            m.d.sync += ptr.eq(Array(Const(b, range(len(hw.lows) + 1)) for b in hw.lows_base)[layer])
+        with m.Elif(dut.take):
+            m.d.sync += ptr.eq(ptr + 1)
 
 
 def run_lane(program, lane, plan):

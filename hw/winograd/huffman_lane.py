@@ -1,15 +1,15 @@
 """One multiply lane's items from its Huffman-coded streams (`terwin.hw.winograd.huffman_program`).
 
-    values{lane} ROM -> word feed -> HuffmanDecoder (ranks) --+--> value_table[rank] --+
-    runs{lane}   ROM -> word feed -> HuffmanDecoder (ranks) --+--> run_table[rank]   --+--> pending item --> item
-    lows{lane}   ROM (read in step) --------------------------+------------------------+
+    weights{lane} ROM port A -> word feed -> HuffmanDecoder (ranks) -+-> value_table[rank] --+
+    weights{lane} ROM port B -> word feed -> HuffmanDecoder (ranks) -+-> run_table[rank]   --+-> pending item -> item
+    lows ROM (every lane's low bits of item k in one word, read by the stage) ---------------+
 
 `start` (one cycle, `layer` held since the cycle before, as `mult.WeightDecoder`): both feeds restart
 at the layer's first word of the lane's streams and both decoders at the layer's symbol count; the
 lane's flat position restarts at the layer's `flat_init`. A pair of symbols is taken when both
 decoders offer one (`take`): their ranks go to the shared tables' read ports (`value_read`,
-`run_read`, synchronous; the tables are shared by every lane, one read port each) and the low value
-bits are read from `lows{lane}`. The cycle after (`got`): w = (high << LOW_BITS | low) - offset,
+`run_read`, synchronous; the tables are shared by every lane, one read port each) and `take` has
+the stage read the low value bits (`low`). The cycle after (`got`): w = (high << LOW_BITS | low) - offset,
 flat = base + run; the item before it (pending) is complete: its `last` is whether this one's target
 differs (flat | (C2 - 1) differs); after the layer's last pair the pending item leaves with last = 1.
 Items leave through a register (`o_stream`; never waits: the MacLane is always ready), one a cycle
@@ -43,6 +43,8 @@ class HuffmanLane(wiring.Component):
             "o_stream": Out(stream.Signature(item)),
             "value_read": Out(table_read_signature(self.hw.values)),
             "run_read": Out(table_read_signature(self.hw.runs)),
+            "take": Out(1),                          # a pair of symbols taken (the low bits are read)
+            "low": In(unsigned(self.hw.low_bits)),   # the item's low value bits, the cycle after `take`
         })
 
     def elaborate(self, platform):
@@ -51,10 +53,14 @@ class HuffmanLane(wiring.Component):
         layers = range(len(p.weighted))
         counts = [hw.counts[n][lane] for n in layers]
         max_count = max(1, max(counts))
+        # the lane's value and run streams in one memory, a read port for each feed (a block RAM's two ports)
+        m.submodules.weights = weights = Memory(shape=unsigned(hw.values.word_bits),
+                                                depth=len(hw.values.words[lane]) + len(hw.runs.words[lane]),
+                                                init=hw.values.words[lane] + hw.runs.words[lane])
         decoders = []
-        for kind, code in (("values", hw.values), ("runs", hw.runs)):
-            feed = WeightDecoder(layout=unsigned(code.word_bits), items=code.words[lane],
-                                 bases=[code.base[n][lane] for n in layers],
+        for kind, code, offset in (("values", hw.values, 0), ("runs", hw.runs, len(hw.values.words[lane]))):
+            feed = WeightDecoder(layout=unsigned(code.word_bits), items=weights.init, read_port=weights.read_port(),
+                                 bases=[offset + code.base[n][lane] for n in layers],
                                  counts=[code.nwords[n][lane] + 2 if counts[n] else 0 for n in layers])
             dec = HuffmanDecoder(code.table, symbol_bits=code.symbol_bits, word_bits=code.word_bits,
                                  max_count=max_count, symbol_memory=False)
@@ -76,7 +82,6 @@ class HuffmanLane(wiring.Component):
         flat_shape = unsigned(hw.flat_bits + 1)
         count = reg(counts, range(max_count + 1), "count")
         init = reg([hw.flat_init[n][lane] for n in layers], flat_shape, "flat_init")
-        item_base = reg([hw.item_base[n][lane] for n in layers], range(max(1, len(hw.lows[lane])) + 1), "item_base")
         mask_sel = reg([(1 << hw.c2_log[n]) - 1 for n in layers], flat_shape, "mask_sel")
         lc_sel = reg(hw.c2_log, range(max(hw.c2_log) + 1), "lc_sel")
         pl_sel = reg(hw.per_out_log, range(max(hw.per_out_log) + 1), "pl_sel")
@@ -86,29 +91,25 @@ class HuffmanLane(wiring.Component):
         with m.If(self.start):
             m.d.sync += [mask.eq(mask_sel), lc.eq(lc_sel), pl.eq(pl_sel)]
 
-        # take a pair of symbols; the tables and the low bits are read
-        m.submodules.lows = lows = Memory(shape=unsigned(hw.low_bits), depth=max(1, len(hw.lows[lane])),
-                                          init=hw.lows[lane] or [0])
-        low_rd = lows.read_port()
+        # take a pair of symbols; the tables are read, and the low bits (`lows`, read by the stage in the
+        # cycle lane 0 takes: every lane takes its item k in the same cycle)
         left = Signal(range(max_count + 1))
-        ptr = Signal.like(item_base)
-        take = Signal()
+        take = self.take
         m.d.comb += [
             take.eq(vdec.o_stream.valid & rdec.o_stream.valid & (left != 0) & ~self.start),
             vdec.o_stream.ready.eq(take), rdec.o_stream.ready.eq(take),
             self.value_read.addr.eq(vdec.o_stream.payload), self.value_read.en.eq(take),
             self.run_read.addr.eq(rdec.o_stream.payload), self.run_read.en.eq(take),
-            low_rd.addr.eq(ptr), low_rd.en.eq(take),
         ]
         got = Signal()
         m.d.sync += got.eq(take)
         with m.If(take):
-            m.d.sync += [left.eq(left - 1), ptr.eq(ptr + 1)]
+            m.d.sync += left.eq(left - 1)
 
         # the pending item and the output register
         offset = 1 << (p.weight_bits - 1)
         w_new = Signal(signed(p.weight_bits + 1))
-        m.d.comb += w_new.eq(Cat(low_rd.data, self.value_read.data).as_unsigned() - offset)
+        m.d.comb += w_new.eq(Cat(self.low, self.value_read.data).as_unsigned() - offset)
         base = Signal(flat_shape)
         flat_new = Signal(flat_shape)
         m.d.comb += flat_new.eq(base + self.run_read.data)
@@ -128,5 +129,5 @@ class HuffmanLane(wiring.Component):
                      o.payload.addr.eq((channel << pl) | position)]
 
         with m.If(self.start):
-            m.d.sync += [left.eq(count), ptr.eq(item_base), base.eq(init), p_valid.eq(0), got.eq(0)]
+            m.d.sync += [left.eq(count), base.eq(init), p_valid.eq(0), got.eq(0)]
         return m

@@ -116,14 +116,11 @@ class Code:
     base: list             # [layer][lane]: first word
     nwords: list           # [layer][lane]: words of the stream
     nbits: int             # coded bits, all lanes and layers
+    word_bits: int         # a power of two holding the longest code, at least 8 (both kinds alike: one memory)
 
     @cached_property
     def table(self) -> codec.CanonicalTable:
         return codec.CanonicalTable.from_lengths(self.lengths)
-
-    @property
-    def word_bits(self) -> int:
-        return max(8, 1 << (self.table.max_length - 1).bit_length())
 
     @property
     def table_bits(self) -> int:
@@ -135,9 +132,9 @@ class HuffmanItems:
     """The Huffman weight path of one Winograd program (see the module docstring)."""
     values: Code
     runs: Code
-    lows: list             # per lane: each item's low value bits, layers in order
+    lows: list             # per item number k of each layer: every lane's item k's low value bits (lane l at l * low_bits)
     low_bits: int
-    item_base: list        # [layer][lane]: the layer's first item in `lows`
+    lows_base: list        # per layer: its first word in `lows`
     counts: list           # [layer][lane]: items
     flat_init: list        # [layer][lane]: t_first * C2
     c2_log: list           # per layer: log2 C2
@@ -149,7 +146,7 @@ class HuffmanItems:
         return len(self.values.words)
 
 
-def _code(parts, symbol_bits: int, lanes: int, layers: int) -> Code:
+def _code(parts, symbol_bits: int, lanes: int, layers: int, min_word_bits: int = 8) -> Code:
     """parts[layer][lane]: symbols. One table over all of them; per lane the layers' streams in order."""
     allsym = np.concatenate([p for row in parts for p in row] + [np.zeros(0, np.int64)]).astype(np.int64)
     counts = np.bincount(allsym, minlength=1 << symbol_bits) if allsym.size else np.zeros(1 << symbol_bits, np.int64)
@@ -158,7 +155,7 @@ def _code(parts, symbol_bits: int, lanes: int, layers: int) -> Code:
     used = int(np.count_nonzero(counts))
     lengths = codec.code_lengths(counts, max(MAX_CODE_BITS, (used - 1).bit_length()))
     table = codec.CanonicalTable.from_lengths(lengths)
-    word_bits = max(8, 1 << (table.max_length - 1).bit_length())
+    word_bits = max(min_word_bits, 1 << (table.max_length - 1).bit_length())
     words = [[] for _ in range(lanes)]
     base = [[0] * lanes for _ in range(layers)]
     nwords = [[0] * lanes for _ in range(layers)]
@@ -172,7 +169,8 @@ def _code(parts, symbol_bits: int, lanes: int, layers: int) -> Code:
             nbits += bits
     for lane in range(lanes):
         words[lane] += [0, 0]
-    return Code(lengths=lengths, symbol_bits=symbol_bits, words=words, base=base, nwords=nwords, nbits=nbits)
+    return Code(lengths=lengths, symbol_bits=symbol_bits, words=words, base=base, nwords=nwords, nbits=nbits,
+                word_bits=word_bits)
 
 
 def compile_huffman(program) -> HuffmanItems:
@@ -192,13 +190,22 @@ def compile_huffman(program) -> HuffmanItems:
                 [tuple(it) for it in s.lane_items[lane]], "the runs give back the lane's items"
     max_run = max([int(r.max()) for row in runs for r in row if r.size] + [1])
     max_flat = max([(max(t) + 1) * channels_pow2(s) for s in weighted for t in s.lane_targets if t] + [1])
-    lows = [[int(v) & ((1 << low_bits) - 1) for n in range(len(weighted)) for v in vals[n][lane]]
-            for lane in range(lanes)]
+    # the low bits of every lane's item k of a layer in one word (the lanes take item k in the same cycle)
+    lows, lows_base = [], []
+    for n, s in enumerate(weighted):
+        lows_base.append(len(lows))
+        for k in range(s.issue if any(s.lane_items) else 0):
+            lows.append(sum((int(vals[n][lane][k]) & ((1 << low_bits) - 1)) << (lane * low_bits)
+                            for lane in range(lanes) if k < len(vals[n][lane])))
     highs = [[v >> low_bits for v in row] for row in vals]
+    high_bits, run_bits = program.weight_bits - low_bits, max(1, max_run.bit_length())
+    values, runs_code = _code(highs, high_bits, lanes, len(weighted)), _code(runs, run_bits, lanes, len(weighted))
+    if values.word_bits != runs_code.word_bits:     # one memory a lane holds both: one word width
+        wb = max(values.word_bits, runs_code.word_bits)
+        values = _code(highs, high_bits, lanes, len(weighted), wb)
+        runs_code = _code(runs, run_bits, lanes, len(weighted), wb)
     return HuffmanItems(
-        lows=lows, low_bits=low_bits, item_base=[list(s.item_base) for s in weighted],
-        values=_code(highs, program.weight_bits - low_bits, lanes, len(weighted)),
-        runs=_code(runs, max(1, max_run.bit_length()), lanes, len(weighted)),
+        lows=lows, low_bits=low_bits, lows_base=lows_base, values=values, runs=runs_code,
         counts=[[len(s.lane_items[lane]) for lane in range(lanes)] for s in weighted],
         flat_init=inits, c2_log=[channels_pow2(s).bit_length() - 1 for s in weighted],
         per_out_log=[s.targets_per_out.bit_length() - 1 for s in weighted],
@@ -206,22 +213,24 @@ def compile_huffman(program) -> HuffmanItems:
 
 
 def huffman_memories(program) -> list:
-    """The weight path's memories: per lane its value stream, run stream and low value bits; the two
-    symbol tables every lane's decoders read (one read port a lane: the decoders give ranks)."""
+    """The weight path's memories: per lane its value stream and then its run stream in one memory
+    (`weights{lane}`, a read port for each decoder's feed: one block RAM with its two ports), the low
+    value bits of every lane (`lows`, one word an item number), and the two symbol tables every lane's
+    decoders read (one read port a lane: the decoders give ranks)."""
     from amaranth.hdl import unsigned
     from ..common.program import MemoryImage
     hw = program.huffman_items
+    assert hw.values.word_bits == hw.runs.word_bits
     return [
-        *(m for lane in range(program.lanes) for m in (
-            *(MemoryImage(f"{kind}{lane}", unsigned(code.word_bits), len(code.words[lane]), code.words[lane])
-              for kind, code in (("values", hw.values), ("runs", hw.runs))),
-            MemoryImage(f"lows{lane}", unsigned(hw.low_bits), max(1, len(hw.lows[lane])), hw.lows[lane] or [0]))),
+        *(MemoryImage(f"weights{lane}", unsigned(hw.values.word_bits), len(hw.values.words[lane]) + len(hw.runs.words[lane]),
+                      hw.values.words[lane] + hw.runs.words[lane]) for lane in range(program.lanes)),
+        MemoryImage("lows", unsigned(hw.low_bits * program.lanes), max(1, len(hw.lows)), hw.lows or [0]),
         *(MemoryImage(f"{kind}_table", unsigned(code.symbol_bits), len(code.table.symbols), list(code.table.symbols))
           for kind, code in (("value", hw.values), ("run", hw.runs))),
     ]
 
 
-WEIGHT_PATH_PREFIXES = ("items", "values", "runs", "lows", "value_table", "run_table")
+WEIGHT_PATH_PREFIXES = ("items", "weights", "lows", "value_table", "run_table")
 
 
 def memory_bits(program) -> dict:
