@@ -23,6 +23,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..codec.huffman import HuffmanDecoder
+from .huffman_program import lane_words
 from .mult import WeightDecoder
 
 
@@ -54,9 +55,8 @@ class HuffmanLane(wiring.Component):
         counts = [hw.counts[n][lane] for n in layers]
         max_count = max(1, max(counts))
         # the lane's value and run streams in one memory, a read port for each feed (a block RAM's two ports)
-        m.submodules.weights = weights = Memory(shape=unsigned(hw.values.word_bits),
-                                                depth=len(hw.values.words[lane]) + len(hw.runs.words[lane]),
-                                                init=hw.values.words[lane] + hw.runs.words[lane])
+        words = lane_words(hw, lane)
+        m.submodules.weights = weights = Memory(shape=unsigned(hw.values.word_bits), depth=len(words), init=words)
         decoders = []
         for kind, code, offset in (("values", hw.values, 0), ("runs", hw.runs, len(hw.values.words[lane]))):
             feed = WeightDecoder(layout=unsigned(code.word_bits), items=weights.init, read_port=weights.read_port(),

@@ -24,8 +24,8 @@ One code table per kind for the whole model (every layer, every lane: the ternar
 its codes limited to MAX_CODE_BITS (8) bits so the decoders' words are 8 bits
 (`terwin.hw.codec.huffman.HuffmanDecoder`: the loop is a 24-bit window, eight comparisons). A
 (layer, lane) stream starts at a word boundary (`value_base`/`run_base`: the word the lane's feed
-restarts at in each MULT step) and each lane's memory ends with two zero words (what the decoder
-looks at after the last code). Measured on the default model in docs/codecs.md ("Winograd: done").
+restarts at in each MULT step); a lane's memory holds its value stream, its run stream and two zero
+words (`lane_words`: the decoder looks at two words after a stream's last code). Measured on the default model in docs/codecs.md ("Winograd: done").
 
 Every lane has its own value decoder and run decoder (`HuffmanDecoder(symbol_memory=False)`: they
 give the code's rank); the two symbol tables (`value_table`, `run_table`) are one memory each with a
@@ -109,10 +109,10 @@ def items_from_runs(values, runs, init: int, *, c2: int, per_out: int) -> list[t
 @dataclass
 class Code:
     """One kind's code (values or runs): the lengths over its alphabet, the symbol width, and per lane
-    its memory's words and per layer the stream's first word, words and symbols."""
+    its stream's words and per layer the stream's first word and words."""
     lengths: np.ndarray
     symbol_bits: int
-    words: list            # per lane: the memory's words (the layers' streams, then two zero words)
+    words: list            # per lane: the layers' streams' words
     base: list             # [layer][lane]: first word
     nwords: list           # [layer][lane]: words of the stream
     nbits: int             # coded bits, all lanes and layers
@@ -167,8 +167,6 @@ def _code(parts, symbol_bits: int, lanes: int, layers: int, min_word_bits: int =
             base[n][lane], nwords[n][lane] = len(words[lane]), len(ws)
             words[lane] += ws
             nbits += bits
-    for lane in range(lanes):
-        words[lane] += [0, 0]
     return Code(lengths=lengths, symbol_bits=symbol_bits, words=words, base=base, nwords=nwords, nbits=nbits,
                 word_bits=word_bits)
 
@@ -212,6 +210,12 @@ def compile_huffman(program) -> HuffmanItems:
         flat_bits=max(1, max_flat.bit_length()))
 
 
+def lane_words(hw: HuffmanItems, lane: int) -> list[int]:
+    """A lane's memory: its value stream's words, its run stream's words, two zero words (the words a
+    decoder looks at after a stream's last code: the run stream's first words after the values')."""
+    return hw.values.words[lane] + hw.runs.words[lane] + [0, 0]
+
+
 def huffman_memories(program) -> list:
     """The weight path's memories: per lane its value stream and then its run stream in one memory
     (`weights{lane}`, a read port for each decoder's feed: one block RAM with its two ports), the low
@@ -222,8 +226,8 @@ def huffman_memories(program) -> list:
     hw = program.huffman_items
     assert hw.values.word_bits == hw.runs.word_bits
     return [
-        *(MemoryImage(f"weights{lane}", unsigned(hw.values.word_bits), len(hw.values.words[lane]) + len(hw.runs.words[lane]),
-                      hw.values.words[lane] + hw.runs.words[lane]) for lane in range(program.lanes)),
+        *(MemoryImage(f"weights{lane}", unsigned(hw.values.word_bits), len(lane_words(hw, lane)), lane_words(hw, lane))
+          for lane in range(program.lanes)),
         MemoryImage("lows", unsigned(hw.low_bits * program.lanes), max(1, len(hw.lows)), hw.lows or [0]),
         *(MemoryImage(f"{kind}_table", unsigned(code.symbol_bits), len(code.table.symbols), list(code.table.symbols))
           for kind, code in (("value", hw.values), ("run", hw.runs))),
