@@ -2,14 +2,15 @@
 
 A model whose weighted layers have codec `huffman` (`terwin compress --codec huffman`,
 `terwin.codec.with_codec`) runs with each lane's item memory (`items{lane}`: (w, addr, last), 18 bits
-an item on the default model) replaced by two coded streams, decoded on chip at one item a cycle a
-lane (`terwin.hw.winograd.huffman_lane`):
+an item on the default model) replaced by coded streams, decoded on chip at one item a cycle a lane
+(`terwin.hw.winograd.huffman_lane`). Per item:
 
-* `values{lane}`: the items' weights, one symbol a nonzero weight: the high bits of w + 2^(weight_bits - 1)
-  (all but LOW_BITS = 3; 30 symbols on the default model, near their entropy with 8-bit codes, where
-  the whole value (222 symbols) would need 8-bit codes for nearly all: 61,698 bits against 59,500);
-  `lows{lane}`: its LOW_BITS low bits, raw, one word an item (read in step with the decoders);
-* `runs{lane}`: where each item sits, as a zero run. The lane's items of a layer are a contiguous
+* a value symbol: the high bits of w + 2^(weight_bits - 1) (all but LOW_BITS = 3; 30 symbols on the
+  default model, near their entropy with 8-bit codes, where whole values (222 symbols) would need
+  8-bit codes for nearly all: 61,698 bits against 59,500), and its LOW_BITS low bits raw, in `lows`
+  (one word per item number k of a layer holding every lane's item k: the lanes take item k in the
+  same cycle);
+* a run symbol: where the item sits, as a zero run. The lane's items of a layer are a contiguous
   piece of the layer's (target, channel) matrix walked in order (targets ascending, channels
   ascending within a target: `program.encode_layer`), so with the channels of a target counted up to
   C2 = the next power of two of the layer's C, item k sits at flat_k = t_k * C2 + c_k and its symbol
@@ -23,9 +24,10 @@ lane (`terwin.hw.winograd.huffman_lane`):
 One code table per kind for the whole model (every layer, every lane: the ternary path's choice),
 its codes limited to MAX_CODE_BITS (8) bits so the decoders' words are 8 bits
 (`terwin.hw.codec.huffman.HuffmanDecoder`: the loop is a 24-bit window, eight comparisons). A
-(layer, lane) stream starts at a word boundary (`value_base`/`run_base`: the word the lane's feed
-restarts at in each MULT step); a lane's memory holds its value stream, its run stream and two zero
-words (`lane_words`: the decoder looks at two words after a stream's last code). Measured on the default model in docs/codecs.md ("Winograd: done").
+(layer, lane) stream starts at a word boundary (`Code.base`: the word the lane's feed restarts at in
+each MULT step); a lane's memory `weights{lane}` holds its value stream, its run stream and two zero
+words (`lane_words`: the decoder looks at two words after a stream's last code), read through two
+ports (one block RAM). Measured on the default model in docs/codecs.md ("Winograd: done").
 
 Every lane has its own value decoder and run decoder (`HuffmanDecoder(symbol_memory=False)`: they
 give the code's rank); the two symbol tables (`value_table`, `run_table`) are one memory each with a
