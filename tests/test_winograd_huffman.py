@@ -35,6 +35,9 @@ CASES = {
     # dense, 3 input channels (C2 = 4: runs over the channels past C), 2 lanes
     "dense": dict(seed=3, lanes=2, density=1.0, topology=(("winograd_conv2d", 4), ("maxpool2d", 3), ("linear", 5)),
                   input_shape=(3, 7, 7)),
+    # 8 lanes on a nearly empty model: lanes without an item in a layer (count 0)
+    "empty_lanes": dict(seed=6, lanes=8, density=0.03, topology=(("winograd_conv2d", 2), ("linear", 3)),
+                        input_shape=(1, 4, 4)),
     # 6-bit activations, 5-bit weights (2 high bits coded), 4 lanes
     "narrow": dict(seed=4, lanes=4, topology=(("winograd_conv2d", 5), ("winograd_conv2d", 3), ("linear", 4)),
                    input_shape=(1, 4, 5), act_bits=6, winograd_weight_bits=5),
@@ -117,7 +120,7 @@ def run_lane(program, lane, plan):
     return out
 
 
-@pytest.mark.parametrize("name", ["lanes8", "sparse", "dense", "narrow"])
+@pytest.mark.parametrize("name", list(CASES))
 def test_lane_gives_every_layers_items_one_a_cycle_from_first_item(name):
     case = dict(CASES[name])
     seed = case.pop("seed")
@@ -185,3 +188,24 @@ def test_huffman_rtl_bit_exact_under_cocotb(tmp_path):
     model = predict(dep)["layers"]
     assert [(l["cycles"], l["mac_cycles"]) for l in res.layers] == [(l["cycles"], l["mac_cycles"]) for l in model]
     assert res.cycles == [sum(l["cycles"] for l in model)] * len(q)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decoder_without_symbol_memory_sends_ranks_exactly_under_backpressure(seed):
+    """`HuffmanDecoder(symbol_memory=False)` (the lanes' decoders): the rank of each code in the table's
+    symbols, equal to the software decoder's symbols mapped to their ranks, with random words offered and
+    symbols taken at random, 8-bit codes in 8-bit words (the lanes' widths)."""
+    from terwin import codec
+    from terwin.hw.codec.huffman import HuffmanDecoder, words
+    from test_codec_hw import coded, simulate
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(2, 120))
+    symbols = rng.choice(size, size=300, p=rng.dirichlet(np.full(size, 0.3)))
+    lengths, data, nbits = coded(symbols, size, max_length=8)
+    table = codec.CanonicalTable.from_lengths(lengths)
+    rank = {s: k for k, s in enumerate(table.symbols)}
+    expected = [rank[int(s)] for s in codec.decode(data, nbits, lengths, symbols.size)]
+    dut = HuffmanDecoder(table, symbol_bits=8, word_bits=8, symbol_memory=False)
+    assert dut.symbol_bits == max(1, (len(table.symbols) - 1).bit_length())
+    got, _, error = simulate(dut, words(data, nbits, 8), symbols.size, p_in=0.7, p_out=0.6, seed=seed)
+    assert got == expected and not error

@@ -312,7 +312,10 @@ class WinogradProgram(Program):
         accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle) and each
         activation buffer IN_PIXELS times (the input side reads that many pixels a cycle)."""
         reads = {"operands": self.lanes, "act0": IN_PIXELS, "act1": IN_PIXELS,
-                 **{f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)}}
+                 **{f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)},
+                 # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
+                 # ports and no write port: Yosys maps them onto one true-dual-port block)
+                 **({"value_table": self.lanes, "run_table": self.lanes} if self.huffman else {})}
         return [dataclasses.replace(image, name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
                 for image in self.memories() for n in range(reads.get(image.name, 1))]
 
