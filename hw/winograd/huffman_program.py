@@ -190,9 +190,11 @@ def compile_huffman(program) -> HuffmanItems:
                 [tuple(it) for it in s.lane_items[lane]], "the runs give back the lane's items"
     max_run = max([int(r.max()) for row in runs for r in row if r.size] + [1])
     max_flat = max([(max(t) + 1) * channels_pow2(s) for s in weighted for t in s.lane_targets if t] + [1])
-    # the low bits of every lane's item k of a layer in one word (the lanes take item k in the same cycle)
+    # the low bits of every lane's item k of a layer in one word (the lanes take item k in the same cycle);
+    # the stage reads them as lane 0 takes its items: lane 0 has the most (the wrap-around rule fills it first)
     lows, lows_base = [], []
     for n, s in enumerate(weighted):
+        assert len(s.lane_items[0]) == max(len(items) for items in s.lane_items), "lane 0 has the most items"
         lows_base.append(len(lows))
         for k in range(s.issue if any(s.lane_items) else 0):
             lows.append(sum((int(vals[n][lane][k]) & ((1 << low_bits) - 1)) << (lane * low_bits)
