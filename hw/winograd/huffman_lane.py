@@ -17,7 +17,7 @@ from `FIRST_ITEM` cycles after `start` (the decoders sustain a symbol a cycle wi
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,6 +34,9 @@ def table_read_signature(code) -> wiring.Signature:
 
 
 class HuffmanLane(wiring.Component):
+    """Lane `lane` of `program` (a Huffman `WinogradProgram`): items of layout `item` on `o_stream` (see the
+    module docstring); it takes `start`/`layer` as `mult.WeightDecoder` does."""
+
     def __init__(self, program, lane: int, *, item):
         self.program, self.lane = program, lane
         self.hw = program.huffman_items
@@ -75,16 +78,16 @@ class HuffmanLane(wiring.Component):
         layer = Signal.like(self.layer)
         m.d.sync += layer.eq(self.layer)
 
-        def reg(values, shape, name):
+        def per_layer(values, shape, name):
             r = Signal(shape, name=name)
             m.d.comb += r.eq(Array(Const(v, shape) for v in values)[layer])
             return r
         flat_shape = unsigned(hw.flat_bits + 1)
-        count = reg(counts, range(max_count + 1), "count")
-        init = reg([hw.flat_init[n][lane] for n in layers], flat_shape, "flat_init")
-        mask_sel = reg([(1 << hw.c2_log[n]) - 1 for n in layers], flat_shape, "mask_sel")
-        lc_sel = reg(hw.c2_log, range(max(hw.c2_log) + 1), "lc_sel")
-        pl_sel = reg(hw.per_out_log, range(max(hw.per_out_log) + 1), "pl_sel")
+        count = per_layer(counts, range(max_count + 1), "count")
+        init = per_layer([hw.flat_init[n][lane] for n in layers], flat_shape, "flat_init")
+        mask_sel = per_layer([(1 << hw.c2_log[n]) - 1 for n in layers], flat_shape, "mask_sel")
+        lc_sel = per_layer(hw.c2_log, range(max(hw.c2_log) + 1), "lc_sel")
+        pl_sel = per_layer(hw.per_out_log, range(max(hw.per_out_log) + 1), "pl_sel")
         m.d.comb += [vdec.count.eq(count), rdec.count.eq(count)]
         # ... held for the layer's MULT step
         mask, lc, pl = Signal.like(mask_sel), Signal.like(lc_sel), Signal.like(pl_sel)
