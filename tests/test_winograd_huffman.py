@@ -2,8 +2,11 @@
 each lane's items decoded on chip from a value stream, a run stream and raw low value bits
 (`terwin.hw.winograd.huffman_program`, `huffman_lane`). The program side gives back every lane's items
 exactly; the lane alone in Amaranth's simulator gives the items of every layer, one a cycle from
-FIRST_ITEM cycles after `start`, restarted at any time; the whole top equals the reference (scores,
-==) and the cycle model (per-layer cycles, ==) on synthetic models; raw models keep their memories."""
+FIRST_ITEM cycles after `start`, restarted as soon as its last item has left or later; the decoder
+in rank mode equals the software decoder under back-pressure; the whole top equals the reference
+(scores, ==) and the cycle model (per-layer cycles, ==) on synthetic models, in Amaranth's simulator
+and as Verilog under cocotb; raw models keep their memories; the stored model's weight memories
+shrink by 40 %."""
 from __future__ import annotations
 
 import sys
