@@ -313,10 +313,10 @@ def test_the_api_applies_the_codec_after_export():
         api._with_codec(dep, {}, "lzw")
 
 
-# -- storage codecs: the whole file compressed (xz, bz2) ------------------------------------------------------
+# -- storage codecs: the whole file compressed (xz, bz2, lzw) -------------------------------------------------
 
 
-@pytest.mark.parametrize("storage", ["raw", "xz", "bz2"])
+@pytest.mark.parametrize("storage", ["raw", "xz", "bz2", "lzw"])
 def test_stored_files_load_as_the_same_model(storage, tmp_path):
     dep = with_codec(random_deployment(WINOGRAD, seed=2, calibration_images=2, linear_int_bits=8,
                                        topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("linear", 10))))

@@ -9,7 +9,7 @@ is refused before any training).
 format version 3); compress.json says `codec`, `weight_stream_bits` (the bits the design's weight
 memories hold on chip, width x depth as built, decoder tables included), `weight_memory` (those bits
 per memory and against the raw design: `terwin.engines.weight_memory_report`) and `weight_stream` (the
-file's coded streams per layer) for every codec. `--storage xz|bz2` compresses the whole file (the model and
+file's coded streams per layer) for every codec. `--storage xz|bz2|lzw` compresses the whole file (the model and
 its checksum are those of the decompressed file); compress.json says `file_bytes` and `stored_bytes`.
 
 Writes DIR/model.terwin and DIR/compress.json, both at once when training succeeds; DIR is checked
@@ -51,8 +51,8 @@ def add_arguments(parser):
                         help="how the weight stream is stored: raw, or huffman (canonical Huffman codes, decoded "
                              "in hardware; docs/codecs.md). Default: raw")
     parser.add_argument("--storage", choices=sorted(fileformat.STORAGE), default="raw",
-                        help="store model.terwin compressed with xz (lzma) or bz2 from Python's standard library "
-                             "(every command reads it as it is); default: raw")
+                        help="store model.terwin compressed with xz (lzma) or bz2 from Python's standard library, "
+                             "or LZW (terwin.lzw); every command reads it as it is. Default: raw")
     parser.add_argument("--model", metavar="FILE.py:FACTORY",
                         help="compress your own network: FACTORY() in FILE.py returns the torch.nn.Module "
                              "(default: the family's built-in digits CNN)")
