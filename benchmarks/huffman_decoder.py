@@ -8,7 +8,7 @@ register to register, and a UP5K's 39 pins suffice) goes through the build's too
 `synth_ice40` / `synth_ecp5`, then nextpnr-ice40 (UP5K, sg48) and nextpnr-ecp5 (85k, CABGA381)
 with a 200 MHz target, reporting LUT4s, flip-flops, block RAMs and nextpnr's achieved fmax of the
 clock. Minutes on one core. Then, for every stored model: bits per weight of the weight stream
-raw, Huffman (stream, and with the decoder tables), and the whole model file under lzma / bz2.
+raw, Huffman (stream, and with the decoder tables), and the whole model file under lzma / bz2 / LZW.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from terwin import codec, fileformat
+from terwin import codec, fileformat, lzw
 from terwin.hw.codec.huffman import HuffmanDecoder
 from terwin.tools import find_tool
 
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
             print(f"{path.parent.relative_to(ROOT)} {layer.name}: L={code.table.max_length} symbols used="
                   f"{len(code.table.symbols)} x {code.symbol_bits} b, {family}: {res}", flush=True)
     print()
-    print("| model | weights | raw bits/weight | huffman stream bits/weight | + tables | file bytes | lzma | bz2 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | weights | raw bits/weight | huffman stream bits/weight | + tables | file bytes | lzma | bz2 | lzw |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for path in models:
         dep = fileformat.load(path)
         rep = codec.stream_report(dep)
@@ -107,7 +107,8 @@ def main(argv=None) -> int:
         raw = path.read_bytes()
         print(f"| {path.parent.relative_to(ROOT / 'bitstreams')} | {n:,} | {rep['raw_bits'] / n:.3f} | "
               f"{rep['huffman_bits'] / n:.3f} | {(rep['huffman_bits'] + rep['huffman_table_bits']) / n:.3f} | "
-              f"{len(raw):,} | {len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)):,} | {len(bz2.compress(raw, 9)):,} |")
+              f"{len(raw):,} | {len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)):,} | {len(bz2.compress(raw, 9)):,} | "
+              f"{len(lzw.compress(raw)):,} |")
     print()
     for path in models:
         alternatives(fileformat.load(path), path.parent.relative_to(ROOT / "bitstreams"))

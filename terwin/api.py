@@ -70,7 +70,7 @@ def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, 
     (`load_data`) into an integer model for `spec` (a preset name, a spec file or a HardwareSpec;
     default: the family's). `weights`: the model's trained state_dict (a mapping or a file) — the
     float training is skipped. `codec`: "raw" or "huffman", how the weight stream is stored
-    (`terwin.codec`; the report gains `codec` and `weight_stream_bits`). `options`: the family's other options (e.g. regularizer="group-lasso",
+    (`terwin.codec`; the report gains `codec`, `weight_stream_bits` — the design's weight memory bits on chip — and `weight_memory`). `options`: the family's other options (e.g. regularizer="group-lasso",
     zero_budget=0.05; see the family's options dataclass). Returns (Deployment, the compress.json
     dict, without "checksum": `save` returns it). Training starts from the model's weights as given
     (seed torch before building it, for a reproducible start) and is seeded by `seed`."""
@@ -101,7 +101,7 @@ def _with_codec(dep: Deployment, report: dict, name: str) -> tuple[Deployment, d
     if name not in codecs.CODECS:
         raise TerwinError(f"codec must be one of {', '.join(codecs.CODECS)}, not {name!r}")
     dep = codecs.with_codec(dep, name)
-    return dep, {**report, **codecs.report_fields(dep)}
+    return dep, {**report, **engines.codec_report_fields(dep)}
 
 
 def _options(cls, values: dict):

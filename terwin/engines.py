@@ -9,7 +9,10 @@ package `terwin.hw.<name>` (folder `hw/<name>/`) with three modules:
 * `cycles`: `predict(program) -> {"layers", "io_cycles"}` (NumPy only): the exact cycle model over
   that program;
 * `top`: the Amaranth top, a `wiring.Component` built from the program, with the shared ports
-  (`terwin.hw.common.ports.accelerator_signature`): class `Accelerator(dep, program=None)`.
+  (`terwin.hw.common.ports.accelerator_signature`): class `Accelerator(dep, program=None)`;
+* `huffman_program`: the engine's Huffman-coded weight path, and `memory_bits(program) -> dict`: the
+  bits of the weight path's memories as built (width x depth, decoder tables included), per memory
+  and in all (`"total"`), for whichever codec the program's layers have.
 
 Adding an engine is its folder and one line in `ENGINES`. Entries import their modules only when
 used, so this module (and `terwin inspect`) needs neither torch nor Amaranth.
@@ -53,6 +56,10 @@ class Engine:
     def build_top(self, dep, *, program=None):
         """The Amaranth top for `dep` (built from `program`, compiled here when not given)."""
         return self._module("top").Accelerator(dep, program=program)
+
+    def weight_memory_bits(self, program) -> dict:
+        """The weight path's memory bits as built for `program`: {memory: bits, ..., "total"}."""
+        return self._module("huffman_program").memory_bits(program)
 
     def memory_images(self, program) -> list:
         """The design's ROMs (`MemoryImage`s with contents), as `terwin generate` writes them."""
@@ -104,3 +111,34 @@ def compile_program(dep):
 def build_top(dep, *, program=None):
     """The accelerator top for `dep`: its engine's `Accelerator`, with the shared ports."""
     return for_spec(dep.spec).build_top(dep, program=program)
+
+
+def weight_memory_report(dep) -> dict:
+    """What the weight memories of `dep`'s design hold on chip (width x depth as built, decoder tables
+    included), for its codec and for `raw`: {"codec", "bits", "raw_bits", "saving", "memories"}, or
+    {"error": ...} when the model does not lower onto its engine (e.g. a layer it cannot run): compress
+    still writes such a model, and `terwin simulate`/`build` then name the problem."""
+    from .codec import with_codec
+    engine = for_spec(dep.spec)
+    names = {getattr(layer, "codec", "raw") for layer in dep.weighted_layers}
+    try:
+        coded = engine.weight_memory_bits(engine.compile(dep))
+        raw = coded if names == {"raw"} else engine.weight_memory_bits(engine.compile(with_codec(dep, "raw")))
+    except TerwinError as e:
+        return {"error": str(e)}
+    return {"codec": names.pop() if len(names) == 1 else "mixed", "bits": coded["total"],
+            "raw_bits": raw["total"], "saving": round(1 - coded["total"] / raw["total"], 4) if raw["total"] else 0.0,
+            "memories": {k: v for k, v in coded.items() if k != "total"}}
+
+
+def codec_report_fields(dep) -> dict:
+    """compress.json's codec fields: `terwin.codec.report_fields` (the file's coded streams per layer) with
+    `weight_stream_bits` the bits the design's weight memories hold on chip, decoder tables included
+    (`weight_memory`: per memory, and against raw); the file's own stream total stays in
+    `weight_stream["weight_stream_bits"]`."""
+    from .codec import report_fields
+    fields = report_fields(dep)
+    memory = weight_memory_report(dep)
+    if "bits" in memory:
+        fields["weight_stream_bits"] = memory["bits"]
+    return {**fields, "weight_memory": memory}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import codec, dither, safeio
+from . import codec, dither, lzw, safeio
 from .checks import is_int, short_repr
 from .deployment import LAYER_TYPES, MAX_LAYER_WEIGHTS, MAX_LAYERS, VERSION_2_FIELDS, Deployment
 from .errors import FormatError, SpecError
@@ -41,9 +41,9 @@ MAX_HEADER_BYTES = safeio.MAX_JSON_BYTES
 MAX_ARRAY_DIMS = 4
 
 # Storage codecs: the whole file compressed with the standard library's lzma (.xz container) or bz2,
-# recognised by their magic bytes on load and decompressed (to at most MAX_FILE_BYTES) before anything
-# else; the model (and its checksum) is the decompressed file.
-STORAGE = {"raw": None, "xz": b"\xfd7zXZ\x00", "bz2": b"BZh"}
+# or with LZW (terwin.lzw), recognised by their magic bytes on load and decompressed (to at most
+# MAX_FILE_BYTES) before anything else; the model (and its checksum) is the decompressed file.
+STORAGE = {"raw": None, "xz": b"\xfd7zXZ\x00", "bz2": b"BZh", "lzw": lzw.MAGIC}
 
 
 def _decompressor(data: bytes):
@@ -55,9 +55,11 @@ def _decompressor(data: bytes):
 
 
 def decompress(data: bytes) -> tuple[str, bytes]:
-    """(storage codec, the model file's bytes) of a file as stored: an xz or bz2 file is decompressed,
+    """(storage codec, the model file's bytes) of a file as stored: an xz, bz2 or lzw file is decompressed,
     refused (FormatError, one line) when corrupt, truncated, followed by other data, or larger than
     MAX_FILE_BYTES once decompressed (checked as it is decompressed: a small bomb cannot fill memory)."""
+    if data.startswith(STORAGE["lzw"]):
+        return "lzw", lzw.decompress(data, max_bytes=MAX_FILE_BYTES)
     name, dec = _decompressor(data)
     if dec is None:
         return name, data
@@ -75,13 +77,15 @@ def decompress(data: bytes) -> tuple[str, bytes]:
 
 
 def compress(data: bytes, storage: str) -> bytes:
-    """A model file's bytes as stored with `storage` ("raw", "xz" or "bz2"); deterministic."""
+    """A model file's bytes as stored with `storage` ("raw", "xz", "bz2" or "lzw"); deterministic."""
     if storage not in STORAGE:
         raise FormatError(f"storage: must be one of {', '.join(STORAGE)}, not {storage!r}")
     if storage == "xz":
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=9 | lzma.PRESET_EXTREME)
     if storage == "bz2":
         return bz2.compress(data, 9)
+    if storage == "lzw":
+        return lzw.compress(data)
     return data
 
 
@@ -260,12 +264,12 @@ def load(path, *, hardware: bool = False) -> Deployment:
 
 def file_checksum(path) -> str:
     """The checksum stored in the last 32 bytes of the model file (load() has checked it); of the
-    decompressed file when it is stored xz or bz2."""
+    decompressed file when it is stored compressed (xz, bz2, lzw)."""
     with safeio.open_regular(path, error=FormatError, what="model file") as (f, size):
         if size < DIGEST_BYTES:
             raise FormatError(f"{path}: truncated file")
         head = f.read(8)
-        if _decompressor(head)[1] is None:
+        if not any(magic and head.startswith(magic) for magic in STORAGE.values()):
             f.seek(size - DIGEST_BYTES)
             return f.read(DIGEST_BYTES).hex()
     try:

@@ -32,7 +32,7 @@ REPORT_KEYS = {"family", "spec", "seed", "options", "accuracy", "float_accuracy"
                "compression_ratio", "weight_bits_stored", "requant_bits", "weights", "nonzero_weights", "epochs",
                "train_seconds", "checksum", "ternary",
                # the weight codec (terwin.codec, applied after export by the command and terwin.compress)
-               "codec", "weight_stream_bits", "weight_stream",
+               "codec", "weight_stream_bits", "weight_stream", "weight_memory",
                # the file as written by the command (terwin compress --storage)
                "storage", "file_bytes", "stored_bytes"}
 API_REPORT_KEYS = REPORT_KEYS - {"checksum", "storage", "file_bytes", "stored_bytes"}   # terwin.compress's report

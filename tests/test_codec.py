@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terwin import codec, fileformat
+from terwin import codec, engines, fileformat
 from terwin.errors import FormatError
 from terwin.spec import PE4X4, PE8X8, WINOGRAD
 from terwin.synthetic import random_deployment
@@ -277,10 +277,15 @@ def test_compress_with_the_huffman_codec_writes_a_coded_model_and_its_stream_bit
     assert all(layer.codec == "huffman" for layer in dep.weighted_layers)
     assert report["codec"] == "huffman" and report["checksum"] == fileformat.checksum(dep)
     codes = [codec.encode_layer(layer, dep.spec) for layer in dep.weighted_layers]
-    assert report["weight_stream_bits"] == sum(c.nbits + c.table_bits for c in codes)
+    assert report["weight_stream"]["weight_stream_bits"] == sum(c.nbits + c.table_bits for c in codes)
     assert report["weight_stream"]["raw_bits"] == sum(codec.raw_stream_bits(l, dep.spec) for l in dep.weighted_layers)
-    # the raw model of the same training: the same weights, its stream bits the raw ones, written as before
+    # weight_stream_bits: what the design's weight memories hold on chip, against the raw design's
+    engine = engines.for_spec(dep.spec)
     raw = codec.with_codec(dep, "raw")
+    on_chip, on_chip_raw = (engine.weight_memory_bits(engine.compile(d))["total"] for d in (dep, raw))
+    assert report["weight_stream_bits"] == report["weight_memory"]["bits"] == on_chip
+    assert report["weight_memory"]["raw_bits"] == on_chip_raw != on_chip
+    # the raw model of the same training: the same weights, its stream bits the raw ones, written as before
     assert codec.report_fields(raw)["weight_stream_bits"] == report["weight_stream"]["raw_bits"]
     assert fileformat.from_bytes(fileformat.to_bytes(raw)).format_version == 1
     capsys.readouterr()
@@ -294,20 +299,24 @@ def test_the_api_applies_the_codec_after_export():
     dep = random_deployment(PE4X4, seed=4, calibration_images=2)
     coded, report = api._with_codec(dep, {"accuracy": 0.5}, "huffman")
     assert report["accuracy"] == 0.5 and report["codec"] == "huffman"
-    assert report["weight_stream_bits"] == codec.stream_report(coded)["huffman_bits"] + \
+    assert report["weight_stream"]["weight_stream_bits"] == codec.stream_report(coded)["huffman_bits"] + \
         codec.stream_report(coded)["huffman_table_bits"]
+    program = engines.compile_program(coded)
+    assert report["weight_stream_bits"] == engines.for_spec(dep.spec).weight_memory_bits(program)["total"]
     assert all(l.codec == "huffman" and np.array_equal(l.weight, r.weight)
                for l, r in zip(coded.weighted_layers, dep.weighted_layers))
     raw, report = api._with_codec(dep, {}, "raw")
-    assert report["codec"] == "raw" and report["weight_stream_bits"] == report["weight_stream"]["raw_bits"]
+    assert report["codec"] == "raw" and report["weight_memory"]["saving"] == 0.0
+    assert report["weight_stream_bits"] == report["weight_memory"]["raw_bits"] == \
+        engines.for_spec(dep.spec).weight_memory_bits(engines.compile_program(raw))["total"]
     with pytest.raises(Exception, match="codec must be one of raw, huffman"):
         api._with_codec(dep, {}, "lzw")
 
 
-# -- storage codecs: the whole file compressed (xz, bz2) ------------------------------------------------------
+# -- storage codecs: the whole file compressed (xz, bz2, lzw) -------------------------------------------------
 
 
-@pytest.mark.parametrize("storage", ["raw", "xz", "bz2"])
+@pytest.mark.parametrize("storage", ["raw", "xz", "bz2", "lzw"])
 def test_stored_files_load_as_the_same_model(storage, tmp_path):
     dep = with_codec(random_deployment(WINOGRAD, seed=2, calibration_images=2, linear_int_bits=8,
                                        topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("linear", 10))))

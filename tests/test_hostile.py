@@ -529,7 +529,7 @@ def test_a_coded_model_loads_and_writes_back(coded_model, tmp_path, capsys):
 # -- 14. storage codecs: compressed model files ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("storage", ["xz", "bz2"])
+@pytest.mark.parametrize("storage", ["xz", "bz2", "lzw"])
 @pytest.mark.parametrize("change, message", [
     (lambda d: d[:len(d) // 2], "truncated"),
     (lambda d: d + b"junk", "follow the compressed data"),
@@ -541,7 +541,7 @@ def test_corrupt_compressed_model_files(storage, change, message, model, tmp_pat
     refused(["inspect", path], capsys, path, f"{storage} storage", message)
 
 
-@pytest.mark.parametrize("storage", ["xz", "bz2"])
+@pytest.mark.parametrize("storage", ["xz", "bz2", "lzw"])
 def test_a_decompression_bomb_is_refused_at_the_file_limit(storage, monkeypatch, tmp_path, capsys):
     """Decompression stops at MAX_FILE_BYTES + 1 bytes (here lowered to 64 KiB): a small file that would
     decompress to more is refused before more is allocated."""

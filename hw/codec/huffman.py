@@ -78,9 +78,15 @@ def symbol_rom(table: CanonicalTable, symbol_bits: int) -> memory.Memory:
 class HuffmanDecoder(wiring.Component):
     """See the module docstring. `table`: the canonical code; `symbol_bits`: width of a symbol."""
 
-    def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int = 1 << 24):
+    def __init__(self, table: CanonicalTable, *, symbol_bits: int, word_bits: int = 16, max_count: int = 1 << 24,
+                 symbol_memory: bool = True):
         check_widths(table, symbol_bits=symbol_bits, word_bits=word_bits)
         self.table = table
+        # symbol_memory=False: `o_stream` gives the code's rank (its symbol's index in `table.symbols`, a
+        # register in place of the symbol memory, the same latency), for decoders that share one symbol memory
+        self.symbol_memory = symbol_memory
+        if not symbol_memory:
+            symbol_bits = max(1, (len(table.symbols) - 1).bit_length())
         self.symbol_bits = symbol_bits
         self.word_bits = word_bits
         super().__init__({
@@ -95,8 +101,9 @@ class HuffmanDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         t, L, wb = self.table, self.table.max_length, self.word_bits
-        m.submodules.symbols = mem = symbol_rom(t, self.symbol_bits)
-        rd = mem.read_port()
+        if self.symbol_memory:
+            m.submodules.symbols = mem = symbol_rom(t, self.symbol_bits)
+            rd = mem.read_port()
 
         # the held words: slots[0] the oldest, bit `off` of slots[0..2] (from the most significant) the next
         # to decode; off < 2 wb: when it reaches wb, slots[0] is used up and shifted out the next cycle
@@ -135,10 +142,14 @@ class HuffmanDecoder(wiring.Component):
         m.d.comb += [
             self.idle.eq(remaining == 0),
             fire.eq(found & (remaining != 0) & ~self.error & b_free & ~self.start),
-            rd.addr.eq(index), rd.en.eq(b_valid & c_free),
-            self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(rd.data),
+            self.o_stream.valid.eq(o_valid),
             self.i_stream.ready.eq((held <= 3) & ~self.start),
         ]
+        if self.symbol_memory:
+            m.d.comb += [rd.addr.eq(index), rd.en.eq(b_valid & c_free), self.o_stream.payload.eq(rd.data)]
+        else:
+            with m.If(b_valid & c_free):
+                m.d.sync += self.o_stream.payload.eq(index)
         with m.If(fire):
             m.d.sync += [b_valid.eq(1), b_peek.eq(peek), b_onehot.eq(Cat(*onehot))]
         with m.Elif(c_free):

@@ -31,9 +31,10 @@ class WeightDecoder(wiring.Component):
     `busy` is high while items of the layer remain (including the one offered).
     """
 
-    def __init__(self, *, layout, items: list[dict], bases: list[int], counts: list[int]):
+    def __init__(self, *, layout, items: list[dict], bases: list[int], counts: list[int], read_port=None):
         if len(bases) != len(counts) or not bases:
             raise ValueError("bases and counts must list every layer")
+        self._read_port = read_port    # a read port of a memory held elsewhere (else its own memory of `items`)
         self._layout = layout
         self._items = items
         self._bases = bases
@@ -48,8 +49,11 @@ class WeightDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         depth = max(1, len(self._items))
-        m.submodules.mem = mem = Memory(shape=self._layout, depth=depth, init=self._items)
-        rp = mem.read_port()
+        if self._read_port is None:
+            m.submodules.mem = mem = Memory(shape=self._layout, depth=depth, init=self._items)
+            rp = mem.read_port()
+        else:
+            rp = self._read_port
         max_count = max(self._counts)
         base, count = Signal(range(depth + 1)), Signal(range(max_count + 1))
         m.d.sync += [base.eq(Array(Const(b, range(depth + 1)) for b in self._bases)[self.layer]),
@@ -190,7 +194,8 @@ class SparseMultiplyStage(wiring.Component):
         self.program = p
         self.weighted = p.weighted
         self._images = {image.name: image for image in p.memories()}
-        self.item = self._images["items0"].shape
+        from . import layouts
+        self.item = layouts.item_layout(weight_bits=p.weight_bits, addr_bits=p.addr_bits)
         self.map = self._images["target_map"].shape
         super().__init__({
             "v_write": Out(WritePort.Signature(addr_width=p.word_bits + 1, shape=self._images["operands"].shape)),
@@ -236,10 +241,38 @@ class SparseMultiplyStage(wiring.Component):
         m.d.comb += start.eq(self.start | start_r)
         issuing = []
         sums = [[] for _ in range(width)]
+        if p.huffman:
+            # the symbol tables every lane's decoders read (a read port a lane)
+            from .huffman_lane import HuffmanLane
+            m.submodules.value_table = value_table = images["value_table"].memory()
+            m.submodules.run_table = run_table = images["run_table"].memory()
+            # every lane's low value bits of item k in one word, read when lane 0 (which has the most items of
+            # every layer: the wrap-around rule) takes its item k: every lane takes its item k in that cycle
+            hw = p.huffman_items
+            m.submodules.lows = lows = images["lows"].memory()
+            low_rp = lows.read_port()
+            low_layer = Signal.like(self.layer)
+            m.d.sync += low_layer.eq(self.layer)
+            low_ptr = Signal(range(len(hw.lows) + 1))
+            lane0_take = Signal()
+            m.d.comb += [low_rp.addr.eq(low_ptr), low_rp.en.eq(lane0_take)]
+            with m.If(start):
+                m.d.sync += low_ptr.eq(Array(Const(b, range(len(hw.lows) + 1)) for b in hw.lows_base)[low_layer])
+            with m.Elif(lane0_take):
+                m.d.sync += low_ptr.eq(low_ptr + 1)
         for lane in range(p.lanes):
-            dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
-                                bases=[s.item_base[lane] for s in self.weighted],
-                                counts=[len(s.lane_items[lane]) for s in self.weighted])
+            if p.huffman:
+                dec = HuffmanLane(p, lane, item=self.item)
+                for port, table in ((dec.value_read, value_table), (dec.run_read, run_table)):
+                    rp = table.read_port()
+                    m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en), port.data.eq(rp.data)]
+                m.d.comb += dec.low.eq(low_rp.data[lane * hw.low_bits:(lane + 1) * hw.low_bits])
+                if lane == 0:
+                    m.d.comb += lane0_take.eq(dec.take)
+            else:
+                dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
+                                    bases=[s.item_base[lane] for s in self.weighted],
+                                    counts=[len(s.lane_items[lane]) for s in self.weighted])
             mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits,
                           per_word=p.in_pixels)
             m.submodules[f"decoder{lane}"] = dec

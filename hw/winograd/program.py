@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -121,7 +122,8 @@ class Stage(ProgramStage):
     targets_per_out: int = 1         # 16 (Winograd) or 1 (linear)
     pool_index: int = -1             # a 2x2 stride-2 max-pool fused into this Winograd layer (its layer index)
     pool_shape: tuple = ()           # ... and its output shape (what the stage writes)
-    issue: int = 0                   # MULT cycles per tile: max lane item count
+    issue: int = 0                   # max lane item count: the cycles a MULT step issues items
+    mult_extra: int = 0              # MULT cycles before the first item (Huffman: `huffman_program.MULT_EXTRA`)
     nonzero: int = 0                 # nonzero weights (Winograd: nnz(U))
     lane_items: list = field(default_factory=list)    # per lane: list of (w, addr, last)
     lane_targets: list = field(default_factory=list)  # per lane: list of target ids
@@ -197,6 +199,7 @@ class WinogradProgram(Program):
     mult_bits: int
     shift_bits: int
     bank_depth: int
+    huffman: bool = False      # the weights come from Huffman-coded streams (`huffman_program`)
 
     @property
     def addr_bits(self) -> int:
@@ -215,6 +218,12 @@ class WinogradProgram(Program):
     @property
     def k_bits(self) -> int:
         return unsigned_bits(self.bank_depth - 1)
+
+    # -- Huffman-coded weights (a layer with codec huffman: `terwin.hw.winograd.huffman_program`) ------
+    @cached_property
+    def huffman_items(self):
+        from .huffman_program import compile_huffman
+        return compile_huffman(self)
 
     @property
     def item_depth(self) -> int:
@@ -272,9 +281,7 @@ class WinogradProgram(Program):
                         [dataclasses.asdict(ph) for ph in self.phases]),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
-            *(MemoryImage(f"items{lane}", item, max(1, len(items)),
-                          [{"w": w, "addr": a, "last": last} for w, a, last in items])
-              for lane, items in enumerate(self.items)),
+            *(self._weight_memories(item)),
             MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
                         len(self.target_map),
                         [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]),
@@ -289,6 +296,15 @@ class WinogradProgram(Program):
         ]
 
 
+    def _weight_memories(self, item) -> list[MemoryImage]:
+        """Per lane its items, or (a Huffman program) its value and run streams."""
+        if self.huffman:
+            from .huffman_program import huffman_memories
+            return huffman_memories(self)
+        return [MemoryImage(f"items{lane}", item, max(1, len(items)),
+                            [{"w": w, "addr": a, "last": last} for w, a, last in items])
+                for lane, items in enumerate(self.items)]
+
     def synthesis_memories(self) -> list[MemoryImage]:
         """The memories as synthesis maps them (the block-RAM count of `terwin.dse.resources`): a memory
         once per read port (Yosys gives every read port its own copy; `SparseMultiplyStage` writes the
@@ -296,7 +312,10 @@ class WinogradProgram(Program):
         accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle) and each
         activation buffer IN_PIXELS times (the input side reads that many pixels a cycle)."""
         reads = {"operands": self.lanes, "act0": IN_PIXELS, "act1": IN_PIXELS,
-                 **{f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)}}
+                 **{f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)},
+                 # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
+                 # ports and no write port: Yosys maps them onto one true-dual-port block)
+                 **({"value_table": self.lanes, "run_table": self.lanes} if self.huffman else {})}
         return [dataclasses.replace(image, name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
                 for image in self.memories() for n in range(reads.get(image.name, 1))]
 
@@ -400,9 +419,9 @@ def unit_lengths(s: Stage) -> dict[str, int]:
         c, ho, wo = s.out_shape
         return {"pool": c * ho * wo * s.pool_k * s.pool_k + POOL_TAIL}
     if s.kind == Linear.kind:
-        return {"in": ceil_div(int(np.prod(s.in_shape)), IN_PIXELS) + IN_TAIL_L, "mult": s.issue,
+        return {"in": ceil_div(int(np.prod(s.in_shape)), IN_PIXELS) + IN_TAIL_L, "mult": s.issue + s.mult_extra,
                 "out": OUT_START + s.out_channels + OUT_TAIL_L}
-    return {"in": 16 // IN_PIXELS * s.in_shape[0] + IN_TAIL, "mult": s.issue,
+    return {"in": 16 // IN_PIXELS * s.in_shape[0] + IN_TAIL, "mult": s.issue + s.mult_extra,
             "out": OUT_START + OUT_READS_W * s.out_channels + OUT_TAIL_W,
             "out_reads": OUT_START + OUT_READS_W * s.out_channels}
 
@@ -486,6 +505,8 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     if spec.weight_format != "winograd":
         raise TerwinError(f"the Winograd engine cannot run a {spec.weight_format!r} model")
     lanes = spec.mult_lanes
+    from .huffman_program import MULT_EXTRA, uses_huffman
+    huffman = uses_huffman(dep)
     act_max = spec.act_max
     bt, _, at = winograd.matrices(spec.winograd_tile, 3)
     v_gain = int(np.abs(bt).sum(axis=1).max()) ** 2     # |V| <= v_gain * act_max
@@ -532,6 +553,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
             s.lane_items, s.lane_targets, s.targets_per_out = encode_layer(layer, lanes)
             s.nonzero = int(np.count_nonzero(layer.weight))
             s.issue = max(1, max(len(items) for items in s.lane_items))
+            s.mult_extra = MULT_EXTRA if huffman else 0
             w = np.abs(np.asarray(layer.weight, dtype=np.int64))
             if kind == WinogradConv2d.kind:
                 per_target = w.sum(axis=1).max() if w.size else 0
@@ -592,7 +614,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         acc_bits=signed_bits(-acc_max, acc_max), y_bits=signed_bits(-y_max, y_max),
         bias_bits=signed_bits(min(biases), max(biases)), mult_bits=max(MULTIPLIER_BITS, signed_bits(min(mults), max(mults))),
         shift_bits=unsigned_bits(max(p["shift"] for p in params)),
-        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)))
+        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman)
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",

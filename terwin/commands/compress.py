@@ -6,8 +6,10 @@ the network FACTORY() returns (a torch.nn.Module; `--weights STATE.pt` its train
 is refused before any training).
 
 `--codec huffman` stores each weighted layer's weight stream Huffman-coded too (`terwin.codec`,
-format version 3); compress.json says `codec` and `weight_stream_bits` (the weight memories' bits,
-decoder tables included) for every codec. `--storage xz|bz2` compresses the whole file (the model and
+format version 3); compress.json says `codec`, `weight_stream_bits` (the bits the design's weight
+memories hold on chip, width x depth as built, decoder tables included), `weight_memory` (those bits
+per memory and against the raw design: `terwin.engines.weight_memory_report`) and `weight_stream` (the
+file's coded streams per layer) for every codec. `--storage xz|bz2|lzw` compresses the whole file (the model and
 its checksum are those of the decompressed file); compress.json says `file_bytes` and `stored_bytes`.
 
 Writes DIR/model.terwin and DIR/compress.json, both at once when training succeeds; DIR is checked
@@ -49,8 +51,8 @@ def add_arguments(parser):
                         help="how the weight stream is stored: raw, or huffman (canonical Huffman codes, decoded "
                              "in hardware; docs/codecs.md). Default: raw")
     parser.add_argument("--storage", choices=sorted(fileformat.STORAGE), default="raw",
-                        help="store model.terwin compressed with xz (lzma) or bz2 from Python's standard library "
-                             "(every command reads it as it is); default: raw")
+                        help="store model.terwin compressed with xz (lzma) or bz2 from Python's standard library, "
+                             "or LZW (terwin.lzw); every command reads it as it is. Default: raw")
     parser.add_argument("--model", metavar="FILE.py:FACTORY",
                         help="compress your own network: FACTORY() in FILE.py returns the torch.nn.Module "
                              "(default: the family's built-in digits CNN)")
@@ -91,7 +93,7 @@ def run(args) -> int:
             model = load_model(args.model, seed=args.seed)  # its initial weights: FACTORY() under --seed
             dep, report = flow.compress(options, model, data, weights=args.weights)
         dep = codec.with_codec(dep, args.codec)     # after export: the weights are the same for every codec
-        report = {**report, **codec.report_fields(dep),
+        report = {**report, **engines.codec_report_fields(dep),
                   "checksum": fileformat.save(dep, stage / "model.terwin", storage=args.storage),
                   "storage": args.storage, "file_bytes": len(fileformat.to_bytes(dep)),
                   "stored_bytes": (stage / "model.terwin").stat().st_size}
