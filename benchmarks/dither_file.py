@@ -1,5 +1,5 @@
 """The model file of a dithered model: its weights (format version 3 and before) against its indices
-and seed (version 4), in bytes, stored raw, xz and bz2 (docs/codecs.md).
+and seed (version 4), in bytes, stored raw, xz, bz2 and lzw (docs/codecs.md).
 
     python benchmarks/dither_file.py
 
@@ -34,8 +34,8 @@ def main() -> int:
     shown = Path(args.model).resolve()
     shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
     print(f"{shown}: {n:,} weights; bytes (bits per weight)")
-    print("| step | form | raw | xz | bz2 |")
-    print("|---|---|---|---|---|")
+    print("| step | form | raw | xz | bz2 | lzw |")
+    print("|---|---|---|---|---|---|")
     for step in STEPS:
         options = argparse.Namespace(quantizer="dithered", quant_step=step, dither_seed=args.dither_seed)
         model, _ = quantize.apply(options, dep)
@@ -44,7 +44,7 @@ def main() -> int:
         back = fileformat.from_bytes(forms["indices + seed (v4)"])
         assert all(np.array_equal(a.weight, b.weight) for a, b in zip(model.weighted_layers, back.weighted_layers))
         for form, data in forms.items():
-            sizes = [len(data)] + [len(fileformat.compress(data, s)) for s in ("xz", "bz2")]
+            sizes = [len(data)] + [len(fileformat.compress(data, s)) for s in ("xz", "bz2", "lzw")]
             print(f"| {step} | {form} | " + " | ".join(f"{b:,} ({8 * b / n:.2f})" for b in sizes) + " |")
     return 0
 
