@@ -17,7 +17,8 @@ weights may join them, so the sparsity pattern only grows.
 * `dither_encode` / `dither_decode` — randomized uniform quantization (Choi, El-Khamy, Lee,
   "Universal deep neural network compression", arXiv 1802.02271) on the integer grid: a dither
   u_i, an integer uniform on the k values −⌊k/2⌋ … k − 1 − ⌊k/2⌋, is generated from a seed
-  (`dither`: SplitMix64 of (seed, layer, position), specified here bit for bit, so the same seed
+  (`dither`: SplitMix64 of (seed, layer, position), specified bit for bit in the core module
+  `terwin.dither`, which the model file's loader decodes with, so the same seed
   gives the same dither on every machine); the index q_i = round((w_i + u_i) / k) is what is stored
   (and coded by a universal lossless coder), and the decoder returns w_i' = k·q_i − u_i (0 where
   q_i = 0): an integer within one half step of w_i, with an error independent of w_i.
@@ -29,8 +30,13 @@ import lzma
 
 import numpy as np
 
+from terwin.dither import check_step as _check_step
+from terwin.dither import splitmix64 as _splitmix64  # noqa: F401 (the generator, as the tests name it)
+from terwin.dither import decode as dither_decode
+from terwin.dither import dither
+from terwin.dither import indices as dither_indices
+
 MAX_ITERATIONS = 100
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _check_range(lo: int, hi: int) -> None:
@@ -98,35 +104,6 @@ def uniform_step(weights, step: int, *, lo: int, hi: int) -> np.ndarray:
     return np.where(w != 0, k * q, 0)
 
 
-def _check_step(step) -> int:
-    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
-        raise ValueError(f"the quantization step must be a positive integer, not {step!r}")
-    return int(step)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
-        return z ^ (z >> np.uint64(31))
-
-
-def dither(seed: int, layer: int, count: int, step: int) -> np.ndarray:
-    """The dither of a layer: `count` integers uniform on −⌊step/2⌋ … step − 1 − ⌊step/2⌋.
-
-    u_j = (s(s(s(seed) ^ layer) + j) mod step) − ⌊step/2⌋ with s = SplitMix64 (64-bit wrapping
-    arithmetic); seed and layer non-negative integers below 2**63."""
-    k = _check_step(step)
-    for name, v in (("seed", seed), ("layer", layer)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= v < (1 << 63):
-            raise ValueError(f"the dither {name} must be an integer in [0, 2**63), not {v!r}")
-    base = _splitmix64(_splitmix64(np.array([seed], dtype=np.uint64)) ^ np.uint64(layer))
-    with np.errstate(over="ignore"):
-        r = _splitmix64((base + np.arange(count, dtype=np.uint64)) & _M64)
-    return (r % np.uint64(k)).astype(np.int64) - k // 2
-
-
 def dither_encode(weights, step: int, seed: int, layer: int, *, lo: int, hi: int) -> np.ndarray:
     """The indices q of dithered uniform quantization of the integer `weights` (same shape): 0 where
     the weight is 0, else round((w + u) / step) (half up), limited so that step·q − u lies in lo..hi
@@ -138,28 +115,6 @@ def dither_encode(weights, step: int, seed: int, layer: int, *, lo: int, hi: int
     q = np.floor_divide(2 * (w + u) + k, 2 * k)
     low, high = -np.floor_divide(-(lo + u), k), np.floor_divide(hi + u, k)   # ceil((lo+u)/k) .. floor((hi+u)/k)
     q = np.where(low <= high, np.clip(q, low, high), 0)    # a step wider than the range: only 0 fits
-    return np.where(w != 0, q, 0)
-
-
-def dither_decode(indices, step: int, seed: int, layer: int) -> np.ndarray:
-    """The weights of dithered indices: step·q − u where q ≠ 0, else 0 (never 0 where q ≠ 0)."""
-    k = _check_step(step)
-    q = np.asarray(indices, dtype=np.int64)
-    u = dither(seed, layer, q.size, k).reshape(q.shape)
-    return np.where(q != 0, k * q - u, 0)
-
-
-def dither_indices(weights, step: int, seed: int, layer: int) -> np.ndarray:
-    """The indices q that `weights` decode from (the inverse of `dither_decode`), or ValueError
-    when a weight is not step·q − u for the regenerated dither u."""
-    k = _check_step(step)
-    w = np.asarray(weights, dtype=np.int64)
-    u = dither(seed, layer, w.size, k).reshape(w.shape)
-    q = np.floor_divide(w + u, k)
-    bad = (w != 0) & ((k * q - u != w) | (q == 0))
-    if bad.any():
-        at = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"weight {int(w[at])} at {at} is not on the dithered grid (step {k}, seed {seed})")
     return np.where(w != 0, q, 0)
 
 

@@ -50,7 +50,10 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   deterministic: the same model, board, clock and seed give the same bitstream hash. Build times
   are wall-clock seconds on a 2-core machine shared with other work.
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:
-  `terwin compress --family winograd` (seed 0). The winograd engine does not fit the UP5K, so it has
+  `terwin compress --family winograd` (seed 0). ternary-50-huffman: the ternary-50 model file
+  re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
+  `terwin.fileformat.save`: the same weights and scores, its weight memories Huffman-coded and
+  decoded on chip; docs/codecs.md, "Engine integration"). The winograd engine does not fit the UP5K, so it has
   no iCE40 build: its weight streams and target map alone need more block RAM than the UP5K's 30
   (weight streams 36 blocks, target map 16; the whole 4-lane design 109 as `terwin explore` counts
   them, one copy per read port), and `terwin build --board icebreaker` of the overlapped design stops at 5,918 logic cells of 5,280. resnet8:

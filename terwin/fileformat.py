@@ -23,16 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import codec, lzw, safeio
+from . import codec, dither, lzw, safeio
 from .checks import is_int, short_repr
-from .deployment import LAYER_TYPES, MAX_LAYERS, VERSION_2_FIELDS, Deployment
+from .deployment import LAYER_TYPES, MAX_LAYER_WEIGHTS, MAX_LAYERS, VERSION_2_FIELDS, Deployment
 from .errors import FormatError, SpecError
 from .spec import HardwareSpec
 
 MAGIC = b"TERWIN\r\n"
 FORMAT_NAME = "terwin-deployment"
-FORMAT_VERSION = 3           # the newest this terwin writes and reads
-READS_VERSIONS = (1, 2, 3)   # a model without graph features or codecs is still written as version 1, byte for byte
+FORMAT_VERSION = 4              # the newest this terwin writes and reads
+READS_VERSIONS = (1, 2, 3, 4)   # a model without graph features, codecs or dithered indices is still written as
+                                # version 1, byte for byte
 DIGEST_BYTES = 32
 ALLOWED_DTYPES = {"|i1", "|u1", "<i2", "<i4", "<i8"}
 MAX_FILE_BYTES = 512 << 20          # a whole model file
@@ -93,6 +94,16 @@ _FIELD_DTYPES = {"tile_mask": "|u1", "bias": "<i8", "multiplier": "<i4", "shift"
 # What a layer with codec "huffman" adds (format version 3): arrays of its code and stream, and the stream's bits.
 CODEC_ARRAYS = ("codec_lengths", "codec_stream")
 CODEC_BITS = "codec_bits"
+# Dithered weights (format version 4): a weighted layer stores the indices of dithered uniform quantization
+# (`weight_indices`) instead of `weight`, and the dither's seed, step and layer number (`dither`); the
+# weights are decoded on load (`terwin.dither.decode`). Written for a model whose `meta.dither` (the
+# quantizer's record, `terwin.algo.winograd.quantize`) names its weighted layers and whose weights are all
+# on that dithered grid.
+DITHER = "dither"
+DITHER_ARRAY = "weight_indices"
+DITHER_VERSION = 4
+MAX_DITHER_STEP = 1 << 16     # a step wider than any weight range (weight_bits <= 16): nothing to dither
+MAX_DITHER_INDEX = 1 << 16    # |q|: keeps step * q far inside 64 bits
 
 
 def _add_array(blobs: list, arrays: dict, name: str, value: np.ndarray, dtype: str, offset: int) -> int:
@@ -127,17 +138,63 @@ def _jsonable(value):
     return value
 
 
-def to_bytes(dep: Deployment) -> bytes:
+def _meta_dither(meta) -> tuple[int, int, list] | None:
+    """(seed, step, layer names) of a well-formed `meta.dither`, else None."""
+    info = meta.get(DITHER) if isinstance(meta, dict) else None
+    if not isinstance(info, dict):
+        return None
+    seed, step, names = info.get("seed"), info.get("step"), info.get("layers")
+    if not (is_int(seed) and 0 <= seed < (1 << 63) and is_int(step) and 1 <= step <= MAX_DITHER_STEP
+            and isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+        return None
+    return int(seed), int(step), list(names)
+
+
+def dithered_indices(dep: Deployment) -> dict | None:
+    """What the file stores for a dithered model: {layer name: (layer number, indices)} when `meta.dither`
+    names the weighted layers in order and every weighted layer's weights are on its dithered grid
+    (`terwin.dither.indices`), else None (the weights are stored)."""
+    info = _meta_dither(dep.meta)
+    weighted = dep.weighted_layers
+    if info is None or not weighted or info[2] != [layer.name for layer in weighted]:
+        return None
+    seed, step, _ = info
+    try:
+        out = {layer.name: (i, dither.indices(layer.weight, step, seed, i)) for i, layer in enumerate(weighted)}
+    except ValueError:
+        return None
+    if any(np.abs(q).max(initial=0) > MAX_DITHER_INDEX for _, q in out.values()):
+        return None
+    return out
+
+
+def file_version(dep: Deployment, *, store_indices: bool = True) -> int:
+    """The format version `to_bytes` writes for `dep`: 4 when it stores dithered indices, else the
+    model's own (`Deployment.format_version`)."""
+    if store_indices and dithered_indices(dep) is not None:
+        return max(dep.format_version, DITHER_VERSION)
+    return dep.format_version
+
+
+def to_bytes(dep: Deployment, *, store_indices: bool = True) -> bytes:
+    """The file's bytes. `store_indices`: a dithered model (`dithered_indices`) stores its indices and
+    seed (format version 4); False writes its weights (the form before version 4, for comparison)."""
     dep.validate()
     blobs: list[bytes] = []
     offset = 0
     layers = []
+    dithered = dithered_indices(dep) if store_indices else None
+    info = _meta_dither(dep.meta) if dithered else None
     for layer in dep.layers:
         entry = {"kind": layer.kind}
         arrays = {}
         for f in dataclasses.fields(layer):
             value = getattr(layer, f.name)
-            if isinstance(value, np.ndarray):
+            if f.name == "weight" and dithered and layer.name in dithered:
+                index, q = dithered[layer.name]
+                offset = _add_array(blobs, arrays, DITHER_ARRAY, q, _weight_dtype(q), offset)
+                entry[DITHER] = {"seed": info[0], "step": info[1], "layer": index}
+            elif isinstance(value, np.ndarray):
                 offset = _add_array(blobs, arrays, f.name, value, _FIELD_DTYPES.get(f.name) or _weight_dtype(value), offset)
             elif value is None:
                 if f.name not in VERSION_2_FIELDS:  # absent means None (version 1 wrote tile_mask: null)
@@ -155,7 +212,7 @@ def to_bytes(dep: Deployment) -> bytes:
         layers.append(entry)
     header = {
         "format": FORMAT_NAME,
-        "format_version": dep.format_version,
+        "format_version": max(dep.format_version, DITHER_VERSION) if dithered else dep.format_version,
         "spec": dep.spec.to_dict(),
         "input": {"shape": list(dep.input_shape), "scale": float(dep.input_scale)},
         "class_names": list(dep.class_names),
@@ -282,7 +339,7 @@ def from_bytes(data: bytes) -> Deployment:
     entries = _field(header, "layers", list, "")
     if len(entries) > MAX_LAYERS:
         raise FormatError(f"layers: {len(entries):,} layers, more than the limit of {MAX_LAYERS:,}")
-    layers, codecs = [], []
+    layers, codecs, dithered = [], [], []
     for i, entry in enumerate(entries):
         where = f"layers[{i}]."
         if not isinstance(entry, dict):
@@ -293,7 +350,13 @@ def from_bytes(data: bytes) -> Deployment:
             raise FormatError(f"{where}kind: unsupported layer kind {short_repr(kind)} (known: {', '.join(LAYER_TYPES)})")
         arrays = _field(entry, "arrays", dict, where)
         kwargs = {}
+        weights = _read_dither(blob, entry, arrays, where, version, cls)
+        if weights is not None:
+            dithered.append(i)
+            kwargs["weight"] = weights
         for f in dataclasses.fields(cls):
+            if f.name in kwargs:
+                continue
             if f.name in arrays:
                 kwargs[f.name] = _read_array(blob, arrays[f.name], f"{where}{f.name}")
             elif f.name in entry:
@@ -304,6 +367,8 @@ def from_bytes(data: bytes) -> Deployment:
         codecs.append(_read_codec(blob, entry, arrays, where, coded="codec" in {f.name for f in dataclasses.fields(cls)}))
     dep = Deployment(spec=spec, input_shape=input_shape, input_scale=input_scale, layers=tuple(layers),
                      class_names=_tuples(header.get("class_names", [])), meta=header.get("meta", {}))
+    if dithered:     # the dither's fields against the record they are written from, before the weights' checks
+        _check_dither(dep, entries, dithered)
     dep.validate()
     if dep.format_version > version:
         features = "weight codecs (codec)" if dep.format_version == 3 else "graph features (source, residual, avgpool2d)"
@@ -311,6 +376,71 @@ def from_bytes(data: bytes) -> Deployment:
     for i, (layer, coded) in enumerate(zip(dep.layers, codecs)):
         _check_codec(dep, i, layer, coded)
     return dep
+
+
+def _read_dither(blob: memoryview, entry: dict, arrays: dict, where: str, version: int, cls):
+    """A layer's weights decoded from its dithered indices (format version 4), or None when it stores
+    its `weight` array."""
+    if DITHER not in entry:
+        if DITHER_ARRAY in arrays:
+            raise FormatError(f"{where}{DITHER_ARRAY}: present, but the layer has no {DITHER}")
+        return None
+    if version < DITHER_VERSION:
+        raise FormatError(f"format_version: {version}, but {where}{DITHER} (dithered indices) needs version {DITHER_VERSION}")
+    if "weight" not in {f.name for f in dataclasses.fields(cls)}:
+        raise FormatError(f"{where}{DITHER}: a layer without weights has no dither")
+    info = entry[DITHER]
+    if not isinstance(info, dict) or sorted(info) != ["layer", "seed", "step"]:
+        raise FormatError(f"{where}{DITHER}: must be an object of exactly seed, step and layer")
+    seed = _field(info, "seed", int, f"{where}{DITHER}.")
+    step = _field(info, "step", int, f"{where}{DITHER}.")
+    number = _field(info, "layer", int, f"{where}{DITHER}.")
+    if not 0 <= seed < (1 << 63):
+        raise FormatError(f"{where}{DITHER}.seed: must be from 0 to 2**63 - 1, not {seed}")
+    if not 1 <= step <= MAX_DITHER_STEP:
+        raise FormatError(f"{where}{DITHER}.step: must be from 1 to {MAX_DITHER_STEP}, not {step}")
+    if not 0 <= number < MAX_LAYERS:
+        raise FormatError(f"{where}{DITHER}.layer: must be from 0 to {MAX_LAYERS - 1}, not {number}")
+    if "weight" in arrays:
+        raise FormatError(f"{where}weight: present beside {DITHER_ARRAY} (a dithered layer stores its indices only)")
+    if DITHER_ARRAY not in arrays:
+        raise FormatError(f"{where}{DITHER_ARRAY}: missing (the layer has a {DITHER})")
+    q = _read_array(blob, arrays[DITHER_ARRAY], f"{where}{DITHER_ARRAY}")
+    if q.size > MAX_LAYER_WEIGHTS:    # before the decode allocates its 64-bit arrays
+        raise FormatError(f"{where}{DITHER_ARRAY}: {q.size:,} weights, more than the limit of {MAX_LAYER_WEIGHTS:,} per layer")
+    if q.dtype.kind != "i":
+        raise FormatError(f"{where}{DITHER_ARRAY}: must be a signed integer array, not {q.dtype.str}")
+    if q.size and np.abs(q.astype(np.int64)).max() > MAX_DITHER_INDEX:
+        at = tuple(int(v) for v in np.argwhere(np.abs(q.astype(np.int64)) > MAX_DITHER_INDEX)[0])
+        raise FormatError(f"{where}{DITHER_ARRAY}: index {int(q[at])} at {at} lies beyond ±{MAX_DITHER_INDEX}")
+    w = dither.decode(q, step, seed, number)
+    # the dtype a weight array of these values is stored in (`_weight_dtype`), as loading that gives;
+    # wider values stay 64-bit, for validate() to refuse
+    return w.astype(np.int8 if w.size == 0 or -128 <= w.min() and w.max() <= 127 else
+                    np.int16 if -32768 <= w.min() and w.max() <= 32767 else np.int64)
+
+
+def _check_dither(dep: Deployment, entries: list, dithered: list) -> None:
+    """Every weighted layer dithered, as layer number 0, 1, ... in order, with the seed and step of
+    `meta.dither`, which names them: the record the file is rewritten from (`dithered_indices`)."""
+    weighted = [i for i, layer in enumerate(dep.layers) if hasattr(layer, "weight")]
+    missing = [i for i in weighted if i not in dithered]
+    if missing:
+        i = missing[0]
+        raise FormatError(f"layers[{i}] ({dep.layers[i].name}).{DITHER}: missing (another layer stores dithered "
+                          f"indices: all weighted layers do)")
+    info = _meta_dither(dep.meta)
+    if info is None:
+        raise FormatError(f"meta.{DITHER}: missing or malformed (the layers store dithered indices)")
+    seed, step, names = info
+    if names != [dep.layers[i].name for i in weighted]:
+        raise FormatError(f"meta.{DITHER}.layers: not the model's weighted layers in order")
+    for number, i in enumerate(weighted):
+        d = entries[i][DITHER]
+        where = f"layers[{i}] ({dep.layers[i].name}).{DITHER}"
+        for key, want in (("seed", seed), ("step", step), ("layer", number)):
+            if d[key] != want:
+                raise FormatError(f"{where}.{key}: {d[key]}, not {want} ({'meta.dither' if key != 'layer' else 'its place among the weighted layers'})")
 
 
 def _read_codec(blob: memoryview, entry: dict, arrays: dict, where: str, *, coded: bool):

@@ -75,7 +75,7 @@ def test_foreign_file_is_rejected():
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: h.update(format_version=4), "format_version: 4 is not supported"),
+    (lambda h: h.update(format_version=5), "format_version: 5 is not supported"),
     (lambda h: h.update(format="onnx"), "format: 'onnx' is not"),
     (lambda h: h["layers"][1].update(kind="conv3d"), "layers[1].kind: unsupported layer kind 'conv3d'"),
     (lambda h: h["layers"][0]["arrays"]["tile_mask"].update(shape=[1, 1, 1], nbytes=1),

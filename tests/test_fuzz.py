@@ -69,6 +69,25 @@ def _coded(spec, **kw) -> bytes:
         dataclasses.replace(l, codec="huffman") if hasattr(l, "weight") else l for l in dep.layers)))
 
 
+def _dithered(spec, **kw) -> bytes:
+    """A model written by the dithered quantizer (format version 4): its indices and dither fields fuzzed too."""
+    from terwin.algo import quantizers as Q
+    dep = random_deployment(spec, seed=5, calibration_images=4, **kw)
+    layers, n = [], 0
+    for layer in dep.layers:
+        if hasattr(layer, "weight"):
+            hi = (1 << (layer.weight_bits - 1)) - 1
+            q = Q.dither_encode(layer.weight, 4, 9, n, lo=-hi, hi=hi)
+            layer = dataclasses.replace(layer, weight=Q.dither_decode(q, 4, 9, n).astype(layer.weight.dtype))
+            n += 1
+        layers.append(layer)
+    names = [layer.name for layer in layers if hasattr(layer, "weight")]
+    data = fileformat.to_bytes(dep.replace(layers=tuple(layers), meta={**dep.meta, "dither": {"seed": 9, "step": 4,
+                                                                                                "layers": names}}))
+    assert json.loads(_split(data)[0])["format_version"] == 4
+    return data
+
+
 WINOGRAD_NET = dict(topology=(("winograd_conv2d", 8), ("maxpool2d", 2), ("winograd_conv2d", 8), ("maxpool2d", 2),
                               ("linear", 10)), linear_int_bits=8)
 MODELS = {
@@ -82,6 +101,9 @@ MODELS = {
 def _split(data: bytes):
     (hlen,) = struct.unpack_from("<Q", data, 8)
     return data[16:16 + hlen], data[16 + hlen:-32]
+
+
+MODELS["winograd-dithered"] = _dithered(WINOGRAD, **WINOGRAD_NET)
 
 
 def _seal(text: bytes, blob: bytes) -> bytes:

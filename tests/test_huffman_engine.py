@@ -101,10 +101,11 @@ def test_raw_models_keep_their_memories():
         [n for n in names if n != "weights"]
 
 
-def _run_filler(program, *, releases=((1, None),), cycles_=None):
-    """The filler alone: `start`, then from each cycle of `releases` on the sequencer's last tile of
-    the output group before that word issued every cycle (None: the last group's, so every tile may
-    be written).
+def _run_filler(program, *, releases=((1, None),), cycles_=None, hold=1):
+    """The filler alone: `hold` for `hold` cycles (the image loading; the sequencer's inputs toggling
+    meanwhile, which the hold must ignore), then from each cycle of `releases` on (counted from
+    the last cycle of the hold) the sequencer's last tile of the output group before that word
+    issued every cycle (None: the last group's, so every tile may be written).
     Returns [(cycle, entry, codes value)] of its code writes; its side writes [(entry, lm, coff)]
     in `_run_filler.side`."""
     dut = TileCacheFiller(program)
@@ -114,9 +115,17 @@ def _run_filler(program, *, releases=((1, None),), cycles_=None):
     total = cycles_ or FIRST_SYMBOL + hw.count + len(tile_positions(program)) + 20
 
     async def bench(ctx):
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        ctx.set(dut.hold, 1)
+        for k in range(hold):      # a group's end issued in the hold's last cycle too
+            ctx.set(dut.issue, 1 if k == hold - 1 else k % 2)
+            ctx.set(dut.last, 1)
+            ctx.set(dut.group_end, 1)
+            ctx.set(dut.weight_addr, words - 1)
+            assert not ctx.get(dut.cache_write.en) and not ctx.get(dut.cache_write.side_en)
+            await ctx.tick()
+        for port in (dut.issue, dut.last, dut.group_end, dut.weight_addr):
+            ctx.set(port, 0)
+        ctx.set(dut.hold, 0)
         for cycle in range(1, total):
             for at, word in releases:
                 if cycle >= at:     # the sequencer ends the output group before `word`
@@ -166,6 +175,22 @@ def test_filler_writes_every_tile_one_symbol_a_cycle(spec, kw):
     assert [w[0] for w in writes] == [FIRST_SYMBOL + (t + 1) * s - 1 for t in range(len(writes))]
     # the side walker: every visited tile's lane-map row and channel offset, into the same entries
     assert _run_filler.side == [(t % hw.cache_depth, w["lm"], w["coff"]) for t, w in enumerate(program.words)]
+
+
+def test_filler_held_while_the_image_loads_starts_as_after_one_cycle():
+    """The top holds the filler for the whole load (a register): whatever came before or arrives
+    meanwhile, it starts from its start values when the hold falls: the same writes in the same
+    cycles, and none during the hold."""
+    spec, kw = NETWORKS["pe4x4"]
+    program = compile_program(huffman(random_deployment(spec, **kw, tile_sparsity=0.0)))
+    hw = program.huffman_weights
+    phase = FIRST_SYMBOL + hw.count + 50
+    starts = np.concatenate([[0], np.cumsum(program.og_counts)[:-1]])
+    group = next(int(w) for w in starts if 0 < w and w + hw.cache_depth < len(program.words))
+    kw_ = dict(releases=((phase, group), (2 * phase, None)), cycles_=3 * phase)
+    once = _run_filler(program, **kw_)
+    side = _run_filler.side
+    assert _run_filler(program, hold=7, **kw_) == once and _run_filler.side == side
 
 
 def test_filler_writes_at_most_the_ring_ahead_of_the_sequencer():

@@ -101,6 +101,13 @@ def test_cli_dithered_model_file_holds_the_seed_and_decodes_exactly(tmp_path, ca
     q = report["winograd"]["quantizer"]
     assert q["name"] == "dithered" and q["universal_bytes"] == Q.universal_sizes(indices.values())
     assert report["reference_mismatches"] == 0 and report["storage"] == "xz"
+    # the file stores the indices and the seed (format version 4), not the weights
+    data = fileformat.decompress((out / "model.terwin").read_bytes())[1]
+    header = json.loads(data[16:16 + int.from_bytes(data[8:16], "little")])
+    assert header["format_version"] == 4
+    weighted = [e for e in header["layers"] if "dither" in e]
+    assert len(weighted) == len(dep.weighted_layers) and not any("weight" in e["arrays"] for e in weighted)
+    assert [e["dither"] for e in weighted] == [{"seed": 12345, "step": 4, "layer": i} for i in range(len(weighted))]
     # another seed in the file: the weights are no longer those its dither decodes to
     wrong = dep.replace(meta={**dep.meta, "dither": {**dep.meta["dither"], "seed": 12346}})
     with pytest.raises(FormatError, match="not on the dithered grid"):

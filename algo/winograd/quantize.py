@@ -18,9 +18,10 @@ before the model is evaluated and written (docs/codecs.md has the measured numbe
   times the layer's per-channel scale).
 * ``dithered``: randomized uniform quantization with step ``--quant-step`` (1802.02271;
   `terwin.algo.quantizers.dither_encode`), the dither from ``--dither-seed``, which the model file
-  holds (`meta["dither"]`: seed, step, and the layers in order); `dither_indices(dep)` regenerates
-  the dither and returns the indices the weights decode from, refusing a model whose weights are
-  not exactly step·q − u.
+  holds (`meta["dither"]`: seed, step, and the layers in order; the file stores the indices and the
+  seed instead of the weights, format version 4, decoded on load by `terwin.dither`);
+  `dither_indices(dep)` regenerates the dither and returns the indices the weights decode from,
+  refusing a model whose weights are not exactly step·q − u.
 """
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ def quantizer_figures(dep, name: str) -> dict:
     arrays = list(dither_indices(dep).values()) if name == "dithered" else [layer.weight for layer in weighted]
     sizes = Q.universal_sizes(arrays)
     coded = rep
-    if name == "dithered":      # what a dither-aware file would code: the indices (the weights carry the dither)
+    if name == "dithered":      # what the file stores: the indices (the weights carry the dither)
         by_name = dict(zip((layer.name for layer in weighted), arrays))
         as_indices = dep.replace(layers=tuple(
             dataclasses.replace(layer, weight=by_name[layer.name].astype(layer.weight.dtype)) if hasattr(layer, "weight")

@@ -79,7 +79,12 @@ class InterleavedHuffmanDecoder(wiring.Component):
         peek = Signal(L)
         m.d.comb += peek.eq((window << offset)[3 * wb - L:3 * wb])
         pops = [o[log2(wb)] for o in off]
-        enough = [(h >= 3) | ((h == 2) & ~p) for h, p in zip(held, pops)]
+        # held >= 3 and held == 2 in registers beside `held` (set from its next value): `go` fans out to
+        # every register of the pipeline, and with the comparisons of `held` before it, it was the iCE40's
+        # critical path (held -> enough -> go -> pop -> held)
+        ge3 = [Signal(name=f"s{s}_ge3") for s in range(2)]
+        eq2 = [Signal(name=f"s{s}_eq2") for s in range(2)]
+        enough = [g | (e & ~p) for g, e, p in zip(ge3, eq2, pops)]
         a_enough = Mux(ph, enough[1], enough[0])
         a_fire = Signal()
         go = Signal()
@@ -133,10 +138,11 @@ class InterleavedHuffmanDecoder(wiring.Component):
             popped = [Mux(take & (held[s] == i + 1), ins[s].payload, slots[s][i + 1] if i + 1 < 4 else 0)
                       for i in range(4)]
             off_lo = off[s][:log2(wb)]
+            held_next = held[s] - pop + take
             with m.If(self.start):
-                m.d.sync += [held[s].eq(0), off[s].eq(0)]
+                m.d.sync += [held[s].eq(0), ge3[s].eq(0), eq2[s].eq(0), off[s].eq(0)]
             with m.Else():
-                m.d.sync += held[s].eq(held[s] - pop + take)
+                m.d.sync += [held[s].eq(held_next), ge3[s].eq(held_next >= 3), eq2[s].eq(held_next == 2)]
                 for slot, k_, p_ in zip(slots[s], kept, popped):
                     m.d.sync += slot.eq(Mux(pop, p_, k_))
                 with m.If(pop):

@@ -2,12 +2,17 @@
 
 See `terwin.hw.ternary.huffman_program` for the memories. `TileCacheFiller`:
 
-* `start` (in): an image begins (the loader's last beat, with the sequencer's `start_image`): the
-  decoder restarts at the stream's first word, tile 0; the side walker at the tile mask's first bit;
+* `hold` (in, a register: high while the image loads, falling with its last beat, the sequencer's
+  `start_image`): every register of the filler and its decoder at its start value (the decoder at
+  the stream's first word, tile 0; the side walker at the tile mask's first bit), running from the
+  cycle after. Not the loader's `done` itself: that is combinational from the input stream's
+  handshake, and as the filler's reset it was the iCE40's critical path (into every register of the
+  walker and the decoder); a register that falls in the same cycle leaves every cycle as it was;
 * `issue`, `last`, `group_end`, `weight_addr` (in): the sequencer's issue, its tile's `last` flag,
   whether it ends its output group (the group's last job's last tile), and its word: the word
   after a group's end is the first the sequencer may still read (`cons_base`; `limit` =
-  cons_base + depth - 1 is the register the filler keeps);
+  cons_base + depth - 1, the filler's, as a register would hold it: the ended group's limit of the
+  cycle before or the one held, so the late `issue` and `group_end` enter one flip-flop);
 * `cache_write` (out): one tile's codes a write, at entry word % depth (`tile_cache`); beside it
   (`side_*`) one tile's lane-map row and channel offset a write, at the same entry (`tile_side`);
 * `ready` (out): the tile at `weight_addr` is in both rings (`written > weight_addr`, computed a
@@ -24,11 +29,13 @@ while allowed. `symbols_per_tile` symbols make a tile (symbol k of a tile in bit
 the codes' row-major, lane-major order), each written into the tile's entry in the cycle it is
 taken (a write port of symbol granularity), the tile complete with its last. The side
 walker reads the tile mask (`tile_positions`: a bit per tile position of every output group, in the
-raw words' order) one position a cycle, counting each position's tap group and channel group from
+raw words' order) one position a cycle (the bit at its position in a register, `cur`, the memory
+reading the next position's ahead: the memory's output feeds nothing else), counting each position's
+tap group and channel group from
 the stage's constants (`walk_constants`); at a visited tile it writes its side entry (waiting
 while not allowed), a pruned one it passes. Timing (`terwin.hw.ternary.huffman_cycles` models it
-exactly): the first symbol is taken `FIRST_SYMBOL` cycles after `start`, the first mask bit seen the
-cycle after `start`; `written`, `side` and `limit` change the cycle after a write or an issue,
+exactly): the first symbol is taken `FIRST_SYMBOL` cycles after `hold`'s last cycle (`start`), the first
+mask bit seen the cycle after it; `written`, `side` and `limit` change the cycle after a write or an issue,
 `allowed` and `ready` the cycle after those.
 """
 from __future__ import annotations
@@ -63,7 +70,7 @@ class TileCacheFiller(wiring.Component):
         self._program = program
         words = max(2, program.weight_word_count + 1)
         super().__init__({
-            "start": In(1),
+            "hold": In(1),
             "issue": In(1),
             "last": In(1),
             "group_end": In(1),
@@ -84,7 +91,7 @@ class TileCacheFiller(wiring.Component):
         # filler stops taking symbols after the last group's last tile
         m.submodules.decoder = dec = InterleavedHuffmanDecoder(hw.table, symbol_bits=sb, word_bits=wb,
                                                                max_count=None)
-        m.d.comb += [dec.start.eq(self.start), self.error.eq(dec.error)]
+        m.d.comb += [dec.start.eq(self.hold), self.error.eq(dec.error)]
 
         # each stream's words into the decoder, one a cycle: the read port holds word `faddr` (the last
         # word, a zero, again once past the end)
@@ -98,8 +105,8 @@ class TileCacheFiller(wiring.Component):
             step = Signal(name=f"step{i}")
             m.d.comb += [step.eq(port.valid & port.ready & (faddr != len(ws) - 1)),
                          port.valid.eq(fvalid), port.payload.eq(rd.data), rd.en.eq(1),
-                         rd.addr.eq(Mux(self.start, 0, faddr + step))]
-            with m.If(self.start):
+                         rd.addr.eq(Mux(self.hold, 0, faddr + step))]
+            with m.If(self.hold):
                 m.d.sync += [faddr.eq(0), fvalid.eq(1)]
             with m.Elif(step):
                 m.d.sync += faddr.eq(faddr + 1)
@@ -111,7 +118,7 @@ class TileCacheFiller(wiring.Component):
         sym = Signal(range(max(2, per_tile)))
         allowed = Signal()
         ready = Signal()
-        m.d.comb += dec.o_stream.ready.eq(allowed & ~self.start)
+        m.d.comb += dec.o_stream.ready.eq(allowed & ~self.hold)
         accept = dec.o_stream.valid & dec.o_stream.ready
         tile_done = accept & (sym == per_tile - 1)
         # ready = written > weight_addr and side > weight_addr, in a register (off the sequencer's issue
@@ -128,7 +135,7 @@ class TileCacheFiller(wiring.Component):
             step = Mux(inc, count > wa, count > wa + 1)               # count_next > wa + 1
             return Mux(self.issue, Mux(~self.last | self.group_end, step, 1), stay)
         m.d.comb += self.ready.eq(ready)
-        with m.If(self.start):
+        with m.If(self.hold):
             m.d.sync += ready.eq(0)
         with m.Else():
             # the side count as it was (not side_next): the tile mask's read stays off this path (a side
@@ -143,20 +150,28 @@ class TileCacheFiller(wiring.Component):
         # again once it has issued the last tile of that tile's output group (t - depth < cons_base, the
         # word after the last group it finished: depth >= the largest group, so the group it is on
         # always fits, and the next group's tiles can be written before its first issue). `limit` =
-        # cons_base + depth - 1, a register; allowed (a register) = written_next <= limit
-        limit = Signal(range(n_words + depth + 1))
-        with m.If(self.start):
-            m.d.sync += limit.eq(depth - 1)
-        with m.Elif(self.issue & self.group_end):
-            m.d.sync += limit.eq(self.weight_addr + depth)
+        # cons_base + depth - 1, as a register would hold it; allowed (a register) = written_next <= limit.
+        # The sequencer's issue and group_end (late: its counters' comparisons) go into one flip-flop
+        # (`ended`, the word's limit beside it), not the enable of every bit of `limit`: limit = the limit
+        # of a group ended the cycle before, else the one held (the same value, a cycle for the late
+        # signals instead of a fan-out)
+        width = range(n_words + depth + 1)
+        limit, held_limit, ended_limit = Signal(width), Signal(width), Signal(width)
+        ended = Signal()
+        m.d.comb += limit.eq(Mux(ended, ended_limit, held_limit))
+        m.d.sync += ended_limit.eq(self.weight_addr + depth)
+        with m.If(self.hold):
+            m.d.sync += [held_limit.eq(depth - 1), ended.eq(0)]
+        with m.Else():
+            m.d.sync += [held_limit.eq(limit), ended.eq(self.issue & self.group_end)]
         done = Signal()          # the last tile is written: take no more symbols
         done_next = done | (tile_done & (written == n_words - 1))
-        with m.If(self.start):
+        with m.If(self.hold):
             m.d.sync += [allowed.eq(1), done.eq(0)]
         with m.Else():
             m.d.sync += [allowed.eq(~done_next & Mux(tile_done, written < limit, written <= limit)),
                          done.eq(done_next)]
-        with m.If(self.start):
+        with m.If(self.hold):
             m.d.sync += [written.eq(0), sym.eq(0)]
         with m.Elif(accept):
             m.d.sync += sym.eq(Mux(sym == per_tile - 1, 0, sym + 1))
@@ -179,6 +194,11 @@ class TileCacheFiller(wiring.Component):
                                                       attrs={"ram_style": "block", "rom_style": "block"})
         mrd = mmem.read_port()
         pos = Signal(range(positions))
+        # the bit at `pos` in a register, the memory reading the next position's ahead (its output, slow
+        # out of a block RAM, goes only into `cur`; the ECP5's critical path went from it through the
+        # walker's step into the memory's next address)
+        mask0 = int(image.init[0]) if len(image.init) else 0
+        cur = Signal(init=mask0)
         wdone = Signal()
         side_allowed = Signal()
         n_st = len(p.stages)
@@ -195,20 +215,23 @@ class TileCacheFiller(wiring.Component):
             return Array(C(v, max(1, max(k[name]).bit_length())) for v in k[name])[stage] if n_st > 1 else \
                 C(k[name][0], max(1, k[name][0].bit_length()))
         cg_end, tg_end, og_end = cg == const("cg_last"), tg == const("tg_last"), og == const("og_last")
-        adv = ~wdone & (~mrd.data | side_allowed)
-        m.d.comb += [side_write.eq(adv & mrd.data), mrd.en.eq(1),
-                     mrd.addr.eq(Mux(self.start, 0, Mux(adv & (pos != positions - 1), pos + 1, pos))),
-                     w.side_en.eq(side_write), w.side_addr.eq(side[:len(w.side_addr)] if len(w.side_addr) else 0),
+        adv = ~wdone & (~cur | side_allowed)
+        last = positions - 1
+        ahead1 = Mux(pos >= last, last, pos + 1)          # the memory holds position pos + 1 ...
+        ahead2 = Mux(pos + 1 >= last, last, pos + 2)      # ... or pos + 2 after a step (past the end: the last)
+        m.d.comb += [side_write.eq(adv & cur), mrd.en.eq(1),
+                     mrd.addr.eq(Mux(self.hold, min(1, last), Mux(adv, ahead2, ahead1))),
+                     w.side_en.eq(side_write & ~self.hold), w.side_addr.eq(side[:len(w.side_addr)] if len(w.side_addr) else 0),
                      w.side_data.lm.eq(lm), w.side_data.coff.eq(coff)]
-        with m.If(self.start):
+        with m.If(self.hold):
             m.d.sync += side_allowed.eq(1)
         with m.Else():
             m.d.sync += side_allowed.eq(Mux(side_write, side < limit, side <= limit))
-        with m.If(self.start):
-            m.d.sync += [pos.eq(0), wdone.eq(0), side.eq(0), stage.eq(0), og.eq(0), tg.eq(0), cg.eq(0),
-                         lm.eq(0), lm_group.eq(0), coff.eq(0)]
+        with m.If(self.hold):
+            m.d.sync += [pos.eq(0), cur.eq(mask0), wdone.eq(0), side.eq(0), stage.eq(0), og.eq(0), tg.eq(0),
+                         cg.eq(0), lm.eq(0), lm_group.eq(0), coff.eq(0)]
         with m.Elif(adv):
-            m.d.sync += [side.eq(side + side_write), wdone.eq(pos == positions - 1)]
+            m.d.sync += [side.eq(side + side_write), wdone.eq(pos == positions - 1), cur.eq(mrd.data)]
             with m.If(pos != positions - 1):
                 m.d.sync += pos.eq(pos + 1)
             with m.If(~cg_end):

@@ -72,7 +72,14 @@ class TernaryAccelerator(wiring.Component):
             from .tilecache import TileCacheFiller
             m.submodules.filler = filler = TileCacheFiller(p)
             wiring.connect(m, filler.cache_write, mac.cache_write)
-            m.d.comb += [filler.start.eq(loader.done), filler.issue.eq(seq.issue),
+            # the filler held while the image loads: a register falling with the load's last beat (the
+            # loader's `done`, combinational from the input handshake, stays off its registers)
+            loading = Signal(init=1)
+            with m.If(loader.done):
+                m.d.sync += loading.eq(0)
+            with m.Elif(output.done):
+                m.d.sync += loading.eq(1)
+            m.d.comb += [filler.hold.eq(loading), filler.issue.eq(seq.issue),
                          filler.last.eq(seq.tile.last), filler.group_end.eq(seq.group_end),
                          filler.weight_addr.eq(seq.weight_addr)]
             ready = filler.ready

@@ -26,7 +26,7 @@ def run(args) -> int:
         return 0
     spec = dep.spec
     shown = os.fsencode(args.model).decode("utf-8", "backslashreplace")  # an undecodable name prints too
-    print(f"{shown}: terwin model, format v{dep.format_version}, sha256 {fileformat.file_checksum(args.model)[:16]}")
+    print(f"{shown}: terwin model, format v{fileformat.file_version(dep)}, sha256 {fileformat.file_checksum(args.model)[:16]}")
     print(f"spec {spec.name}: {spec.pe_rows}x{spec.pe_cols} PEs, {spec.act_bits}-bit activations, "
           f"{spec.weight_format} weights, {spec.clock_mhz:g} MHz target")
     print(f"input {'x'.join(map(str, dep.input_shape))}, scale {dep.input_scale:g}; family {dep.meta.get('family', '?')}")
