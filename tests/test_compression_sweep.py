@@ -59,3 +59,27 @@ def test_update_docs_rewrites_only_between_the_markers(sweep, tmp_path):
     (tmp_path / "README.md").write_text("no markers")
     with pytest.raises(sweep.TerwinError, match="markers"):
         sweep.update_docs([cell], "here", root=tmp_path)
+
+
+def test_layer_budget_keeps_the_named_layers_tiles_and_the_total():
+    """benchmarks/ternary_layer_budget.py: named layers keep N tiles, the rest of the target comes
+    from the unnamed layers, the first layer stays dense."""
+    spec = importlib.util.spec_from_file_location("ternary_layer_budget", ROOT / "benchmarks" / "ternary_layer_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from terwin.algo.ternary.net import DigitsNet
+    from terwin.algo.ternary.pruning import TilePruner
+    from terwin.errors import TerwinError
+    from terwin.spec import PE8X8
+
+    pruner = TilePruner(PE8X8, target=0.875).prepare(DigitsNet(act_bits=PE8X8.act_bits).weighted_layers())
+    uniform = {layer.name: layer.final_count for layer in pruner.layers}
+    assert uniform == {"conv1": 0, "conv2": 64, "conv3": 255, "fc": 56}      # keeps 4 / 8 / 33 / 8 of 428
+    counts = module.keep_counts(pruner, {"conv2": 8, "fc": 16})
+    assert counts == {"conv2": 64, "conv3": 263, "fc": 48} and sum(counts.values()) == 375
+    pruner.assign(counts)
+    assert [layer.groups.count - layer.final_count for layer in pruner.layers] == [4, 8, 25, 16]
+    with pytest.raises(TerwinError, match="no layer conv9"):
+        module.keep_counts(pruner, {"conv9": 1})
+    with pytest.raises(TerwinError, match="would have to prune"):
+        module.keep_counts(pruner, {"conv2": 72, "conv3": 288})
