@@ -157,3 +157,16 @@ def test_weight_regularizer_unchanged_by_the_generalization():
         total += float((((w - q * s.view(view)) / s.view(view)) ** 2).sum().detach())
         count += w.numel()
     assert float(reg.error().detach()) == pytest.approx(total / count, rel=1e-6)
+
+
+def test_a_user_model_through_the_graph_flow_takes_the_option_too():
+    """`terwin.compress(model, ..., family="winograd", lowprec_act_lambda=...)`: the user-model flow
+    (graph_flow) shares the family's stages, the regularizer included."""
+    import terwin
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    _, report = terwin.compress(model, terwin.load_data("digits", limit=300), family="winograd",
+                                lowprec_act_lambda=0.1, epochs_scale=0.02, quiet=True)
+    fig = report["winograd"]["lowprec_act_regularizer"]
+    assert report["reference_mismatches"] == 0 and fig["lambda"] == 0.1 and fig["grid_error"] > 0
