@@ -38,7 +38,7 @@ from ..quant import ActQuant, PerChannelQuant
 
 def grid_error(x: torch.Tensor, step: torch.Tensor | float, lo: float, hi: float) -> torch.Tensor:
     """Σ ((x − Q(x)) / step)² in float64, Q(x) = clamp(floor(x / step + 1/2), lo, hi) · step (the
-    export's round-half-up), the gradient reaching x through the first x only."""
+    export's round-half-up) held constant: the gradient reaches x through x − Q(x) alone."""
     q = torch.clamp(torch.floor(x.detach() / step + 0.5), lo, hi)
     return (((x - q * step) / step) ** 2).sum().double()
 
