@@ -27,6 +27,7 @@ API: `compress(WinogradOptions(...)) -> (Deployment, compress.json dict)`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import time
@@ -49,7 +50,7 @@ from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, evaluate, scaled_epochs, single_thread, train
 from .export import accumulator_bits, export
 from .masks import JointPruner, JointRegularizer, WinogradMagnitudePruner, linear_prune
-from .lowprec import LowPrecisionRegularizer
+from .lowprec import ActivationRegularizer, LowPrecisionRegularizer, combined
 from .nn import WinogradNet
 from .quantize import QUANTIZERS
 from . import quantize
@@ -86,6 +87,7 @@ class WinogradOptions(CompressOptions):
     quant_step: int = 1
     dither_seed: int = 0
     lowprec_lambda: float = 0.0
+    lowprec_act_lambda: float = 0.0
 
     family: ClassVar[str] = "winograd"
     epochs_scale_flag: ClassVar[str] = "--winograd-epochs-scale"
@@ -102,6 +104,7 @@ class WinogradOptions(CompressOptions):
             raise TerwinError(f"--quantizer must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
         self._set("ecsq_lambda", check_number(self.ecsq_lambda, "--ecsq-lambda", lo=0, hi=1e9))
         self._set("lowprec_lambda", check_number(self.lowprec_lambda, "--lowprec-lambda", lo=0, hi=1e6))
+        self._set("lowprec_act_lambda", check_number(self.lowprec_act_lambda, "--lowprec-act-lambda", lo=0, hi=1e6))
         for name, lo, hi in (("kmeans_clusters", 1, 1 << 16), ("quant_step", 1, 1 << 15), ("dither_seed", 0, (1 << 63) - 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -196,6 +199,9 @@ def add_arguments(group) -> None:
     group.add_argument("--lowprec-lambda", type=_nonnegative, default=d.lowprec_lambda, metavar="F",
                        help="winograd: lambda of the learnable low-precision regularizer (arXiv 1809.00095) in the "
                             "last fine-tuning and quantization-aware stages (default 0: off)")
+    group.add_argument("--lowprec-act-lambda", type=_nonnegative, default=d.lowprec_act_lambda, metavar="F",
+                       help="winograd: lambda of the same regularizer on the activations (their distance to the "
+                            "calibrated act_bits grid) in the quantization-aware stage (default 0: off)")
     group.add_argument("--winograd-epochs-scale", type=_positive, default=1.0, metavar="F",
                        help="winograd: multiply every training stage's epochs by F (at least 1 each; default 1)")
 
@@ -207,7 +213,8 @@ def options_from_args(args, spec) -> WinogradOptions:
                            classifier_sparsity=args.classifier_sparsity, weight_bits=args.weight_bits,
                            joint_lambda=args.joint_lambda, epochs_scale=args.winograd_epochs_scale,
                            quantizer=args.quantizer, ecsq_lambda=args.ecsq_lambda, kmeans_clusters=args.kmeans_clusters,
-                           quant_step=args.quant_step, dither_seed=args.dither_seed, lowprec_lambda=args.lowprec_lambda)
+                           quant_step=args.quant_step, dither_seed=args.dither_seed, lowprec_lambda=args.lowprec_lambda,
+                           lowprec_act_lambda=args.lowprec_act_lambda)
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -322,12 +329,17 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
     s_w, s_s = options.winograd_sparsity, options.spatial_sparsity
     lowprec = LowPrecisionRegularizer(net, bits=spec.winograd_weight_bits, lam=options.lowprec_lambda) \
         if options.lowprec_lambda > 0 else None
+    # the activations' regularizer needs the calibrated scales: quantization-aware stage only
+    lowprec_act = ActivationRegularizer(net, lam=options.lowprec_act_lambda) if options.lowprec_act_lambda > 0 else None
 
     def regularized(stage: str, lr: float, label: str, **extra) -> None:
-        """A fit with the low-precision regularizer, when it is on."""
-        if lowprec is not None:
-            extra.update(penalty=lowprec, penalty_params=lowprec.parameters(), penalty_lr=0.05)
-        fit(stage, lr, label, **extra)
+        """A fit with the low-precision regularizers that are on (activations: in the "qat" stage)."""
+        act = lowprec_act if stage == "qat" else None
+        penalty, params = combined([lowprec, act])
+        if penalty is not None:
+            extra.update(penalty=penalty, penalty_params=params, penalty_lr=0.05)
+        with act.recording() if act is not None else contextlib.nullcontext():
+            fit(stage, lr, label, **extra)
 
     if options.mode == "liu":
         # 2. Winograd-domain parameters, iterative magnitude pruning + masked retraining
@@ -378,6 +390,9 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
     dep = export(net, spec, input_scale=input_scale, class_names=tuple(class_names), meta=meta)
     if lowprec is not None:
         figures["lowprec_regularizer"] = lowprec.figures()
+    if lowprec_act is not None:
+        lowprec_act.measure(data.x_train)  # R on the training images, as the exported model sees them
+        figures["lowprec_act_regularizer"] = {**lowprec_act.figures(), "act_bits": spec.act_bits}
     if on_export is not None:
         on_export(net, dep, data)
     dep, figures["quantizer"] = quantize.apply(options, dep, net, data)
