@@ -2,7 +2,10 @@
 and a user's images from a `.npz` file. NumPy only (`terwin verify` imports it without torch).
 
 Digits: images are 8x8 with integer pixel values 0..16; terwin scales them to [0, 1] as x = pixel / 16,
-so the integer model's input quantization (scale 1/16) is exact: q = pixel.
+so the integer model's input quantization (scale 1/16) is exact: q = pixel — when the activations have
+at least 5 bits. Narrower activations cannot hold 0..16, so the input scale widens to 1/(2^act_bits - 1)
+(`digits_input_scale`): every pixel is rounded onto the narrower grid instead of the bright ones being
+clamped, and the flows' input quantizer trains the net on exactly that grid.
 Split: `train_test_split(test_size=0.25, stratify=labels, random_state=0)` -> 1347 train / 450 test.
 
 `digits32`: the same images and split, upsampled 4x to 32x32 by nearest neighbour (every pixel
@@ -64,12 +67,20 @@ class Split:
         return tuple(int(v) for v in self.x_train.shape[1:])
 
 
-def load_digits_split() -> Split:
+def digits_input_scale(act_bits: int = 8) -> float:
+    """The digits' input scale for `act_bits`-bit activations: 1/16 (q = pixel exactly) when 0..16
+    fits, else 1/(2^act_bits - 1), so that x = 1 (pixel 16) is the largest input code, not clamped."""
+    levels = (1 << act_bits) - 1
+    return INPUT_SCALE if levels >= PIXEL_MAX else 1.0 / levels
+
+
+def load_digits_split(act_bits: int = 8) -> Split:
+    """The digits split; its input scale is `digits_input_scale(act_bits)`."""
     digits = load_digits()
     x = (digits.images.astype(np.float32) / PIXEL_MAX)[:, None, :, :]
     y = digits.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED)
-    return Split(x_tr, y_tr, x_te, y_te)
+    return Split(x_tr, y_tr, x_te, y_te, input_scale=digits_input_scale(act_bits))
 
 
 def upsample_nearest(x: np.ndarray, factor: int) -> np.ndarray:
@@ -77,9 +88,9 @@ def upsample_nearest(x: np.ndarray, factor: int) -> np.ndarray:
     return np.ascontiguousarray(x.repeat(factor, axis=2).repeat(factor, axis=3))
 
 
-def load_digits32_split() -> Split:
+def load_digits32_split(act_bits: int = 8) -> Split:
     """The digits split upsampled to 32x32 (nearest neighbour, `DIGITS32_FACTOR`)."""
-    s = load_digits_split()
+    s = load_digits_split(act_bits)
     return replace(s, x_train=upsample_nearest(s.x_train, DIGITS32_FACTOR),
                    x_test=upsample_nearest(s.x_test, DIGITS32_FACTOR), name="digits32")
 
@@ -95,9 +106,9 @@ def builtin_for(shape) -> str | None:
 def load_data(ref: str, *, act_bits: int = 8) -> Split:
     """`digits`, `digits32` or a `.npz` file (`load_npz`)."""
     if ref == "digits":
-        return load_digits_split()
+        return load_digits_split(act_bits)
     if ref == "digits32":
-        return load_digits32_split()
+        return load_digits32_split(act_bits)
     return load_npz(ref, act_bits=act_bits)
 
 
@@ -268,6 +279,6 @@ def first(split: Split, n: int | None) -> Split:
                    y_test=split.y_test[:n])
 
 
-__all__ = ["Split", "INPUT_SCALE", "PIXEL_MAX", "BUILTIN", "NPZ_ARRAYS", "load_digits_split", "load_digits32_split",
+__all__ = ["Split", "INPUT_SCALE", "PIXEL_MAX", "BUILTIN", "NPZ_ARRAYS", "digits_input_scale", "load_digits_split", "load_digits32_split",
            "load_data", "load_npz", "split_from_arrays", "first", "upsample_nearest", "validation_split",
            "VALIDATION_FRACTION"]

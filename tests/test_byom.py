@@ -202,6 +202,24 @@ def test_digits32_is_the_digits_upsampled_by_nearest_neighbour():
     assert np.array_equal(q, d32.x_test * 16) and d32.input_scale == 1 / 16
 
 
+@pytest.mark.parametrize("act_bits", [2, 3, 4, 5, 8])
+def test_digits_input_scale_never_clamps_a_pixel(act_bits):
+    """Narrow activations cannot hold the pixels 0..16: the input scale widens so that every pixel is
+    rounded onto the grid and the brightest is the largest code, instead of clamping the bright ones."""
+    s = datasets.load_data("digits", act_bits=act_bits)
+    top = (1 << act_bits) - 1
+    levels = np.arange(17, dtype=np.float64) / 16
+    q = intmath.quantize_input(levels, scale=s.input_scale, act_bits=act_bits)
+    assert q[-1] == min(top, 16) and q[0] == 0 and np.all(np.diff(q) >= 0)
+    unclamped = np.floor(levels / s.input_scale + 0.5)
+    assert np.array_equal(q, unclamped), "no pixel may reach the clamp"
+    if act_bits >= 5:
+        assert s.input_scale == 1 / 16 and np.array_equal(q, np.arange(17)), "q = pixel exactly"
+    else:
+        assert s.input_scale == 1 / top
+    assert datasets.load_data("digits32", act_bits=act_bits).input_scale == s.input_scale
+
+
 def test_npz_uint8_and_float(tmp_path):
     s = datasets.load_npz(_npz(tmp_path / "u.npz"))
     assert s.x_train.dtype == np.float32 and s.input_shape == (3, 6, 6) and s.classes == 4

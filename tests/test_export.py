@@ -205,3 +205,14 @@ def test_cli_compress(tmp_path, capsys):
     rc = main(["compress", "--family", "ternary", "--tile-sparsity", "1.2", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--tile-sparsity must lie in [0, 1)" in err, err
+
+
+def test_narrow_activations_quantize_the_input_without_clamping():
+    """3-bit activations: the model's input scale is 1/7 (pixel 16 -> code 7, none clamped), the net
+    trained with that input quantizer, and the integer model agrees with the reference."""
+    spec = dataclasses.replace(PE8X8, act_bits=3)
+    dep, report = compress(TernaryOptions(spec=spec, schedule=Schedule(float_epochs=1, joint_epochs=1, finetune_epochs=1),
+                                          tile_sparsity=0.5, seed=0, quiet=True))
+    assert dep.input_scale == 1 / 7 and report["reference_mismatches"] == 0
+    x = load_digits_split(3).x_test
+    assert np.array_equal(reference.quantize_input(dep, x), np.floor(x * 7 + 0.5)), "no pixel clamped"

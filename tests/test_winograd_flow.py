@@ -148,3 +148,20 @@ def test_compress_is_deterministic_for_a_seed():
         if hasattr(la, "weight"):
             assert np.array_equal(la.weight, lb.weight) and np.array_equal(la.bias, lb.bias)
     assert ra["accuracy"] == rb["accuracy"]
+
+
+def test_narrow_activations_quantize_the_input_without_clamping():
+    """4-bit activations: the model's input scale is 1/15 (pixel 16 -> code 15, none clamped), and the
+    net's input quantizer is on in quantization-aware training, so the integer model sees what it did."""
+    spec = WINOGRAD.replace(act_bits=4)
+    seen = {}
+
+    def capture(net, dep, data):
+        seen["enabled"], seen["scale"] = net.input_quant.enabled, net.input_quant.scale
+    dep, rep = compress(WinogradOptions(spec=spec, epochs_scale=TINY, winograd_sparsity=0.65, quiet=True),
+                        on_export=capture)
+    assert dep.input_scale == 1 / 15 and seen == {"enabled": True, "scale": 1 / 15}
+    x = load_digits_split(4).x_test
+    q = reference.quantize_input(dep, x)
+    assert q.max() == 15 and np.array_equal(q, np.floor(x * 15 + 0.5)), "no pixel clamped"
+    assert rep["reference_mismatches"] == 0

@@ -40,7 +40,7 @@ from terwin.progress import Progress
 from terwin.spec import PE8X8, HardwareSpec
 from terwin.stats import model_stats
 
-from ..data import VALIDATION_FRACTION, load_digits_split
+from ..data import VALIDATION_FRACTION, digits_input_scale, load_digits_split
 from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import set_quantization
 from ..results import compress_report
@@ -218,7 +218,7 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     x_val, y_val = data.validation()
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)
-    model = DigitsNet(act_bits=spec.act_bits)
+    model = DigitsNet(act_bits=spec.act_bits, input_scale=digits_input_scale(spec.act_bits))
     validation = {"images": int(len(y_val))}
 
     def fit(epochs: int, lr: float, label: str, **hooks) -> None:
@@ -317,7 +317,7 @@ def compress(options: TernaryOptions):
     check_weight_format(options, WEIGHT_FORMAT)
     with single_thread():
         start = time.monotonic()
-        data = Tensors.from_split(load_digits_split(), validation=VALIDATION_FRACTION, seed=options.seed)
+        data = Tensors.from_split(load_digits_split(options.spec.act_bits), validation=VALIDATION_FRACTION, seed=options.seed)
         t = train_ternary(options, data)
 
         # 5. export and evaluate the integer model

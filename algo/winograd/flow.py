@@ -43,9 +43,9 @@ from terwin.errors import TerwinError
 from terwin.progress import Progress
 from terwin.spec import WINOGRAD, HardwareSpec
 
-from ..data import INPUT_SCALE, VALIDATION_FRACTION, load_digits_split
+from ..data import VALIDATION_FRACTION, load_digits_split
 from ..options import CompressOptions, check_number, check_weight_format
-from ..quant import PerChannelQuant, calibrate_activations
+from ..quant import InputQuant, PerChannelQuant, calibrate_activations
 from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, evaluate, scaled_epochs, single_thread, train
 from .export import accumulator_bits, export
@@ -284,9 +284,10 @@ def _compress(options: WinogradOptions, on_export=None):
     spec = options.model_spec
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)
-    data = Tensors.from_split(load_digits_split(), validation=VALIDATION_FRACTION, seed=options.seed)
+    split = load_digits_split(spec.act_bits)
+    data = Tensors.from_split(split, validation=VALIDATION_FRACTION, seed=options.seed)
     progress = Progress(f"winograd-{options.mode}", quiet=options.quiet)
-    net = WinogradNet(m=spec.winograd_tile, act_bits=spec.act_bits)
+    net = WinogradNet(m=spec.winograd_tile, act_bits=spec.act_bits, input_scale=split.input_scale)
 
     # 1. float spatial pretraining; the epoch kept is the best on validation
     best = BestCheckpoint(net, *data.validation())
@@ -295,7 +296,7 @@ def _compress(options: WinogradOptions, on_export=None):
     float_acc = evaluate(net, data.x_test, data.y_test)
     progress.note(f"float accuracy {float_acc:.4f} (validation {best.accuracy:.4f})")
     return sparsify(options, net, data, gen=gen, progress=progress, float_accuracy=float_acc, started=t0,
-                    input_scale=INPUT_SCALE, class_names=tuple(str(i) for i in range(10)),
+                    input_scale=split.input_scale, class_names=tuple(str(i) for i in range(10)),
                     meta={"family": "winograd", "mode": options.mode},
                     figures={"validation": {"images": int(len(data.y_val)), "float_epoch": best.epoch + 1,
                                             "float_accuracy": best.accuracy}}, on_export=on_export)
@@ -376,6 +377,11 @@ def sparsify(options: WinogradOptions, net: WinogradNet, data: Tensors, *, gen: 
 
     # 4. quantization-aware fine-tuning: 8-bit activations, weight_bits Winograd-domain weights, int8 classifier
     figures["activation_scales"] = calibrate_activations(net, data.x_train)
+    for q in net.modules():   # the network input on the integer model's grid (exact for 8-bit digits)
+        if isinstance(q, InputQuant):
+            if q.scale != input_scale:
+                raise ValueError(f"the net quantizes its input at scale {q.scale}, the model at {input_scale}")
+            q.enabled = True
     for conv in net.convs():
         conv.weight_quant = PerChannelQuant(spec.winograd_weight_bits)
     for fc in net.linears():

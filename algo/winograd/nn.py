@@ -23,7 +23,8 @@ from torch import nn
 
 from terwin.deployment import Linear, MaxPool2d, WinogradConv2d
 
-from ..quant import ActQuant
+from ..data import INPUT_SCALE
+from ..quant import ActQuant, InputQuant
 from .transforms import kernel_to_winograd, winograd_conv2d
 
 MODES = ("spatial", "winograd", "joint")
@@ -118,10 +119,13 @@ class WinogradNet(nn.Module):
     the input of every later layer sees unsigned activations.
     """
 
-    def __init__(self, *, topology=DEFAULT_TOPOLOGY, input_shape=(1, 8, 8), m: int = 2, act_bits: int = 8):
+    def __init__(self, *, topology=DEFAULT_TOPOLOGY, input_shape=(1, 8, 8), m: int = 2, act_bits: int = 8,
+                 input_scale: float = INPUT_SCALE):
         super().__init__()
         self.topology = tuple((str(name), str(kind), int(size)) for name, kind, size in topology)
         self.input_shape = tuple(input_shape)
+        self.input_scale = input_scale
+        self.input_quant = InputQuant(input_scale, act_bits)   # off until quantization-aware training
         c, h, w = self.input_shape
         self.layers = nn.ModuleList()
         self.acts = nn.ModuleList()   # ActQuant after each ReLU (indexed like layers; Identity elsewhere)
@@ -165,6 +169,7 @@ class WinogradNet(nn.Module):
                 layer.apply_masks()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
         for layer, act in zip(self.layers, self.acts):
             if isinstance(layer, MaskedLinear):
                 x = layer(x.flatten(1))
