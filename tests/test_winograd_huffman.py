@@ -179,18 +179,8 @@ def test_weight_memories_of_the_stored_model_shrink_by_40_percent():
 @pytest.mark.cocotb
 @pytest.mark.slow
 def test_huffman_rtl_bit_exact_under_cocotb(tmp_path):
-    from test_winograd_hw_top import _cocotb_available
-    if not _cocotb_available():
-        pytest.fail("cocotb and Icarus Verilog are required")
-    from terwin.sim import rtl
-    from terwin.sim.cycles import predict
-    dep = huffman(synthetic(1))
-    q = np.random.default_rng(1).integers(0, 256, size=(3, *dep.input_shape))
-    res = rtl.verify(dep, q, build_root=tmp_path, pause_in=0.2, pause_out=0.3, progress=False)
-    assert res.mismatches == 0
-    model = predict(dep)["layers"]
-    assert [(l["cycles"], l["mac_cycles"]) for l in res.layers] == [(l["cycles"], l["mac_cycles"]) for l in model]
-    assert res.cycles == [sum(l["cycles"] for l in model)] * len(q)
+    from test_winograd_hw_top import assert_rtl_matches_model
+    assert_rtl_matches_model(huffman(synthetic(1)), tmp_path)
 
 
 @pytest.mark.parametrize("seed", range(3))

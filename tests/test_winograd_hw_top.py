@@ -270,12 +270,18 @@ def _cocotb_available():
 @pytest.mark.cocotb
 @pytest.mark.slow
 def test_rtl_bit_exact_under_cocotb(tmp_path):
+    assert_rtl_matches_model(synthetic(1), tmp_path)
+
+
+def assert_rtl_matches_model(dep, build_root, images: int = 3):
+    """The generated Verilog under cocotb (Icarus) on `images` random images with random stalls on both
+    streams: every score equals the reference, and every layer's cycles and MAC cycles and each
+    image's total equal the cycle model."""
     if not _cocotb_available():
         pytest.fail("cocotb and Icarus Verilog are required")
     from terwin.sim import rtl
-    dep = synthetic(1)
-    q = np.random.default_rng(1).integers(0, 256, size=(3, *dep.input_shape))
-    res = rtl.verify(dep, q, build_root=tmp_path, pause_in=0.2, pause_out=0.3, progress=False)
+    q = np.random.default_rng(1).integers(0, 256, size=(images, *dep.input_shape))
+    res = rtl.verify(dep, q, build_root=build_root, pause_in=0.2, pause_out=0.3, progress=False)
     assert res.mismatches == 0
     model = predict(dep)["layers"]
     assert [(l["cycles"], l["mac_cycles"]) for l in res.layers] == [(l["cycles"], l["mac_cycles"]) for l in model]
