@@ -396,7 +396,11 @@ def report_fields(dep) -> dict:
     """What compress.json says about the weight stream: `codec` (the layers' codec, or "mixed"),
     `weight_stream_bits` (the weight memories' bits for that codec, decoder tables included) and
     `weight_stream` (per layer and in all: raw, Huffman stream and table bits)."""
-    names = {getattr(layer, "codec", "raw") for layer in dep.weighted_layers}
     rep = stream_report(dep)
-    return {"codec": names.pop() if len(names) == 1 else "mixed", "weight_stream_bits": rep["weight_stream_bits"],
-            "weight_stream": rep}
+    return {"codec": model_codec(dep), "weight_stream_bits": rep["weight_stream_bits"], "weight_stream": rep}
+
+
+def model_codec(dep) -> str:
+    """The codec of `dep`'s weighted layers: their one codec name, or "mixed"."""
+    names = {getattr(layer, "codec", "raw") for layer in dep.weighted_layers}
+    return names.pop() if len(names) == 1 else "mixed"

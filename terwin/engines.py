@@ -118,15 +118,15 @@ def weight_memory_report(dep) -> dict:
     included), for its codec and for `raw`: {"codec", "bits", "raw_bits", "saving", "memories"}, or
     {"error": ...} when the model does not lower onto its engine (e.g. a layer it cannot run): compress
     still writes such a model, and `terwin simulate`/`build` then name the problem."""
-    from .codec import with_codec
+    from .codec import model_codec, with_codec
     engine = for_spec(dep.spec)
-    names = {getattr(layer, "codec", "raw") for layer in dep.weighted_layers}
+    codec = model_codec(dep)
     try:
         coded = engine.weight_memory_bits(engine.compile(dep))
-        raw = coded if names == {"raw"} else engine.weight_memory_bits(engine.compile(with_codec(dep, "raw")))
+        raw = coded if codec == "raw" else engine.weight_memory_bits(engine.compile(with_codec(dep, "raw")))
     except TerwinError as e:
         return {"error": str(e)}
-    return {"codec": names.pop() if len(names) == 1 else "mixed", "bits": coded["total"],
+    return {"codec": codec, "bits": coded["total"],
             "raw_bits": raw["total"], "saving": round(1 - coded["total"] / raw["total"], 4) if raw["total"] else 0.0,
             "memories": {k: v for k, v in coded.items() if k != "total"}}
 
