@@ -149,6 +149,9 @@ def run_one(item: dict) -> dict:
         dep, report = compress(options)
         figures = report["ternary"]
         extra = {"channels": list(options.channels), "mac_cycle_ratio": figures["mac_cycle_ratio"],
+                 "tiles_kept": {name: f["tiles_kept"] for name, f in figures["layers"].items()},
+                 "tiles": {name: f["tiles"] for name, f in figures["layers"].items()},
+                 "weights": report["weights"], "weight_bits_stored": report["weight_bits_stored"],
                  "validation_before_prune": figures["accuracy_before_prune"],
                  "validation_after_prune": figures["accuracy_after_prune"],
                  "zero_fraction_in_kept_tiles": figures["zero_fraction_in_kept_tiles"],
@@ -173,6 +176,7 @@ def run_one(item: dict) -> dict:
         **extra,
         "cycles": predicted["cycles"], "mac_cycles": predicted["mac_cycles"],
         "ideal_mac_cycles": predicted["ideal_mac_cycles"],
+        "layer_cycles": {layer["name"]: int(layer["cycles"]) for layer in predicted["layers"]},
         "wall_seconds": time.monotonic() - start,
     }
     if item.get("out"):

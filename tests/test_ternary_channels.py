@@ -79,7 +79,10 @@ def test_sweep_passes_the_widths_and_names_the_cells(tmp_path, capsys):
     assert sweep.main(args) == 0
     (row,) = json.loads((tmp_path / "sweep.json").read_text())["rows"]
     assert row["cell"] == "ternary-wpc-c8x16x24-pe8x8-0.5" and row["channels"] == [8, 16, 24]
-    assert row["reference_mismatches"] == 0
+    assert row["reference_mismatches"] == 0 and row["weights"] == 8 * 9 + 16 * 8 * 9 + 24 * 16 * 9 + 10 * 96
+    assert row["tiles"] == {"conv1": 2, "conv2": 18, "conv3": 54, "fc": 24}   # pe8x8: 8 rows x 8 lanes
+    assert all(0 < row["tiles_kept"][k] <= row["tiles"][k] for k in row["tiles"])
+    assert sum(row["layer_cycles"].values()) == row["cycles"]
     assert "| ternary | wpc (8,16,24) | pe8x8 | 0.5 | 0 |" in (tmp_path / "sweep.md").read_text()
     assert sweep.cell_name({"family": "ternary", "variant": "wpc", "spec": "pe8x8", "sparsity": 0.875,
                             "channels": sweep._parse_channels("16,32,64")}) == "ternary-wpc-pe8x8-0.875"
