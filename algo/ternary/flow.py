@@ -124,7 +124,9 @@ class Schedule:
 DEFAULT_SCHEDULE = Schedule()
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ZERO_BUDGET = 0.03
-MAX_CHANNELS = 256   # per layer: (256, 256, 256) holds 1.2 Mbit of 2-bit weights, within every FPGA terwin builds for
+# per layer: (256, 256, 256) is 1.2 M weights, 2.4 Mbit at 2 bits before pruning, under the on-chip limit
+# `generate` / `verify` / `build` accept (`Deployment.check_fits_hardware`, 4 Mibit)
+MAX_CHANNELS = 256
 
 
 def check_channels(value, flag: str = "--channels") -> tuple[int, int, int]:
@@ -430,5 +432,5 @@ def kept_tile_stats(dep) -> dict:
     }
 
 
-__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "TernaryOptions", "check_channels", "MAX_CHANNELS", "Schedule", "DEFAULT_SCHEDULE", "add_arguments",
-           "options_from_args", "compress", "train_ternary", "Trained", "kept_tile_stats"]
+__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "TernaryOptions", "check_channels", "MAX_CHANNELS", "Schedule",
+           "DEFAULT_SCHEDULE", "add_arguments", "options_from_args", "compress", "train_ternary", "Trained", "kept_tile_stats"]
