@@ -6,7 +6,7 @@ README's accuracy figures come from it).
         [--families ternary winograd] [--seeds 0 1 2 3 4]
         [--specs pe8x8 pe8x16] [--tile-sparsities 0.5 0.75 0.875]
         [--modes liu joint] [--winograd-sparsities 0.7 0.8]
-        [--variants wpc] [--set KEY=VALUE ...] [--summarize]
+        [--variants wpc] [--set KEY=VALUE ...] [--channels C1,C2,C3] [--summarize]
 
 Every run is the full `terwin compress` flow of its family (`compress(options)`, the same code path
 as the command line), single-threaded; the runs go to `terwin.parallel.Executor.choose(workers=...,
@@ -33,6 +33,8 @@ Variants (ternary, same net, same epochs — the baselines of docs/ternary.md):
                       zero budget): its zeros are scattered inside the tiles, one cell per spec
 --set KEY=VALUE overrides a ternary `Schedule` field in every ternary run (ablations), e.g.
 `--set bn_reestimate=false checkpoint=false`, `--set ramp_masks=false`, `--set allocation=sensitivity`.
+--channels C1,C2,C3 sets the widths of the ternary DigitsNet (`TernaryOptions.channels`, default
+16,32,64) in every ternary run; the run and cell names then carry them (e.g. `ternary-wpc-c32x64x64-...`).
 """
 from __future__ import annotations
 
@@ -80,6 +82,17 @@ def _parse_set(items) -> dict:
     return out
 
 
+def _parse_channels(text):
+    """--channels C1,C2,C3 -> [C1, C2, C3] (TerwinError if malformed); None (the default widths) for
+    None or the default itself, so that such runs keep their usual names."""
+    if text is None:
+        return None
+    from terwin.algo.ternary.flow import check_channels
+    from terwin.algo.ternary.net import DEFAULT_CHANNELS
+    channels = check_channels(text)
+    return None if channels == DEFAULT_CHANNELS else list(channels)
+
+
 def cells(args) -> list[dict]:
     """One item per run (picklable dicts), seed 0 of every cell first, then seed 1, ..."""
     items = []
@@ -92,7 +105,8 @@ def cells(args) -> list[dict]:
                     for seed in args.seeds:
                         items.append({"family": "ternary", "variant": variant, "spec": spec, "seed": seed,
                                       "sparsity": 0.0 if variant == "unstructured" else sparsity,
-                                      "schedule": args.schedule, "epochs_scale": args.epochs_scale})
+                                      "schedule": args.schedule, "epochs_scale": args.epochs_scale,
+                                      "channels": getattr(args, "channels", None)})
     if "winograd" in args.families:
         for mode in args.modes:
             for sparsity in args.winograd_sparsities:
@@ -104,7 +118,10 @@ def cells(args) -> list[dict]:
 
 
 def cell_name(item: dict) -> str:
-    return f"{item['family']}-{item['variant']}-{item['spec']}-{item['sparsity']:g}"
+    variant = item["variant"]
+    if item.get("channels") is not None:   # the default widths keep the names they always had
+        variant += "-c" + "x".join(map(str, item["channels"]))
+    return f"{item['family']}-{variant}-{item['spec']}-{item['sparsity']:g}"
 
 
 def run_name(item: dict) -> str:
@@ -125,11 +142,16 @@ def run_one(item: dict) -> dict:
         variant = dict(VARIANTS[item["variant"]])
         schedule = dataclasses.replace(DEFAULT_SCHEDULE, **{**variant.pop("schedule", {}), **item["schedule"]})
         variant.setdefault("tile_sparsity", item["sparsity"])
+        if item.get("channels") is not None:
+            variant["channels"] = tuple(item["channels"])
         options = TernaryOptions(spec=spec, seed=item["seed"], quiet=True, schedule=schedule,
                                  epochs_scale=item.get("epochs_scale", 1.0), **variant)
         dep, report = compress(options)
         figures = report["ternary"]
-        extra = {"mac_cycle_ratio": figures["mac_cycle_ratio"],
+        extra = {"channels": list(options.channels), "mac_cycle_ratio": figures["mac_cycle_ratio"],
+                 "tiles_kept": {name: f["tiles_kept"] for name, f in figures["layers"].items()},
+                 "tiles": {name: f["tiles"] for name, f in figures["layers"].items()},
+                 "weights": report["weights"], "weight_bits_stored": report["weight_bits_stored"],
                  "validation_before_prune": figures["accuracy_before_prune"],
                  "validation_after_prune": figures["accuracy_after_prune"],
                  "zero_fraction_in_kept_tiles": figures["zero_fraction_in_kept_tiles"],
@@ -154,6 +176,7 @@ def run_one(item: dict) -> dict:
         **extra,
         "cycles": predicted["cycles"], "mac_cycles": predicted["mac_cycles"],
         "ideal_mac_cycles": predicted["ideal_mac_cycles"],
+        "layer_cycles": {layer["name"]: int(layer["cycles"]) for layer in predicted["layers"]},
         "wall_seconds": time.monotonic() - start,
     }
     if item.get("out"):
@@ -178,6 +201,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.append({
             "cell": cell, "family": first["family"], "variant": first["variant"], "spec": first["spec"],
             "sparsity_target": first["sparsity_target"], "seeds": [r["seed"] for r in rs],
+            "channels": _wide(first),
             "drop_median": statistics.median(drops), "drop_worst": max(drops), "drop_best": min(drops),
             "drop_spread": max(drops) - min(drops), "drops": drops,
             "accuracy_median": statistics.median(r["accuracy"] for r in rs),
@@ -192,6 +216,17 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _wide(row: dict):
+    """The net's widths when a ternary run used other than the default ones, else None."""
+    from terwin.algo.ternary.net import DEFAULT_CHANNELS
+    channels = row.get("channels")
+    return None if channels is None or tuple(channels) == DEFAULT_CHANNELS else list(channels)
+
+
+def _variant(s: dict) -> str:
+    return s["variant"] + (f" ({','.join(map(str, s['channels']))})" if s.get("channels") else "")
+
+
 def markdown(summary: list[dict], machine: str) -> str:
     lines = [f"Machine: {machine}. Accuracy on the 450 test images (1 image = 0.22 points); drop = float − "
              "integer in points over the seeds listed; compression: ternary = weight compression of the model "
@@ -203,7 +238,7 @@ def markdown(summary: list[dict], machine: str) -> str:
     for s in summary:
         unit = "×"
         lines.append(
-            f"| {s['family']} | {s['variant']} | {s['spec']} | {s['sparsity_target']:g} | "
+            f"| {s['family']} | {_variant(s)} | {s['spec']} | {s['sparsity_target']:g} | "
             f"{','.join(map(str, s['seeds']))} | {s['drop_median']:.2f} | {s['drop_worst']:.2f} | "
             f"{s['drop_spread']:.2f} | {' / '.join(f'{d:.2f}' for d in s['drops'])} | "
             f"{s['accuracy_median']:.2%} ({s['accuracy_worst']:.2%}) | "
@@ -268,8 +303,8 @@ def readme_table(summary: list[dict], machine: str) -> str:
              "| model | seeds | integer accuracy median (worst) | drop median (worst), points | compression |",
              "|---|---|---|---|---|"]
     for s in summary:
-        if s["family"] == "ternary" and s["variant"] != "wpc":
-            continue
+        if s["family"] == "ternary" and (s["variant"] != "wpc" or s.get("channels")):
+            continue   # the README's figures are the recipe's, on the default net
         what = (f"ternary {s['spec']}, {s['sparsity_target']:.1%} of tiles pruned" if s["family"] == "ternary"
                 else f"Winograd {s['variant']}, {s['sparsity_target']:.0%} Winograd-domain zeros")
         unit = "× weights" if s["family"] == "ternary" else "× fewer multiplies"
@@ -302,6 +337,8 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", choices=["liu", "joint"], default=["liu", "joint"])
     parser.add_argument("--winograd-sparsities", type=float, nargs="+", default=[0.7, 0.8])
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override ternary Schedule fields (ablations)")
+    parser.add_argument("--channels", metavar="C1,C2,C3", default=None,
+                        help="widths of the ternary DigitsNet's conv1, conv2, conv3 (default: the net's own, 16,32,64)")
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="every training stage's epochs × this (tests; the tables use 1)")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
@@ -315,6 +352,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.schedule = _parse_set(args.set)
+        args.channels = _parse_channels(args.channels)
         out = Path(args.out)
         (out / "runs").mkdir(parents=True, exist_ok=True)
         machine = args.machine or f"{os.uname().machine}, {os.cpu_count()} cores, torch single-threaded per run"

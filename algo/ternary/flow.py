@@ -48,7 +48,7 @@ from ..train import (BestCheckpoint, Tensors, WeightAverage, evaluate, reestimat
                      single_thread, train)
 from .allocation import ALLOCATIONS, sensitivity_allocation
 from .export import export_ternary, sync_activation_scales
-from .net import DigitsNet
+from .net import DEFAULT_CHANNELS, DigitsNet
 from .pruning import CRITERIA, REGULARIZERS, TilePruner
 from .ternarize import Ternarizer, TernaryWeight, prepare_ternary
 
@@ -124,6 +124,32 @@ class Schedule:
 DEFAULT_SCHEDULE = Schedule()
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ZERO_BUDGET = 0.03
+# per layer: (256, 256, 256) is 1.2 M weights, 2.4 Mbit at 2 bits before pruning, under the on-chip limit
+# `generate` / `verify` / `build` accept (`Deployment.check_fits_hardware`, 4 Mibit)
+MAX_CHANNELS = 256
+
+
+def check_channels(value, flag: str = "--channels") -> tuple[int, int, int]:
+    """`value` (three ints, or the text "C1,C2,C3") as a tuple of ints in [1, MAX_CHANNELS], else a
+    TerwinError naming `flag`."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        items = list(items)
+        ok = len(items) == 3
+    except TypeError:
+        ok = False
+    out = []
+    for item in items if ok else ():
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item.strip())
+        if not isinstance(item, int) or isinstance(item, bool) or not 1 <= item <= MAX_CHANNELS:
+            ok = False
+            break
+        out.append(item)
+    if not ok:
+        raise TerwinError(f"{flag} must be three integers C1,C2,C3 in [1, {MAX_CHANNELS}] (the output channels "
+                          f"of conv1, conv2, conv3; default {','.join(map(str, DEFAULT_CHANNELS))}), not {value!r}")
+    return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +160,8 @@ class TernaryOptions(CompressOptions):
     ternary_threshold: Δ = T·max|W|, [0, 1). zero_budget: after pruning at most this fraction of a
     layer's kept weights may be 0, [0, 1]. schedule: epochs, learning rates, λ (scaled by epochs_scale).
     prune_criterion: what ranks the tiles at pruning, "magnitude" or "importance" (`.pruning`).
+    channels: output channels of the built-in DigitsNet's conv1, conv2, conv3 (default (16, 32, 64)); a
+    wider net keeps more tiles at the same tile sparsity (docs/ternary.md, issue 14 fifth part).
     """
     spec: HardwareSpec = DEFAULT_SPEC
     tile_sparsity: float = 0.5
@@ -142,6 +170,7 @@ class TernaryOptions(CompressOptions):
     zero_budget: float = DEFAULT_ZERO_BUDGET
     schedule: Schedule = DEFAULT_SCHEDULE
     prune_criterion: str = "magnitude"
+    channels: tuple = DEFAULT_CHANNELS
 
     family: ClassVar[str] = "ternary"
     epochs_scale_flag: ClassVar[str] = "--ternary-epochs-scale"
@@ -155,6 +184,7 @@ class TernaryOptions(CompressOptions):
             raise TerwinError(f"--regularizer must be one of {', '.join(sorted(REGULARIZERS))}, not {self.regularizer!r}")
         if self.prune_criterion not in CRITERIA:
             raise TerwinError(f"--prune-criterion must be one of {', '.join(CRITERIA)}, not {self.prune_criterion!r}")
+        self._set("channels", check_channels(self.channels))
         super().__post_init__()
 
     @property
@@ -178,6 +208,9 @@ def add_arguments(group) -> None:
     group.add_argument("--zero-budget", type=float, default=DEFAULT_ZERO_BUDGET, metavar="Z",
                        help="after pruning, at most this fraction of each layer's kept weights may ternarize to 0 "
                             f"(zeros inside kept tiles cost PE cycles), in [0, 1] (default: {DEFAULT_ZERO_BUDGET})")
+    group.add_argument("--channels", default=None, metavar="C1,C2,C3",
+                       help="output channels of the built-in net's conv1, conv2, conv3, each in [1, "
+                            f"{MAX_CHANNELS}] (default: {','.join(map(str, DEFAULT_CHANNELS))})")
     group.add_argument("--ternary-epochs-scale", type=float, default=1.0, metavar="X",
                        help="multiply every training stage's epochs by X (default: 1)")
 
@@ -187,7 +220,8 @@ def options_from_args(args, spec) -> TernaryOptions:
     return TernaryOptions(spec=spec, seed=args.seed, quiet=args.quiet, tile_sparsity=args.tile_sparsity,
                           regularizer=args.regularizer, ternary_threshold=args.ternary_threshold,
                           zero_budget=args.zero_budget, epochs_scale=args.ternary_epochs_scale,
-                          prune_criterion=args.prune_criterion)
+                          prune_criterion=args.prune_criterion,
+                          channels=DEFAULT_CHANNELS if args.channels is None else args.channels)
 
 
 @dataclass
@@ -218,7 +252,7 @@ def _train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     x_val, y_val = data.validation()
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)
-    model = DigitsNet(act_bits=spec.act_bits, input_scale=digits_input_scale(spec.act_bits))
+    model = DigitsNet(channels=options.channels, act_bits=spec.act_bits, input_scale=digits_input_scale(spec.act_bits))
     validation = {"images": int(len(y_val))}
 
     def fit(epochs: int, lr: float, label: str, **hooks) -> None:
@@ -324,7 +358,9 @@ def compress(options: TernaryOptions):
         dep = export_ternary(t.model, options.spec, tile_masks=t.pruner.tile_masks(), meta={
             "tile_sparsity_target": options.tile_sparsity, "regularizer": options.regularizer,
             "ternary_threshold": options.ternary_threshold, "zero_budget": options.zero_budget,
-            "seed": options.seed, "float_accuracy": t.float_accuracy})
+            "seed": options.seed, "float_accuracy": t.float_accuracy,
+            # only when not the default, so that the default model file stays byte for byte as before
+            **({} if options.channels == DEFAULT_CHANNELS else {"channels": list(options.channels)})})
         sched = options.scaled_schedule
         stats = model_stats(dep)["totals"]
         report = compress_report(
@@ -396,5 +432,5 @@ def kept_tile_stats(dep) -> dict:
     }
 
 
-__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "TernaryOptions", "Schedule", "DEFAULT_SCHEDULE", "add_arguments",
-           "options_from_args", "compress", "train_ternary", "Trained", "kept_tile_stats"]
+__all__ = ["WEIGHT_FORMAT", "DEFAULT_SPEC", "OPTIONS", "TernaryOptions", "check_channels", "MAX_CHANNELS", "Schedule",
+           "DEFAULT_SCHEDULE", "add_arguments", "options_from_args", "compress", "train_ternary", "Trained", "kept_tile_stats"]

@@ -47,6 +47,7 @@ from ..results import compress_report
 from ..train import BestCheckpoint, Tensors, WeightAverage, accuracy, reestimate_batchnorm, single_thread, train
 from .allocation import sensitivity_allocation
 from .export import live_slopes, with_tile_mask
+from .net import DEFAULT_CHANNELS
 from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, average_window, kept_tile_stats
 from .flow import options_from_args as ternary_options_from_args
 from .pruning import REGULARIZERS, TilePruner
@@ -59,8 +60,18 @@ RESIDUAL_MULTIPLIER_MAX = (1 << 31) - 1
 class GraphOptions(GraphInputs, TernaryOptions):
     """The ternary family's options for a user's model: those of `TernaryOptions`, what was
     compressed and the validation share (`terwin.algo.options.GraphInputs`), and augment: random
-    ±1-pixel shifts during training."""
+    ±1-pixel shifts during training. `channels` (the built-in net's widths) does not apply: the
+    network is the user's, so anything but the default is refused, and compress.json leaves it out."""
     augment: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.channels != DEFAULT_CHANNELS:
+            raise TerwinError("--channels sets the widths of the built-in digits net; with --model the network "
+                              "is yours (change its widths in FILE.py)")
+
+    def family_options(self) -> dict:
+        return {k: v for k, v in super().family_options().items() if k != "channels"}
 
 
 OPTIONS = GraphOptions  # terwin.api builds it from keywords
