@@ -200,6 +200,21 @@ class WinogradProgram(Program):
     shift_bits: int
     bank_depth: int
     huffman: bool = False      # the weights come from Huffman-coded streams (`huffman_program`)
+    # spec.requant "threshold": per params entry its direction and coarse thresholds, and per (entry, h)
+    # the fine thresholds (`terwin.hw.common.requant_tables`); empty with "multiply"
+    coarse: list = field(default_factory=list)
+    fine: list = field(default_factory=list)
+    fine_bits: int = 0         # the low bits of each threshold the fine table keeps (`requant_tables.fine_bits`)
+
+    @property
+    def threshold(self) -> bool:
+        """Whether the outputs are requantized by threshold tables (no multiplier)."""
+        return self.spec.requant == "threshold"
+
+    @property
+    def channel_bits(self) -> int:
+        """Address bits of a params entry (the fine table's row is (entry, h))."""
+        return unsigned_bits(max(1, len(self.params)) - 1)
 
     @property
     def addr_bits(self) -> int:
@@ -281,6 +296,7 @@ class WinogradProgram(Program):
                         [dataclasses.asdict(ph) for ph in self.phases]),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
+            *(self._threshold_memories()),
             *(self._weight_memories(item)),
             MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
                         len(self.target_map),
@@ -295,6 +311,20 @@ class WinogradProgram(Program):
             MemoryImage("scores", signed(self.score_bits), max(3, self.n_scores)),
         ]
 
+
+    def _threshold_memories(self) -> list[MemoryImage]:
+        """spec.requant "threshold": the coarse table (a word per params entry, read with it: direction,
+        the coarse thresholds, T_1 and T_{2^b-1}, full width) and the fine table (a word per (entry, h),
+        the segment's thresholds' low `fine_bits` bits, inside the requantizer)."""
+        if not self.threshold:
+            return []
+        from ..common.requant_threshold import coarse_layout, fine_layout
+        hb = self.act_bits - self.act_bits // 2
+        depth = max(1, len(self.params))
+        return [MemoryImage("thresh_coarse", coarse_layout(act_bits=self.act_bits, acc_bits=self.y_bits), depth,
+                            self.coarse),
+                MemoryImage("thresh_fine", fine_layout(act_bits=self.act_bits, low_bits=self.fine_bits),
+                            depth << hb, self.fine)]
 
     def _weight_memories(self, item) -> list[MemoryImage]:
         """Per lane its items, or (a Huffman program) its value and run streams."""
@@ -604,6 +634,9 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     biases = [p["bias"] for p in params] + [0]
     mults = [p["mult"] for p in params] + [0]
     last = stages[-1]
+    y_bits = signed_bits(-y_max, y_max)
+    coarse, fine, fine_bits = _threshold_tables(params, act_bits=spec.act_bits, y_bits=y_bits) \
+        if spec.requant == "threshold" else ([], [], 0)
     return WinogradProgram(
         spec=spec, input_shape=tuple(dep.input_shape), layer_names=tuple(layer.name for layer in layers),
         stages=stages, n_scores=last.out_channels,
@@ -611,10 +644,28 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         act_bits=spec.act_bits, act_depth=max(act_sizes), operand_depth=operand_depth,
         operand_bits=signed_bits(-operand_max, operand_max),
         weight_bits=signed_bits(min(wmin, -1), max(wmax, 1)),
-        acc_bits=signed_bits(-acc_max, acc_max), y_bits=signed_bits(-y_max, y_max),
+        acc_bits=signed_bits(-acc_max, acc_max), y_bits=y_bits,
         bias_bits=signed_bits(min(biases), max(biases)), mult_bits=max(MULTIPLIER_BITS, signed_bits(min(mults), max(mults))),
         shift_bits=unsigned_bits(max(p["shift"] for p in params)),
-        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman)
+        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman,
+        coarse=coarse, fine=fine, fine_bits=fine_bits)
+
+
+def _threshold_tables(params: list, *, act_bits: int, y_bits: int) -> tuple[list, list, int]:
+    """The threshold requantizer's tables (`requant_tables`) for every params entry, over the whole
+    y_bits range of the requantizer's input: coarse {dir, t, first, last} per entry, fine (the
+    thresholds' low `fine_bits` bits) per (entry, h), word entry * 2^hb + h. A raw layer's entries
+    (mult 0) are tables too (every threshold past the range), never used: its outputs are scores."""
+    from ..common.requant_tables import coarse_fine, fine_bits, thresholds
+    tables = [thresholds(p["bias"], p["mult"], p["shift"], act_bits=act_bits, acc_bits=y_bits) for p in params]
+    bits = fine_bits([t for _, t in tables], act_bits=act_bits)
+    mask = (1 << bits) - 1
+    coarse, fine = [], []
+    for direction, table in tables:
+        c, f = coarse_fine(table, act_bits=act_bits)
+        coarse.append({"dir": direction, "t": c, "first": table[0], "last": table[-1]})
+        fine.extend([t & mask for t in row] for row in f)
+    return coarse, fine, bits
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
