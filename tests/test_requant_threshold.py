@@ -151,12 +151,13 @@ def _simulate(dut, feed):
     return got
 
 
-@pytest.mark.parametrize("act_bits,acc_bits", [(8, 16), (5, 13), (2, 7), (7, 25)])
-def test_threshold_requantizer_matches_the_integer_contract(act_bits, acc_bits):
+@pytest.mark.parametrize("act_bits,acc_bits,parts", [(8, 16, 1), (8, 16, 4), (5, 13, 2), (2, 7, 1), (2, 7, 2),
+                                                    (7, 25, 8)])
+def test_threshold_requantizer_matches_the_integer_contract(act_bits, acc_bits, parts):
     """The component in Amaranth's simulator, random channels' constants (m < 0, m == 0 among them) and
-    random accumulators (the range's edges too), a different channel every cycle: every o_act equals
-    intmath.requantize, every o_score acc + bias; no multiplier in the design."""
-    rng = np.random.default_rng(act_bits * 100 + acc_bits)
+    random accumulators (the range's edges too), a different channel every cycle, the fine table whole
+    or in parts by h's top bits: every o_act equals intmath.requantize, every o_score acc + bias."""
+    rng = np.random.default_rng(act_bits * 100 + acc_bits + parts)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
     bias_bits, mult_bits, shift_bits = 14, 16, 6
     cases = list(_cases(rng, acc_bits, 12))[:16]
@@ -169,9 +170,13 @@ def test_threshold_requantizer_matches_the_integer_contract(act_bits, acc_bits):
         c, f = coarse_fine(table, act_bits=act_bits)
         coarse_rows.append({"dir": d, "t": c, "first": table[0], "last": table[-1]})
         fine_rows.extend([t & ((1 << low) - 1) for t in row] for row in f)
-    fine = MemoryImage("thresh_fine", fine_layout(act_bits=act_bits, low_bits=low), len(channels) << hb, fine_rows)
+    layout = fine_layout(act_bits=act_bits, low_bits=low)
+    per = (1 << hb) // parts          # part p: rows (channel, p * per + low), at channel * per + low
+    fine = [MemoryImage(f"thresh_fine{p}", layout, len(channels) * per,
+                        [fine_rows[(c << hb) + p * per + j] for c in range(len(channels)) for j in range(per)])
+            for p in range(parts)]
     dut = ThresholdRequantizer(act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits, mult_bits=mult_bits,
-                               shift_bits=shift_bits, channel_bits=4, fine=fine)
+                               shift_bits=shift_bits, channel_bits=4, fine=fine if parts > 1 else fine[0])
     n = 400
     which = rng.integers(0, len(channels), size=n)
     acc = rng.integers(lo, hi + 1, size=n)
@@ -240,6 +245,6 @@ def test_explorer_counts_no_requantizer_dsps_with_thresholds():
     pt = resources.predict_features(resources.features(thr), family="ecp5")
     assert (pm["dsps"], pt["dsps"]) == (10, 8)
     names = {m[0] for m in resources.features(thr)["memories"]}
-    assert {"thresh_coarse", "thresh_fine"} <= names
-    assert not {"thresh_coarse", "thresh_fine"} & {m[0] for m in resources.features(mult)["memories"]}
+    assert {"thresh_coarse", "thresh_fine0"} <= names
+    assert not any(m[0].startswith("thresh") for m in resources.features(mult)["memories"])
     assert "requant (not calibrated)" in pt["extrapolated"]

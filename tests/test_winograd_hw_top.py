@@ -135,7 +135,7 @@ def test_top_with_threshold_requantizer_matches_reference_and_cycle_model(case):
             layers.append(layer)
         dep = dep.replace(layers=(*layers, dep.layers[-1])).validate()
     program = compile_program(dep)
-    assert program.threshold and {"thresh_coarse", "thresh_fine"} <= {m.name for m in program.memories()}
+    assert program.threshold and {"thresh_coarse", "thresh_fine0"} <= {m.name for m in program.memories()}
     plain = compile_program(dep.replace(spec=dep.spec.replace(requant="multiply")))
     assert [ph.length for ph in program.phases] == [ph.length for ph in plain.phases]
     q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))

@@ -101,6 +101,9 @@ OUT_TAIL_W = 15     # after the last M read: M read 5, window 1, transform 2, th
 OUT_TAIL_L = 10     # linear: M read 5, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
 MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
+FINE_PART_DEPTH = 512   # spec.requant "threshold": the fine table is split by h's top bits into parts of at
+                    # most this many words (an ECP5 block RAM's depth at its widest, 36 bits), so a part's
+                    # read data goes from one block straight into a register, without a depth multiplexer
 
 # what a step runs: flags of the schedule entry (`layouts.phase_layout`)
 UNITS = ("in_w", "in_l", "mult", "out_w", "out_l", "pool")
@@ -212,6 +215,17 @@ class WinogradProgram(Program):
         return self.spec.requant == "threshold"
 
     @property
+    def fine_parts(self) -> int:
+        """The fine table's parts (a power of two, at most 2^hb): part p holds the rows whose h has top
+        bits p, each part at most FINE_PART_DEPTH words where the table allows."""
+        hb = self.act_bits - self.act_bits // 2
+        rows = max(1, len(self.params)) << hb
+        parts = 1
+        while parts < (1 << hb) and -(-rows // parts) > FINE_PART_DEPTH:
+            parts *= 2
+        return parts
+
+    @property
     def channel_bits(self) -> int:
         """Address bits of a params entry (the fine table's row is (entry, h))."""
         return unsigned_bits(max(1, len(self.params)) - 1)
@@ -320,11 +334,15 @@ class WinogradProgram(Program):
             return []
         from ..common.requant_threshold import coarse_layout, fine_layout
         hb = self.act_bits - self.act_bits // 2
+        parts = self.fine_parts
+        per = (1 << hb) // parts             # rows of a channel in one part: h's low bits
         depth = max(1, len(self.params))
+        layout = fine_layout(act_bits=self.act_bits, low_bits=self.fine_bits)
         return [MemoryImage("thresh_coarse", coarse_layout(act_bits=self.act_bits, acc_bits=self.y_bits), depth,
                             self.coarse),
-                MemoryImage("thresh_fine", fine_layout(act_bits=self.act_bits, low_bits=self.fine_bits),
-                            depth << hb, self.fine)]
+                *(MemoryImage(f"thresh_fine{part}", layout, depth * per,
+                              [self.fine[(c << hb) + part * per + low] for c in range(len(self.params))
+                               for low in range(per)]) for part in range(parts))]
 
     def _weight_memories(self, item) -> list[MemoryImage]:
         """Per lane its items, or (a Huffman program) its value and run streams."""
@@ -670,4 +688,4 @@ def _threshold_tables(params: list, *, act_bits: int, y_bits: int) -> tuple[list
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
            "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "BANK_READ_OFFSET", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
-           "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]
+           "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH", "FINE_PART_DEPTH"]

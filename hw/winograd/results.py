@@ -254,6 +254,7 @@ class ResultWriter(wiring.Component):
             m.d.sync += channel.eq(param.addr)
         held_coarse, held_channel = Signal.like(coarse.data), Signal.like(channel)
         m.d.sync += [held_coarse.eq(coarse.data), held_channel.eq(channel)]
-        rq = ThresholdRequantizer(**widths, channel_bits=p.channel_bits, fine=p.memory("thresh_fine"))
+        rq = ThresholdRequantizer(**widths, channel_bits=p.channel_bits,
+                                  fine=[p.memory(f"thresh_fine{part}") for part in range(p.fine_parts)])
         m.d.comb += [rq.i_coarse.eq(held_coarse), rq.i_channel.eq(held_channel)]
         return rq
