@@ -364,8 +364,24 @@ class WinogradProgram(Program):
                  # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
                  # ports and no write port: Yosys maps them onto one true-dual-port block)
                  **({"value_table": self.lanes, "run_table": self.lanes} if self.huffman else {})}
-        return [dataclasses.replace(image, name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
+        return [dataclasses.replace(_without_zero_lanes(image),
+                                    name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
                 for image in self.memories() for n in range(reads.get(image.name, 1))]
+
+
+def _without_zero_lanes(image: MemoryImage) -> MemoryImage:
+    """A ROM as Yosys keeps it: its bit columns that are 0 in every word removed (`opt_mem`: "removing
+    const-0 lane"; e.g. the threshold requantizer's coarse table, whose thresholds' high bits are
+    mostly 0, and the target map's unused piece ranks). A RAM as it is."""
+    if not image.is_rom:
+        return image
+    from amaranth.hdl import unsigned
+    used = 0
+    for word in image.words():
+        used |= word
+    bits = [b for b in range(image.width) if used >> b & 1]
+    return MemoryImage(image.name, unsigned(max(1, len(bits))), image.depth,
+                       [sum((w >> b & 1) << i for i, b in enumerate(bits)) for w in image.words()])
 
 
 def _wrap_lanes(target_items: dict[int, list], lanes: int) -> tuple[list[list], list[list[int]]]:
