@@ -80,7 +80,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
            plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow",
            explore_axes=(("mult_lanes", (1, 2, 4, 8, 16)),),
            resource_regressors=(("luts", ("one", "mult_lanes")), ("logic_cells", ("one", "mult_lanes")),
-                                ("ffs", ("one", "mult_lanes")), ("dsps", ("one", "mult_lanes")),
+                                ("ffs", ("one", "mult_lanes")), ("dsps", ("requant_mults", "mult_lanes")),
                                 ("period_ns", ("one",)))),
 )}
 

@@ -16,6 +16,7 @@ from .checks import is_int, short_repr
 from .errors import SpecError
 
 WEIGHT_FORMATS = ("ternary", "winograd")
+REQUANT_MODES = ("multiply", "threshold")
 
 
 def _is_pow2(n) -> bool:
@@ -39,6 +40,10 @@ class HardwareSpec:
       A job of the PE array then costs max(its tiles, pe_rows / out_lanes) cycles, not
       max(tiles, pe_rows). Written to JSON only when not 1, so files and digests of specs without it
       stay byte-identical.
+    requant: how the Winograd engine requantizes its ReLU outputs: "multiply" ((acc + bias) * m, a
+      shared multiplier, 2 DSPs on the ECP5) or "threshold" (the same results from exact per-channel
+      threshold tables, no multiplier: `terwin.hw.common.requant_tables`). Written to JSON only when
+      not "multiply".
     """
 
     pe_rows: int = 8
@@ -50,6 +55,7 @@ class HardwareSpec:
     mult_lanes: int = 4
     clock_mhz: float = 24.0
     out_lanes: int = 1
+    requant: str = "multiply"
 
     def __post_init__(self):
         for name in ("pe_rows", "pe_cols", "mult_lanes"):
@@ -72,6 +78,11 @@ class HardwareSpec:
                             f"({min(self.pe_rows, self.pe_cols)}), not {short_repr(self.out_lanes)}")
         if self.out_lanes != 1 and self.weight_format != "ternary":
             raise SpecError(f"out_lanes is a ternary-engine field: a {self.weight_format} spec keeps out_lanes 1")
+        if self.requant not in REQUANT_MODES:
+            raise SpecError(f"requant must be one of {', '.join(REQUANT_MODES)}, not {short_repr(self.requant)}")
+        if self.requant != "multiply" and self.weight_format != "winograd":
+            raise SpecError(f"requant {self.requant} is a Winograd-engine option: a {self.weight_format} spec keeps "
+                            f"requant multiply")
 
     # -- derived figures -------------------------------------------------------------------
 
@@ -143,7 +154,7 @@ class HardwareSpec:
 
 # fields added later, with the default that reproduces the hardware before them; omitted from
 # `to_dict` at that default (stored models and spec digests stay byte-identical)
-_OPTIONAL_FIELDS = {"out_lanes": 1}
+_OPTIONAL_FIELDS = {"out_lanes": 1, "requant": "multiply"}
 
 PE4X4 = HardwareSpec(pe_rows=4, pe_cols=4)
 PE8X8 = HardwareSpec(pe_rows=8, pe_cols=8)

@@ -110,6 +110,38 @@ def test_top_matches_reference_and_cycle_model(case):
     check_against_models(dep, q, simulate_top(dep, q, seed=seed))
 
 
+@pytest.mark.parametrize("case", [
+    # 8 lanes, odd map sizes, a fused pool: the fused maximum of thresholded outputs
+    dict(seed=1, lanes=8, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)),
+         input_shape=(2, 5, 6)),
+    # 7-bit activations (3 + 4 bits: coarse and fine tables of different sizes), a hidden linear layer,
+    # and negative and zero multipliers on some channels (the direction bit, a constant output)
+    dict(seed=4, lanes=4, topology=(("winograd_conv2d", 5), ("winograd_conv2d", 3), ("linear", 6), ("linear", 4)),
+         input_shape=(1, 4, 5), act_bits=7, winograd_weight_bits=5, flip=True),
+])
+def test_top_with_threshold_requantizer_matches_reference_and_cycle_model(case):
+    """spec.requant "threshold" (no multiplier): every score equals `sim.reference` (the multiply
+    contract), every per-layer counter equals the cycle model (the same as with the multiplier)."""
+    case = dict(case)
+    seed, flip = case.pop("seed"), case.pop("flip", False)
+    dep = synthetic(seed, requant="threshold", **case)
+    if flip:        # channel 0 of every hidden layer: m < 0; channel 1: m == 0
+        layers = []
+        for layer in dep.layers[:-1]:
+            if hasattr(layer, "multiplier"):
+                mult = np.array(layer.multiplier).copy()
+                mult[0], mult[1] = -mult[0], 0
+                layer = dataclasses.replace(layer, multiplier=mult.astype(np.asarray(layer.multiplier).dtype))
+            layers.append(layer)
+        dep = dep.replace(layers=(*layers, dep.layers[-1])).validate()
+    program = compile_program(dep)
+    assert program.threshold and {"thresh_coarse", "thresh_fine0"} <= {m.name for m in program.memories()}
+    plain = compile_program(dep.replace(spec=dep.spec.replace(requant="multiply")))
+    assert [ph.length for ph in program.phases] == [ph.length for ph in plain.phases]
+    q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=seed))
+
+
 def test_top_without_padding():
     """A Winograd layer with padding 0 (Ho = H - 2, odd: a partial tile) before the classifier."""
     base = synthetic(6, topology=(("winograd_conv2d", 3), ("linear", 4)), input_shape=(2, 7, 7))

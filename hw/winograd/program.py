@@ -101,6 +101,9 @@ OUT_TAIL_W = 15     # after the last M read: M read 5, window 1, transform 2, th
 OUT_TAIL_L = 10     # linear: M read 5, select register 1, requantizer 4
 POOL_TAIL = 1       # read latency
 MAP_WIDTH = 4       # targets per target-map word (one row of an M tile)
+FINE_PART_DEPTH = 512   # spec.requant "threshold": the fine table is split by h's top bits into parts of at
+                    # most this many words (an ECP5 block RAM's depth at its widest, 36 bits), so a part's
+                    # read data goes from one block straight into a register, without a depth multiplexer
 
 # what a step runs: flags of the schedule entry (`layouts.phase_layout`)
 UNITS = ("in_w", "in_l", "mult", "out_w", "out_l", "pool")
@@ -200,6 +203,32 @@ class WinogradProgram(Program):
     shift_bits: int
     bank_depth: int
     huffman: bool = False      # the weights come from Huffman-coded streams (`huffman_program`)
+    # spec.requant "threshold": per params entry its direction and coarse thresholds, and per (entry, h)
+    # the fine thresholds (`terwin.hw.common.requant_tables`); empty with "multiply"
+    coarse: list = field(default_factory=list)
+    fine: list = field(default_factory=list)
+    fine_bits: int = 0         # the low bits of each threshold the fine table keeps (`requant_tables.fine_bits`)
+
+    @property
+    def threshold(self) -> bool:
+        """Whether the outputs are requantized by threshold tables (no multiplier)."""
+        return self.spec.requant == "threshold"
+
+    @property
+    def fine_parts(self) -> int:
+        """The fine table's parts (a power of two, at most 2^hb): part p holds the rows whose h has top
+        bits p, each part at most FINE_PART_DEPTH words where the table allows."""
+        hb = self.act_bits - self.act_bits // 2
+        rows = max(1, len(self.params)) << hb
+        parts = 1
+        while parts < (1 << hb) and -(-rows // parts) > FINE_PART_DEPTH:
+            parts *= 2
+        return parts
+
+    @property
+    def channel_bits(self) -> int:
+        """Address bits of a params entry (the fine table's row is (entry, h))."""
+        return unsigned_bits(max(1, len(self.params)) - 1)
 
     @property
     def addr_bits(self) -> int:
@@ -281,6 +310,7 @@ class WinogradProgram(Program):
                         [dataclasses.asdict(ph) for ph in self.phases]),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
+            *(self._threshold_memories()),
             *(self._weight_memories(item)),
             MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
                         len(self.target_map),
@@ -295,6 +325,24 @@ class WinogradProgram(Program):
             MemoryImage("scores", signed(self.score_bits), max(3, self.n_scores)),
         ]
 
+
+    def _threshold_memories(self) -> list[MemoryImage]:
+        """spec.requant "threshold": the coarse table (a word per params entry, read with it: direction,
+        the coarse thresholds, T_1 and T_{2^b-1}, full width) and the fine table (a word per (entry, h),
+        the segment's thresholds' low `fine_bits` bits, inside the requantizer)."""
+        if not self.threshold:
+            return []
+        from ..common.requant_threshold import coarse_layout, fine_layout
+        hb = self.act_bits - self.act_bits // 2
+        parts = self.fine_parts
+        per = (1 << hb) // parts             # rows of a channel in one part: h's low bits
+        depth = max(1, len(self.params))
+        layout = fine_layout(act_bits=self.act_bits, low_bits=self.fine_bits)
+        return [MemoryImage("thresh_coarse", coarse_layout(act_bits=self.act_bits, acc_bits=self.y_bits), depth,
+                            self.coarse),
+                *(MemoryImage(f"thresh_fine{part}", layout, depth * per,
+                              [self.fine[(c << hb) + part * per + low] for c in range(len(self.params))
+                               for low in range(per)]) for part in range(parts))]
 
     def _weight_memories(self, item) -> list[MemoryImage]:
         """Per lane its items, or (a Huffman program) its value and run streams."""
@@ -316,8 +364,24 @@ class WinogradProgram(Program):
                  # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
                  # ports and no write port: Yosys maps them onto one true-dual-port block)
                  **({"value_table": self.lanes, "run_table": self.lanes} if self.huffman else {})}
-        return [dataclasses.replace(image, name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
+        return [dataclasses.replace(_without_zero_lanes(image),
+                                    name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
                 for image in self.memories() for n in range(reads.get(image.name, 1))]
+
+
+def _without_zero_lanes(image: MemoryImage) -> MemoryImage:
+    """A ROM as Yosys keeps it: its bit columns that are 0 in every word removed (`opt_mem`: "removing
+    const-0 lane"; e.g. the threshold requantizer's coarse table, whose thresholds' high bits are
+    mostly 0, and the target map's unused piece ranks). A RAM as it is."""
+    if not image.is_rom:
+        return image
+    from amaranth.hdl import unsigned
+    used = 0
+    for word in image.words():
+        used |= word
+    bits = [b for b in range(image.width) if used >> b & 1]
+    return MemoryImage(image.name, unsigned(max(1, len(bits))), image.depth,
+                       [sum((w >> b & 1) << i for i, b in enumerate(bits)) for w in image.words()])
 
 
 def _wrap_lanes(target_items: dict[int, list], lanes: int) -> tuple[list[list], list[list[int]]]:
@@ -604,6 +668,9 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     biases = [p["bias"] for p in params] + [0]
     mults = [p["mult"] for p in params] + [0]
     last = stages[-1]
+    y_bits = signed_bits(-y_max, y_max)
+    coarse, fine, fine_bits = _threshold_tables(params, act_bits=spec.act_bits, y_bits=y_bits) \
+        if spec.requant == "threshold" else ([], [], 0)
     return WinogradProgram(
         spec=spec, input_shape=tuple(dep.input_shape), layer_names=tuple(layer.name for layer in layers),
         stages=stages, n_scores=last.out_channels,
@@ -611,12 +678,30 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         act_bits=spec.act_bits, act_depth=max(act_sizes), operand_depth=operand_depth,
         operand_bits=signed_bits(-operand_max, operand_max),
         weight_bits=signed_bits(min(wmin, -1), max(wmax, 1)),
-        acc_bits=signed_bits(-acc_max, acc_max), y_bits=signed_bits(-y_max, y_max),
+        acc_bits=signed_bits(-acc_max, acc_max), y_bits=y_bits,
         bias_bits=signed_bits(min(biases), max(biases)), mult_bits=max(MULTIPLIER_BITS, signed_bits(min(mults), max(mults))),
         shift_bits=unsigned_bits(max(p["shift"] for p in params)),
-        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman)
+        bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman,
+        coarse=coarse, fine=fine, fine_bits=fine_bits)
+
+
+def _threshold_tables(params: list, *, act_bits: int, y_bits: int) -> tuple[list, list, int]:
+    """The threshold requantizer's tables (`requant_tables`) for every params entry, over the whole
+    y_bits range of the requantizer's input: coarse {dir, t, first, last} per entry, fine (the
+    thresholds' low `fine_bits` bits) per (entry, h), word entry * 2^hb + h. A raw layer's entries
+    (mult 0) are tables too (every threshold past the range), never used: its outputs are scores."""
+    from ..common.requant_tables import coarse_fine, fine_bits, thresholds
+    tables = [thresholds(p["bias"], p["mult"], p["shift"], act_bits=act_bits, acc_bits=y_bits) for p in params]
+    bits = fine_bits([t for _, t in tables], act_bits=act_bits)
+    mask = (1 << bits) - 1
+    coarse, fine = [], []
+    for direction, table in tables:
+        c, f = coarse_fine(table, act_bits=act_bits)
+        coarse.append({"dir": direction, "t": c, "first": table[0], "last": table[-1]})
+        fine.extend([t & mask for t in row] for row in f)
+    return coarse, fine, bits
 
 
 __all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
            "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "BANK_READ_OFFSET", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
-           "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH"]
+           "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH", "FINE_PART_DEPTH"]

@@ -9,12 +9,14 @@ from terwin.deployment import Linear, WinogradConv2d
 
 from ..common.control import delayed
 from ..common.requant import Requantizer
+from ..common.requant_threshold import ThresholdRequantizer
 from .buffers import act_addr_bits
 from .layouts import write_layout
 from .mult import m_read_signature
 from .program import M_READ_LATENCY, MAP_WIDTH, OUT_READS_W, OUT_START, OUT_TAIL_L, OUT_TAIL_W
 from .transform import OutputTransform
 
+assert ThresholdRequantizer.LATENCY == Requantizer.LATENCY   # either requantizer: the same cycles
 assert OUT_TAIL_L == M_READ_LATENCY + 1 + Requantizer.LATENCY          # M read, select register, requantizer
 assert OUT_TAIL_W == M_READ_LATENCY + 1 + OutputTransform.LATENCY + 3 + Requantizer.LATENCY  # M read, window,
 # transform, 3 more outputs
@@ -213,8 +215,12 @@ class ResultWriter(wiring.Component):
         # feed the acc + bias carry chain directly); the reader asks for them a cycle earlier
         held = Signal.like(param.data)
         m.d.sync += held.eq(param.data)
-        m.submodules.requant = rq = Requantizer(act_bits=p.act_bits, acc_bits=p.y_bits, bias_bits=p.bias_bits,
-                                                mult_bits=p.mult_bits, shift_bits=p.shift_bits)
+        widths = dict(act_bits=p.act_bits, acc_bits=p.y_bits, bias_bits=p.bias_bits, mult_bits=p.mult_bits,
+                      shift_bits=p.shift_bits)
+        if p.threshold:
+            m.submodules.requant = rq = self._threshold_requantizer(m, param, widths)
+        else:
+            m.submodules.requant = rq = Requantizer(**widths)
         m.d.comb += [rq.i_valid.eq(self.y_valid), rq.i_acc.eq(self.y), rq.i_bias.eq(held.bias),
                      rq.i_mult.eq(held.mult), rq.i_shift.eq(held.shift)]
         dest = delayed(m, self.dest, Requantizer.LATENCY, name="rq_dest")
@@ -235,3 +241,20 @@ class ResultWriter(wiring.Component):
                 m.d.comb += [self.write.en.eq(1), self.write.addr.eq(dest), self.write.data.eq(act),
                              self.write.dst.eq(k.dst)]
         return m
+
+    def _threshold_requantizer(self, m, param, widths):
+        """spec.requant "threshold": the coarse table read with the constants (same address, enable and
+        timing: the memory, then a register), the channel's index beside it (the fine table's row)."""
+        p = self._program
+        m.submodules.thresh_coarse = coarse_mem = p.memory("thresh_coarse").memory()
+        coarse = coarse_mem.read_port()
+        m.d.comb += [coarse.addr.eq(param.addr), coarse.en.eq(param.en)]
+        channel = Signal(p.channel_bits)
+        with m.If(param.en):          # the index the memories hold, as their data: read with enable
+            m.d.sync += channel.eq(param.addr)
+        held_coarse, held_channel = Signal.like(coarse.data), Signal.like(channel)
+        m.d.sync += [held_coarse.eq(coarse.data), held_channel.eq(channel)]
+        rq = ThresholdRequantizer(**widths, channel_bits=p.channel_bits,
+                                  fine=[p.memory(f"thresh_fine{part}") for part in range(p.fine_parts)])
+        m.d.comb += [rq.i_coarse.eq(held_coarse), rq.i_channel.eq(held_channel)]
+        return rq

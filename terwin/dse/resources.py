@@ -149,6 +149,9 @@ REGRESSOR_FUNCTIONS = {
     # adder, shifter and clamp; the multiplier is in DSPs), with their drain multiplexers and writes
     "requant_lanes": lambda f, fam: (_spec(f).get("out_lanes", 1) - 1) * (f["program"].get("acc_bits", 0)
                                                                          + f["program"].get("mult_bits", 0)),
+    # the Winograd engine's requantizer multiplier: 1 (spec.requant "multiply"; its DSP tiles are the
+    # fit's coefficient), 0 with threshold tables (no multiplier)
+    "requant_mults": lambda f, fam: float(_spec(f).get("requant", "multiply") == "multiply"),
     # the Winograd engine's multipliers, each of winograd_weight_bits x (transformed) activation bits
     "mult_lanes": lambda f, fam: _spec(f)["mult_lanes"],
     # the array's depth: adder-tree levels and fan-out grow with log2 of its size
@@ -351,6 +354,7 @@ REGRESSOR_SPEC_FIELDS = {
     "one": (), "pe_bits": ("pe_rows", "pe_cols", "act_bits"), "acc_bits": ("pe_rows", "act_bits"),
     "logic_mem_luts": ("pe_rows", "pe_cols", "act_bits"), "distributed_luts": ("pe_rows", "pe_cols", "act_bits"),
     "mult_lanes": ("mult_lanes",), "requant_lanes": ("out_lanes", "act_bits"), "log2_lanes": ("pe_rows", "pe_cols"), "log2_cols": ("pe_cols",), "dsp_tiles": ("act_bits", "out_lanes"),
+    "requant_mults": ("requant",),
 }
 
 
