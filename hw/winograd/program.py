@@ -78,6 +78,7 @@ from terwin.intmath import MULTIPLIER_BITS, signed_bits, unsigned_bits
 from terwin.spec import ceil_div
 
 from ..common.program import MemoryImage, Program, ProgramStage
+from ..common.requant_tables import split
 
 # Fixed latencies of the datapath (cycles); the RTL is written to exactly these numbers.
 # Each tail counts the cycles after a unit's last read (its pipeline), so the unit's last write lands in
@@ -218,7 +219,7 @@ class WinogradProgram(Program):
     def fine_parts(self) -> int:
         """The fine table's parts (a power of two, at most 2^hb): part p holds the rows whose h has top
         bits p, each part at most FINE_PART_DEPTH words where the table allows."""
-        hb = self.act_bits - self.act_bits // 2
+        hb, _ = split(self.act_bits)
         rows = max(1, len(self.params)) << hb
         parts = 1
         while parts < (1 << hb) and -(-rows // parts) > FINE_PART_DEPTH:
@@ -333,7 +334,7 @@ class WinogradProgram(Program):
         if not self.threshold:
             return []
         from ..common.requant_threshold import coarse_layout, fine_layout
-        hb = self.act_bits - self.act_bits // 2
+        hb, _ = split(self.act_bits)
         parts = self.fine_parts
         per = (1 << hb) // parts             # rows of a channel in one part: h's low bits
         depth = max(1, len(self.params))
