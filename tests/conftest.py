@@ -17,3 +17,20 @@ def digits_tensors():
     from terwin.algo.train import Tensors
 
     return Tensors.from_split(load_digits_split(), validation=0.1, seed=0)
+
+
+@pytest.fixture
+def cli_compress():
+    """Run ``terwin compress ARGS --out OUT --quiet`` through the CLI; assert it succeeded and return its
+    compress.json report and the model it wrote."""
+    import json
+
+    from terwin import fileformat
+    from terwin.cli import main
+
+    def run(out, *args):
+        rc = main(["compress", *args, "--out", str(out), "--quiet"])
+        assert rc == 0
+        return json.loads((out / "compress.json").read_text()), fileformat.load(out / "model.terwin")
+
+    return run

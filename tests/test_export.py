@@ -191,13 +191,9 @@ def test_a_spec_of_another_engine_is_a_user_error():
         compress(TernaryOptions(spec=WINOGRAD, quiet=True))
 
 
-def test_cli_compress(tmp_path, capsys):
-    out = tmp_path / "run"
-    rc = main(["compress", "--family", "ternary", "--tile-sparsity", "0.75", "--ternary-epochs-scale", "0.05",
-               "--out", str(out), "--quiet"])
-    assert rc == 0
-    report = json.loads((out / "compress.json").read_text())
-    dep = fileformat.load(out / "model.terwin")
+def test_cli_compress(tmp_path, capsys, cli_compress):
+    report, dep = cli_compress(tmp_path / "run", "--family", "ternary", "--tile-sparsity", "0.75",
+                               "--ternary-epochs-scale", "0.05")
     assert report["checksum"] == fileformat.checksum(dep)
     assert report["reference_mismatches"] == 0 and report["sparsity"] >= 0.75
     assert dep.meta["family"] == "ternary" and dep.spec == PE8X8

@@ -49,13 +49,9 @@ def test_bad_widths_are_user_errors(bad):
         TernaryOptions(channels=bad)
 
 
-def test_cli_channels(tmp_path, capsys):
-    out = tmp_path / "run"
-    rc = main(["compress", "--family", "ternary", "--channels", "8,16,16", "--ternary-epochs-scale", "0.02",
-               "--out", str(out), "--quiet"])
-    assert rc == 0
-    report = json.loads((out / "compress.json").read_text())
-    dep = fileformat.load(out / "model.terwin")
+def test_cli_channels(tmp_path, capsys, cli_compress):
+    report, dep = cli_compress(tmp_path / "run", "--family", "ternary", "--channels", "8,16,16",
+                               "--ternary-epochs-scale", "0.02")
     assert report["options"]["channels"] == [8, 16, 16] and dep.meta["channels"] == [8, 16, 16]
     assert _shapes(dep)["conv2"] == (16, 8, 3, 3) and _shapes(dep)["fc"] == (10, 64)
     capsys.readouterr()
