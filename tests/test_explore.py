@@ -211,6 +211,21 @@ def test_a_field_no_calibration_build_set_is_flagged():
     assert not any("not calibrated" in n for n in resources.predict_features(point["features"], family=point["family"])["extrapolated"])
 
 
+def test_a_field_calibrated_on_another_family_or_engine_is_still_flagged():
+    """out_lanes > 1 was built on the ternary engine only: a Winograd point that sets it is not covered
+    by those builds (the flag is per family and engine, not over every calibration build)."""
+    points = CALIBRATION["points"]
+    ternary = {name for p in points if p["features"]["engine"] == "ternary" for name in p["features"]["spec"]}
+    point = next(p for p in points if p["features"]["engine"] == "winograd")
+    fields = set(point["features"]["spec"])
+    extra = sorted(ternary - {n for p in points if p["features"]["engine"] == "winograd" for n in p["features"]["spec"]})
+    assert extra, "the calibration no longer has a ternary-only spec field"
+    feat = {**point["features"], "spec": {**point["features"]["spec"], extra[0]: 2}}
+    assert f"{extra[0]} (not calibrated)" not in fields
+    flagged = resources.predict_features(feat, family=point["family"])["extrapolated"]
+    assert f"{extra[0]} (not calibrated)" in flagged
+
+
 def test_explore_json_schema_and_plot(model, tmp_path):
     out = tmp_path / "out"
     js = tmp_path / "r.json"

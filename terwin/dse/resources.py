@@ -288,10 +288,13 @@ def coefficients() -> dict:
     return _json(COEFFICIENTS)
 
 
-def calibrated_fields() -> set:
-    """The spec fields the calibration builds' specs carry (a field at its default is left out of a
-    spec's dict, so a field added after the calibration appears in none)."""
-    return {name for point in _json(CALIBRATION)["points"] for name in point["features"]["spec"]}
+def calibrated_fields(family: str, engine: str) -> set:
+    """The spec fields the calibration builds of `engine` on `family` carry (a field at its default is
+    left out of a spec's dict, so a field added after the calibration appears in none). Per family and
+    engine: a field built only on another family's or engine's fit says nothing of its cost here."""
+    return {name for point in _json(CALIBRATION)["points"]
+            if point["family"] == family and point["features"]["engine"] == engine
+            for name in point["features"]["spec"]}
 
 
 def board_capacity(board: str) -> dict:
@@ -326,9 +329,10 @@ def predict_features(feat: dict, *, family: str, board: str | None = None, coeff
         # a design larger than every calibration build (by more than 1 %, in any regressor) is an
         # extrapolation: said, not hidden
         outside |= {n for n, v, (_, hi) in zip(e["regressors"], x, e.get("ranges", [])) if v > hi * 1.01}
-    # a spec field no calibration build set (a field added since, e.g. out_lanes > 1): the fit cannot
-    # see what it costs, so the prediction is an extrapolation too
-    outside |= {f"{name} (not calibrated)" for name in feat["spec"] if name not in calibrated_fields()}
+    # a spec field no calibration build of this family and engine set (a field added since, e.g.
+    # out_lanes > 1): the fit cannot see what it costs, so the prediction is an extrapolation too
+    known = calibrated_fields(family, engine)
+    outside |= {f"{name} (not calibrated)" for name in feat["spec"] if name not in known}
     pred = {"luts": round(out["luts"]), "logic_cells": round(out["logic_cells"]), "ffs": round(out["ffs"]),
             "brams": block_rams(feat, family), "distributed_rams": mapped(feat, family, "distributed"),
             "dsps": round(out["dsps"]),
