@@ -217,11 +217,9 @@ def test_a_field_calibrated_on_another_family_or_engine_is_still_flagged():
     points = CALIBRATION["points"]
     ternary = {name for p in points if p["features"]["engine"] == "ternary" for name in p["features"]["spec"]}
     point = next(p for p in points if p["features"]["engine"] == "winograd")
-    fields = set(point["features"]["spec"])
     extra = sorted(ternary - {n for p in points if p["features"]["engine"] == "winograd" for n in p["features"]["spec"]})
     assert extra, "the calibration no longer has a ternary-only spec field"
     feat = {**point["features"], "spec": {**point["features"]["spec"], extra[0]: 2}}
-    assert f"{extra[0]} (not calibrated)" not in fields
     flagged = resources.predict_features(feat, family=point["family"])["extrapolated"]
     assert f"{extra[0]} (not calibrated)" in flagged
 
