@@ -44,11 +44,13 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
 * GOPS counts 2 operations per multiply-accumulate of the dense (uncompressed) network
   (`dense_macs_per_image`) at fmax.
 * fmax depends on nextpnr's placement seed and target. ternary-50 on the iCE40 at 40.5 MHz, seeds
-  1-4: 42.96, 44.50, 45.01, 41.38 MHz (the engine with the global stall: 45.03, 44.08, 43.40, 46.13;
+  1-4: 44.13, 43.76, 45.00, 44.66 MHz (before the codes memory: 42.96, 44.50, 45.01, 41.38; the
+  engine with the global stall: 45.03, 44.08, 43.40, 46.13;
   the first engine without it found no legal placement with seeds 1-3 until its PE products stopped
   using the flip-flops' reset pin, see docs/hardware.md). Each build is
-  deterministic: the same model, board, clock and seed give the same bitstream hash. Build times
-  are wall-clock seconds on a 2-core machine shared with other work.
+  deterministic: the same model, board, clock and seed give the same bitstream hash. ternary-50-huffman
+  on the iCE40 is seed 2's build (seeds 1-3: 40.40, 42.00, 39.77 MHz). Build times are wall-clock
+  seconds on a 2-core machine shared with other work.
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:
   `terwin compress --family winograd` (seed 0). ternary-50-huffman: the ternary-50 model file
   re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
@@ -58,7 +60,7 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   (weight streams 36 blocks, target map 16; the whole 4-lane design 109 as `terwin explore` counts
   them, one copy per read port), and `terwin build --board icebreaker` of the overlapped design stops at 5,918 logic cells of 5,280. resnet8:
   `examples/resnet8.py` (a user's residual network, `terwin compress --family ternary --model
-  examples/resnet8.py:resnet8 --data digits32`, 50 % of tiles, seed 0); it needs 6,481 logic cells of
+  examples/resnet8.py:resnet8 --data digits32`, 50 % of tiles, seed 0); it needs 6,183 logic cells (6,481 before the codes memory) of
   the UP5K's 5,280, so it has no iCE40 build either.
 """
 

@@ -86,8 +86,8 @@ def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():
 def test_held_out_errors_are_those_documented():
     """docs/explore.md states the model's error on held-out builds; the data must still give it."""
     # (mean, max) of the relative held-out errors; the issue asks max 10 % for LUTs (LCs), 15 % for fmax
-    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.03, 0.10)},
-              ("ecp5", "ternary"): {"luts": (0.05, 0.10), "period_ns": (0.10, 0.15)}}
+    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.06, 0.13)},
+              ("ecp5", "ternary"): {"luts": (0.04, 0.10), "period_ns": (0.07, 0.14)}}
     for (family, engine), quantities in limits.items():
         for q, (mean, worst) in quantities.items():
             err = resources.errors(COEFFS[family][engine][q])

@@ -92,13 +92,14 @@ def test_raw_models_keep_their_memories():
     dep = random_deployment(*NETWORKS["pe4x4"][0:1], **NETWORKS["pe4x4"][1])
     raw, coded = compile_program(dep), compile_program(huffman(dep))
     names = [m.name for m in raw.memories()]
-    path = set(WEIGHT_PATH) - {"weights"}
-    assert "weights" in names and not path & set(names)
+    raw_path = {"weights", "codes"}   # a kept tile's header and its codes
+    path = set(WEIGHT_PATH) - raw_path
+    assert raw_path <= set(names) and not path & set(names)
     assert not raw.huffman and coded.huffman
     coded_names = [m.name for m in coded.memories()]
-    assert "weights" not in coded_names and path <= set(coded_names)
+    assert not raw_path & set(coded_names) and path <= set(coded_names)
     assert [m.name for m in coded.memories() if m.name not in path] == \
-        [n for n in names if n != "weights"]
+        [n for n in names if n not in raw_path]
 
 
 def _run_filler(program, *, releases=((1, None),), cycles_=None, hold=1):

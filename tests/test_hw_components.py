@@ -28,8 +28,11 @@ def _run(dut, *benches):
     sim.run()
 
 
-@pytest.mark.parametrize("spec", [PE4X4, PE8X8, PE8X16], ids=lambda s: s.name)
-def test_decoder_expands_every_kept_tile_in_order_under_stalls(spec):
+@pytest.mark.parametrize("spec,codes_delay", [(PE4X4, 0), (PE8X8, 2), (PE8X16, 3)],
+                         ids=lambda v: getattr(v, "name", f"codes+{v}"))
+def test_decoder_expands_every_kept_tile_in_order_under_stalls(spec, codes_delay):
+    """Header (lane-map row, channel offset, last) LATENCY enabled cycles after the address, codes
+    codes_delay enabled cycles after that (read from the delayed address), whatever the stalls."""
     dep = random_deployment(spec, seed=11, topology=SMALL, input_shape=(3, 6, 6), tile_sparsity=0.5)
     program = ternary_program.compile_program(dep)
     # expected stream, straight from the TileGrid: kept tiles of each layer in (og, tg, cg) order
@@ -48,32 +51,34 @@ def test_decoder_expands_every_kept_tile_in_order_under_stalls(spec):
                     src = grid.lane_source(tg, cg, lane)
                     taps.append(None if src is None else divmod(src[0], stage.kw))
                 expected.append((tiles[og, tg, cg], cg * h * w if c >= spec.pe_cols else 0, j == len(kept) - 1, taps))
-    dut = TileDecoder(program)
+    dut = TileDecoder(program, codes_delay=codes_delay)
+    assert dut.codes_latency == TileDecoder.LATENCY + codes_delay
     rng = random.Random(1)
-    got = []
+    headers, codes_got = [], []
 
     async def bench(ctx):
-        addr_q = []  # addresses issued on enabled cycles, in order
+        enabled = 0   # enabled cycles so far (= addresses issued)
         ctx.set(dut.en, 1)
-        issued = 0
-        while len(got) < len(expected):
+        while len(codes_got) < len(expected):
             en = rng.random() < 0.7
             ctx.set(dut.en, en)
             if en:
-                ctx.set(dut.addr, min(issued, len(expected) - 1))
+                ctx.set(dut.addr, min(enabled, len(expected) - 1))
             await ctx.delay(1e-9)
             if en:
-                # outputs now show the word issued LATENCY enabled cycles ago
-                if len(addr_q) >= TileDecoder.LATENCY:
-                    codes = np.array([[(-1 if ctx.get(dut.codes[r][l].negative) else 1) * ctx.get(dut.codes[r][l].nonzero)
-                                       for l in range(spec.pe_cols)] for r in range(spec.pe_rows)])
+                # the header of the word issued LATENCY enabled cycles ago, the codes of codes_latency ago
+                if TileDecoder.LATENCY <= enabled < len(expected) + TileDecoder.LATENCY:
                     lanes = [(ctx.get(dut.lanes[l].ky), ctx.get(dut.lanes[l].kx)) for l in range(spec.pe_cols)]
-                    got.append((codes, ctx.get(dut.coff), bool(ctx.get(dut.last)), lanes))
-                addr_q.append(issued)
-                issued += 1
+                    headers.append((ctx.get(dut.coff), bool(ctx.get(dut.last)), lanes))
+                if enabled >= dut.codes_latency:
+                    codes_got.append(np.array([[(-1 if ctx.get(dut.codes[r][l].negative) else 1)
+                                                * ctx.get(dut.codes[r][l].nonzero)
+                                                for l in range(spec.pe_cols)] for r in range(spec.pe_rows)]))
+                enabled += 1
             await ctx.tick()
 
     _run(dut, bench)
+    got = [(c, *h) for c, h in zip(codes_got, headers)]
     assert len(got) == len(expected)
     for i, ((codes, coff, last, lanes), (etiles, ecoff, elast, etaps)) in enumerate(zip(got, expected)):
         assert np.array_equal(codes, etiles), f"word {i}: codes {codes.tolist()} != {etiles.tolist()}"

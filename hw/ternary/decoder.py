@@ -1,15 +1,24 @@
 """The weight decoder: reads one compressed word (one kept PE tile) per cycle and expands it.
 
-It owns the weight memory (2-bit codes of kept tiles, see `terwin.hw.ternary.program`) and the lane map
-(per tap group: the kernel tap and channel offset each lane reads). Given `addr` with `en` high, two
-enabled cycles later it presents the tile's codes (as `nonzero`/`negative` per row and lane, i.e.
-add, subtract or skip), its channel-group offset `coff`, its `last` flag and the lane map row.
-`en` low freezes both stages (the global stall), so it keeps pace with the array exactly.
+It owns the weight memories (see `terwin.hw.ternary.program`: `weights`, a kept tile's lane-map row,
+channel offset and `last` flag; `codes`, its 2-bit codes) and the lane map (per tap group: the kernel
+tap and channel offset each lane reads). Given `addr` with `en` high, `LATENCY` (two) enabled cycles
+later it presents the tile's channel-group offset `coff`, its `last` flag and the lane map row, and
+`codes_latency` enabled cycles later (`LATENCY + codes_delay`) the tile's codes (as
+`nonzero`/`negative` per row and lane, i.e. add, subtract or skip). `en` low freezes every stage.
+
+The codes are the widest thing a tile carries (pe_rows * pe_cols * 2 bits) and the PE array needs them
+last, after the lane addresses and the activation reads: so the codes memory is read with the tile's
+address delayed by `codes_delay` cycles (a few address bits in flip-flops) rather than its output
+delayed (pe_rows * pe_cols * 2 flip-flops a cycle of delay: on pe16x8, 768 flip-flops and as many
+iCE40 logic cells). One register stays between the memory and the output, so a block-RAM output
+never drives the PE array's product logic directly.
 
 With Huffman-coded weights (`TernaryProgram.huffman`) the codes come from the tile cache and the
 lane-map row and channel offset from the side ring (tile `addr` in entry addr % depth of both,
 written through `cache_write` by `terwin.hw.ternary.tilecache`), read in the same cycle: the same
-latency. (`last` is then 0: nothing downstream reads it; the sequencer has its own.)
+latency; the codes (written to the cache well ahead of their reading) then go through `codes_delay`
+registers. (`last` is then 0: nothing downstream reads it; the sequencer has its own.)
 """
 from __future__ import annotations
 
@@ -26,7 +35,10 @@ from .program import DECODER_LATENCY
 class TileDecoder(wiring.Component):
     LATENCY = DECODER_LATENCY
 
-    def __init__(self, program):
+    def __init__(self, program, *, codes_delay: int = 0):
+        assert codes_delay >= 0
+        self.codes_delay = codes_delay
+        self.codes_latency = self.LATENCY + codes_delay
         self._huffman = program.huffman
         self._lane_map = program.memory("lane_map")
         self._spec = spec = program.spec
@@ -39,6 +51,7 @@ class TileDecoder(wiring.Component):
             words = program.weight_word_count
         else:
             self._weights = program.memory("weights")
+            self._codes = program.memory("codes")
             coff_shape = self._weights.shape["coff"].shape
             words = self._weights.depth
         ports = {
@@ -57,7 +70,7 @@ class TileDecoder(wiring.Component):
         m = Module()
         m.submodules.lane_map = lmem = self._lane_map.memory()
         lrd = lmem.read_port()
-        codes = Signal(layouts.tile_codes_layout(self._spec))
+        codes = Signal(layouts.tile_codes_layout(self._spec), reset_less=True)   # datapath: no reset (see pe.py)
         coff = Signal.like(self.coff)
         last = Signal()
         if self._huffman:
@@ -81,11 +94,26 @@ class TileDecoder(wiring.Component):
             word_codes, word_coff, word_last = crd.data, srd.data.coff, 0   # `last`: not used downstream
         else:
             m.submodules.weights = wmem = self._weights.memory()
-            wrd = wmem.read_port()
+            m.submodules.codes = cmem = self._codes.memory()
+            wrd, crd = wmem.read_port(), cmem.read_port()
             m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
-            word_codes, word_coff, word_last = wrd.data.codes, wrd.data.coff, wrd.data.last
+            # the codes word: read codes_delay enabled cycles after the header, from the delayed address
+            caddr = self.addr
+            for i in range(self.codes_delay):
+                nxt = Signal.like(self.addr, name=f"codes_addr{i}", reset_less=True)
+                with m.If(self.en):
+                    m.d.sync += nxt.eq(caddr)
+                caddr = nxt
+            m.d.comb += [crd.addr.eq(caddr), crd.en.eq(self.en)]
+            word_codes, word_coff, word_last = crd.data, wrd.data.coff, wrd.data.last
         with m.If(self.en):
             m.d.sync += [codes.eq(word_codes), coff.eq(word_coff), last.eq(word_last)]
+        if self._huffman:   # the cache's codes word was read with the header: delay it to codes_latency
+            for i in range(self.codes_delay):
+                nxt = Signal.like(codes, name=f"codes_delay{i}", reset_less=True)
+                with m.If(self.en):
+                    m.d.sync += nxt.eq(codes)
+                codes = nxt
         m.d.comb += [self.codes.eq(codes), self.coff.eq(coff), self.last.eq(last), self.lanes.eq(lrd.data)]
         return m
 

@@ -192,7 +192,7 @@ def side_layout(program):
     return data.StructLayout({"lm": unsigned(max(1, program.lm_bits)), "coff": unsigned(max(1, program.coff_bits))})
 
 
-WEIGHT_PATH = ("weights", "weight_stream0", "weight_stream1", "tile_mask", "tile_side", "tile_cache")
+WEIGHT_PATH = ("weights", "codes", "weight_stream0", "weight_stream1", "tile_mask", "tile_side", "tile_cache")
 
 
 def memory_bits(program) -> dict:

@@ -28,13 +28,13 @@ def tile_codes_layout(spec) -> data.ArrayLayout:
 
 
 def weight_word_layout(spec, *, lm_bits: int, coff_bits: int) -> data.StructLayout:
-    """One kept tile in the weight memory.
+    """One kept tile's header in the weight memory (its codes, `tile_codes_layout`, are in the codes
+    memory at the same address).
 
-    codes: the tile's ternary codes; lm: row of the lane map (which kernel tap / channel each lane
-    reads); coff: address offset of the tile's channel group; last: last kept tile of its output group.
+    lm: row of the lane map (which kernel tap / channel each lane reads); coff: address offset of the
+    tile's channel group; last: last kept tile of its output group.
     """
     return data.StructLayout({
-        "codes": tile_codes_layout(spec),
         "lm": unsigned(max(1, lm_bits)),
         "coff": unsigned(max(1, coff_bits)),
         "last": 1,

@@ -51,7 +51,8 @@ class MacPipeline(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, k = self._program, self.k
-        m.submodules.decoder = dec = TileDecoder(p)
+        # the codes come straight from the decoder when the activations reach the array (see TileDecoder)
+        m.submodules.decoder = dec = TileDecoder(p, codes_delay=activation_latency(p.spec))
         m.submodules.pe = pe = TernaryPEArray(p.spec)
         assert dec.LATENCY == DECODER_LATENCY and pe.latency == pe_latency(p.spec)
         m.d.comb += [dec.addr.eq(self.weight_addr), dec.en.eq(1)]
@@ -61,25 +62,21 @@ class MacPipeline(wiring.Component):
         tile_decoded = delayed(m, self.tile, DECODER_LATENCY, name="tile_dec")
         abits = p.addr_bits
         cbits, pbits = layouts.coord_bits(p), layouts.pixel_bits(p)
-        lanes, codes_dec = dec.lanes, dec.codes
+        lanes = dec.lanes
         # the datapath registers below have no reset (only the tiles' valid flags do): a reset would
         # reach thousands of flip-flops, through a LUT where Yosys merges it with a "= 0" (see pe.py)
         base = Signal(signed(max(pbits, abits + 1) + 2), reset_less=True)   # the tile's address less each lane's offset
         if wide_pipeline(p.spec):
-            # a wide array (+1): the lane-map row (a block-RAM output) and the codes into registers, and
-            # the address part all lanes share summed beside them, so a lane's address is one adder
+            # a wide array (+1): the lane-map row (a block-RAM output) into a register, and the address
+            # part all lanes share summed beside it, so a lane's address is one adder
             lanes = Signal.like(dec.lanes, name="lanes_reg", reset_less=True)
-            codes_dec = Signal.like(dec.codes, name="codes_reg", reset_less=True)
-            m.d.sync += [lanes.eq(dec.lanes), codes_dec.eq(dec.codes),
-                         base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)]
+            m.d.sync += [lanes.eq(dec.lanes), base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)]
             tile_decoded = delayed(m, tile_decoded, 1, name="tile_lanes")
         else:
             m.d.comb += base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)
         # lane addresses -> bank read (+1)
         tile_read = delayed(m, tile_decoded, 1, name="tile_read")
         inside = Signal(p.spec.pe_cols, reset_less=True)
-        codes_read = Signal.like(dec.codes, reset_less=True)
-        m.d.sync += codes_read.eq(codes_dec)
         for lane, port in enumerate(self.bank_read):
             tap = lanes[lane]
             iy = Signal(signed(cbits + 1), name=f"iy{lane}")
@@ -90,12 +87,11 @@ class MacPipeline(wiring.Component):
             m.d.sync += inside[lane].eq((iy >= 0) & (iy < k.in_height) & (ix >= 0) & (ix < k.in_width))
         # activation register (+1): the block RAM output goes straight into a register
         acts = Signal.like(pe.acts, reset_less=True)
-        codes = Signal.like(codes_read, reset_less=True)
         tile_pe = delayed(m, tile_read, 1, name="tile_pe")
-        m.d.sync += codes.eq(codes_read)
+        assert dec.codes_latency == DECODER_LATENCY + activation_latency(p.spec)   # beside `acts`
         for lane, port in enumerate(self.bank_read):
             m.d.sync += acts[lane].eq(Mux(inside[lane], port.data, 0))
-        m.d.comb += [pe.acts.eq(acts), pe.codes.eq(codes),
+        m.d.comb += [pe.acts.eq(acts), pe.codes.eq(dec.codes),
                      self.acc_tile.eq(delayed(m, tile_pe, pe.latency, name="tile_sum")),
                      self.sums.eq(pe.sums)]
         return m

@@ -341,7 +341,8 @@ class TernaryProgram(Program):
 
     @property
     def words(self) -> list[dict]:
-        """Weight memory, as dicts for `layouts.weight_word_layout`."""
+        """The kept tiles in weight-memory order, as dicts {codes, lm, coff, last}: the `weights` memory holds
+        their headers (`layouts.weight_word_layout`), the `codes` memory their codes."""
         return self._contents[0]
 
     @property
@@ -449,9 +450,13 @@ class TernaryProgram(Program):
             from .huffman_program import huffman_memories
             weights = huffman_memories(self)
         else:
+            # a kept tile in two memories at the same address: its header (read first: the lane
+            # addresses need it) and its codes (read later, when the PE array needs them: TileDecoder)
+            depth = max(1, self.weight_word_count)
             weights = [MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits,
                                                                          coff_bits=self.coff_bits),
-                                   max(1, self.weight_word_count), self.words)]
+                                   depth, [{k: w[k] for k in ("lm", "coff", "last")} for w in self.words]),
+                       MemoryImage("codes", layouts.tile_codes_layout(spec), depth, [w["codes"] for w in self.words])]
         return [
             *weights,
             MemoryImage("lane_map", layouts.lane_map_layout(spec, k_bits=self.k_bits, aoff_bits=self.aoff_bits),
