@@ -52,7 +52,10 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   on the iCE40 is seed 2's build (seeds 1-3: 40.40, 42.00, 39.77 MHz). Build times are wall-clock
   seconds on a 2-core machine shared with other work.
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:
-  `terwin compress --family winograd` (seed 0). ternary-50-huffman: the ternary-50 model file
+  `terwin compress --family winograd` (seed 0). ternary-50-a4-pe16x8: the same recipe pruned for the
+  array it runs on at 4-bit activations, `terwin compress --family ternary --tile-sparsity 0.5 --spec
+  S` with S = `{"pe_rows": 16, "pe_cols": 8, "act_bits": 4, "out_lanes": 2}` (seed 0), the design
+  `terwin explore --board icebreaker` picks (docs/explore.md). ternary-50-huffman: the ternary-50 model file
   re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
   `terwin.fileformat.save`: the same weights and scores, its weight memories Huffman-coded and
   decoded on chip; docs/codecs.md, "Engine integration"). The winograd engine does not fit the UP5K, so it has

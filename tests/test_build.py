@@ -240,3 +240,25 @@ def test_no_file_outside_hw_fpga_tests_a_family_name():
             strays = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names
                       and id(n) not in in_boards]
             assert not strays, f"{path}: a family name on line(s) {strays}"
+
+
+REFERENCES = sorted((Path(__file__).resolve().parents[1] / "bitstreams").glob("*/*/report.json"))
+
+
+@pytest.mark.parametrize("report_path", REFERENCES, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
+def test_committed_references_are_of_their_model_and_its_cycles(report_path):
+    """Each committed reference build's report is of the model file beside it, and its cycles per
+    image are the exact cycle model's for that model today (a change of cycles without rebuilding the
+    references fails here); images/s is fmax over those cycles."""
+    from terwin import fileformat
+    from terwin.sim import cycles
+    report = json.loads(report_path.read_text())
+    dep = fileformat.load(report_path.parent / "model.terwin")
+    assert report["model_checksum"] == fileformat.checksum(dep)
+    c = cycles.predict(dep)
+    assert report["cycles_per_image"] == c["cycles"] + c["io_cycles"]
+    assert report["compute_cycles"] == c["cycles"]
+    assert report["fits"] is True
+    # the bitstream beside it is the one the report names
+    bitstream = report_path.parent / report["bitstream"]
+    assert hashlib.sha256(bitstream.read_bytes()).hexdigest() == report["bitstream_sha256"]
