@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from terwin.hw import fpga
 
+from ..common.control import delayed
 from . import layouts
 from .program import DECODER_LATENCY
 
@@ -98,22 +99,15 @@ class TileDecoder(wiring.Component):
             wrd, crd = wmem.read_port(), cmem.read_port()
             m.d.comb += [wrd.addr.eq(self.addr), wrd.en.eq(self.en), lrd.addr.eq(wrd.data.lm), lrd.en.eq(self.en)]
             # the codes word: read codes_delay enabled cycles after the header, from the delayed address
-            caddr = self.addr
-            for i in range(self.codes_delay):
-                nxt = Signal.like(self.addr, name=f"codes_addr{i}", reset_less=True)
-                with m.If(self.en):
-                    m.d.sync += nxt.eq(caddr)
-                caddr = nxt
+            addr = Signal.like(self.addr, reset_less=True)   # its delay registers too: no reset
+            m.d.comb += addr.eq(self.addr)
+            caddr = delayed(m, addr, self.codes_delay, en=self.en, name="codes_addr")
             m.d.comb += [crd.addr.eq(caddr), crd.en.eq(self.en)]
             word_codes, word_coff, word_last = crd.data, wrd.data.coff, wrd.data.last
         with m.If(self.en):
             m.d.sync += [codes.eq(word_codes), coff.eq(word_coff), last.eq(word_last)]
         if self._huffman:   # the cache's codes word was read with the header: delay it to codes_latency
-            for i in range(self.codes_delay):
-                nxt = Signal.like(codes, name=f"codes_delay{i}", reset_less=True)
-                with m.If(self.en):
-                    m.d.sync += nxt.eq(codes)
-                codes = nxt
+            codes = delayed(m, codes, self.codes_delay, en=self.en, name="codes_delay")   # reset-less, as `codes`
         m.d.comb += [self.codes.eq(codes), self.coff.eq(coff), self.last.eq(last), self.lanes.eq(lrd.data)]
         return m
 
