@@ -249,7 +249,7 @@ REFERENCES = sorted((Path(__file__).resolve().parents[1] / "bitstreams").glob("*
 def test_committed_references_are_of_their_model_and_its_cycles(report_path):
     """Each committed reference build's report is of the model file beside it, and its cycles per
     image are the exact cycle model's for that model today (a change of cycles without rebuilding the
-    references fails here); images/s is fmax over those cycles."""
+    references fails here), and the bitstream beside it is the one it names."""
     from terwin import fileformat
     from terwin.sim import cycles
     report = json.loads(report_path.read_text())
@@ -259,6 +259,5 @@ def test_committed_references_are_of_their_model_and_its_cycles(report_path):
     assert report["cycles_per_image"] == c["cycles"] + c["io_cycles"]
     assert report["compute_cycles"] == c["cycles"]
     assert report["fits"] is True
-    # the bitstream beside it is the one the report names
     bitstream = report_path.parent / report["bitstream"]
     assert hashlib.sha256(bitstream.read_bytes()).hexdigest() == report["bitstream_sha256"]

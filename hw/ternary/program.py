@@ -453,9 +453,9 @@ class TernaryProgram(Program):
             # a kept tile in two memories at the same address: its header (read first: the lane
             # addresses need it) and its codes (read later, when the PE array needs them: TileDecoder)
             depth = max(1, self.weight_word_count)
-            weights = [MemoryImage("weights", layouts.weight_word_layout(spec, lm_bits=self.lm_bits,
-                                                                         coff_bits=self.coff_bits),
-                                   depth, [{k: w[k] for k in ("lm", "coff", "last")} for w in self.words]),
+            header = layouts.weight_word_layout(spec, lm_bits=self.lm_bits, coff_bits=self.coff_bits)
+            weights = [MemoryImage("weights", header, depth,
+                                   [{k: w[k] for k in header.members} for w in self.words]),
                        MemoryImage("codes", layouts.tile_codes_layout(spec), depth, [w["codes"] for w in self.words])]
         return [
             *weights,
