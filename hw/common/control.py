@@ -35,6 +35,10 @@ class StageConstants(wiring.Component):
         self.layout = data.StructLayout({name: _const_shape(v) for name, v in self._table.items()})
         super().__init__({"stage": In(range(max(2, n))), "k": Out(self.layout)})
 
+    def row(self, stage: int) -> dict[str, int]:
+        """Stage `stage`'s constants, as `layout.const` takes them (a register's `init`)."""
+        return {name: values[stage] for name, values in self._table.items()}
+
     def elaborate(self, platform):
         m = Module()
         for name, values in self._table.items():
