@@ -55,7 +55,12 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   `terwin compress --family winograd` (seed 0). ternary-50-a4-pe16x8: the same recipe pruned for the
   array it runs on at 4-bit activations, `terwin compress --family ternary --tile-sparsity 0.5 --spec
   S` with S = `{"pe_rows": 16, "pe_cols": 8, "act_bits": 4, "out_lanes": 2}` (seed 0), the design
-  `terwin explore --board icebreaker` picks (docs/explore.md). ternary-50-huffman: the ternary-50 model file
+  `terwin explore --board icebreaker` picks (docs/explore.md). ternary-50-a4-pe32x32: the same recipe
+  pruned for 32x32 tiles at 4-bit activations (`{"pe_rows": 32, "pe_cols": 32, "act_bits": 4,
+  "out_lanes": 32}`, seed 0), retargeted to 16 requantizer lanes and 90 MHz (`dep.retarget(spec)` with
+  `out_lanes=16, clock_mhz=90`, saved by `terwin.fileformat.save`; the same weights and scores), built
+  with `terwin build --board ulx3s-85f` and verified on all 450 test images (docs/explore.md).
+  ternary-50-huffman: the ternary-50 model file
   re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
   `terwin.fileformat.save`: the same weights and scores, its weight memories Huffman-coded and
   decoded on chip; docs/codecs.md, "Engine integration"). The winograd engine does not fit the UP5K, so it has
