@@ -264,12 +264,17 @@ class BoardTop(wiring.Component):
         por_cycles = max(16, int(20e-6 * self.clk_hz))
         m.domains.por = cd_por = ClockDomain("por", reset_less=True, local=True)
         m.d.comb += cd_por.clk.eq(cd_sync.clk)
+        # The reset comes from a flip-flop, not from the counter's comparator: it fans out over the whole
+        # die, and from a LUT beside the counter it took two cross-die hops (the ECP5 pe32x32's critical
+        # path, 12.7 ns)
         timer = Signal(range(por_cycles + 1))
+        reset = Signal(init=1)
         with m.If(~locked):
             m.d.por += timer.eq(0)
         with m.Elif(timer != por_cycles):
             m.d.por += timer.eq(timer + 1)
-        m.d.comb += cd_sync.rst.eq(timer != por_cycles)
+        m.d.por += reset.eq(timer != por_cycles)
+        m.d.comb += cd_sync.rst.eq(reset)
 
         m.submodules.bridge = bridge = self.bridge
         uart = platform.request("uart", 0, dir="-")

@@ -35,6 +35,10 @@ class StageConstants(wiring.Component):
         self.layout = data.StructLayout({name: _const_shape(v) for name, v in self._table.items()})
         super().__init__({"stage": In(range(max(2, n))), "k": Out(self.layout)})
 
+    def row(self, stage: int) -> dict[str, int]:
+        """Stage `stage`'s constants, as `layout.const` takes them (a register's `init`)."""
+        return {name: values[stage] for name, values in self._table.items()}
+
     def elaborate(self, platform):
         m = Module()
         for name, values in self._table.items():
@@ -89,11 +93,12 @@ class LayerCounters(wiring.Component):
         return m
 
 
-def delayed(m: Module, value, cycles: int, *, en=None, name: str):
+def delayed(m: Module, value, cycles: int, *, en=None, name: str, reset_less: bool = False):
     """`value` `cycles` clock cycles later (counting only cycles with `en` high, when given), through a
-    chain of registers `name0`, `name1`, ...; `value` itself for 0 cycles."""
+    chain of registers `name0`, `name1`, ...; `value` itself for 0 cycles. `reset_less`: registers the
+    domain's reset does not reach (they start from their init value at configuration)."""
     for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}{i}")
+        reg = Signal.like(value, name=f"{name}{i}", reset_less=reset_less)
         if en is None:
             m.d.sync += reg.eq(value)
         else:

@@ -7,7 +7,10 @@ computed as ((p >> (s - 1)) + 1) >> 1 with p = (acc + bias) * m, which equals
 (p + (1 << (s - 1))) >> s for floor shifts; the rounding add and the clamp work on the low
 act_bits + 1 bits and two flags, so no stage has a long carry chain. Four registered stages
 (add, multiply, shift, round + clamp),
-no back-pressure: `o_valid` follows `i_valid` exactly `LATENCY` cycles later.
+no back-pressure: `o_valid` follows `i_valid` exactly `LATENCY` cycles later. Only the valid bits and
+the outputs take the domain's reset: the data registers start from their init value at configuration
+and are always written before they are read (a reset net to thousands of flip-flops across the die
+was the critical path of the ECP5's pe32x32 design).
 
 Options (the hardware for each exists only when asked for):
 
@@ -68,17 +71,17 @@ class Requantizer(wiring.Component):
         m = Module()
         act_max = (1 << self.act_bits) - 1
         # stage 1: x = acc + bias
-        v1, x1 = Signal(), Signal(signed(self.x_bits))
-        m1, s1 = Signal.like(self.i_mult), Signal.like(self.i_shift)
+        v1, x1 = Signal(), Signal(signed(self.x_bits), reset_less=True)
+        m1, s1 = Signal.like(self.i_mult, reset_less=True), Signal.like(self.i_shift, reset_less=True)
         m.d.sync += [v1.eq(self.i_valid), x1.eq(self.i_acc + self.i_bias), m1.eq(self.i_mult), s1.eq(self.i_shift - 1)]  # s >= 1
         # stage 2: p = x * m (the one multiplier)
-        v2, p2, x2 = Signal(), Signal(signed(self.p_bits)), Signal.like(x1)
+        v2, p2, x2 = Signal(), Signal(signed(self.p_bits), reset_less=True), Signal.like(x1)
         s2 = Signal.like(s1)
         m.d.sync += [v2.eq(v1), p2.eq(x1 * m1), x2.eq(x1), s2.eq(s1)]
         if self.residual:   # r * m_r beside it, then the sum in a stage of its own
             v2, p2, x2, s2 = self._residual(m, v2, p2, x2, s2)
         # stage 3: arithmetic shift by s - 1 (a barrel shifter, no carry chain)
-        v3, t3, x3 = Signal(), Signal(signed(self.t_bits)), Signal.like(x1)
+        v3, t3, x3 = Signal(), Signal(signed(self.t_bits), reset_less=True), Signal.like(x1)
         m.d.sync += [v3.eq(v2), t3.eq(p2 >> s2), x3.eq(x2)]
         # stage 4: round half up ((t + 1) >> 1) and clamp, on the low act_bits + 1 bits only:
         # t < 0 gives q <= 0; t >= 2**(act_bits + 1) gives q > act_max; otherwise q = (low + 1) >> 1
@@ -108,11 +111,11 @@ class Requantizer(wiring.Component):
 
     def _residual(self, m, v2, p2, x2, s2):
         """Stage 1's r and m_r registers, r * m_r in stage 2, and stage 2b: p + r * m_r."""
-        r1, mr1 = Signal.like(self.i_residual), Signal.like(self.i_res_mult)
+        r1, mr1 = Signal.like(self.i_residual, reset_less=True), Signal.like(self.i_res_mult, reset_less=True)
         m.d.sync += [r1.eq(self.i_residual), mr1.eq(self.i_res_mult)]
-        q2 = Signal(signed(len(r1) + len(mr1)))
+        q2 = Signal(signed(len(r1) + len(mr1)), reset_less=True)
         m.d.sync += q2.eq(r1 * mr1)
-        vs, ps, xs, ss = Signal(), Signal(signed(self.t_bits)), Signal.like(x2), Signal.like(s2)
+        vs, ps, xs, ss = Signal(), Signal(signed(self.t_bits), reset_less=True), Signal.like(x2), Signal.like(s2)
         m.d.sync += [vs.eq(v2), ps.eq(p2 + q2), xs.eq(x2), ss.eq(s2)]
         return vs, ps, xs, ss
 

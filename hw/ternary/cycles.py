@@ -18,10 +18,11 @@ out lane):
   + 4 in a stage with a fused average pool (its requantizer):
   cycles = (n_0 - 1 + A) + sum_(j>=1) max(n_j, R) + R + T.
 
-`cycles` counts compute only: loading the image (one beat per activation) and sending the scores
-(one beat per score + 1: the score memory's read latency) come on top, at the rate the streams
-allow. io_cycles = inputs + scores + 1 is, at full stream rate, the cycles from the first input
-beat to `busy` falling less the compute cycles: the period of back-to-back images.
+`cycles` counts compute only: loading the image (one beat per activation, + 1: the loader's `done`
+is a register) and sending the scores (one beat per score, + 1: the score memory's read latency,
++ 1: the score output's `done` is a register) come on top, at the rate the streams allow.
+io_cycles = inputs + scores + 3 is, at full stream rate, the cycles from the first input beat to
+`busy` falling less the compute cycles: the period of back-to-back images.
 NumPy only (no Amaranth): `terwin simulate` imports nothing else.
 """
 from __future__ import annotations
@@ -58,5 +59,5 @@ def stage_cycles(program: TernaryProgram) -> list[dict]:
 
 def predict(program: TernaryProgram) -> dict:
     """{"layers": per layer {name, cycles, mac_cycles, ideal_mac_cycles}, "io_cycles"}."""
-    io = program.n_inputs + program.n_scores + 1
+    io = program.n_inputs + program.n_scores + 3
     return {"layers": program.per_layer(stage_cycles(program)), "io_cycles": io}

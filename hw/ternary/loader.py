@@ -13,9 +13,11 @@ class ImageLoader(wiring.Component):
     the first stage reads it: channel c into bank c % pe_cols (banked input) or into every bank
     (replicated input), at the first stage's input base + the channel's offset + y * W + x.
 
-    * `i_stream` (in): the image; `ready` follows `active`;
+    * `i_stream` (in): the image; `ready` follows `active`, but for the cycle `done` is high;
     * `bank_write[b]` (out): the writes;
-    * `done` (out): high in the cycle of the last beat.
+    * `done` (out): high in the cycle after the last beat, from a register: it starts the sequencer and
+      the controller, which the array spreads over the die, so no path runs from the input handshake
+      through it (on the ECP5's pe32x32 the controller -> handshake -> start path was the critical one).
     """
 
     def __init__(self, program):
@@ -38,7 +40,9 @@ class ImageLoader(wiring.Component):
         pixel = Signal(range(plane + 1))
         channel = Signal(range(channels + 1))
         channel_offset = Signal(range(channels * plane + 1))
-        m.d.comb += self.i_stream.ready.eq(self.active)
+        done = Signal()
+        m.d.sync += done.eq(0)
+        m.d.comb += [self.i_stream.ready.eq(self.active & ~done), self.done.eq(done)]
         with m.If(self.i_stream.valid & self.i_stream.ready):
             for b, port in enumerate(self.bank_write):
                 if banked:
@@ -54,8 +58,7 @@ class ImageLoader(wiring.Component):
                 else:
                     m.d.sync += channel_offset.eq(channel_offset + plane)
                 with m.If(channel == channels - 1):
-                    m.d.comb += self.done.eq(1)
-                    m.d.sync += [channel.eq(0), channel_offset.eq(0)]
+                    m.d.sync += [done.eq(1), channel.eq(0), channel_offset.eq(0)]
             with m.Else():
                 m.d.sync += pixel.eq(pixel + 1)
         return m

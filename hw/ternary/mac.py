@@ -59,7 +59,10 @@ class MacPipeline(wiring.Component):
         if p.huffman:
             wiring.connect(m, wiring.flipped(self.cache_write), dec.cache_write)
         # the decoder's outputs belong to the tile issued DECODER_LATENCY cycles ago
-        tile_decoded = delayed(m, self.tile, DECODER_LATENCY, name="tile_dec")
+        # The tile's record travels through reset-less registers (like the data beside it): they hold 0
+        # (no valid tile) from configuration, and after a reset in mid-image what is left in flight
+        # drains within a few cycles into a writer held off by `enable` (the controller is in LOAD)
+        tile_decoded = delayed(m, self.tile, DECODER_LATENCY, name="tile_dec", reset_less=True)
         abits = p.addr_bits
         cbits, pbits = layouts.coord_bits(p), layouts.pixel_bits(p)
         lanes = dec.lanes
@@ -71,11 +74,11 @@ class MacPipeline(wiring.Component):
             # part all lanes share summed beside it, so a lane's address is one adder
             lanes = Signal.like(dec.lanes, name="lanes_reg", reset_less=True)
             m.d.sync += [lanes.eq(dec.lanes), base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)]
-            tile_decoded = delayed(m, tile_decoded, 1, name="tile_lanes")
+            tile_decoded = delayed(m, tile_decoded, 1, name="tile_lanes", reset_less=True)
         else:
             m.d.comb += base.eq(k.in_base + dec.coff + tile_decoded.pixel_base)
         # lane addresses -> bank read (+1)
-        tile_read = delayed(m, tile_decoded, 1, name="tile_read")
+        tile_read = delayed(m, tile_decoded, 1, name="tile_read", reset_less=True)
         inside = Signal(p.spec.pe_cols, reset_less=True)
         for lane, port in enumerate(self.bank_read):
             tap = lanes[lane]
@@ -87,12 +90,12 @@ class MacPipeline(wiring.Component):
             m.d.sync += inside[lane].eq((iy >= 0) & (iy < k.in_height) & (ix >= 0) & (ix < k.in_width))
         # activation register (+1): the block RAM output goes straight into a register
         acts = Signal.like(pe.acts, reset_less=True)
-        tile_pe = delayed(m, tile_read, 1, name="tile_pe")
+        tile_pe = delayed(m, tile_read, 1, name="tile_pe", reset_less=True)
         assert dec.codes_latency == DECODER_LATENCY + activation_latency(p.spec)   # beside `acts`
         for lane, port in enumerate(self.bank_read):
             m.d.sync += acts[lane].eq(Mux(inside[lane], port.data, 0))
         m.d.comb += [pe.acts.eq(acts), pe.codes.eq(dec.codes),
-                     self.acc_tile.eq(delayed(m, tile_pe, pe.latency, name="tile_sum")),
+                     self.acc_tile.eq(delayed(m, tile_pe, pe.latency, name="tile_sum", reset_less=True)),
                      self.sums.eq(pe.sums)]
         return m
 
@@ -132,10 +135,10 @@ class Accumulators(wiring.Component):
         p, k, tile = self._program, self.k, self.tile
         rows, cols = p.spec.pe_rows, p.spec.pe_cols
         lanes, steps = p.out_lanes, p.drain_steps
-        acc = [Signal(signed(p.acc_bits), name=f"acc{r}") for r in range(rows)]
-        shadow = [Signal(signed(p.acc_bits), name=f"shadow{r}") for r in range(rows)]
+        acc = [Signal(signed(p.acc_bits), name=f"acc{r}", reset_less=True) for r in range(rows)]
+        shadow = [Signal(signed(p.acc_bits), name=f"shadow{r}", reset_less=True) for r in range(rows)]
         shadow_valid = Signal()
-        shadow_job = Signal(self._tile["job"].shape)
+        shadow_job = Signal(self._tile["job"].shape, reset_less=True)
         row = Signal(range(steps))         # the drain step: rows row * lanes ... + lanes - 1
         address = Signal.like(self.channel.address)
         res_address = Signal.like(self.channel.res_address) if p.has_residual else None

@@ -67,8 +67,10 @@ class ScoreOutput(wiring.Component):
 
     * `start` (in): the scores are complete: send them, one per beat, in address (class) order;
     * `o_stream` (out): the scores (`valid` never waits on `ready`);
-    * `done` (out): the beat after the last score was taken: the image is finished.
-    Only reads while `start`/sending; `start` must stay high until `done`.
+    * `done` (out): the cycle after the beat after the last score was taken (a register, for the same
+      reason as `ImageLoader.done`): the image is finished.
+    Only reads while `start`/sending; `start` must stay high until `done`, and reads nothing while
+    `done` is high.
     """
 
     def __init__(self, program):
@@ -92,7 +94,10 @@ class ScoreOutput(wiring.Component):
         m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr), wp.data.eq(self.write.data)]
         index = Signal(range(self._n + 1))
         valid = Signal()
-        advance = self.start & (~valid | self.o_stream.ready)
+        done = Signal()
+        m.d.sync += done.eq(0)
+        m.d.comb += self.done.eq(done)
+        advance = self.start & ~done & (~valid | self.o_stream.ready)
         if lanes == 1:
             m.d.comb += [rp.addr.eq(index), rp.en.eq(advance),
                          self.o_stream.valid.eq(valid), self.o_stream.payload.eq(rp.data)]
@@ -104,8 +109,7 @@ class ScoreOutput(wiring.Component):
             with m.If(index < self._n):
                 m.d.sync += index.eq(index + 1)
             with m.Else():
-                m.d.comb += self.done.eq(1)
-                m.d.sync += index.eq(0)
+                m.d.sync += [done.eq(1), index.eq(0)]
         return m
 
     def _lane_reads(self, m, rp, advance, index):

@@ -23,10 +23,13 @@ class TileSequencer(wiring.Component):
     net of large arrays). The first job of a stage waits for nothing (the stage before has drained).
 
     * `k` (in): the stage's constants (`StageConstants.k`, from `TernaryProgram.stage_table()`);
-    * `run` (in): the stage is issuing;
+    * `ready` (in): the weight path can take a tile this cycle (the Huffman tile cache; else 1);
     * `start_image` (in): back to the first stage's first word and group; `start_stage` (in): back to
-      the first job (the words and groups continue where the stage before ended); `end_image` (in):
-      rewind the group table (before the next image's `start_image`);
+      the first job (the words and groups continue where the stage before ended); either starts
+      issuing from the next cycle until the stage's last tile (`stage_done`): the sequencer keeps its
+      own running flag, so its issue logic waits on no signal from the controller (on large arrays
+      the controller and the sequencer sit far apart); `end_image` (in): rewind the group table
+      (before the next image's `start_image`);
     * `tile` (out): the tile issued this cycle (`layouts.tile_layout`; `valid` low: none),
       `weight_addr` (out): its word;
     * `issue` (out): a tile is issued this cycle; `stage_done` (out): it is the stage's last.
@@ -37,7 +40,7 @@ class TileSequencer(wiring.Component):
         words = max(1, program.weight_word_count)
         super().__init__({
             "k": In(constants),
-            "run": In(1),
+            "ready": In(1),
             "start_image": In(1),
             "start_stage": In(1),
             "end_image": In(1),
@@ -81,8 +84,11 @@ class TileSequencer(wiring.Component):
         # last_tile == (tile_n == tile_last_n), kept in a register (set wherever either changes): it gates
         # `issue`, whose fan-out (every counter of this sequencer) must not wait for a comparator
         last_tile = Signal()
+        running = Signal()
+        with m.If(self.stage_done):
+            m.d.sync += running.eq(0)
         with m.If(self.start_image | self.start_stage):
-            m.d.sync += [c.eq(0) for c in job_counters]
+            m.d.sync += [c.eq(0) for c in job_counters] + [running.eq(1)]
             m.d.sync += last_tile.eq(tile_last_n == 0)
         with m.If(self.start_image):
             m.d.sync += [word.eq(0), group_first_word.eq(0), tile_last_n.eq(group_words.data - 1), group_next.eq(1),
@@ -98,7 +104,7 @@ class TileSequencer(wiring.Component):
         if p.huffman:
             m.d.comb += self.group_end.eq(last_tile & window_last & pixel_last)
         m.d.comb += [
-            self.weight_addr.eq(word), self.issue.eq(self.run & (~last_tile | last_ok)),
+            self.weight_addr.eq(word), self.issue.eq(running & self.ready & (~last_tile | last_ok)),
             t.valid.eq(self.issue), t.first.eq(tile_n == 0), t.last.eq(last_tile),
             t.iy0.eq(y_base + win_dy - k.pad), t.ix0.eq(x_base + win_dx - k.pad),
             t.pixel_base.eq(y_base_addr + win_dy_addr + x_base + win_dx - k.pad_offset),

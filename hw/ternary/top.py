@@ -19,12 +19,17 @@ group's kept tiles, at most one per cycle; `MacPipeline` (decoder 2, activation 
 `RequantWriter` drains out_lanes channels per cycle while the array works on the next job; the
 sequencer holds a job's last tile back until the shadow will be free when it arrives, so the
 pipeline never stalls (no enable fans out to it).
-The controller here: LOAD (the image comes in) -> RUN (issue a stage) -> DRAIN (its last outputs
-are written; then RUN the next stage) -> OUT (send the scores) -> LOAD.
+The controller here: LOAD (the image comes in) -> RUN (stage after stage: the sequencer issues one,
+the writer writes its last outputs, the next starts) -> OUT (send the scores) -> LOAD.
+On a large array the controller, the loader, the sequencer and the writer sit far apart on the die,
+so no combinational path runs through two of them: the events between them (the loader's and the
+score output's `done`, the writer's `stage_done`) leave their source from a register or one gate
+after it, the sequencer keeps its own running flag, and the stage constants `k` are a register loaded
+with the next stage's row when the stage changes (not a multiplexer behind the stage register).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 
 from ..common.control import LayerCounters, StageConstants
@@ -48,16 +53,14 @@ class TernaryAccelerator(wiring.Component):
         m = Module()
         p = self.program
         n_stages = len(p.stages)
-        LOAD, RUN, DRAIN, OUT = 0, 1, 2, 3
+        LOAD, RUN, OUT = 0, 1, 2
         state = Signal(2, init=LOAD)
-        # running == (state == RUN), kept in a register (set wherever `state` changes): it gates the
-        # sequencer's `issue`, whose fan-out is every counter of the sequencer (iCE40: the critical path
-        # went state -> run -> issue -> counters)
-        running = Signal()
         stage = Signal(range(max(2, n_stages)))
 
+        # the stage constants: a register, loaded with stage 0's row when an image starts and with the
+        # next stage's when a stage ends (the table's multiplexers stay beside the controller)
         m.submodules.constants = consts = StageConstants(p.stage_table())
-        k = consts.k
+        k = Signal(consts.layout, init=consts.row(0))
         m.submodules.counters = counters = LayerCounters(stage_layers=[s.index for s in p.stages],
                                                          n_layers=p.n_layers)
         m.submodules.banks = banks = ActivationBanks(p)
@@ -83,7 +86,8 @@ class TernaryAccelerator(wiring.Component):
                          filler.last.eq(seq.tile.last), filler.group_end.eq(seq.group_end),
                          filler.weight_addr.eq(seq.weight_addr)]
             ready = filler.ready
-        next_stage = (state == DRAIN) & writer.stage_done
+        stage_end = (state == RUN) & writer.stage_done
+        next_stage = stage_end & ~k.last_stage
 
         # the data path: image -> banks -> MAC -> accumulators -> requantizer -> banks or scores
         wiring.connect(m, wiring.flipped(self.i_stream), loader.i_stream)
@@ -96,10 +100,10 @@ class TernaryAccelerator(wiring.Component):
         wiring.connect(m, writer.score_write, output.write)
         wiring.connect(m, output.o_stream, wiring.flipped(self.o_stream))
         m.d.comb += [
-            consts.stage.eq(stage), seq.k.eq(k), mac.k.eq(k), acc.k.eq(k), writer.k.eq(k),
-            loader.active.eq(state == LOAD),
-            seq.run.eq(running & ready), seq.start_image.eq(loader.done),
-            seq.start_stage.eq(next_stage & ~k.last_stage), seq.end_image.eq(output.done),
+            consts.stage.eq(Mux(loader.done, 0, stage + 1)), seq.k.eq(k), mac.k.eq(k), acc.k.eq(k),
+            writer.k.eq(k), loader.active.eq(state == LOAD),
+            seq.ready.eq(ready), seq.start_image.eq(loader.done),
+            seq.start_stage.eq(next_stage), seq.end_image.eq(output.done),
             mac.tile.eq(seq.tile), mac.weight_addr.eq(seq.weight_addr),
             acc.tile.eq(mac.acc_tile), acc.sums.eq(mac.sums),
             writer.enable.eq(state != LOAD), writer.channel_index.eq(acc.channel_index),
@@ -111,24 +115,21 @@ class TernaryAccelerator(wiring.Component):
         # counters and ports
         m.d.comb += [
             counters.stage.eq(stage), counters.clear.eq(loader.done),
-            counters.count.eq((state == RUN) | (state == DRAIN)), counters.mac.eq(seq.issue),
+            counters.count.eq(state == RUN), counters.mac.eq(seq.issue),
             counters.layer_sel.eq(self.layer_sel), self.layer_cycles.eq(counters.layer_cycles),
             self.layer_mac_cycles.eq(counters.layer_mac_cycles), self.cycles.eq(counters.cycles),
-            self.busy.eq(state != LOAD),
+            self.busy.eq((state != LOAD) | loader.done),   # from the cycle after the last input beat
         ]
 
         # the controller
         with m.If(loader.done):
-            m.d.sync += [state.eq(RUN), running.eq(1), stage.eq(0)]
-        with m.If(seq.stage_done):
-            m.d.sync += [state.eq(DRAIN), running.eq(0)]
+            m.d.sync += [state.eq(RUN), stage.eq(0), k.eq(consts.k)]
         with m.If(next_stage):
-            with m.If(k.last_stage):
-                m.d.sync += state.eq(OUT)
-            with m.Else():
-                m.d.sync += [state.eq(RUN), running.eq(1), stage.eq(stage + 1)]
+            m.d.sync += [stage.eq(stage + 1), k.eq(consts.k)]
+        with m.If(stage_end & k.last_stage):
+            m.d.sync += state.eq(OUT)
         with m.If(output.done):
-            m.d.sync += [state.eq(LOAD), running.eq(0)]
+            m.d.sync += state.eq(LOAD)
         return m
 
 

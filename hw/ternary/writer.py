@@ -85,10 +85,10 @@ class RequantWriter(wiring.Component):
             if p.has_signed:
                 m.d.comb += rq.i_signed.eq(k.signed_out)
         rq = rqs[0]
-        out = delayed(m, channel, rq.latency, name="requant_channel")   # beside rq.o_*
+        out = delayed(m, channel, rq.latency, name="requant_channel", reset_less=True)   # beside rq.o_*
 
         # the max-pool: a rotating register of the group's pe_rows running maxima, out_lanes at its head
-        maxima = [Signal(spec.act_bits, name=f"pool_max{r}") for r in range(rows)]
+        maxima = [Signal(spec.act_bits, name=f"pool_max{r}", reset_less=True) for r in range(rows)]
         pooled = [Signal(spec.act_bits, name="pooled" if lanes == 1 else f"pooled{i}") for i in range(lanes)]
         for i, lane in enumerate(rqs):
             m.d.comb += pooled[i].eq(Mux(out.window_first | (lane.o_act > maxima[i]), lane.o_act, maxima[i]))
