@@ -65,6 +65,7 @@ def test_memory_mapping_rules():
     assert m("ecp5", 72, 24, True) == ("logic", 72 * 24)      # a small ROM is logic (1/16 per bit < 2 blocks)
     assert m("ecp5", 17, 10, False) == ("distributed", 5)     # a shallow RAM: 5 distributed RAMs of 16x4
     assert m("ice40", 17, 10, False) == ("block", 2)          # ... the iCE40 has none: 2 blocks < 170 bits
+    assert m("ice40", 26, 5, False) == ("logic", 26 * 5)      # but 130 bits are flip-flops (a built pe16x8/2 lanes)
     assert m("ecp5", 8, 128, False) == ("distributed", 16)    # 16 x 4 = 64 < one block's 128
     assert m("ecp5", 8, 256, False) == ("block", 1)           # a tie (128): the block RAM
     assert m("ice40", 64, 64, True) == ("logic", 64 * 64)     # a tie with logic (256): logic (a built pe8x8/2 lanes)
