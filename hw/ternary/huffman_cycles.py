@@ -28,7 +28,7 @@ from .huffman_program import FIRST_SYMBOL, tile_positions
 
 
 def huffman_stage_cycles(program) -> list[int]:
-    """Per stage: its cycles (RUN and DRAIN) with the Huffman weight path."""
+    """Per stage: its cycles (as the RTL's per-stage counter counts them) with the Huffman weight path."""
     hw = program.huffman_weights
     per_tile = hw.symbols_per_tile
     rows, depth = program.drain_steps, program.pipeline_depth
