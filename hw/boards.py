@@ -265,8 +265,8 @@ class BoardTop(wiring.Component):
         m.domains.por = cd_por = ClockDomain("por", reset_less=True, local=True)
         m.d.comb += cd_por.clk.eq(cd_sync.clk)
         # The reset comes from a flip-flop, not from the counter's comparator: it fans out over the whole
-        # die, and from a LUT beside the counter it took two cross-die hops (the ECP5 pe32x32's critical
-        # path, 12.7 ns)
+        # die, and from the comparator it took two cross-die hops, counter -> comparator LUT (placed
+        # amid its 4,049 flip-flops) -> a flip-flop's reset pin (the ECP5 pe32x32's critical path, 12.7 ns)
         timer = Signal(range(por_cycles + 1))
         reset = Signal(init=1)
         with m.If(~locked):
