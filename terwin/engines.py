@@ -69,7 +69,9 @@ class Engine:
 ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("ternary", compress_flow="terwin.algo.ternary.flow",
            plot_style=("o", "tab:blue"), model_flow="terwin.algo.ternary.graph_flow",
-           explore_axes=(("pe_rows", (2, 4, 8, 16, 32)), ("pe_cols", (2, 4, 8, 16, 32, 64))),
+           # the array and its output bandwidth (the requantizer lanes: a large array needs several)
+           explore_axes=(("pe_rows", (2, 4, 8, 16, 32)), ("pe_cols", (2, 4, 8, 16, 32, 64)),
+                         ("out_lanes", (1, 2, 4, 8, 16, 32))),
            resource_regressors=(("luts", ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts",
                                           "requant_lanes")),
                                 ("logic_cells", ("one", "pe_bits", "acc_bits", "logic_mem_luts", "distributed_luts",

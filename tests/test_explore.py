@@ -145,6 +145,17 @@ def test_best_point_is_the_fastest_that_fits():
     assert sweep.best_point(pts[1:2], "images_per_s") is None
 
 
+def test_best_point_under_a_clock_floor_is_the_fastest_predicted_to_reach_it():
+    pts = [{"spec": {"a": 1}, "predicted": {"fits": True, "images_per_s": 10, "luts": 5, "fmax_mhz": 95.0}},
+           {"spec": {"a": 2}, "predicted": {"fits": True, "images_per_s": 30, "luts": 5, "fmax_mhz": 89.99}},
+           {"spec": {"a": 3}, "predicted": {"fits": True, "images_per_s": 20, "luts": 9, "fmax_mhz": 90.0}},
+           {"spec": {"a": 4}, "predicted": {"fits": False, "images_per_s": 40, "luts": 7, "fmax_mhz": 120.0}}]
+    assert sweep.best_point(pts, "images_per_s")["spec"] == {"a": 2}
+    assert sweep.best_point(pts, "images_per_s", min_fmax=90)["spec"] == {"a": 3}    # the floor is inclusive
+    assert sweep.best_point(pts, "images_per_s", min_fmax=95.5) is None
+    assert [sweep.is_candidate(p, 90) for p in pts] == [True, False, True, False]
+
+
 # -- sweeps scored by the exact cycle model ------------------------------------------------------------------
 
 def _check_points(result, deployment_of, board):
@@ -177,6 +188,35 @@ def test_explore_a_network_description(net, tmp_path):
     front = [p for p in fitting if p["pareto"]]
     assert [p["spec"] for p in front] == result["front"]
     assert sweep.pareto_front([p["predicted"] for p in fitting]) == [p["pareto"] for p in fitting]
+
+
+def test_min_fmax_keeps_the_candidates_predicted_to_reach_it(model, tmp_path, capsys):
+    """--min-fmax: the best point and the front come from the points predicted to reach the clock; the
+    others are scored and marked, and a floor no point reaches says so (exit 0, no best)."""
+    axes = {"pe_rows": (4, 8, 16), "pe_cols": (4, 8, 16, 32)}
+    free = sweep.explore(model, board="ulx3s-85f", axes=axes)
+    fmaxes = sorted({p["predicted"]["fmax_mhz"] for p in free["points"]})
+    assert len(fmaxes) >= 2                            # the fit's period grows with the columns
+    floor = fmaxes[-2]                                 # leaves the widest arrays out
+    result = sweep.explore(model, board="ulx3s-85f", axes=axes, min_fmax=floor)
+    assert result["min_fmax"] == floor and free["min_fmax"] is None
+    candidates = [p for p in result["points"] if p["predicted"]["fits"] and p["predicted"]["fmax_mhz"] >= floor]
+    assert 0 < len(candidates) < len(result["points"])
+    assert all(p["predicted"]["meets_fmax"] == (p["predicted"]["fmax_mhz"] >= floor) for p in result["points"])
+    best = result["best"]
+    assert best["predicted"]["fmax_mhz"] >= floor
+    assert best["predicted"]["images_per_s"] == max(p["predicted"]["images_per_s"] for p in candidates)
+    assert result["front"] == [p["spec"] for p in candidates if p["pareto"]]
+    assert not any(p["pareto"] for p in result["points"] if p not in candidates)
+    assert free["best"]["predicted"]["images_per_s"] >= best["predicted"]["images_per_s"]
+    out = tmp_path / "floor.json"
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--axis", "pe_rows=4,8", "--axis", "pe_cols=4,8",
+                 "--min-fmax", "999", "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "predicted below 999 MHz" in text and "is predicted to reach 999 MHz" in text
+    assert json.loads(out.read_text())["best"] is None
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--min-fmax", "0"]) == 2
+    assert "--min-fmax must be from 1 to 1000 MHz" in capsys.readouterr().err
 
 
 def test_explore_a_model_file_retiles_its_weights(model, tmp_path, capsys):
