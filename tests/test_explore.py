@@ -219,6 +219,53 @@ def test_min_fmax_keeps_the_candidates_predicted_to_reach_it(model, tmp_path, ca
     assert "--min-fmax must be from 1 to 1000 MHz" in capsys.readouterr().err
 
 
+def test_build_candidates_tries_the_next_until_one_reaches_the_floor(monkeypatch, tmp_path):
+    """The order and the stopping rule of --build-tries (the builds' figures stand in for nextpnr's here;
+    test_build_and_verify_the_best_point builds for real): the candidates in the objective's order, the
+    next one only when a build misses the floor, at most `tries`, the best when none reaches it."""
+    def point(name, ips, fmax, luts=5, fits=True):
+        return {"spec": {"name": name}, "predicted": {"fits": fits, "images_per_s": ips, "luts": luts,
+                                                      "fmax_mhz": fmax}}
+    points = [point("slow", 10, 95), point("big", 40, 99, fits=False), point("fast", 30, 92),
+              point("fast-small", 30, 92, luts=3), point("mid", 20, 91), point("below", 50, 80)]
+    reached = {"fast-small": 88.0, "fast": 90.5, "mid": 93.0, "slow": 96.0, "below": 79.0}
+    built = []
+
+    def fake_build(source, p, *, board, out_dir, quiet, clock_mhz=None):
+        built.append((p["spec"]["name"], out_dir.name, clock_mhz))
+        return {"fmax_mhz": reached[p["spec"]["name"]], "out": str(out_dir)}
+    monkeypatch.setattr(sweep, "build_point", fake_build)
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=90, tries=3,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert built == [("fast-small", "build", 90), ("fast", "build2", 90)]
+    assert settled["spec"]["name"] == "fast" and [a["met"] for a in attempts] == [False, True]
+    assert sweep.best_point(points, "images_per_s", 90)["spec"]["name"] == "fast-small"   # the same first
+    built.clear()
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=94, tries=2,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert [b[0] for b in built] == ["slow"] and settled["spec"]["name"] == "slow"   # the only candidate
+    built.clear()
+    reached["slow"] = 93.5
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=90.9, tries=2,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert [b[0] for b in built] == ["fast-small", "fast"] and not any(a["met"] for a in attempts)
+    assert settled["spec"]["name"] == "fast-small"          # none reached it: the predicted best
+    built.clear()
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=None, tries=1,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert built == [("below", "build", None)] and attempts[0]["met"]   # no floor: the best, once
+
+
+def test_build_tries_is_checked_before_any_work(model, tmp_path, capsys):
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--build", "--out", str(tmp_path / "o"),
+                 "--build-tries", "2"]) == 2
+    assert "--build-tries needs --min-fmax" in capsys.readouterr().err
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--build", "--out", str(tmp_path / "o"),
+                 "--min-fmax", "90", "--build-tries", "0"]) == 2
+    assert "--build-tries must be from 1 to 16" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_explore_a_model_file_retiles_its_weights(model, tmp_path, capsys):
     result = sweep.explore(model, board="ulx3s-85f", axes={"pe_rows": (4, 8, 16), "pe_cols": (4, 8, 16)})
     dep = fileformat.load(model)

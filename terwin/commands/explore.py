@@ -35,6 +35,9 @@ def add_arguments(parser):
                         help="score the points on a running Ray cluster (e.g. 10.0.0.5:6379)")
     parser.add_argument("--build", action="store_true",
                         help="build the best point for real (Yosys/nextpnr) and verify its RTL; needs --out")
+    parser.add_argument("--build-tries", type=int, default=1, metavar="N",
+                        help="with --min-fmax: when a build misses the clock, build the next candidate, up to N "
+                             "builds in all (default 1)")
     parser.add_argument("--out", help="output folder: pareto.png, explore.json, and build/ with --build")
     parser.add_argument("--images", type=int, default=20, help="images --build verifies (default 20)")
     parser.add_argument("--force", action="store_true",
@@ -64,7 +67,8 @@ def run(args) -> int:
     result = sweep.explore(args.model, board=args.board, objective=args.objective, axes=axes, spec=spec,
                            accuracy_budget=args.accuracy_budget, workers=args.workers, ray_address=args.ray,
                            build=args.build, out=args.out, images=args.images, force=args.force,
-                           quiet=args.quiet, min_fmax=args.min_fmax)
+                           quiet=args.quiet, min_fmax=args.min_fmax,
+                           build_tries=args.build_tries)
     print(sweep.format_table(result))
     if args.out:
         print(f"plot: {result['plot']}")

@@ -214,11 +214,14 @@ def best_point(points: list[dict], objective: str, min_fmax: float | None = None
 def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | None = None,
             spec: HardwareSpec | None = None, accuracy_budget: float | None = None, workers: int = 1,
             ray_address: str | None = None, backend: str | None = None, build: bool = False, out=None,
-            images: int = 20, force: bool = False, quiet: bool = True, min_fmax: float | None = None) -> dict:
+            images: int = 20, force: bool = False, quiet: bool = True, min_fmax: float | None = None,
+            build_tries: int = 1) -> dict:
     """Sweep the accelerators of `model` (a .terwin path or a network description .json) for `board`
     (see the module docstring); returns {"board", "objective", "min_fmax", "axes", "points", "front",
     "best", "notes", ...}. With `build`, the best point is built into `out`/build (asking nextpnr for
-    `min_fmax`, or the calibration builds' clock) and verified on `images` images."""
+    `min_fmax`, or the calibration builds' clock) and verified on `images` images; with `min_fmax` and
+    `build_tries` > 1, a build that misses the clock is followed by the next candidate's (`out`/build2,
+    ...), up to `build_tries` builds (`build_candidates`)."""
     from terwin.build import get_board
     from terwin.outdir import OutputFolder, check_folder
     from terwin.parallel import Executor
@@ -232,6 +235,10 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
         raise TerwinError(f"--min-fmax must be from 1 to 1000 MHz, not {min_fmax!r}")
     if build and out is None:
         raise TerwinError("--build needs --out DIR (the bitstream, its report and the plot go there)")
+    if not (isinstance(build_tries, int) and 1 <= build_tries <= 16):
+        raise TerwinError(f"--build-tries must be from 1 to 16, not {build_tries!r}")
+    if build_tries > 1 and min_fmax is None:
+        raise TerwinError("--build-tries needs --min-fmax (a build is tried again only when it misses that clock)")
     if out is not None:
         check_folder(out, force=force)
     source = Source.open(model, spec=spec)
@@ -279,37 +286,73 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     if out is not None:
         with OutputFolder(out, force=force) as stage:
             if build and best is not None:
-                result["best"].update(build_and_verify(source, best, board=board, out_dir=stage / "build",
-                                                       images=images, quiet=quiet, clock_mhz=min_fmax))
-                result["best"]["built"]["out"] = str(Path(out) / "build")   # where it is once moved in
+                settled, attempts = build_candidates(source, points, objective=objective, min_fmax=min_fmax,
+                                                     tries=build_tries, board=board, stage=stage, quiet=quiet)
+                for attempt in attempts:   # where each build is once the folder is moved in
+                    attempt["built"]["out"] = str(Path(out) / Path(attempt["built"]["out"]).name)
+                built = next(a["built"] for a in attempts if a["point"] is settled)
+                result["best"] = {"spec": settled["spec"], "predicted": settled["predicted"],
+                                  **verify_point(source, settled, built, images=images, quiet=quiet)}
+                result["build_attempts"] = [{"spec": a["point"]["spec"], "predicted_fmax_mhz":
+                                             a["point"]["predicted"]["fmax_mhz"], "built": a["built"],
+                                             "meets_fmax": a["met"]} for a in attempts]
+                if min_fmax is not None and not any(a["met"] for a in attempts):
+                    notes.append(f"no build of the {len(attempts)} tried reached {min_fmax:g} MHz: the best is "
+                                 f"the predicted best, built below it")
             plot(result, stage / "pareto.png")
             (stage / "explore.json").write_text(json.dumps(result, indent=1) + "\n")
         result["plot"] = str(Path(out) / "pareto.png")
     return result
 
 
-def build_and_verify(source: Source, best: dict, *, board: str, out_dir, images: int, quiet: bool,
-                     clock_mhz: float | None = None) -> dict:
-    """Build the best point for real (nextpnr asked for `clock_mhz`, by default the clock the calibration
-    builds asked for) and verify its RTL; the figures beside the prediction."""
-    from terwin.build import build_model, get_board
-    from terwin.sim import rtl
+def build_candidates(source: Source, points: list[dict], *, objective: str, min_fmax: float | None, tries: int,
+                     board: str, stage: Path, quiet: bool) -> tuple[dict, list[dict]]:
+    """Build the candidates in the order of the objective (the best point first: `best_point`'s order)
+    into `stage`/build, `stage`/build2, ..., until one reaches `min_fmax` (always the first only without
+    a floor), at most `tries`. Returns (the point settled on: the first that reached the floor, else the
+    best; the attempts [{"point", "built", "met"}])."""
+    ranked = sorted((p for p in points if is_candidate(p, min_fmax)),
+                    key=lambda p: (-p["predicted"][objective], p["predicted"]["luts"]))   # stable: ties keep order
+    attempts = []
+    for i, point in enumerate(ranked[:tries]):
+        built = build_point(source, point, board=board, out_dir=stage / ("build" if i == 0 else f"build{i + 1}"),
+                            clock_mhz=min_fmax, quiet=quiet)
+        met = min_fmax is None or (built["fmax_mhz"] or 0) >= min_fmax
+        attempts.append({"point": point, "built": built, "met": met})
+        if met:
+            return point, attempts
+    return ranked[0], attempts
 
-    dep = source.deployment(HardwareSpec.from_dict(best["spec"])).check_fits_hardware()
+
+def build_point(source: Source, point: dict, *, board: str, out_dir, quiet: bool,
+                clock_mhz: float | None = None) -> dict:
+    """Build one point for real (nextpnr asked for `clock_mhz`, by default the clock the calibration
+    builds asked for): what it took and reached."""
+    from terwin.build import build_model, get_board
+
+    dep = source.deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
     family = get_board(board).family
     target = clock_mhz if clock_mhz is not None else resources.calibration_target(family)
     report = build_model(dep, board=board, out_dir=out_dir, clock_mhz=target, quiet=quiet)
     per_image = report["cycles_per_image"]
-    built = {"luts": report["luts"], "logic_cells": report["logic_cells"], "ffs": report["ffs"],
-             "brams": report["brams"], "dsps": report["dsps"], "fmax_mhz": report["fmax_mhz"],
-             "target_mhz": report["target_mhz"], "cycles_per_image": per_image,
-             "images_per_s": round(report["fmax_mhz"] * 1e6 / per_image, 1) if report["fmax_mhz"] else None,
-             "fits": report["fits"], "timing_met": report["timing_met"], "out": str(out_dir)}
+    return {"luts": report["luts"], "logic_cells": report["logic_cells"], "ffs": report["ffs"],
+            "brams": report["brams"], "dsps": report["dsps"], "fmax_mhz": report["fmax_mhz"],
+            "target_mhz": report["target_mhz"], "cycles_per_image": per_image,
+            "images_per_s": round(report["fmax_mhz"] * 1e6 / per_image, 1) if report["fmax_mhz"] else None,
+            "fits": report["fits"], "timing_met": report["timing_met"], "out": str(out_dir)}
+
+
+def verify_point(source: Source, point: dict, built: dict, *, images: int, quiet: bool) -> dict:
+    """Verify a built point's RTL on `images` images; its figures beside the prediction."""
+    from terwin.sim import rtl
+
+    dep = source.deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
+    per_image = built["cycles_per_image"]
     q = verification_images(dep, images)
     res = rtl.verify(dep, q, progress=not quiet)
     verify = {"images": res.images, "mismatches": res.mismatches, "cycles_match_model": not res.counter_errors
               and res.completed == res.images, "ok": res.ok, "simulator": res.simulator}
-    pred = best["predicted"]
+    pred = point["predicted"]
     error = {k: round((pred[k] - built[k]) / built[k], 4) for k in ("luts", "logic_cells", "ffs", "brams", "dsps",
                                                                      "fmax_mhz", "images_per_s")
              if built.get(k)}
@@ -369,6 +412,10 @@ def format_table(result: dict) -> str:
         lines.append(f"best ({result['objective']}): {_spec_label(best['spec'], axes)}: {r['images_per_s']:.0f} "
                      f"images/s predicted ({r['cycles_per_image']} cycles at {r['fmax_mhz']:.1f} MHz), "
                      f"{r['luts']} LUTs, {r['brams']} BRAM, {r['dsps']} DSP")
+        for i, a in enumerate(result.get("build_attempts", [])):
+            if not a["meets_fmax"] or len(result["build_attempts"]) > 1:
+                lines.append(f"build {i + 1}: {_spec_label(a['spec'], axes)}: {a['built']['fmax_mhz']} MHz (predicted "
+                             f"{a['predicted_fmax_mhz']:.1f}){'' if a['meets_fmax'] else ', below the floor'}")
         if "built" in best:
             b, v = best["built"], best["verify"]
             lines.append(f"built: {b['images_per_s']} images/s ({b['cycles_per_image']} cycles at "
