@@ -87,10 +87,11 @@ def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():
 def test_held_out_errors_are_those_documented():
     """docs/explore.md states the model's error on held-out builds; the data must still give it."""
     # (mean, max) of the relative held-out errors; the issue asks max 10 % for LUTs (LCs), 15 % for fmax
-    # ECP5 LUTs: since the 32-lane pe32x32 build entered the fit, its worst held-out build (synthetic pe8x16,
-    # distributed-RAM banks) is 10.5 % off: the issue's 10 % holds on 18 of the 19 (docs/explore.md)
-    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.06, 0.13)},
-              ("ecp5", "ternary"): {"luts": (0.04, 0.11), "period_ns": (0.07, 0.14)}}
+    # ECP5 clock period: two of the 20 builds are held out beyond 15 % (docs/explore.md): the 32-lane
+    # pe32x32 (80.3 MHz: one constant register feeds 32 multipliers across the die) and the 4-bit
+    # pe16x16 with 8 lanes (116.4 MHz, faster than every other build); the other 18 are within 13.1 %
+    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.02, 0.08)},
+              ("ecp5", "ternary"): {"luts": (0.03, 0.06), "period_ns": (0.06, 0.19)}}
     for (family, engine), quantities in limits.items():
         for q, (mean, worst) in quantities.items():
             err = resources.errors(COEFFS[family][engine][q])
@@ -154,6 +155,23 @@ def test_best_point_under_a_clock_floor_is_the_fastest_predicted_to_reach_it():
     assert sweep.best_point(pts, "images_per_s", min_fmax=90)["spec"] == {"a": 3}    # the floor is inclusive
     assert sweep.best_point(pts, "images_per_s", min_fmax=95.5) is None
     assert [sweep.is_candidate(p, 90) for p in pts] == [True, False, True, False]
+    pts[2]["predicted"]["fmax_extrapolated"] = True      # beyond the calibration builds: no promise of a clock
+    assert sweep.best_point(pts, "images_per_s", min_fmax=90)["spec"] == {"a": 1}
+    assert sweep.best_point(pts, "images_per_s")["spec"] == {"a": 2}      # without a floor it counts as before
+
+
+def test_fmax_extrapolation_is_flagged_apart():
+    """An fmax is extrapolated when a regressor of the clock period lies beyond every calibration build (a
+    wider array than any built); LUTs beyond them alone do not make it so."""
+    feat = next(p["features"] for p in CALIBRATION["points"]
+                if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
+    inside = resources.predict_features(feat, family="ecp5")
+    assert not inside["fmax_extrapolated"]
+    wide = json.loads(json.dumps(feat))
+    wide["spec"]["pe_cols"] = 4 * max(p["features"]["spec"]["pe_cols"] for p in CALIBRATION["points"]
+                                      if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
+    pred = resources.predict_features(wide, family="ecp5")
+    assert pred["fmax_extrapolated"] and "log2_cols" in pred["extrapolated"]
 
 
 # -- sweeps scored by the exact cycle model ------------------------------------------------------------------
@@ -200,9 +218,11 @@ def test_min_fmax_keeps_the_candidates_predicted_to_reach_it(model, tmp_path, ca
     floor = fmaxes[-2]                                 # leaves the widest arrays out
     result = sweep.explore(model, board="ulx3s-85f", axes=axes, min_fmax=floor)
     assert result["min_fmax"] == floor and free["min_fmax"] is None
-    candidates = [p for p in result["points"] if p["predicted"]["fits"] and p["predicted"]["fmax_mhz"] >= floor]
+    candidates = [p for p in result["points"] if p["predicted"]["fits"] and p["predicted"]["fmax_mhz"] >= floor
+                  and not p["predicted"]["fmax_extrapolated"]]
     assert 0 < len(candidates) < len(result["points"])
-    assert all(p["predicted"]["meets_fmax"] == (p["predicted"]["fmax_mhz"] >= floor) for p in result["points"])
+    assert all(p["predicted"]["meets_fmax"] == (p["predicted"]["fmax_mhz"] >= floor
+                                                 and not p["predicted"]["fmax_extrapolated"]) for p in result["points"])
     best = result["best"]
     assert best["predicted"]["fmax_mhz"] >= floor
     assert best["predicted"]["images_per_s"] == max(p["predicted"]["images_per_s"] for p in candidates)
@@ -213,7 +233,7 @@ def test_min_fmax_keeps_the_candidates_predicted_to_reach_it(model, tmp_path, ca
     assert main(["explore", str(model), "--board", "ulx3s-85f", "--axis", "pe_rows=4,8", "--axis", "pe_cols=4,8",
                  "--min-fmax", "999", "--json", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "predicted below 999 MHz" in text and "is predicted to reach 999 MHz" in text
+    assert "not predicted to reach 999 MHz (0 of them only" in text and "is predicted to reach 999 MHz" in text
     assert json.loads(out.read_text())["best"] is None
     assert main(["explore", str(model), "--board", "ulx3s-85f", "--min-fmax", "0"]) == 2
     assert "--min-fmax must be from 1 to 1000 MHz" in capsys.readouterr().err

@@ -14,7 +14,8 @@ scored by
 
 images/s = predicted fmax / cycles per image. A point fits when its logic cells, block RAMs and DSPs
 are within the board's device. With `min_fmax` (MHz: the clock the design must run at) a point is a
-candidate only when it fits and its predicted fmax reaches `min_fmax`. The best point maximises the
+candidate only when it fits and its predicted fmax reaches `min_fmax` within the calibration builds'
+range (an fmax extrapolated beyond them is no promise of a clock). The best point maximises the
 objective among the candidates; the Pareto front is the set of candidates that no other candidate
 beats on images/s and on every resource (logic cells — the LUTs on the ECP5 —, block RAMs, DSPs) at
 once.
@@ -196,9 +197,11 @@ def pareto_front(rows: list[dict], *, maximize=("images_per_s",), minimize=RESOU
 
 
 def is_candidate(point: dict, min_fmax: float | None = None) -> bool:
-    """A scored point that fits the board and, with `min_fmax`, is predicted to reach it."""
+    """A scored point that fits the board and, with `min_fmax`, is predicted to reach it by the fit within
+    the calibration builds' range (an fmax extrapolated beyond them is no promise of a clock)."""
     pred = point.get("predicted")
-    return pred is not None and pred["fits"] and (min_fmax is None or pred["fmax_mhz"] >= min_fmax)
+    return pred is not None and pred["fits"] and (min_fmax is None or (
+        pred["fmax_mhz"] >= min_fmax and not pred.get("fmax_extrapolated", False)))
 
 
 def best_point(points: list[dict], objective: str, min_fmax: float | None = None) -> dict | None:
@@ -271,7 +274,8 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     for p in scored:
         p.setdefault("pareto", False)
         if min_fmax is not None:
-            p["predicted"]["meets_fmax"] = p["predicted"]["fmax_mhz"] >= min_fmax
+            p["predicted"]["meets_fmax"] = (p["predicted"]["fmax_mhz"] >= min_fmax
+                                            and not p["predicted"]["fmax_extrapolated"])
     best = best_point(points, objective, min_fmax)
     result = {"model": str(model), "input": source.kind, "board": board, "family": info.family,
               "objective": objective, "min_fmax": min_fmax, "axes": {k: list(v) for k, v in axes.items()},
@@ -400,8 +404,10 @@ def format_table(result: dict) -> str:
     refused = [p for p in result["points"] if "error" in p]
     slow = [p for p in result["points"] if p.get("predicted", {}).get("meets_fmax") is False
             and p["predicted"]["fits"]]
+    unsure = [p for p in slow if p["predicted"]["fmax_mhz"] >= result["min_fmax"]]
     lines.append(f"{len(over)} point(s) do not fit the board; "
-                 + (f"{len(slow)} fit but are predicted below {result['min_fmax']:g} MHz; "
+                 + (f"{len(slow)} fit but are not predicted to reach {result['min_fmax']:g} MHz "
+                    f"({len(unsure)} of them only by an fmax extrapolated beyond the calibration builds); "
                     if result.get("min_fmax") is not None else "")
                  + f"{len(refused)} cannot run the model")
     if any(p["predicted"]["extrapolated"] for p in rows):
