@@ -448,7 +448,7 @@ def plot(result: dict, path) -> None:
         slow = (lambda p: p["predicted"]["fits"] and p["predicted"].get("meets_fmax") is False)
         groups = [(lambda p: not p["predicted"]["fits"], dict(c="lightgrey", marker="x", label="does not fit"))]
         if result.get("min_fmax") is not None:
-            groups.append((slow, dict(c="tab:grey", marker="v", label=f"predicted below {result['min_fmax']:g} MHz")))
+            groups.append((slow, dict(c="tab:grey", marker="v", label=f"not predicted to reach {result['min_fmax']:g} MHz")))
         for group, style in (*groups,
                              (lambda p: p["predicted"]["fits"] and not slow(p) and not p["pareto"],
                               dict(c="tab:blue", marker="o", label="fits")),
