@@ -36,9 +36,10 @@ REFERENCE_MODEL = ROOT / "bitstreams" / "ulx3s-85f" / "ternary-50" / "model.terw
 
 # (name, board, spec fields over the defaults, model)
 POINTS = [
-    # the ternary engine as it is since the global stall went (no enable over the MAC pipeline, a
-    # reset-less datapath, masked PE products): every point rebuilt on it. Cheapest first, so an
-    # interrupted run has the most points.
+    # the ternary engine as it is since its control went register to register (registered done and
+    # stage events, stage constants and loader writes; a registered board reset reaching control
+    # registers only; no enable over the MAC pipeline, masked PE products): every point rebuilt on it.
+    # Cheapest first, so an interrupted run has the most points.
     ("ice40-syn-pe2x8", "icebreaker", dict(pe_rows=2, pe_cols=8), "synthetic"),
     ("ecp5-syn-pe4x4", "ulx3s-85f", dict(pe_rows=4, pe_cols=4), "synthetic"),
     ("ice40-syn-pe4x4", "icebreaker", dict(pe_rows=4, pe_cols=4), "synthetic"),
@@ -68,6 +69,8 @@ POINTS = [
     # weight memories in logic (a small model on a wide tile): only pe16x8 and pe8x16 had them
     ("ecp5-syn-pe16x4", "ulx3s-85f", dict(pe_rows=16, pe_cols=4), "synthetic"),
     ("ecp5-syn-pe16x8-l2", "ulx3s-85f", dict(pe_rows=16, pe_cols=8, out_lanes=2), "synthetic"),
+    # between the 128-PE points and the 1,024-PE references: 256 PEs, 4-bit, 8 requantizer lanes
+    ("ecp5-syn-pe16x16-a4-l8", "ulx3s-85f", dict(pe_rows=16, pe_cols=16, act_bits=4, out_lanes=8), "synthetic"),
     # the Winograd engine's (its own calibration)
     ("ecp5-wino-l2", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=2), "synthetic"),
     ("ecp5-wino-l1", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=1), "synthetic"),

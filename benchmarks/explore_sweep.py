@@ -3,8 +3,8 @@
     python benchmarks/explore_sweep.py [--workers 2] [--model bitstreams/ulx3s-85f/ternary-50/model.terwin]
                                        [--net examples/resnet18.json] [--ray ADDRESS]
 
-For each board: the default sweep of the reference ternary-50 model (pe_rows 2..32 x pe_cols 2..64,
-re-tiled: 30 points) scored by the exact cycle model and the calibrated resource/fmax model on
+For each board: the default sweep of the reference ternary-50 model (pe_rows 2..32 x pe_cols 2..64 x
+out_lanes 1..32, re-tiled: 100 valid points) scored by the exact cycle model and the calibrated resource/fmax model on
 `terwin.parallel` (Ray: a local instance, or the cluster at --ray), then the same sweep serially; the
 two must agree point for point. Prints each front and the wall-clock times (docs/explore.md). A network
 description (--net) is swept too, with act_bits.

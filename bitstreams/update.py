@@ -44,16 +44,17 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
 * GOPS counts 2 operations per multiply-accumulate of the dense (uncompressed) network
   (`dense_macs_per_image`) at fmax.
 * fmax depends on nextpnr's placement seed and target. ternary-50 on the iCE40 at 40.5 MHz, seed 1:
-  42.59 MHz with the registered control events (docs/hardware.md, "Control across the die"; one
-  build of that RTL before its reset change: 45.96); before them, seeds 1-4: 44.13, 43.76, 45.00,
+  48.55 MHz since the writer's `stage_done` is a register set a cycle ahead (docs/hardware.md,
+  "Control across the die"); 42.59 MHz with the first registered control events (40.28 with the
+  loader's writes registered too; one build before the reset change: 45.96); before them, seeds 1-4: 44.13, 43.76, 45.00,
   44.66 MHz (before the codes memory: 42.96, 44.50, 45.01, 41.38; the
   engine with the global stall: 45.03, 44.08, 43.40, 46.13;
   the first engine without it found no legal placement with seeds 1-3 until its PE products stopped
   using the flip-flops' reset pin, see docs/hardware.md). Each build is
   deterministic: the same model, board, clock and seed give the same bitstream hash. ternary-50-huffman
-  on the iCE40 is seed 2's build (42.22 MHz; before the registered control, seeds 1-3: 40.40, 42.00,
-  39.77 MHz). ternary-50-a4-pe16x8 is seed 2's build (44.14 MHz; seed 1: 40.43, just under the
-  40.5 asked). Build times are wall-clock
+  on the iCE40 is seed 2's build (41.77 MHz; 38.77 before the registered `stage_done`; before the
+  registered control, seeds 1-3: 40.40, 42.00, 39.77 MHz). ternary-50-a4-pe16x8 is seed 2's build
+  (44.34 MHz; with the first registered control seed 1 gave 40.43, just under the 40.5 asked). Build times are wall-clock
   seconds on a 2-core machine shared with other work.
 * ternary-50: `terwin compress --family ternary --tile-sparsity 0.5` (seed 0); winograd:
   `terwin compress --family winograd` (seed 0). ternary-50-a4-pe16x8: the same recipe pruned for the
@@ -63,10 +64,13 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   pruned for 32x32 tiles at 4-bit activations (`{"pe_rows": 32, "pe_cols": 32, "act_bits": 4,
   "out_lanes": 32}`, seed 0), retargeted to 16 requantizer lanes and 90 MHz (`dep.retarget(spec)` with
   `out_lanes=16, clock_mhz=90`, saved by `terwin.fileformat.save`; the same weights and scores), built
-  with `terwin build --board ulx3s-85f` and verified on all 450 test images (docs/explore.md).
+  with `terwin build --board ulx3s-85f` and verified on all 450 test images: the design `terwin
+  explore MODEL --board ulx3s-85f --min-fmax 90 --build --images 450` picks, builds (the same
+  bitstream) and verifies (docs/explore.md).
   ternary-50-a4-pe32x32-l32: that model at the 32 lanes it was compressed with (retargeted to 90 MHz
   only), the design `terwin explore --axis pe_rows=32 --axis pe_cols=32 --axis out_lanes=16,32
-  --build --images 450` picked, built and verified: 90 MHz not met (83.1).
+  --build --images 450` picked (without a clock floor), built and verified: 90 MHz not met (80.3;
+  83.1 before the loader's writes and `stage_done` were registered).
   ternary-50-huffman: the ternary-50 model file
   re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
   `terwin.fileformat.save`: the same weights and scores, its weight memories Huffman-coded and

@@ -87,10 +87,11 @@ def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():
 def test_held_out_errors_are_those_documented():
     """docs/explore.md states the model's error on held-out builds; the data must still give it."""
     # (mean, max) of the relative held-out errors; the issue asks max 10 % for LUTs (LCs), 15 % for fmax
-    # ECP5 LUTs: since the 32-lane pe32x32 build entered the fit, its worst held-out build (synthetic pe8x16,
-    # distributed-RAM banks) is 10.5 % off: the issue's 10 % holds on 18 of the 19 (docs/explore.md)
-    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.06, 0.13)},
-              ("ecp5", "ternary"): {"luts": (0.04, 0.11), "period_ns": (0.07, 0.14)}}
+    # ECP5 clock period: two of the 20 builds are held out beyond 15 % (docs/explore.md): the 32-lane
+    # pe32x32 (80.3 MHz: one constant register feeds 32 multipliers across the die) and the 4-bit
+    # pe16x16 with 8 lanes (116.4 MHz, faster than every other build); the other 18 are within 13.1 %
+    limits = {("ice40", "ternary"): {"logic_cells": (0.02, 0.05), "luts": (0.02, 0.05), "period_ns": (0.02, 0.08)},
+              ("ecp5", "ternary"): {"luts": (0.03, 0.06), "period_ns": (0.06, 0.19)}}
     for (family, engine), quantities in limits.items():
         for q, (mean, worst) in quantities.items():
             err = resources.errors(COEFFS[family][engine][q])
@@ -145,6 +146,34 @@ def test_best_point_is_the_fastest_that_fits():
     assert sweep.best_point(pts[1:2], "images_per_s") is None
 
 
+def test_best_point_under_a_clock_floor_is_the_fastest_predicted_to_reach_it():
+    pts = [{"spec": {"a": 1}, "predicted": {"fits": True, "images_per_s": 10, "luts": 5, "fmax_mhz": 95.0}},
+           {"spec": {"a": 2}, "predicted": {"fits": True, "images_per_s": 30, "luts": 5, "fmax_mhz": 89.99}},
+           {"spec": {"a": 3}, "predicted": {"fits": True, "images_per_s": 20, "luts": 9, "fmax_mhz": 90.0}},
+           {"spec": {"a": 4}, "predicted": {"fits": False, "images_per_s": 40, "luts": 7, "fmax_mhz": 120.0}}]
+    assert sweep.best_point(pts, "images_per_s")["spec"] == {"a": 2}
+    assert sweep.best_point(pts, "images_per_s", min_fmax=90)["spec"] == {"a": 3}    # the floor is inclusive
+    assert sweep.best_point(pts, "images_per_s", min_fmax=95.5) is None
+    assert [sweep.is_candidate(p, 90) for p in pts] == [True, False, True, False]
+    pts[2]["predicted"]["fmax_extrapolated"] = True      # beyond the calibration builds: no promise of a clock
+    assert sweep.best_point(pts, "images_per_s", min_fmax=90)["spec"] == {"a": 1}
+    assert sweep.best_point(pts, "images_per_s")["spec"] == {"a": 2}      # without a floor it counts as before
+
+
+def test_fmax_extrapolation_is_flagged_apart():
+    """An fmax is extrapolated when a regressor of the clock period lies beyond every calibration build (a
+    wider array than any built); LUTs beyond them alone do not make it so."""
+    feat = next(p["features"] for p in CALIBRATION["points"]
+                if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
+    inside = resources.predict_features(feat, family="ecp5")
+    assert not inside["fmax_extrapolated"]
+    wide = json.loads(json.dumps(feat))
+    wide["spec"]["pe_cols"] = 4 * max(p["features"]["spec"]["pe_cols"] for p in CALIBRATION["points"]
+                                      if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
+    pred = resources.predict_features(wide, family="ecp5")
+    assert pred["fmax_extrapolated"] and "log2_cols" in pred["extrapolated"]
+
+
 # -- sweeps scored by the exact cycle model ------------------------------------------------------------------
 
 def _check_points(result, deployment_of, board):
@@ -177,6 +206,84 @@ def test_explore_a_network_description(net, tmp_path):
     front = [p for p in fitting if p["pareto"]]
     assert [p["spec"] for p in front] == result["front"]
     assert sweep.pareto_front([p["predicted"] for p in fitting]) == [p["pareto"] for p in fitting]
+
+
+def test_min_fmax_keeps_the_candidates_predicted_to_reach_it(model, tmp_path, capsys):
+    """--min-fmax: the best point and the front come from the points predicted to reach the clock; the
+    others are scored and marked, and a floor no point reaches says so (exit 0, no best)."""
+    axes = {"pe_rows": (4, 8, 16), "pe_cols": (4, 8, 16, 32)}
+    free = sweep.explore(model, board="ulx3s-85f", axes=axes)
+    fmaxes = sorted({p["predicted"]["fmax_mhz"] for p in free["points"]})
+    assert len(fmaxes) >= 2                            # the fit's period grows with the columns
+    floor = fmaxes[-2]                                 # leaves the widest arrays out
+    result = sweep.explore(model, board="ulx3s-85f", axes=axes, min_fmax=floor)
+    assert result["min_fmax"] == floor and free["min_fmax"] is None
+    candidates = [p for p in result["points"] if p["predicted"]["fits"] and p["predicted"]["fmax_mhz"] >= floor
+                  and not p["predicted"]["fmax_extrapolated"]]
+    assert 0 < len(candidates) < len(result["points"])
+    assert all(p["predicted"]["meets_fmax"] == (p["predicted"]["fmax_mhz"] >= floor
+                                                 and not p["predicted"]["fmax_extrapolated"]) for p in result["points"])
+    best = result["best"]
+    assert best["predicted"]["fmax_mhz"] >= floor
+    assert best["predicted"]["images_per_s"] == max(p["predicted"]["images_per_s"] for p in candidates)
+    assert result["front"] == [p["spec"] for p in candidates if p["pareto"]]
+    assert not any(p["pareto"] for p in result["points"] if p not in candidates)
+    assert free["best"]["predicted"]["images_per_s"] >= best["predicted"]["images_per_s"]
+    out = tmp_path / "floor.json"
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--axis", "pe_rows=4,8", "--axis", "pe_cols=4,8",
+                 "--min-fmax", "999", "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "not predicted to reach 999 MHz (0 of them only" in text and "is predicted to reach 999 MHz" in text
+    assert json.loads(out.read_text())["best"] is None
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--min-fmax", "0"]) == 2
+    assert "--min-fmax must be from 1 to 1000 MHz" in capsys.readouterr().err
+
+
+def test_build_candidates_tries_the_next_until_one_reaches_the_floor(monkeypatch, tmp_path):
+    """The order and the stopping rule of --build-tries (the builds' figures stand in for nextpnr's here;
+    test_build_and_verify_the_best_point builds for real): the candidates in the objective's order, the
+    next one only when a build misses the floor, at most `tries`, the best when none reaches it."""
+    def point(name, ips, fmax, luts=5, fits=True):
+        return {"spec": {"name": name}, "predicted": {"fits": fits, "images_per_s": ips, "luts": luts,
+                                                      "fmax_mhz": fmax}}
+    points = [point("slow", 10, 95), point("big", 40, 99, fits=False), point("fast", 30, 92),
+              point("fast-small", 30, 92, luts=3), point("mid", 20, 91), point("below", 50, 80)]
+    reached = {"fast-small": 88.0, "fast": 90.5, "mid": 93.0, "slow": 96.0, "below": 79.0}
+    built = []
+
+    def fake_build(source, p, *, board, out_dir, quiet, clock_mhz=None):
+        built.append((p["spec"]["name"], out_dir.name, clock_mhz))
+        return {"fmax_mhz": reached[p["spec"]["name"]], "out": str(out_dir)}
+    monkeypatch.setattr(sweep, "build_point", fake_build)
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=90, tries=3,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert built == [("fast-small", "build", 90), ("fast", "build2", 90)]
+    assert settled["spec"]["name"] == "fast" and [a["met"] for a in attempts] == [False, True]
+    assert sweep.best_point(points, "images_per_s", 90)["spec"]["name"] == "fast-small"   # the same first
+    built.clear()
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=94, tries=2,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert [b[0] for b in built] == ["slow"] and settled["spec"]["name"] == "slow"   # the only candidate
+    built.clear()
+    reached["slow"] = 93.5
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=90.9, tries=2,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert [b[0] for b in built] == ["fast-small", "fast"] and not any(a["met"] for a in attempts)
+    assert settled["spec"]["name"] == "fast-small"          # none reached it: the predicted best
+    built.clear()
+    settled, attempts = sweep.build_candidates(None, points, objective="images_per_s", min_fmax=None, tries=1,
+                                               board="ulx3s-85f", stage=tmp_path, quiet=True)
+    assert built == [("below", "build", None)] and attempts[0]["met"]   # no floor: the best, once
+
+
+def test_build_tries_is_checked_before_any_work(model, tmp_path, capsys):
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--build", "--out", str(tmp_path / "o"),
+                 "--build-tries", "2"]) == 2
+    assert "--build-tries needs --min-fmax" in capsys.readouterr().err
+    assert main(["explore", str(model), "--board", "ulx3s-85f", "--build", "--out", str(tmp_path / "o"),
+                 "--min-fmax", "90", "--build-tries", "0"]) == 2
+    assert "--build-tries must be from 1 to 16" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_explore_a_model_file_retiles_its_weights(model, tmp_path, capsys):

@@ -236,3 +236,37 @@ def test_kept_tiles_without_mask_equals_occupancy():
                  bias=np.zeros(5, dtype=np.int64), multiplier=np.ones(5, dtype=np.int64), shift=np.ones(5, dtype=np.int64))
     grid = lin.tile_grid(PE8X8)
     assert np.array_equal(ternary_program.kept_tiles(lin, grid), grid.occupied(lin.weight.reshape(5, 3, 2, 2)))
+
+
+@pytest.mark.parametrize("source_reset_less", [False, True])
+@pytest.mark.parametrize("reset_less", [None, False, True])
+def test_delayed_registers_inherit_or_take_the_reset_asked_for(source_reset_less, reset_less):
+    """`delayed`'s chain is like its value unless told otherwise: a reset-less value (a decoder's codes
+    address, a tile record) stays off the reset net, which a large array spreads over the die."""
+    from amaranth.hdl import Module, Signal
+
+    from terwin.hw.common.control import delayed
+    m = Module()
+    value = Signal(5, reset_less=source_reset_less)
+    out = delayed(m, value, 3, name="chain", reset_less=reset_less)
+    expected = source_reset_less if reset_less is None else reset_less
+    assert out is not value and out.reset_less == expected and len(out) == 5
+
+
+def test_delayed_values_arrive_the_asked_cycles_later():
+    from amaranth.hdl import Module, Signal
+
+    from terwin.hw.common.control import delayed
+    m = Module()
+    value = Signal(8)
+    out = delayed(m, value, 3, name="chain")
+    seen = []
+
+    async def bench(ctx):
+        for t in range(12):
+            ctx.set(value, (t * 37) & 0xFF)
+            seen.append(ctx.get(out))
+            await ctx.tick()
+    _run(m, bench)
+    assert seen[3:] == [((t - 3) * 37) & 0xFF for t in range(3, 12)]
+    assert seen[:3] == [0, 0, 0]

@@ -93,12 +93,14 @@ class LayerCounters(wiring.Component):
         return m
 
 
-def delayed(m: Module, value, cycles: int, *, en=None, name: str, reset_less: bool = False):
+def delayed(m: Module, value, cycles: int, *, en=None, name: str, reset_less: bool | None = None):
     """`value` `cycles` clock cycles later (counting only cycles with `en` high, when given), through a
     chain of registers `name0`, `name1`, ...; `value` itself for 0 cycles. `reset_less`: registers the
-    domain's reset does not reach (they start from their init value at configuration)."""
+    domain's reset does not reach (they start from their init value at configuration); by default
+    (None) the registers are like `value`: reset-less when it is a reset-less signal."""
+    extra = {} if reset_less is None else {"reset_less": reset_less}
     for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}{i}", reset_less=reset_less)
+        reg = Signal.like(value, name=f"{name}{i}", **extra)
         if en is None:
             m.d.sync += reg.eq(value)
         else:

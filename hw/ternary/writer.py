@@ -32,7 +32,10 @@ class RequantWriter(wiring.Component):
     * `bank_write[b]` (out): a pooled activation to the next stage's region (in the channel's bank
       when banked, in every bank when replicated); `score_write` (out): the last stage's outputs
       (raw scores acc + bias, or its activations when it ends in a ReLU);
-    * `stage_done` (out): the stage's last channel is written.
+    * `stage_done` (out): the stage's last channel is written, from a register (it starts the next
+      stage in the sequencer, across the die: on the iCE40 the path requantizer valid -> stage_last
+      -> sequencer was the critical one); the register is set a cycle ahead, from the requantizer's
+      valid and the channel record one stage before its output (the requantizers never stall).
 
     The pools: every job emits its pe_rows channels in order, so a rotating register (one entry per
     channel of the group) always has the current channel's running maximum, or sum, at its head. A
@@ -85,7 +88,10 @@ class RequantWriter(wiring.Component):
             if p.has_signed:
                 m.d.comb += rq.i_signed.eq(k.signed_out)
         rq = rqs[0]
-        out = delayed(m, channel, rq.latency, name="requant_channel", reset_less=True)   # beside rq.o_*
+        # the channel record beside rq.o_*, and a stage before it with the valid bit (for `stage_done`)
+        early = delayed(m, channel, rq.latency - 1, name="requant_channel", reset_less=True)
+        early_valid = delayed(m, valid, rq.latency - 1, name="requant_valid")
+        out = delayed(m, early, 1, name="requant_out", reset_less=True)
 
         # the max-pool: a rotating register of the group's pe_rows running maxima, out_lanes at its head
         maxima = [Signal(spec.act_bits, name=f"pool_max{r}", reset_less=True) for r in range(rows)]
@@ -95,11 +101,13 @@ class RequantWriter(wiring.Component):
         with m.If(rq.o_valid):
             m.d.sync += ([maxima[r].eq(maxima[r + lanes]) for r in range(rows - lanes)] +
                          [maxima[rows - lanes + i].eq(pooled[i]) for i in range(lanes)])
+        done_next = early_valid & early.stage_last    # rq.o_valid & out.stage_last, a cycle ahead
         if p.has_avgpool:
-            write_valid, out, pooled, done = self._average(m, rqs, out, pooled)
+            write_valid, out, pooled, done_next = self._average(m, rqs, out, pooled, done_next)
         else:
             write_valid = rq.o_valid & out.window_last
-            done = rq.o_valid & out.stage_last
+        done = Signal(name="stage_done")
+        m.d.sync += done.eq(done_next)
         m.d.comb += self.stage_done.eq(done)
         scores = pooled if p.stages[-1].relu else [lane.o_score for lane in rqs]
         if lanes == 1:
@@ -216,10 +224,10 @@ class RequantWriter(wiring.Component):
         return [Array(self.residual_read[j * lanes + i].data for j in range(cols // lanes))[group]
                 for i in range(lanes)]
 
-    def _average(self, m, rqs, out, pooled):
+    def _average(self, m, rqs, out, pooled, done_next):
         """The average pool's window sums and its requantizers (one per lane); returns what to write
-        when (valid, channel, values per lane, stage done): the average's in an average-pool stage,
-        else the max-pool path's."""
+        when (valid, channel, values per lane) and the stage's end a cycle ahead: the average's in an
+        average-pool stage, else the max-pool path's (`done_next`)."""
         p, k = self._program, self.k
         spec = p.spec
         rows, lanes = spec.pe_rows, p.out_lanes
@@ -239,22 +247,27 @@ class RequantWriter(wiring.Component):
                               mult_bits=signed_bits(0, max(mults)),
                               shift_bits=unsigned_bits(max(s.avg_shift for s in avg_stages)))
             m.submodules["average" if lanes == 1 else f"average{i}"] = avg
-            m.d.comb += [avg.i_valid.eq(rq.o_valid & out.window_last & k.avg_pool), avg.i_acc.eq(totals[i]),
-                         avg.i_bias.eq(0), avg.i_mult.eq(k.avg_mult), avg.i_shift.eq(k.avg_shift)]
             avgs.append(avg)
-        out_avg = delayed(m, out, avgs[0].latency, name="average_channel")
+        avg_in = Signal(name="average_in")
+        m.d.comb += avg_in.eq(rq.o_valid & out.window_last & k.avg_pool)
+        for i, avg in enumerate(avgs):
+            m.d.comb += [avg.i_valid.eq(avg_in), avg.i_acc.eq(totals[i]),
+                         avg.i_bias.eq(0), avg.i_mult.eq(k.avg_mult), avg.i_shift.eq(k.avg_shift)]
+        out_early = delayed(m, out, avgs[0].latency - 1, name="average_channel")
+        avg_early_valid = delayed(m, avg_in, avgs[0].latency - 1, name="average_valid")
+        out_avg = delayed(m, out_early, 1, name="average_out")
         if lanes == 1:
             valid, channel, value, done = Signal(), Signal.like(out), Signal(spec.act_bits), Signal()
             values = [value]
         else:
             valid, channel, done = Signal(name="valid"), Signal.like(out, name="channel"), Signal(name="done")
             values = [Signal(spec.act_bits, name=f"value{i}") for i in range(lanes)]
-        with m.If(k.avg_pool):
+        with m.If(k.avg_pool):   # k holds until the stage's end: the same a cycle ahead
             m.d.comb += [valid.eq(avgs[0].o_valid), channel.eq(out_avg),
                          *(value.eq(avg.o_act) for value, avg in zip(values, avgs)),
-                         done.eq(avgs[0].o_valid & out_avg.stage_last)]
+                         done.eq(avg_early_valid & out_early.stage_last)]
         with m.Else():
             m.d.comb += [valid.eq(rq.o_valid & out.window_last), channel.eq(out),
                          *(value.eq(max_) for value, max_ in zip(values, pooled)),
-                         done.eq(rq.o_valid & out.stage_last)]
+                         done.eq(done_next)]
         return valid, channel, values, done

@@ -2,7 +2,8 @@
 
 Sweeps `HardwareSpec` fields (the PE array by default; `--axis FIELD=V1,V2,...` for any field),
 scores every point with the exact cycle model and the resource/fmax model calibrated on real builds
-(`terwin.dse`), prints the Pareto front (images/s vs LUTs, block RAMs, DSPs) and the best point;
+(`terwin.dse`), keeps those that fit the board (and, with `--min-fmax MHZ`, are predicted to reach that
+clock), prints the Pareto front (images/s vs LUTs, block RAMs, DSPs) and the best point;
 `--json OUT` writes every point; `--out DIR` the plot (DIR/pareto.png) and DIR/explore.json;
 `--build` builds the best point for real in DIR/build and verifies its RTL, beside the prediction.
 """
@@ -16,11 +17,15 @@ def add_arguments(parser):
     parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="the board the design must fit")
     parser.add_argument("--objective", default="images_per_s", choices=("images_per_s", "images_per_s_per_klut"),
                         help="what the best point maximises among those that fit (default: images_per_s)")
+    parser.add_argument("--min-fmax", type=float, default=None, metavar="MHZ",
+                        help="the clock the design must run at: only points predicted to reach it are candidates, "
+                             "and --build asks nextpnr for it (default: no floor; the build asks for the clock "
+                             "the calibration builds did)")
     parser.add_argument("--accuracy-budget", type=float, default=None, metavar="PTS",
                         help="accuracy points a point may lose (a model's re-tiled points all keep its accuracy)")
     parser.add_argument("--axis", action="append", default=None, metavar="FIELD=V1,V2,...",
                         help="sweep this HardwareSpec field over these values (repeatable; replaces the default "
-                             "axes: pe_rows and pe_cols for ternary, mult_lanes for Winograd, and act_bits for "
+                             "axes: pe_rows, pe_cols and out_lanes for ternary, mult_lanes for Winograd, and act_bits for "
                              "a network description)")
     parser.add_argument("--spec", help="the base spec the axes vary (a preset or spec .json; default: the model's "
                                        "own, pe8x8 for a network description)")
@@ -30,6 +35,9 @@ def add_arguments(parser):
                         help="score the points on a running Ray cluster (e.g. 10.0.0.5:6379)")
     parser.add_argument("--build", action="store_true",
                         help="build the best point for real (Yosys/nextpnr) and verify its RTL; needs --out")
+    parser.add_argument("--build-tries", type=int, default=1, metavar="N",
+                        help="with --min-fmax: when a build misses the clock, build the next candidate, up to N "
+                             "builds in all (default 1)")
     parser.add_argument("--out", help="output folder: pareto.png, explore.json, and build/ with --build")
     parser.add_argument("--images", type=int, default=20, help="images --build verifies (default 20)")
     parser.add_argument("--force", action="store_true",
@@ -59,7 +67,8 @@ def run(args) -> int:
     result = sweep.explore(args.model, board=args.board, objective=args.objective, axes=axes, spec=spec,
                            accuracy_budget=args.accuracy_budget, workers=args.workers, ray_address=args.ray,
                            build=args.build, out=args.out, images=args.images, force=args.force,
-                           quiet=args.quiet)
+                           quiet=args.quiet, min_fmax=args.min_fmax,
+                           build_tries=args.build_tries)
     print(sweep.format_table(result))
     if args.out:
         print(f"plot: {result['plot']}")

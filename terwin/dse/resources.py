@@ -135,6 +135,10 @@ REGRESSOR_FUNCTIONS = {
     "one": lambda f, fam: 1.0,
     # the PE array: one add/subtract/skip of an (act_bits + 1)-bit operand per PE, and its adder trees
     "pe_bits": lambda f, fam: _lanes(f) * (_spec(f)["act_bits"] + 1),
+    # ... and what each PE has whatever the operand width: its weight code's add/subtract/skip select
+    # and the product's mask (without it the ECP5 fit over-predicted the 8-bit pe8x16 by 11.7 % and
+    # under-predicted every 4-bit build: the width term carried the per-PE cost)
+    "pes": lambda f, fam: _lanes(f),
     # accumulators and their shadow registers: pe_rows sums of acc_bits
     "acc_bits": lambda f, fam: _spec(f)["pe_rows"] * f["program"].get("acc_bits", 0),
     # memories in LUTs, estimated from the memory mapping: a memory mapped to logic, about a LUT4 per 16
@@ -324,22 +328,28 @@ def predict_features(feat: dict, *, family: str, board: str | None = None, coeff
     coeffs = coefficients() if coeffs is None else coeffs
     engine = feat["engine"]
     entry = check_calibrated(family, engine, coeffs)
-    out, outside = {}, set()
+    out, outside, fmax_outside = {}, set(), set()
     for q in QUANTITIES:
         e = entry[q]
         x = regressors(feat, e["regressors"], family)
         out[q] = float(x @ np.array(e["coefficients"]))
         # a design larger than every calibration build (by more than 1 %, in any regressor) is an
         # extrapolation: said, not hidden
-        outside |= {n for n, v, (_, hi) in zip(e["regressors"], x, e.get("ranges", [])) if v > hi * 1.01}
+        beyond = {n for n, v, (_, hi) in zip(e["regressors"], x, e.get("ranges", [])) if v > hi * 1.01}
+        outside |= beyond
+        if q == "period_ns":
+            fmax_outside |= beyond
     # a spec field no calibration build of this family and engine set (a field added since, e.g.
     # out_lanes > 1): the fit cannot see what it costs, so the prediction is an extrapolation too
     known = calibrated_fields(family, engine)
-    outside |= {f"{name} (not calibrated)" for name in feat["spec"] if name not in known}
+    uncalibrated = {f"{name} (not calibrated)" for name in feat["spec"] if name not in known}
+    outside |= uncalibrated
     pred = {"luts": round(out["luts"]), "logic_cells": round(out["logic_cells"]), "ffs": round(out["ffs"]),
             "brams": block_rams(feat, family), "distributed_rams": mapped(feat, family, "distributed"),
             "dsps": round(out["dsps"]),
-            "fmax_mhz": round(1000.0 / out["period_ns"], 2), "extrapolated": sorted(outside)}
+            "fmax_mhz": round(1000.0 / out["period_ns"], 2), "extrapolated": sorted(outside),
+            # the fmax alone: beyond the builds in a regressor of the clock period, or a field none set
+            "fmax_extrapolated": bool(fmax_outside or uncalibrated)}
     if board is not None:
         cap = board_capacity(board)
         over = [k for k in ("logic_cells", "brams", "dsps") if pred[k] > cap[k]]
@@ -358,7 +368,7 @@ def predict(dep, *, board: str) -> dict:
 # The spec fields each regressor reads (a swept field none of an engine's regressors reads leaves the
 # prediction unchanged: `terwin explore` says so).
 REGRESSOR_SPEC_FIELDS = {
-    "one": (), "pe_bits": ("pe_rows", "pe_cols", "act_bits"), "acc_bits": ("pe_rows", "act_bits"),
+    "one": (), "pe_bits": ("pe_rows", "pe_cols", "act_bits"), "pes": ("pe_rows", "pe_cols"), "acc_bits": ("pe_rows", "act_bits"),
     "logic_mem_luts": ("pe_rows", "pe_cols", "act_bits"), "distributed_luts": ("pe_rows", "pe_cols", "act_bits"),
     "mult_lanes": ("mult_lanes",), "requant_lanes": ("out_lanes", "act_bits"), "log2_lanes": ("pe_rows", "pe_cols"), "log2_cols": ("pe_cols",), "dsp_tiles": ("act_bits", "out_lanes"),
     "requant_mults": ("requant",),

@@ -13,9 +13,12 @@ scored by
   memories, LUTs / logic cells / FFs / DSPs / fmax fitted on real builds);
 
 images/s = predicted fmax / cycles per image. A point fits when its logic cells, block RAMs and DSPs
-are within the board's device. The best point maximises the objective among the points that fit;
-the Pareto front is the set of fitting points that no other fitting point beats on images/s and on
-every resource (logic cells — the LUTs on the ECP5 —, block RAMs, DSPs) at once.
+are within the board's device. With `min_fmax` (MHz: the clock the design must run at) a point is a
+candidate only when it fits and its predicted fmax reaches `min_fmax` within the calibration builds'
+range (an fmax extrapolated beyond them is no promise of a clock). The best point maximises the
+objective among the candidates; the Pareto front is the set of candidates that no other candidate
+beats on images/s and on every resource (logic cells — the LUTs on the ECP5 —, block RAMs, DSPs) at
+once.
 
 What a point may vary depends on the input:
 
@@ -193,12 +196,20 @@ def pareto_front(rows: list[dict], *, maximize=("images_per_s",), minimize=RESOU
     return front
 
 
-def best_point(points: list[dict], objective: str) -> dict | None:
-    """The fitting point with the highest objective (ties: fewer LUTs, then the earlier point)."""
-    fitting = [p for p in points if "predicted" in p and p["predicted"]["fits"]]
-    if not fitting:
+def is_candidate(point: dict, min_fmax: float | None = None) -> bool:
+    """A scored point that fits the board and, with `min_fmax`, is predicted to reach it by the fit within
+    the calibration builds' range (an fmax extrapolated beyond them is no promise of a clock)."""
+    pred = point.get("predicted")
+    return pred is not None and pred["fits"] and (min_fmax is None or (
+        pred["fmax_mhz"] >= min_fmax and not pred.get("fmax_extrapolated", False)))
+
+
+def best_point(points: list[dict], objective: str, min_fmax: float | None = None) -> dict | None:
+    """The candidate (`is_candidate`) with the highest objective (ties: fewer LUTs, then the earlier point)."""
+    candidates = [p for p in points if is_candidate(p, min_fmax)]
+    if not candidates:
         return None
-    return max(fitting, key=lambda p: (p["predicted"][objective], -p["predicted"]["luts"]))
+    return max(candidates, key=lambda p: (p["predicted"][objective], -p["predicted"]["luts"]))
 
 
 # -- the exploration --------------------------------------------------------------------------------------
@@ -206,10 +217,14 @@ def best_point(points: list[dict], objective: str) -> dict | None:
 def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | None = None,
             spec: HardwareSpec | None = None, accuracy_budget: float | None = None, workers: int = 1,
             ray_address: str | None = None, backend: str | None = None, build: bool = False, out=None,
-            images: int = 20, force: bool = False, quiet: bool = True) -> dict:
+            images: int = 20, force: bool = False, quiet: bool = True, min_fmax: float | None = None,
+            build_tries: int = 1) -> dict:
     """Sweep the accelerators of `model` (a .terwin path or a network description .json) for `board`
-    (see the module docstring); returns {"board", "objective", "axes", "points", "front", "best",
-    "notes", ...}. With `build`, the best point is built into `out`/build and verified on `images` images."""
+    (see the module docstring); returns {"board", "objective", "min_fmax", "axes", "points", "front",
+    "best", "notes", ...}. With `build`, the best point is built into `out`/build (asking nextpnr for
+    `min_fmax`, or the calibration builds' clock) and verified on `images` images; with `min_fmax` and
+    `build_tries` > 1, a build that misses the clock is followed by the next candidate's (`out`/build2,
+    ...), up to `build_tries` builds (`build_candidates`)."""
     from terwin.build import get_board
     from terwin.outdir import OutputFolder, check_folder
     from terwin.parallel import Executor
@@ -219,8 +234,14 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     if objective not in OBJECTIVES:
         raise TerwinError(f"unknown objective {objective!r} (choose {', '.join(OBJECTIVES)})")
     resources.board_capacity(board)   # a board without calibration: refused before the sweep
+    if min_fmax is not None and not (isinstance(min_fmax, (int, float)) and 1 <= min_fmax <= 1000):
+        raise TerwinError(f"--min-fmax must be from 1 to 1000 MHz, not {min_fmax!r}")
     if build and out is None:
         raise TerwinError("--build needs --out DIR (the bitstream, its report and the plot go there)")
+    if not (isinstance(build_tries, int) and 1 <= build_tries <= 16):
+        raise TerwinError(f"--build-tries must be from 1 to 16, not {build_tries!r}")
+    if build_tries > 1 and min_fmax is None:
+        raise TerwinError("--build-tries needs --min-fmax (a build is tried again only when it misses that clock)")
     if out is not None:
         check_folder(out, force=force)
     source = Source.open(model, spec=spec)
@@ -247,52 +268,95 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     scored = [p for p in points if "predicted" in p]
     if not scored:
         raise TerwinError(f"no spec of the sweep can run this model; the first refusal: {points[0]['error']}")
-    fitting = [p for p in scored if p["predicted"]["fits"]]
-    for p, on in zip(fitting, pareto_front([p["predicted"] for p in fitting])):
+    candidates = [p for p in scored if is_candidate(p, min_fmax)]
+    for p, on in zip(candidates, pareto_front([p["predicted"] for p in candidates])):
         p["pareto"] = on
     for p in scored:
         p.setdefault("pareto", False)
-    best = best_point(points, objective)
+        if min_fmax is not None:
+            p["predicted"]["meets_fmax"] = (p["predicted"]["fmax_mhz"] >= min_fmax
+                                            and not p["predicted"]["fmax_extrapolated"])
+    best = best_point(points, objective, min_fmax)
     result = {"model": str(model), "input": source.kind, "board": board, "family": info.family,
-              "objective": objective, "axes": {k: list(v) for k, v in axes.items()},
+              "objective": objective, "min_fmax": min_fmax, "axes": {k: list(v) for k, v in axes.items()},
               "base_spec": source.base.to_dict(), "executor": executor.describe(), "notes": notes,
-              "points": points, "front": [p["spec"] for p in fitting if p["pareto"]],
+              "points": points, "front": [p["spec"] for p in candidates if p["pareto"]],
               "best": None if best is None else {"spec": best["spec"], "predicted": best["predicted"]},
               "calibration": resources.summary(info.family, source.base.weight_format)}
     if best is None:
-        notes.append("no point of the sweep fits the board")
+        notes.append("no point of the sweep fits the board" if min_fmax is None or not any(
+            p["predicted"]["fits"] for p in scored) else
+            f"no point of the sweep that fits the board is predicted to reach {min_fmax:g} MHz")
     if out is not None:
         with OutputFolder(out, force=force) as stage:
             if build and best is not None:
-                result["best"].update(build_and_verify(source, best, board=board, out_dir=stage / "build",
-                                                       images=images, quiet=quiet))
-                result["best"]["built"]["out"] = str(Path(out) / "build")   # where it is once moved in
+                settled, attempts = build_candidates(source, points, objective=objective, min_fmax=min_fmax,
+                                                     tries=build_tries, board=board, stage=stage, quiet=quiet)
+                for attempt in attempts:   # where each build is once the folder is moved in
+                    attempt["built"]["out"] = str(Path(out) / Path(attempt["built"]["out"]).name)
+                built = next(a["built"] for a in attempts if a["point"] is settled)
+                result["best"] = {"spec": settled["spec"], "predicted": settled["predicted"],
+                                  **verify_point(source, settled, built, images=images, quiet=quiet)}
+                result["build_attempts"] = [{"spec": a["point"]["spec"], "predicted_fmax_mhz":
+                                             a["point"]["predicted"]["fmax_mhz"], "built": a["built"],
+                                             "meets_fmax": a["met"]} for a in attempts]
+                if min_fmax is not None and not any(a["met"] for a in attempts):
+                    notes.append(f"no build of the {len(attempts)} tried reached {min_fmax:g} MHz: the best is "
+                                 f"the predicted best, built below it")
             plot(result, stage / "pareto.png")
             (stage / "explore.json").write_text(json.dumps(result, indent=1) + "\n")
         result["plot"] = str(Path(out) / "pareto.png")
     return result
 
 
-def build_and_verify(source: Source, best: dict, *, board: str, out_dir, images: int, quiet: bool) -> dict:
-    """Build the best point for real and verify its RTL; the figures beside the prediction."""
-    from terwin.build import build_model, get_board
-    from terwin.sim import rtl
+def build_candidates(source: Source, points: list[dict], *, objective: str, min_fmax: float | None, tries: int,
+                     board: str, stage: Path, quiet: bool) -> tuple[dict, list[dict]]:
+    """Build the candidates in the order of the objective (the best point first: `best_point`'s order)
+    into `stage`/build, `stage`/build2, ..., until one reaches `min_fmax` (always the first only without
+    a floor), at most `tries`. Returns (the point settled on: the first that reached the floor, else the
+    best; the attempts [{"point", "built", "met"}])."""
+    ranked = sorted((p for p in points if is_candidate(p, min_fmax)),
+                    key=lambda p: (-p["predicted"][objective], p["predicted"]["luts"]))   # stable: ties keep order
+    attempts = []
+    for i, point in enumerate(ranked[:tries]):
+        built = build_point(source, point, board=board, out_dir=stage / ("build" if i == 0 else f"build{i + 1}"),
+                            clock_mhz=min_fmax, quiet=quiet)
+        met = min_fmax is None or (built["fmax_mhz"] or 0) >= min_fmax
+        attempts.append({"point": point, "built": built, "met": met})
+        if met:
+            return point, attempts
+    return ranked[0], attempts
 
-    dep = source.deployment(HardwareSpec.from_dict(best["spec"])).check_fits_hardware()
+
+def build_point(source: Source, point: dict, *, board: str, out_dir, quiet: bool,
+                clock_mhz: float | None = None) -> dict:
+    """Build one point for real (nextpnr asked for `clock_mhz`, by default the clock the calibration
+    builds asked for): what it took and reached."""
+    from terwin.build import build_model, get_board
+
+    dep = source.deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
     family = get_board(board).family
-    target = resources.calibration_target(family)
+    target = clock_mhz if clock_mhz is not None else resources.calibration_target(family)
     report = build_model(dep, board=board, out_dir=out_dir, clock_mhz=target, quiet=quiet)
     per_image = report["cycles_per_image"]
-    built = {"luts": report["luts"], "logic_cells": report["logic_cells"], "ffs": report["ffs"],
-             "brams": report["brams"], "dsps": report["dsps"], "fmax_mhz": report["fmax_mhz"],
-             "target_mhz": report["target_mhz"], "cycles_per_image": per_image,
-             "images_per_s": round(report["fmax_mhz"] * 1e6 / per_image, 1) if report["fmax_mhz"] else None,
-             "fits": report["fits"], "timing_met": report["timing_met"], "out": str(out_dir)}
+    return {"luts": report["luts"], "logic_cells": report["logic_cells"], "ffs": report["ffs"],
+            "brams": report["brams"], "dsps": report["dsps"], "fmax_mhz": report["fmax_mhz"],
+            "target_mhz": report["target_mhz"], "cycles_per_image": per_image,
+            "images_per_s": round(report["fmax_mhz"] * 1e6 / per_image, 1) if report["fmax_mhz"] else None,
+            "fits": report["fits"], "timing_met": report["timing_met"], "out": str(out_dir)}
+
+
+def verify_point(source: Source, point: dict, built: dict, *, images: int, quiet: bool) -> dict:
+    """Verify a built point's RTL on `images` images; its figures beside the prediction."""
+    from terwin.sim import rtl
+
+    dep = source.deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
+    per_image = built["cycles_per_image"]
     q = verification_images(dep, images)
     res = rtl.verify(dep, q, progress=not quiet)
     verify = {"images": res.images, "mismatches": res.mismatches, "cycles_match_model": not res.counter_errors
               and res.completed == res.images, "ok": res.ok, "simulator": res.simulator}
-    pred = best["predicted"]
+    pred = point["predicted"]
     error = {k: round((pred[k] - built[k]) / built[k], 4) for k in ("luts", "logic_cells", "ffs", "brams", "dsps",
                                                                      "fmax_mhz", "images_per_s")
              if built.get(k)}
@@ -326,8 +390,9 @@ def format_table(result: dict) -> str:
     rows = [p for p in result["points"] if p.get("pareto")]
     rows.sort(key=lambda p: -p["predicted"]["images_per_s"])
     head = f"{'spec':<28}{'cycles':>9}{'fmax MHz':>10}{'images/s':>12}{'LUTs':>8}{'LCs':>8}{'BRAM':>6}{'DSP':>5}"
+    floor = f", predicted fmax >= {result['min_fmax']:g} MHz" if result.get("min_fmax") is not None else ""
     lines = [f"Pareto front (images/s vs logic cells, BRAM, DSP) of {len(result['points'])} points on "
-             f"{result['board']}, predicted:", head]
+             f"{result['board']}{floor}, predicted:", head]
     best = result["best"]
     for p in rows:
         r = p["predicted"]
@@ -337,7 +402,14 @@ def format_table(result: dict) -> str:
                      f"{r['images_per_s']:>12.0f}{r['luts']:>8}{r['logic_cells']:>8}{r['brams']:>6}{r['dsps']:>5}{mark}")
     over = [p for p in result["points"] if "predicted" in p and not p["predicted"]["fits"]]
     refused = [p for p in result["points"] if "error" in p]
-    lines.append(f"{len(over)} point(s) do not fit the board; {len(refused)} cannot run the model")
+    slow = [p for p in result["points"] if p.get("predicted", {}).get("meets_fmax") is False
+            and p["predicted"]["fits"]]
+    unsure = [p for p in slow if p["predicted"]["fmax_mhz"] >= result["min_fmax"]]
+    lines.append(f"{len(over)} point(s) do not fit the board; "
+                 + (f"{len(slow)} fit but are not predicted to reach {result['min_fmax']:g} MHz "
+                    f"({len(unsure)} of them only by an fmax extrapolated beyond the calibration builds); "
+                    if result.get("min_fmax") is not None else "")
+                 + f"{len(refused)} cannot run the model")
     if any(p["predicted"]["extrapolated"] for p in rows):
         lines.append("(extrapolated): a design beyond the range of the calibration builds (a larger array, "
                      "wider sums): its prediction is an extrapolation of the fit, with a larger error likely")
@@ -346,6 +418,10 @@ def format_table(result: dict) -> str:
         lines.append(f"best ({result['objective']}): {_spec_label(best['spec'], axes)}: {r['images_per_s']:.0f} "
                      f"images/s predicted ({r['cycles_per_image']} cycles at {r['fmax_mhz']:.1f} MHz), "
                      f"{r['luts']} LUTs, {r['brams']} BRAM, {r['dsps']} DSP")
+        for i, a in enumerate(result.get("build_attempts", [])):
+            if not a["meets_fmax"] or len(result["build_attempts"]) > 1:
+                lines.append(f"build {i + 1}: {_spec_label(a['spec'], axes)}: {a['built']['fmax_mhz']} MHz (predicted "
+                             f"{a['predicted_fmax_mhz']:.1f}){'' if a['meets_fmax'] else ', below the floor'}")
         if "built" in best:
             b, v = best["built"], best["verify"]
             lines.append(f"built: {b['images_per_s']} images/s ({b['cycles_per_image']} cycles at "
@@ -369,9 +445,13 @@ def plot(result: dict, path) -> None:
     pts = [p for p in result["points"] if "predicted" in p]
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, key in zip(axs, RESOURCE_AXES):
-        for group, style in ((lambda p: not p["predicted"]["fits"], dict(c="lightgrey", marker="x", label="does not fit")),
-                             (lambda p: p["predicted"]["fits"] and not p["pareto"], dict(c="tab:blue", marker="o",
-                                                                                           label="fits")),
+        slow = (lambda p: p["predicted"]["fits"] and p["predicted"].get("meets_fmax") is False)
+        groups = [(lambda p: not p["predicted"]["fits"], dict(c="lightgrey", marker="x", label="does not fit"))]
+        if result.get("min_fmax") is not None:
+            groups.append((slow, dict(c="tab:grey", marker="v", label=f"not predicted to reach {result['min_fmax']:g} MHz")))
+        for group, style in (*groups,
+                             (lambda p: p["predicted"]["fits"] and not slow(p) and not p["pareto"],
+                              dict(c="tab:blue", marker="o", label="fits")),
                              (lambda p: p["pareto"], dict(c="tab:red", marker="o", label="Pareto front"))):
             sel = [p for p in pts if group(p)]
             ax.scatter([p["predicted"][key] for p in sel], [p["predicted"]["images_per_s"] for p in sel], s=18,
