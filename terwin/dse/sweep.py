@@ -196,20 +196,27 @@ def pareto_front(rows: list[dict], *, maximize=("images_per_s",), minimize=RESOU
     return front
 
 
+def reaches(pred: dict, min_fmax: float | None) -> bool:
+    """Whether a prediction reaches the clock floor (none: always) by the fit within the calibration
+    builds' range (an fmax extrapolated beyond them is no promise of a clock)."""
+    return min_fmax is None or (pred["fmax_mhz"] >= min_fmax and not pred.get("fmax_extrapolated", False))
+
+
 def is_candidate(point: dict, min_fmax: float | None = None) -> bool:
-    """A scored point that fits the board and, with `min_fmax`, is predicted to reach it by the fit within
-    the calibration builds' range (an fmax extrapolated beyond them is no promise of a clock)."""
+    """A scored point that fits the board and reaches `min_fmax` (`reaches`)."""
     pred = point.get("predicted")
-    return pred is not None and pred["fits"] and (min_fmax is None or (
-        pred["fmax_mhz"] >= min_fmax and not pred.get("fmax_extrapolated", False)))
+    return pred is not None and pred["fits"] and reaches(pred, min_fmax)
+
+
+def ranked_candidates(points: list[dict], objective: str, min_fmax: float | None = None) -> list[dict]:
+    """The candidates (`is_candidate`), the highest objective first (ties: fewer LUTs, then the earlier point)."""
+    return sorted((p for p in points if is_candidate(p, min_fmax)),
+                  key=lambda p: (-p["predicted"][objective], p["predicted"]["luts"]))   # stable: ties keep order
 
 
 def best_point(points: list[dict], objective: str, min_fmax: float | None = None) -> dict | None:
-    """The candidate (`is_candidate`) with the highest objective (ties: fewer LUTs, then the earlier point)."""
-    candidates = [p for p in points if is_candidate(p, min_fmax)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p["predicted"][objective], -p["predicted"]["luts"]))
+    """The first of `ranked_candidates`, None when there is none."""
+    return next(iter(ranked_candidates(points, objective, min_fmax)), None)
 
 
 # -- the exploration --------------------------------------------------------------------------------------
@@ -274,8 +281,7 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     for p in scored:
         p.setdefault("pareto", False)
         if min_fmax is not None:
-            p["predicted"]["meets_fmax"] = (p["predicted"]["fmax_mhz"] >= min_fmax
-                                            and not p["predicted"]["fmax_extrapolated"])
+            p["predicted"]["meets_fmax"] = reaches(p["predicted"], min_fmax)
     best = best_point(points, objective, min_fmax)
     result = {"model": str(model), "input": source.kind, "board": board, "family": info.family,
               "objective": objective, "min_fmax": min_fmax, "axes": {k: list(v) for k, v in axes.items()},
@@ -311,12 +317,11 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
 
 def build_candidates(source: Source, points: list[dict], *, objective: str, min_fmax: float | None, tries: int,
                      board: str, stage: Path, quiet: bool) -> tuple[dict, list[dict]]:
-    """Build the candidates in the order of the objective (the best point first: `best_point`'s order)
-    into `stage`/build, `stage`/build2, ..., until one reaches `min_fmax` (always the first only without
-    a floor), at most `tries`. Returns (the point settled on: the first that reached the floor, else the
-    best; the attempts [{"point", "built", "met"}])."""
-    ranked = sorted((p for p in points if is_candidate(p, min_fmax)),
-                    key=lambda p: (-p["predicted"][objective], p["predicted"]["luts"]))   # stable: ties keep order
+    """Build the candidates in `ranked_candidates`' order (the best point first) into `stage`/build,
+    `stage`/build2, ..., until one reaches `min_fmax` (always the first only without a floor), at most
+    `tries`. Returns (the point settled on: the first that reached the floor, else the best; the
+    attempts [{"point", "built", "met"}])."""
+    ranked = ranked_candidates(points, objective, min_fmax)
     attempts = []
     for i, point in enumerate(ranked[:tries]):
         built = build_point(source, point, board=board, out_dir=stage / ("build" if i == 0 else f"build{i + 1}"),
