@@ -208,6 +208,12 @@ def is_candidate(point: dict, min_fmax: float | None = None) -> bool:
     return pred is not None and pred["fits"] and reaches(pred, min_fmax)
 
 
+def below_floor(point: dict) -> bool:
+    """A scored point that fits the board but not the sweep's clock floor (`predicted.meets_fmax` False)."""
+    pred = point.get("predicted")
+    return pred is not None and pred["fits"] and pred.get("meets_fmax") is False
+
+
 def ranked_candidates(points: list[dict], objective: str, min_fmax: float | None = None) -> list[dict]:
     """The candidates (`is_candidate`), the highest objective first (ties: fewer LUTs, then the earlier point)."""
     return sorted((p for p in points if is_candidate(p, min_fmax)),
@@ -407,8 +413,7 @@ def format_table(result: dict) -> str:
                      f"{r['images_per_s']:>12.0f}{r['luts']:>8}{r['logic_cells']:>8}{r['brams']:>6}{r['dsps']:>5}{mark}")
     over = [p for p in result["points"] if "predicted" in p and not p["predicted"]["fits"]]
     refused = [p for p in result["points"] if "error" in p]
-    slow = [p for p in result["points"] if p.get("predicted", {}).get("meets_fmax") is False
-            and p["predicted"]["fits"]]
+    slow = [p for p in result["points"] if below_floor(p)]
     unsure = [p for p in slow if p["predicted"]["fmax_mhz"] >= result["min_fmax"]]
     lines.append(f"{len(over)} point(s) do not fit the board; "
                  + (f"{len(slow)} fit but are not predicted to reach {result['min_fmax']:g} MHz "
@@ -450,12 +455,11 @@ def plot(result: dict, path) -> None:
     pts = [p for p in result["points"] if "predicted" in p]
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, key in zip(axs, RESOURCE_AXES):
-        slow = (lambda p: p["predicted"]["fits"] and p["predicted"].get("meets_fmax") is False)
         groups = [(lambda p: not p["predicted"]["fits"], dict(c="lightgrey", marker="x", label="does not fit"))]
         if result.get("min_fmax") is not None:
-            groups.append((slow, dict(c="tab:grey", marker="v", label=f"not predicted to reach {result['min_fmax']:g} MHz")))
+            groups.append((below_floor, dict(c="tab:grey", marker="v", label=f"not predicted to reach {result['min_fmax']:g} MHz")))
         for group, style in (*groups,
-                             (lambda p: p["predicted"]["fits"] and not slow(p) and not p["pareto"],
+                             (lambda p: p["predicted"]["fits"] and not below_floor(p) and not p["pareto"],
                               dict(c="tab:blue", marker="o", label="fits")),
                              (lambda p: p["pareto"], dict(c="tab:red", marker="o", label="Pareto front"))):
             sel = [p for p in pts if group(p)]
