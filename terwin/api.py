@@ -166,12 +166,13 @@ build_bitstream = build
 def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | None = None, spec=None,
             accuracy_budget: float | None = None, workers: int = 1, ray_address: str | None = None,
             build: bool = False, out=None, images: int = 20, force: bool = False, quiet: bool = True,
-            min_fmax: float | None = None, build_tries: int = 1) -> dict:
+            min_fmax: float | None = None, build_tries: int = 1, recompress: int = 0) -> dict:
     """Design-space exploration (`terwin explore`): sweep the accelerators of `model` (a .terwin path, a
     network description .json path, or a Deployment, saved to a temporary file for the sweep's workers)
     for `board`; `axes`: {HardwareSpec field: values} (default: the engine's array); `min_fmax`: only
     points predicted to reach this clock (MHz) are candidates (`build_tries`: builds tried, in order, until
-    one reaches it). Returns the sweep:
+    one reaches it); `recompress` K: compress the model again for the K best arrays (a model file that
+records its recipe; `out` needed) and choose the best among the new models. Returns the sweep:
     {"points": [{"spec", "predicted"}], "front", "best": {"spec", "predicted"[, "built", "verify"]}, ...}
     (`terwin.dse.sweep`)."""
     import tempfile
@@ -184,11 +185,11 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
             return explore(path, board=board, objective=objective, axes=axes, spec=spec,
                            accuracy_budget=accuracy_budget, workers=workers, ray_address=ray_address, build=build,
                            out=out, images=images, force=force, quiet=quiet, min_fmax=min_fmax,
-                           build_tries=build_tries)
+                           build_tries=build_tries, recompress=recompress)
     return sweep.explore(model, board=board, objective=objective, axes=axes, spec=_spec(spec, None) if spec else None,
                          accuracy_budget=accuracy_budget, workers=workers, ray_address=ray_address, build=build,
                          out=out, images=images, force=force, quiet=quiet, min_fmax=min_fmax,
-                         build_tries=build_tries)
+                         build_tries=build_tries, recompress=recompress)
 
 __all__ = ["compress", "load_data", "save", "load", "scores", "simulate", "generate", "verify", "build",
            "build_bitstream", "explore"]
