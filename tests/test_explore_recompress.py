@@ -32,11 +32,13 @@ def small_model(tmp_path_factory):
 
 
 def test_the_recipe_is_read_back_from_the_file(small_model):
-    argv = recompress.recipe(fileformat.load(small_model), small_model)
-    opts = dict(zip(argv[::2], argv[1::2]))
-    assert opts == {"--family": "ternary", "--seed": "1", "--tile-sparsity": "0.5", "--regularizer": "wpc",
-                    "--ternary-threshold": "0.05", "--zero-budget": "0.03", "--prune-criterion": "importance",
-                    "--ternary-epochs-scale": "0.03"}
+    recipe = recompress.recipe(fileformat.load(small_model), small_model)
+    assert recipe == {"family": "ternary", "seed": 1, "tile_sparsity": 0.5, "regularizer": "wpc",
+                      "ternary_threshold": 0.05, "zero_budget": 0.03, "prune_criterion": "importance",
+                      "epochs_scale": 0.03}
+    assert recompress.describe(recipe) == ("--family ternary --seed 1 --tile-sparsity 0.5 --regularizer wpc "
+                                           "--ternary-threshold 0.05 --zero-budget 0.03 --prune-criterion importance "
+                                           "--ternary-epochs-scale 0.03")
 
 
 def test_the_default_model_file_records_nothing_more(tmp_path):

@@ -12,14 +12,12 @@ weights) — then scores each new model (its exact cycles, its resources and fma
 accuracy beside it. The best point is chosen among those, within `--accuracy-budget` (points of the
 float model's accuracy) when one is given.
 
-Each run is `terwin compress` with the recorded options and `--spec` the candidate's, on the sweep's
-executor (Ray, a process pool or serially), into OUT/recompress/<n>/ (spec.json, model.terwin,
-compress.json).
+Each run is `terwin.api.compress` with the recorded options (what `terwin compress` with those options
+and `--spec` the candidate's does), on the sweep's executor (Ray, a process pool or serially), into
+OUT/recompress/<n>/ (spec.json, model/model.terwin, model/compress.json).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -27,17 +25,17 @@ from terwin.deployment import Deployment
 from terwin.errors import TerwinError
 
 MAX_RECOMPRESS = 16
-# meta key -> `terwin compress` option (the ternary family, built-in net and a user's network)
-OPTIONS = (("seed", "--seed"), ("tile_sparsity_target", "--tile-sparsity"), ("regularizer", "--regularizer"),
-           ("ternary_threshold", "--ternary-threshold"), ("zero_budget", "--zero-budget"),
-           ("prune_criterion", "--prune-criterion"), ("epochs_scale", "--ternary-epochs-scale"),
-           ("channels", "--channels"), ("model", "--model"), ("data", "--data"), ("weights", "--weights"))
+# meta key -> keyword of `terwin.api.compress` (the ternary family, built-in net and a user's network)
+KEYWORDS = (("seed", "seed"), ("tile_sparsity_target", "tile_sparsity"), ("regularizer", "regularizer"),
+            ("ternary_threshold", "ternary_threshold"), ("zero_budget", "zero_budget"),
+            ("prune_criterion", "prune_criterion"), ("epochs_scale", "epochs_scale"), ("channels", "channels"),
+            ("model", "model"), ("data", "data"), ("weights", "weights"))
 REQUIRED = ("seed", "tile_sparsity_target", "regularizer", "ternary_threshold", "zero_budget")
 
 
-def recipe(dep: Deployment, path) -> list[str]:
-    """The `terwin compress` options (all but --spec and --out) that compressed the model `dep` (read from
-    `path`), from what its file records; a TerwinError naming what is missing when it cannot be repeated."""
+def recipe(dep: Deployment, path) -> dict:
+    """The compression that made the model `dep` (read from `path`), as `terwin.api.compress` keywords,
+    from what its file records; a TerwinError naming what is missing when it cannot be repeated."""
     from terwin.codec import model_codec
 
     meta = dep.meta or {}
@@ -55,36 +53,42 @@ def recipe(dep: Deployment, path) -> list[str]:
     model = meta.get("model")
     if model is not None and ":" not in str(model):
         raise TerwinError(f"{where} was compressed from a network passed to the Python API ({model!s:.60}), "
-                          f"not a FILE.py:FACTORY the command line can load")
-    argv = ["--family", "ternary"]
-    for key, option in OPTIONS:
+                          f"not a FILE.py:FACTORY that can be loaded again")
+    out = {"family": "ternary"}
+    for key, keyword in KEYWORDS:
         value = meta.get(key)
-        if value is None:
-            continue
-        argv += [option, ",".join(str(v) for v in value) if isinstance(value, list) else str(value)]
+        if value is not None:
+            out[keyword] = tuple(value) if isinstance(value, list) else value
     codec = model_codec(dep)
     if codec != "raw":
-        argv += ["--codec", codec]
-    return argv
+        out["codec"] = codec
+    return out
+
+
+def describe(recipe: dict) -> str:
+    """The recipe as `terwin compress` options (for progress lines and notes)."""
+    flags = {"tile_sparsity": "--tile-sparsity", "epochs_scale": "--ternary-epochs-scale"}
+    return " ".join(f"{flags.get(k, '--' + k.replace('_', '-'))} "
+                    f"{','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in recipe.items())
 
 
 def recompress_task(item) -> dict:
-    """A sweep task (top-level: workers import it by name): (recipe argv, spec dict, folder) -> the model
-    compressed for that spec in folder/ (spec.json, model.terwin, compress.json) and its figures."""
-    from terwin.cli import build_parser
-    from terwin.commands import compress
+    """A sweep task (top-level: workers import it by name): (recipe, spec dict, folder) -> the model
+    compressed for that spec in folder/ (spec.json, model/model.terwin, model/compress.json) and its figures."""
+    from terwin import api
+    from terwin.spec import HardwareSpec
 
-    argv, spec_dict, folder = item
+    recipe, spec_dict, folder = item
     folder = Path(folder)
     folder.mkdir(parents=True)
-    spec_file = folder / "spec.json"
-    spec_file.write_text(json.dumps(spec_dict, indent=1) + "\n")
+    (folder / "spec.json").write_text(json.dumps(spec_dict, indent=1) + "\n")
+    keywords = dict(recipe)
+    model, data = keywords.pop("model", None), keywords.pop("data", "digits")
+    dep, report = api.compress(model, data, spec=HardwareSpec.from_dict(spec_dict), quiet=True, **keywords)
     model_dir = folder / "model"
-    args = build_parser(only="compress").parse_args(
-        ["compress", *argv, "--spec", str(spec_file), "--out", str(model_dir), "--quiet"])
-    with contextlib.redirect_stdout(io.StringIO()):   # its "wrote ..." line: the explorer reports instead
-        compress.run(args)
-    report = json.loads((model_dir / "compress.json").read_text())
+    model_dir.mkdir()
+    report = {**report, "checksum": api.save(dep, model_dir / "model.terwin")}
+    (model_dir / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return {"spec": spec_dict, "model": str(model_dir / "model.terwin"),
             "accuracy": {"float": report["float_accuracy"], "integer": report["accuracy"],
                          "drop_points": round(report["accuracy_drop_points"], 2),

@@ -354,9 +354,9 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     return result
 
 
-def recompress_points(recipe: list[str], ranked: list[dict], k: int, *, stage: Path, board: str,
+def recompress_points(recipe: dict, ranked: list[dict], k: int, *, stage: Path, board: str,
                       min_fmax: float | None, executor, progress) -> list[dict]:
-    """The model compressed again (`recipe`: its `terwin compress` options) for the first `k` distinct
+    """The model compressed again (`recipe`: its `terwin.api.compress` keywords) for the first `k` distinct
     compressions among `ranked` (the candidates of the re-tiled sweep, best first; specs that differ
     only in fields the compression does not read, e.g. out_lanes, share one: `compression_key`), into
     `stage`/recompress/1, 2, ...; every candidate of `ranked` on one of those arrays is scored again
@@ -367,8 +367,8 @@ def recompress_points(recipe: list[str], ranked: list[dict], k: int, *, stage: P
         key = recompress_mod.compression_key(p["spec"])
         if key not in firsts and len(firsts) < k:
             firsts[key] = p
-    progress.note(f"compressing the model again for {len(firsts)} spec(s): terwin compress {' '.join(recipe)} "
-                  f"--spec SPEC")
+    progress.note(f"compressing the model again for {len(firsts)} spec(s): terwin compress "
+                  f"{recompress_mod.describe(recipe)} --spec SPEC")
     items = [(recipe, p["spec"], str(stage / "recompress" / str(i + 1))) for i, p in enumerate(firsts.values())]
     runs = dict(zip(firsts, executor.map(recompress_mod.recompress_task, items, progress=progress)))
     out = []
