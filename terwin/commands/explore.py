@@ -5,7 +5,9 @@ scores every point with the exact cycle model and the resource/fmax model calibr
 (`terwin.dse`), keeps those that fit the board (and, with `--min-fmax MHZ`, are predicted to reach that
 clock), prints the Pareto front (images/s vs LUTs, block RAMs, DSPs) and the best point;
 `--json OUT` writes every point; `--out DIR` the plot (DIR/pareto.png) and DIR/explore.json;
-`--build` builds the best point for real in DIR/build and verifies its RTL, beside the prediction.
+`--build` builds the best point for real in DIR/build and verifies its RTL, beside the prediction;
+`--recompress K` compresses a model file's model again for the K best arrays (`terwin.dse.recompress`)
+and chooses the best among the new models.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ def add_arguments(parser):
                              "and --build asks nextpnr for it (default: no floor; the build asks for the clock "
                              "the calibration builds did)")
     parser.add_argument("--accuracy-budget", type=float, default=None, metavar="PTS",
-                        help="accuracy points a point may lose (a model's re-tiled points all keep its accuracy)")
+                        help="accuracy points (float minus integer model) a recompressed model may lose (a model's "
+                             "re-tiled points all keep its accuracy)")
     parser.add_argument("--axis", action="append", default=None, metavar="FIELD=V1,V2,...",
                         help="sweep this HardwareSpec field over these values (repeatable; replaces the default "
                              "axes: pe_rows, pe_cols and out_lanes for ternary, mult_lanes for Winograd, and act_bits for "
@@ -38,7 +41,12 @@ def add_arguments(parser):
     parser.add_argument("--build-tries", type=int, default=1, metavar="N",
                         help="with --min-fmax: when a build misses the clock, build the next candidate, up to N "
                              "builds in all (default 1)")
-    parser.add_argument("--out", help="output folder: pareto.png, explore.json, and build/ with --build")
+    parser.add_argument("--recompress", type=int, default=0, metavar="K",
+                        help="a model file: compress the model again (the recipe its file records) for the K best "
+                             "arrays of the sweep, score the new models with their accuracy and choose the best among "
+                             "them (within --accuracy-budget); needs --out (default 0: the model re-tiled only)")
+    parser.add_argument("--out", help="output folder: pareto.png, explore.json, build/ with --build, recompress/ "
+                                      "with --recompress")
     parser.add_argument("--images", type=int, default=20, help="images --build verifies (default 20)")
     parser.add_argument("--force", action="store_true",
                         help="write into --out / --json even where files terwin did not write are (they are kept)")
@@ -68,7 +76,7 @@ def run(args) -> int:
                            accuracy_budget=args.accuracy_budget, workers=args.workers, ray_address=args.ray,
                            build=args.build, out=args.out, images=args.images, force=args.force,
                            quiet=args.quiet, min_fmax=args.min_fmax,
-                           build_tries=args.build_tries)
+                           build_tries=args.build_tries, recompress=args.recompress)
     print(sweep.format_table(result))
     if args.out:
         print(f"plot: {result['plot']}")

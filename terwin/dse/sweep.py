@@ -28,8 +28,9 @@ What a point may vary depends on the input:
   (`Deployment.MODEL_FIELDS`: act_bits, the weight format and its parameters) stay as they are,
   and every other field (the PE array, multiplier lanes, any field an engine adds) is swept on the
   same weights, re-tiled for each array (`Deployment.retarget`: the tile masks are re-derived, the
-  integer model — hence accuracy — is identical at every point). A different accuracy would need a
-  compression run per point, which explore does not do.
+  integer model — hence accuracy — is identical at every point). With `recompress` K the model's
+  own compression runs again for the K best arrays (`terwin.dse.recompress`: pruned for each array,
+  not re-tiled), and the best is chosen among the new models, each with its own accuracy.
 
 Points run on `terwin.parallel.Executor` (Ray, a process pool, or serially). With `build=True` the
 best point is built for real (`terwin.build`) and its generated RTL verified (`terwin.sim.rtl.verify`,
@@ -50,6 +51,7 @@ from terwin.deployment import Deployment
 from terwin.errors import SpecError, TerwinError
 from terwin.spec import HardwareSpec
 
+from . import recompress as recompress_mod
 from . import resources
 
 OBJECTIVES = {
@@ -231,10 +233,13 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
             spec: HardwareSpec | None = None, accuracy_budget: float | None = None, workers: int = 1,
             ray_address: str | None = None, backend: str | None = None, build: bool = False, out=None,
             images: int = 20, force: bool = False, quiet: bool = True, min_fmax: float | None = None,
-            build_tries: int = 1) -> dict:
+            build_tries: int = 1, recompress: int = 0) -> dict:
     """Sweep the accelerators of `model` (a .terwin path or a network description .json) for `board`
     (see the module docstring); returns {"board", "objective", "min_fmax", "axes", "points", "front",
-    "best", "notes", ...}. With `build`, the best point is built into `out`/build (asking nextpnr for
+    "best", "notes", ...}. With `recompress` K (a model file), the model's own compression runs again
+    for the K best candidates' specs into `out`/recompress/ (`terwin.dse.recompress`), each new model is
+    scored ("recompressed": the points with their accuracy) and the best is chosen among them, within
+    `accuracy_budget`. With `build`, the best point is built into `out`/build (asking nextpnr for
     `min_fmax`, or the calibration builds' clock) and verified on `images` images; with `min_fmax` and
     `build_tries` > 1, a build that misses the clock is followed by the next candidate's (`out`/build2,
     ...), up to `build_tries` builds (`build_candidates`)."""
@@ -255,17 +260,28 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
         raise TerwinError(f"--build-tries must be from 1 to 16, not {build_tries!r}")
     if build_tries > 1 and min_fmax is None:
         raise TerwinError("--build-tries needs --min-fmax (a build is tried again only when it misses that clock)")
+    if not (isinstance(recompress, int) and 0 <= recompress <= recompress_mod.MAX_RECOMPRESS):
+        raise TerwinError(f"--recompress must be from 0 to {recompress_mod.MAX_RECOMPRESS}, not {recompress!r}")
+    if recompress and out is None:
+        raise TerwinError("--recompress needs --out DIR (the recompressed models go there)")
     if out is not None:
         check_folder(out, force=force)
     source = Source.open(model, spec=spec)
     resources.check_calibrated(info.family, source.base.weight_format)
     notes = []
+    recipe = None
+    if recompress:
+        if source.kind != "model":
+            raise TerwinError("--recompress needs a model file: a network description has no training recipe")
+        recipe = recompress_mod.recipe(fileformat.load(source.path), source.path)   # refused before the sweep
     if accuracy_budget is not None:
         if source.kind == "network":
             raise TerwinError("--accuracy-budget needs a trained model: a network description has random "
                               "weights and no accuracy")
-        notes.append(f"accuracy budget {accuracy_budget:g} points: every point runs the same integer model "
-                     f"(re-tiled), so every point has the model's own accuracy and is within it")
+        notes.append(f"accuracy budget {accuracy_budget:g} points: " + (
+            "a recompressed model is a candidate only when its accuracy drop is within it" if recompress else
+            "every point runs the same integer model (re-tiled), so every point has the model's own accuracy "
+            "and is within it"))
     axes = dict(axes) if axes else default_axes(source)
     specs, more = spec_points(source, axes)
     notes += more
@@ -301,13 +317,27 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
             f"no point of the sweep that fits the board is predicted to reach {min_fmax:g} MHz")
     if out is not None:
         with OutputFolder(out, force=force) as stage:
+            pool = points
+            if recompress and best is not None:
+                pool = recompress_points(recipe, ranked_candidates(points, objective, min_fmax), recompress,
+                                         stage=stage, board=board, min_fmax=min_fmax, executor=executor,
+                                         progress=progress)
+                result["recompressed"] = pool
+                result["retiled_best"] = result["best"]
+                best, pool, note = recompress_mod.choose(pool, objective=objective, min_fmax=min_fmax,
+                                                         budget=accuracy_budget)
+                if note:
+                    notes.append(note)
+                result["best"] = None if best is None else {k: best[k] for k in ("spec", "predicted", "model",
+                                                                                 "accuracy")}
             if build and best is not None:
-                settled, attempts = build_candidates(source, points, objective=objective, min_fmax=min_fmax,
+                settled, attempts = build_candidates(source, pool, objective=objective, min_fmax=min_fmax,
                                                      tries=build_tries, board=board, stage=stage, quiet=quiet)
                 for attempt in attempts:   # where each build is once the folder is moved in
                     attempt["built"]["out"] = str(Path(out) / Path(attempt["built"]["out"]).name)
                 built = next(a["built"] for a in attempts if a["point"] is settled)
                 result["best"] = {"spec": settled["spec"], "predicted": settled["predicted"],
+                                  **{k: settled[k] for k in ("model", "accuracy") if k in settled},
                                   **verify_point(source, settled, built, images=images, quiet=quiet)}
                 result["build_attempts"] = [{"spec": a["point"]["spec"], "predicted_fmax_mhz":
                                              a["point"]["predicted"]["fmax_mhz"], "built": a["built"],
@@ -315,10 +345,55 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
                 if min_fmax is not None and not any(a["met"] for a in attempts):
                     notes.append(f"no build of the {len(attempts)} tried reached {min_fmax:g} MHz: the best is "
                                  f"the predicted best, built below it")
+            for p in [*result.get("recompressed", []), *([result["best"]] if result["best"] else [])]:
+                if "model" in p and Path(p["model"]).is_relative_to(stage):   # where it is once moved in
+                    p["model"] = str(Path(out) / Path(p["model"]).relative_to(stage))
             plot(result, stage / "pareto.png")
             (stage / "explore.json").write_text(json.dumps(result, indent=1) + "\n")
         result["plot"] = str(Path(out) / "pareto.png")
     return result
+
+
+def recompress_points(recipe: dict, ranked: list[dict], k: int, *, stage: Path, board: str,
+                      min_fmax: float | None, executor, progress) -> list[dict]:
+    """The model compressed again (`recipe`: its `terwin.api.compress` keywords) for the first `k` distinct
+    compressions among `ranked` (the candidates of the re-tiled sweep, best first; specs that differ
+    only in fields the compression does not read, e.g. out_lanes, share one: `compression_key`), into
+    `stage`/recompress/1, 2, ...; every candidate of `ranked` on one of those arrays is scored again
+    on its new model like a sweep point, with the model's accuracy and the re-tiled figures it
+    replaces ("retiled")."""
+    firsts = {}
+    for p in ranked:
+        key = recompress_mod.compression_key(p["spec"])
+        if key not in firsts and len(firsts) < k:
+            firsts[key] = p
+    progress.note(f"compressing the model again for {len(firsts)} spec(s): terwin compress "
+                  f"{recompress_mod.describe(recipe)} --spec SPEC")
+    items = [(recipe, p["spec"], str(stage / "recompress" / str(i + 1))) for i, p in enumerate(firsts.values())]
+    runs = dict(zip(firsts, executor.map(recompress_mod.recompress_task, items, progress=progress)))
+    out = []
+    for screened in ranked:
+        run = runs.get(recompress_mod.compression_key(screened["spec"]))
+        if run is None:
+            continue
+        spec = HardwareSpec.from_dict(screened["spec"])
+        point = score_point((Source(run["model"], "model", spec), screened["spec"], board))
+        if "error" in point:
+            raise TerwinError(f"the model recompressed for {spec.name} cannot run: {point['error']}")
+        if min_fmax is not None:
+            point["predicted"]["meets_fmax"] = reaches(point["predicted"], min_fmax)
+        sp = screened["predicted"]
+        out.append({**point, "model": run["model"], "accuracy": run["accuracy"],
+                    "compression_ratio": run["compression_ratio"], "train_seconds": run["train_seconds"],
+                    "retiled": {k: sp[k] for k in ("cycles_per_image", "images_per_s", "luts", "fmax_mhz")}})
+    return out
+
+
+def point_source(source: Source, point: dict) -> Source:
+    """The model a point runs: its own (a recompressed point's file) or the sweep's."""
+    if "model" in point:
+        return Source(point["model"], "model", HardwareSpec.from_dict(point["spec"]))
+    return source
 
 
 def build_candidates(source: Source, points: list[dict], *, objective: str, min_fmax: float | None, tries: int,
@@ -345,7 +420,7 @@ def build_point(source: Source, point: dict, *, board: str, out_dir, quiet: bool
     builds asked for): what it took and reached."""
     from terwin.build import build_model, get_board
 
-    dep = source.deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
+    dep = point_source(source, point).deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
     family = get_board(board).family
     target = clock_mhz if clock_mhz is not None else resources.calibration_target(family)
     report = build_model(dep, board=board, out_dir=out_dir, clock_mhz=target, quiet=quiet)
@@ -361,7 +436,7 @@ def verify_point(source: Source, point: dict, built: dict, *, images: int, quiet
     """Verify a built point's RTL on `images` images; its figures beside the prediction."""
     from terwin.sim import rtl
 
-    dep = source.deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
+    dep = point_source(source, point).deployment(HardwareSpec.from_dict(point["spec"])).check_fits_hardware()
     per_image = built["cycles_per_image"]
     q = verification_images(dep, images)
     res = rtl.verify(dep, q, progress=not quiet)
@@ -407,7 +482,7 @@ def format_table(result: dict) -> str:
     best = result["best"]
     for p in rows:
         r = p["predicted"]
-        mark = " <- best" if best is not None and p["spec"] == best["spec"] else ""
+        mark = " <- best" if best is not None and "model" not in best and p["spec"] == best["spec"] else ""
         mark += " (extrapolated)" if r["extrapolated"] else ""
         lines.append(f"{_spec_label(p['spec'], axes):<28}{r['cycles_per_image']:>9}{r['fmax_mhz']:>10.1f}"
                      f"{r['images_per_s']:>12.0f}{r['luts']:>8}{r['logic_cells']:>8}{r['brams']:>6}{r['dsps']:>5}{mark}")
@@ -423,11 +498,26 @@ def format_table(result: dict) -> str:
     if any(p["predicted"]["extrapolated"] for p in rows):
         lines.append("(extrapolated): a design beyond the range of the calibration builds (a larger array, "
                      "wider sums): its prediction is an extrapolation of the fit, with a larger error likely")
+    rec = result.get("recompressed")
+    if rec is not None:
+        arrays = len({p["model"] for p in rec})
+        lines.append(f"compressed again for {arrays} array(s) (the model's own recipe), predicted on the new models "
+                     f"(re-tiled figures in brackets):")
+        lines.append(f"{'spec':<28}{'cycles':>16}{'fmax MHz':>10}{'images/s':>20}{'LUTs':>8}{'accuracy':>10}{'drop':>7}")
+        for p in sorted(rec, key=lambda p: -p["predicted"]["images_per_s"]):
+            r, t, a = p["predicted"], p["retiled"], p["accuracy"]
+            mark = " <- best" if best is not None and p["spec"] == best["spec"] else ""
+            mark += "" if is_candidate(p, result.get("min_fmax")) else " (not a candidate)"
+            lines.append(f"{_spec_label(p['spec'], axes):<28}{r['cycles_per_image']:>7} [{t['cycles_per_image']:>6}]"
+                         f"{r['fmax_mhz']:>10.1f}{r['images_per_s']:>10.0f} [{t['images_per_s']:>7.0f}]{r['luts']:>8}"
+                         f"{100 * a['integer']:>9.2f}%{a['drop_points']:>7.2f}{mark}")
     if best is not None:
         r = best["predicted"]
         lines.append(f"best ({result['objective']}): {_spec_label(best['spec'], axes)}: {r['images_per_s']:.0f} "
                      f"images/s predicted ({r['cycles_per_image']} cycles at {r['fmax_mhz']:.1f} MHz), "
-                     f"{r['luts']} LUTs, {r['brams']} BRAM, {r['dsps']} DSP")
+                     f"{r['luts']} LUTs, {r['brams']} BRAM, {r['dsps']} DSP"
+                     + (f"; model {best['model']} ({100 * best['accuracy']['integer']:.2f} %, drop "
+                        f"{best['accuracy']['drop_points']:.2f} points)" if "model" in best else ""))
         for i, a in enumerate(result.get("build_attempts", [])):
             if not a["meets_fmax"] or len(result["build_attempts"]) > 1:
                 lines.append(f"build {i + 1}: {_spec_label(a['spec'], axes)}: {a['built']['fmax_mhz']} MHz (predicted "
@@ -465,6 +555,10 @@ def plot(result: dict, path) -> None:
             sel = [p for p in pts if group(p)]
             ax.scatter([p["predicted"][key] for p in sel], [p["predicted"]["images_per_s"] for p in sel], s=18,
                        **style)
+        rec = [p for p in result.get("recompressed", []) if p["predicted"]["fits"]]
+        if rec:
+            ax.scatter([p["predicted"][key] for p in rec], [p["predicted"]["images_per_s"] for p in rec], s=40,
+                       marker="^", c="tab:green", edgecolors="k", label="compressed again for its array", zorder=4)
         if result["best"] is not None:
             b = result["best"]
             ax.scatter([b["predicted"][key]], [b["predicted"]["images_per_s"]], marker="*", s=200, c="gold",
