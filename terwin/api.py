@@ -66,9 +66,9 @@ def _spec(spec, default: HardwareSpec) -> HardwareSpec:
 def compress(model: torch.nn.Module | str | None = None, data="digits", *, spec=None, family: str = "ternary",
              tile_sparsity: float | None = None, seed: int = 0, weights=None, epochs_scale: float = 1.0,
              quiet: bool = False, codec: str = "raw", **options) -> tuple[Deployment, dict]:
-    """Compress `model` (a torch.nn.Module, or "FILE.py:FACTORY" as `terwin compress --model` takes it,
-    FACTORY() built under `seed` and recorded by that name; None: the family's built-in digits CNN) trained on `data`
-    (`load_data`) into an integer model for `spec` (a preset name, a spec file or a HardwareSpec;
+    """Compress `model` (a torch.nn.Module, or "FILE.py:FACTORY" as `terwin compress --model` takes it:
+    FACTORY() built under `seed`, the model file records that name; None: the family's built-in digits
+    CNN) trained on `data` (`load_data`) into an integer model for `spec` (a preset name, a spec file or a HardwareSpec;
     default: the family's). `weights`: the model's trained state_dict (a mapping or a file) — the
     float training is skipped. `codec`: "raw" or "huffman", how the weight stream is stored
     (`terwin.codec`; the report gains `codec`, `weight_stream_bits` — the design's weight memory bits on chip — and `weight_memory`). `options`: the family's other options (e.g. regularizer="group-lasso",
@@ -96,8 +96,8 @@ def compress(model: torch.nn.Module | str | None = None, data="digits", *, spec=
     split = load_data(data, act_bits=spec.act_bits)
     name = data if isinstance(data, (str, Path)) else split.name
     weights_ref = str(weights) if isinstance(weights, (str, Path)) else None if weights is None else "state_dict"
-    opts = _options(model_flow.OPTIONS, dict(common, model_ref=model_ref or type(model).__name__, data_ref=str(name),
-                                              weights_ref=weights_ref))
+    opts = _options(model_flow.OPTIONS, dict(common, model_ref=model_ref or type(model).__name__,
+                                              data_ref=str(name), weights_ref=weights_ref))
     return _with_codec(*model_flow.compress(opts, model, split, weights=weights), codec)
 
 
@@ -177,7 +177,7 @@ def explore(model, *, board: str, objective: str = "images_per_s", axes: dict | 
     for `board`; `axes`: {HardwareSpec field: values} (default: the engine's array); `min_fmax`: only
     points predicted to reach this clock (MHz) are candidates (`build_tries`: builds tried, in order, until
     one reaches it); `recompress` K: compress the model again for the K best arrays (a model file that
-records its recipe; `out` needed) and choose the best among the new models. Returns the sweep:
+    records its recipe; `out` needed) and choose the best among the new models. Returns the sweep:
     {"points": [{"spec", "predicted"}], "front", "best": {"spec", "predicted"[, "built", "verify"]}, ...}
     (`terwin.dse.sweep`)."""
     import tempfile

@@ -41,7 +41,7 @@ def test_the_recipe_is_read_back_from_the_file(small_model):
                                            "--ternary-epochs-scale 0.03")
 
 
-def test_the_default_model_file_records_nothing_more(tmp_path):
+def test_the_default_model_file_records_nothing_more():
     """The recipe's extra settings are recorded only when not at their defaults (the default file is as before)."""
     from terwin.algo.ternary.flow import TernaryOptions, recipe_extras
     assert recipe_extras(TernaryOptions()) == {}
