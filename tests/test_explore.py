@@ -162,7 +162,8 @@ def test_best_point_under_a_clock_floor_is_the_fastest_predicted_to_reach_it():
 
 def test_fmax_extrapolation_is_flagged_apart():
     """An fmax is extrapolated when a regressor of the clock period lies beyond every calibration build (a
-    wider array than any built); LUTs beyond them alone do not make it so."""
+    wider array than any built), or the design is larger (LUTs) than every build: routing congestion,
+    which the period's regressors do not see, then sets the clock."""
     feat = next(p["features"] for p in CALIBRATION["points"]
                 if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
     inside = resources.predict_features(feat, family="ecp5")
@@ -172,6 +173,14 @@ def test_fmax_extrapolation_is_flagged_apart():
                                       if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
     pred = resources.predict_features(wide, family="ecp5")
     assert pred["fmax_extrapolated"] and "log2_cols" in pred["extrapolated"]
+    # as many columns as a build, but more rows than any: the period's regressors are inside, the LUTs not
+    largest = max(p["measured"]["luts"] for p in CALIBRATION["points"]
+                  if p["family"] == "ecp5" and p["features"]["engine"] == "ternary")
+    tall = json.loads(json.dumps(feat))
+    tall["spec"]["pe_rows"] = 64 * tall["spec"]["pe_rows"]
+    pred = resources.predict_features(tall, family="ecp5")
+    assert pred["luts"] > 1.01 * largest and pred["fmax_extrapolated"]
+    assert not {"log2_cols", "dsp_tiles"} & set(pred["extrapolated"])
 
 
 # -- sweeps scored by the exact cycle model ------------------------------------------------------------------

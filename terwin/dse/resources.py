@@ -339,6 +339,13 @@ def predict_features(feat: dict, *, family: str, board: str | None = None, coeff
         outside |= beyond
         if q == "period_ns":
             fmax_outside |= beyond
+    # ... and so is the fmax of a design larger than every build (its LUTs, by more than 1 %): the clock
+    # period was fitted on designs up to that size, and beyond it routing congestion, which no regressor
+    # of the period sees, sets the clock (the 8-bit pe32x32 with 16 lanes: 33,366 LUTs predicted against
+    # 27,750 for the largest build, predicted 93.5 MHz, placed at an estimated 55.9 and unrouted after
+    # 25 minutes)
+    if out["luts"] > max(entry["luts"]["measured"]) * 1.01:
+        fmax_outside.add("luts")
     # a spec field no calibration build of this family and engine set (a field added since, e.g.
     # out_lanes > 1): the fit cannot see what it costs, so the prediction is an extrapolation too
     known = calibrated_fields(family, engine)
@@ -348,7 +355,8 @@ def predict_features(feat: dict, *, family: str, board: str | None = None, coeff
             "brams": block_rams(feat, family), "distributed_rams": mapped(feat, family, "distributed"),
             "dsps": round(out["dsps"]),
             "fmax_mhz": round(1000.0 / out["period_ns"], 2), "extrapolated": sorted(outside),
-            # the fmax alone: beyond the builds in a regressor of the clock period, or a field none set
+            # the fmax alone: beyond the builds in a regressor of the clock period or in size, or a field
+            # none set
             "fmax_extrapolated": bool(fmax_outside or uncalibrated)}
     if board is not None:
         cap = board_capacity(board)
