@@ -5,8 +5,8 @@ it pruned were the tiles of the array it was compressed for, and on another arra
 are empty, so the re-tiled cycles are pessimistic for every array but its own. PE-aware pruning is
 a choice made for an array: with `recompress=K` the explorer takes the K best candidates of the
 re-tiled sweep (K distinct arrays: specs differing only in fields the compression does not
-read, such as out_lanes, share a run) and compresses the model again for each — the same recipe, which the
-model file records (`Deployment.meta`: family, seed, tile sparsity, regularizer, threshold, zero
+read, such as out_lanes, share a run) and compresses the model again for each — the same recipe,
+which the model file records (`Deployment.meta`: family, seed, tile sparsity, regularizer, threshold, zero
 budget, and the settings not at their defaults; a user's network by its `FILE.py:FACTORY`, data and
 weights) — then scores each new model (its exact cycles, its resources and fmax) with its own
 accuracy beside it. The best point is chosen among those, within `--accuracy-budget` (points of the
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from terwin.deployment import Deployment
 from terwin.errors import TerwinError
+from terwin.spec import HardwareSpec
 
 MAX_RECOMPRESS = 16
 # meta key -> keyword of `terwin.api.compress` (the ternary family, built-in net and a user's network)
@@ -76,7 +77,6 @@ def recompress_task(item) -> dict:
     """A sweep task (top-level: workers import it by name): (recipe, spec dict, folder) -> the model
     compressed for that spec in folder/ (spec.json, model/model.terwin, model/compress.json) and its figures."""
     from terwin import api
-    from terwin.spec import HardwareSpec
 
     recipe, spec_dict, folder = item
     folder = Path(folder)
@@ -101,7 +101,6 @@ def compression_key(spec_dict: dict) -> tuple:
     """What a compression run depends on in a spec: the PE tile (pe_rows x pe_cols: what is pruned) and
     the fields the integer model fixes (`Deployment.MODEL_FIELDS`); specs equal in these (e.g. differing
     in out_lanes or the clock) share one compressed model."""
-    from terwin.spec import HardwareSpec
     spec = HardwareSpec.from_dict(spec_dict)
     return tuple(getattr(spec, f) for f in ("pe_rows", "pe_cols", *Deployment.MODEL_FIELDS))
 
