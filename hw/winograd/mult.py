@@ -18,6 +18,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
+from terwin.intmath import unsigned_bits
+
+from ..fpga import RUNTIME_RAM
+
 from .program import M_READ_LATENCY, MULT_LATENCY
 
 
@@ -29,27 +33,50 @@ class WeightDecoder(wiring.Component):
     are registered, so the memory address comes from flip-flops): its first item is offered in the
     next cycle and the rest follow back to back as long as `o_stream.ready` is high.
     `busy` is high while items of the layer remain (including the one offered).
+
+    With `loaded` the memory is a RAM that the host fills before the first image, through `load` (a
+    write port; the decoder reads nothing while it writes): `items` is then only its size. The RAM
+    has one address for its write and its read, so that a single-port RAM holds it: the iCE40
+    UP5K's SPRAM (asked for by `ram_style` "huge" when the platform is an iCE40 UltraPlus).
     """
 
-    def __init__(self, *, layout, items: list[dict], bases: list[int], counts: list[int], read_port=None):
+    def __init__(self, *, layout, items: list[dict], bases: list[int], counts: list[int], read_port=None,
+                 loaded: bool = False):
         if len(bases) != len(counts) or not bases:
             raise ValueError("bases and counts must list every layer")
+        if loaded and read_port is not None:
+            raise ValueError("a loaded weight memory is the decoder's own")
         self._read_port = read_port    # a read port of a memory held elsewhere (else its own memory of `items`)
         self._layout = layout
         self._items = items
         self._bases = bases
         self._counts = counts
+        self._loaded = loaded
+        depth = max(1, len(items))
         super().__init__({
             "start": In(1),
             "layer": In(range(len(bases))),
             "o_stream": Out(stream.Signature(layout)),
             "busy": Out(1),
+            **({"load": In(WritePort.Signature(addr_width=unsigned_bits(depth - 1), shape=layout))} if loaded else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         depth = max(1, len(self._items))
-        if self._read_port is None:
+        if self._loaded:
+            attrs = {"ram_style": "huge"} if str(getattr(platform, "device", "")).startswith("iCE40UP") else None
+            # named so that the build drops the initial value Amaranth gives it (`fpga.RUNTIME_RAM`)
+            m.submodules[RUNTIME_RAM] = mem = Memory(shape=self._layout, depth=depth, init=[], attrs=attrs)
+            wp, port = mem.write_port(), mem.read_port()
+            # the decoder drives `rp`; the memory sees one address, the load's while it writes
+            rp = wiring.Signature({"addr": Out(len(port.addr)), "en": Out(1), "data": In(self._layout)}).create()
+            addr = Signal.like(port.addr)
+            load = self.load
+            m.d.comb += [addr.eq(Mux(load.en, load.addr, rp.addr)), wp.addr.eq(addr), port.addr.eq(addr),
+                         wp.en.eq(load.en), wp.data.eq(load.data), port.en.eq(rp.en & ~load.en),
+                         rp.data.eq(port.data)]
+        elif self._read_port is None:
             m.submodules.mem = mem = Memory(shape=self._layout, depth=depth, init=self._items)
             rp = mem.read_port()
         else:
@@ -163,6 +190,18 @@ def m_read_signature(program) -> wiring.Signature:
     })
 
 
+def weight_load_signature(program) -> wiring.Signature:
+    """A write into one lane's loaded weight memory (spec.weight_memory "loaded"): `lane`, `addr`,
+    `data` (an item, `layouts.item_layout`) with `en`."""
+    from . import layouts
+    return wiring.Signature({
+        "en": Out(1),
+        "lane": Out(range(max(2, program.lanes))),
+        "addr": Out(unsigned_bits(program.item_depth - 1)),
+        "data": Out(layouts.item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)),
+    })
+
+
 class SparseMultiplyStage(wiring.Component):
     """Operand memory, `lanes` x (decoder + multiplier + accumulator bank), and the target map.
 
@@ -205,6 +244,8 @@ class SparseMultiplyStage(wiring.Component):
             "buf": In(1),
             "busy": Out(1),
             "m_read": Out(m_read_signature(p)),
+            # spec.weight_memory "loaded": the host's writes into lane `lane`'s weight memory
+            **({"weight_load": In(weight_load_signature(p))} if p.loaded_weights else {}),
         })
 
     def elaborate(self, platform):
@@ -270,9 +311,15 @@ class SparseMultiplyStage(wiring.Component):
                 if lane == 0:
                     m.d.comb += lane0_take.eq(dec.take)
             else:
-                dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
+                image = images[f"items{lane}"]
+                dec = WeightDecoder(layout=self.item, items=image.init if image.is_rom else image.loaded,
                                     bases=[s.item_base[lane] for s in self.weighted],
-                                    counts=[len(s.lane_items[lane]) for s in self.weighted])
+                                    counts=[len(s.lane_items[lane]) for s in self.weighted],
+                                    loaded=p.loaded_weights)
+                if p.loaded_weights:
+                    wl = self.weight_load
+                    m.d.comb += [dec.load.en.eq(wl.en & (wl.lane == lane)), dec.load.addr.eq(wl.addr),
+                                 dec.load.data.eq(wl.data)]
             mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits,
                           per_word=p.in_pixels)
             m.submodules[f"decoder{lane}"] = dec

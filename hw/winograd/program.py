@@ -346,13 +346,35 @@ class WinogradProgram(Program):
                                for low in range(per)]) for part in range(parts))]
 
     def _weight_memories(self, item) -> list[MemoryImage]:
-        """Per lane its items, or (a Huffman program) its value and run streams."""
+        """Per lane its items, or (a Huffman program) its value and run streams. With
+        `spec.weight_memory` "loaded" the items are RAMs the host fills (`preamble`)."""
         if self.huffman:
             from .huffman_program import huffman_memories
             return huffman_memories(self)
-        return [MemoryImage(f"items{lane}", item, max(1, len(items)),
-                            [{"w": w, "addr": a, "last": last} for w, a, last in items])
-                for lane, items in enumerate(self.items)]
+        contents = [[{"w": w, "addr": a, "last": last} for w, a, last in items] for items in self.items]
+        if self.loaded_weights:
+            return [MemoryImage(f"items{lane}", item, max(1, len(c)), loaded=c) for lane, c in enumerate(contents)]
+        return [MemoryImage(f"items{lane}", item, max(1, len(c)), c) for lane, c in enumerate(contents)]
+
+    @property
+    def loaded_weights(self) -> bool:
+        """Whether the host loads the weight streams at run time (`spec.weight_memory` "loaded")."""
+        return self.spec.weight_memory == "loaded"
+
+    @property
+    def item_beats(self) -> int:
+        """`i_stream` beats per item of a loaded weight stream (act_bits bits a beat, low bits first)."""
+        return -(-(self.weight_bits + self.addr_bits + 1) // self.act_bits)
+
+    def preamble(self) -> list[int]:
+        """With `spec.weight_memory` "loaded": every lane's items, lane 0's first, each item's bits
+        (`layouts.item_layout`) in `item_beats` beats of act_bits bits, the lowest first."""
+        if not self.loaded_weights:
+            return []
+        mask = (1 << self.act_bits) - 1
+        return [word >> (self.act_bits * b) & mask
+                for image in self.memories() if image.loaded is not None
+                for word in image.words() for b in range(self.item_beats)]
 
     def synthesis_memories(self) -> list[MemoryImage]:
         """The memories as synthesis maps them (the block-RAM count of `terwin.dse.resources`): a memory
@@ -572,6 +594,9 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     lanes = spec.mult_lanes
     from .huffman_program import MULT_EXTRA, uses_huffman
     huffman = uses_huffman(dep)
+    if huffman and spec.weight_memory == "loaded":
+        raise TerwinError("weight_memory loaded holds raw weight streams: this model's weights are Huffman-coded "
+                          "(codec huffman); use weight_memory rom or a model without the codec")
     act_max = spec.act_max
     bt, _, at = winograd.matrices(spec.winograd_tile, 3)
     v_gain = int(np.abs(bt).sum(axis=1).max()) ** 2     # |V| <= v_gain * act_max
