@@ -7,9 +7,10 @@ weights (w, operand address, last-of-target). Each lane is
 
 and sees only nonzero weights: one multiply per cycle per lane, no cycle spent on a zero. A lane's
 products accumulate (over input channels, in the Winograd domain) until the `last` item of a
-target; the sum is written into the lane's bank at the target's rank k. The output side reads M
-through the target map (`SparseMultiplyStage.m_read`, a row of four targets a cycle), adding the
-partial sums of a target that the wrap-around rule split over several lanes.
+target; the sum is written into the lane's bank at the target's rank k (quarter k % 4 of the bank,
+at k // 4). The output side reads M through the target map (`SparseMultiplyStage.m_read`, a row of
+four targets a cycle, each lane's quarters once), adding the partial sums of a target that the
+wrap-around rule split over several lanes.
 """
 from __future__ import annotations
 
@@ -205,6 +206,13 @@ def weight_load_signature(program) -> wiring.Signature:
 class SparseMultiplyStage(wiring.Component):
     """Operand memory, `lanes` x (decoder + multiplier + accumulator bank), and the target map.
 
+    A lane's bank is `program.quarters` quarter memories (one write port, one read port each): sum k
+    in quarter k % 2^quarter_bits at k >> quarter_bits; the lane writes the one its k selects. A
+    target-map word gives per lane each quarter's address (into the bank-address register as it is:
+    no logic between the map and the banks) and per target the quarter its sum comes from (a
+    multiplexer after the banks, before the masked-partial register); the compiler checks that a
+    word's reads of a lane are in distinct quarters (`program._map_word`).
+
     Both memories are double-buffered (the top address bit is the half): the input side fills one
     operand half while the lanes read the other, and the output side reads one bank half while the
     lanes write the other.
@@ -273,7 +281,7 @@ class SparseMultiplyStage(wiring.Component):
             m.d.sync += read_buf.eq(self.m_read.buf)
         bank_buf = Signal()    # ... alongside the registered bank addresses
         m.d.sync += bank_buf.eq(read_buf)
-        width = len(map_rp.data)
+        width = len(map_rp.data[0].take)
 
         # `start_ahead` is `start` a cycle early, into a register here (the start fans out to every lane's
         # weight-memory address): the lanes see either
@@ -329,18 +337,32 @@ class SparseMultiplyStage(wiring.Component):
             wiring.connect(m, dec.o_stream, mac.i_stream)
             rp = operand_copies[lane].read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
-            m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
-            bwp = bank.write_port()
-            m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
+            # the lane's bank: quarter q holds its sums k with k % 2^quarter_bits = q, at k >> quarter_bits
+            # (and the half); the lane writes one quarter, the output side reads each quarter once a word
+            qb, qa = p.quarter_bits, p.quarter_addr_bits
+            wk, wbuf = mac.m_write.addr[:p.k_bits], mac.m_write.addr[p.k_bits]
+            entry = map_rp.data[lane]
+            quarter_data = []
+            for q in range(p.quarters):
+                m.submodules[f"bank{lane}q{q}"] = quarter = images[f"bank{lane}q{q}"].memory()
+                qwp = quarter.write_port()
+                m.d.comb += [qwp.en.eq(mac.m_write.en & (wk[:qb] == q) if qb else mac.m_write.en),
+                             qwp.addr.eq(Cat(wk[qb:qb + qa], wbuf)), qwp.data.eq(mac.m_write.data)]
+                # the bank-address register: the quarter's address comes from the map as it is
+                addr = Signal(qa, name=f"qaddr{lane}_{q}")
+                m.d.sync += addr.eq(entry.addr[q])
+                qrp = quarter.read_port(transparent_for=(qwp,))
+                m.d.comb += [qrp.addr.eq(Cat(addr, bank_buf)), qrp.en.eq(1)]
+                quarter_data.append(qrp.data)
+            quarter_data = Array(quarter_data)
             for r in range(width):
-                entry = map_rp.data[r][lane]
-                k = Signal.like(entry.k, name=f"k{lane}_{r}")
+                take = entry.take[r]
                 present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
-                m.d.sync += [k.eq(entry.k), present[0].eq(entry.present), present[1].eq(present[0])]
-                brp = bank.read_port(transparent_for=(bwp,))
-                m.d.comb += [brp.addr.eq(Cat(k, bank_buf)), brp.en.eq(1)]
+                sel = [Signal(qb, name=f"q{lane}_{r}_{n}") for n in range(2)]
+                m.d.sync += [present[0].eq(take.present), present[1].eq(present[0]),
+                             sel[0].eq(take.q), sel[1].eq(sel[0])]
                 partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
-                m.d.sync += partial.eq(Mux(present[1], brp.data, 0))
+                m.d.sync += partial.eq(Mux(present[1], quarter_data[sel[1]] if p.quarters > 1 else quarter_data[0], 0))
                 sums[r].append(partial)
             issuing.append(mac.issuing)
         m.d.comb += self.busy.eq(_any(issuing))
