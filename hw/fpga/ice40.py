@@ -21,6 +21,8 @@ class ICE40(FpgaFamily):
             "brams": util.get("ICESTORM_RAM", (0, 0))[0],
             "dsps": util.get("ICESTORM_DSP", (0, 0))[0],
             "lut_capacity": util.get("ICESTORM_LC", (0, 0))[1],
+            # the UP5K's single-port RAMs (a design's run-time loaded memories), named only when used
+            **({"sprams": util["ICESTORM_SPRAM"][0]} if util.get("ICESTORM_SPRAM", (0, 0))[0] else {}),
         }
 
     def pll(self, in_hz, target_hz):
