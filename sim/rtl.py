@@ -76,6 +76,9 @@ def to_verilog(dep, *, top=None) -> str:
         return (Path(tmp) / "top.v").read_text()
 
 
+PREAMBLE_FILE = "preamble.hex"
+
+
 def generate(dep, out_dir, *, force: bool = False) -> dict:
     """Verilog + memory images + manifest.json in `out_dir` (through `terwin.outdir.OutputFolder`:
     all or nothing, and never over a user's file); returns the manifest."""
@@ -117,6 +120,13 @@ def _generate(dep, out: Path) -> dict:
         "memory_images": images,
         "clock": {"name": "clk", "reset": "rst (synchronous, active high)"},
     }
+    preamble = top.program.preamble()
+    if preamble:
+        # a design that loads memories at run time: what to send on i_stream after each reset, before
+        # the first image (one hex value per line, a beat each)
+        (out / PREAMBLE_FILE).write_text("".join(f"{v:x}\n" for v in preamble))
+        manifest["preamble"] = {"file": PREAMBLE_FILE, "beats": len(preamble),
+                                "memories": [m.name for m in top.program.memories() if m.loaded is not None]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -104,6 +104,25 @@ def test_spec_too_big_for_the_up5k_is_one_line_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.build
+def test_winograd_model_builds_for_the_icebreaker_with_loaded_weights(tmp_path, capsys):
+    """The default Winograd model (4 lanes, weights in ROM: 109 block RAMs by the count) with `--spec`
+    one lane and its weights loaded at run time: it fits the UP5K, its weight stream in SPRAM, and the
+    bitstream is the committed reference's, bit for bit."""
+    repo = Path(__file__).resolve().parents[1]
+    ref = json.loads((repo / "bitstreams" / "icebreaker" / "winograd" / "report.json").read_text())
+    rc = main(["build", str(repo / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin"), "--board", "icebreaker",
+               "--spec", str(repo / "examples" / "winograd-icebreaker.json"), "--out", str(tmp_path / "b"),
+               "--clock-mhz", str(ref["requested_mhz"]), "--seed", str(ref["seed"]), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["fits"] and report["timing_met"] and report["fmax_mhz"] >= 24
+    assert report["brams"] <= 30 and report["sprams"] == 2 and report["logic_cells"] <= 5280
+    assert report["model_checksum"] == ref["model_checksum"]
+    assert report["bitstream_sha256"] == ref["bitstream_sha256"]
+
+
+@pytest.mark.build
 def test_accelerator_build_is_deterministic(tmp_path):
     """The same model and options give the same bitstream, byte for byte (iCE40)."""
     from terwin.build import build_model

@@ -181,6 +181,24 @@ def test_top_with_loaded_weights_matches_reference_and_cycle_model(case):
     check_against_models(dep, q, simulate_top(dep, q, seed=seed))
 
 
+def test_generate_writes_the_preamble_of_loaded_weights(tmp_path):
+    """`terwin generate` of a design with loaded weights: no ROM image of the weight streams, and the
+    preamble (what to send after reset) as preamble.hex, listed in the manifest."""
+    import json
+
+    from terwin.sim import rtl
+    dep = synthetic(2, lanes=2, weight_memory="loaded", topology=(("winograd_conv2d", 3), ("linear", 4)),
+                    input_shape=(1, 5, 5))
+    manifest = rtl.generate(dep, tmp_path / "gen")
+    beats = compile_program(dep).preamble()
+    assert manifest["preamble"] == {"file": "preamble.hex", "beats": len(beats), "memories": ["items0", "items1"]}
+    assert [int(v, 16) for v in (tmp_path / "gen" / "preamble.hex").read_text().split()] == beats
+    assert not any(name.startswith("items") for name in manifest["memory_images"])
+    assert json.loads((tmp_path / "gen" / "manifest.json").read_text()) == manifest
+    rom = rtl.generate(dep.replace(spec=dep.spec.replace(weight_memory="rom")), tmp_path / "rom")
+    assert "preamble" not in rom and {"items0", "items1"} <= set(rom["memory_images"])
+
+
 def test_loaded_weights_refuse_huffman_and_ternary():
     from terwin.errors import SpecError
     with pytest.raises(SpecError, match="weight_memory loaded is a Winograd-engine option"):

@@ -76,11 +76,14 @@ class FpgaFamily:
     resources: dict               # nextpnr cell type -> the report's resource name ("block RAMs")
     # What Yosys's memory_libmap chooses among (its library costs; terwin.dse counts block RAMs with
     # them): the block RAM's (depth, width) aspect ratios and cost, the distributed RAM's (depth,
-    # width, cost) or None, and the operand width of one DSP multiplier.
+    # width, cost) or None, and the operand width of one DSP multiplier. `spram_shape`: the (depth,
+    # width) of the single-port RAM that takes a design's run-time loaded memories (`RUNTIME_RAM`:
+    # the iCE40 UltraPlus's SPRAM), None where they go to block RAM like any other RAM.
     bram_shapes: tuple = ()
     bram_cost: int = 0
     distributed_ram: tuple | None = None
     dsp_width: int = 0
+    spram_shape: tuple | None = None
 
     @property
     def tools(self) -> tuple[Tool, ...]:

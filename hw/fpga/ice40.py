@@ -77,5 +77,6 @@ FAMILY = ICE40(
     bram_shapes=((256, 16), (512, 8), (1024, 4), (2048, 2)),   # SB_RAM40_4K (Yosys ice40/brams.txt: cost 64)
     bram_cost=64,
     distributed_ram=None,
+    spram_shape=(16384, 16),   # SB_SPRAM256KA (the UP5K has 4; the iCEBreaker's is the only iCE40 board)
     dsp_width=16,                                                # SB_MAC16
 )
