@@ -75,12 +75,13 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
   `terwin.fileformat.save`: the same weights and scores, its weight memories Huffman-coded and
   decoded on chip; docs/codecs.md, "Engine integration"). winograd on the iCEBreaker: the winograd
-  model file with `spec.mult_lanes` 1 and `spec.weight_memory` "loaded" (`dep.retarget(spec)`, the
-  same weights and scores): its weight stream lives in 2 of the UP5K's 4 SPRAMs, which the host fills
-  after a line break before the first image (`terwin run` does; docs/winograd-hardware.md, "Weights
-  loaded at run time"), and each accumulator bank is four quarter memories, so the design takes 26
-  of the 30 block RAMs; with its weights in block RAM the 4-lane design needed 109 by the count, and
-  2 lanes with loaded weights need 5,852 logic cells of 5,280. resnet8:
+  model file built with `terwin build --spec examples/winograd-icebreaker.json` (`dep.retarget(spec)`:
+  the same weights and scores; `spec.mult_lanes` 1, `weight_memory` "loaded", `bank_layout`
+  "quarters"): its weight stream lives in 2 of the UP5K's 4 SPRAMs, which the host fills after a
+  line break before the first image (`terwin run` does; docs/winograd-hardware.md, "Weights loaded
+  at run time"), and each accumulator bank is four quarter memories, so the design takes 26 of the
+  30 block RAMs; with its weights in block RAM the 4-lane design needed 109 by the count, and 2
+  lanes with loaded weights need 5,852 logic cells of 5,280. resnet8:
   `examples/resnet8.py` (a user's residual network, `terwin compress --family ternary --model
   examples/resnet8.py:resnet8 --data digits32`, 50 % of tiles, seed 0); it needs 6,183 logic cells (6,481 before the codes memory) of
   the UP5K's 5,280, so it has no iCE40 build either.

@@ -215,9 +215,12 @@ class UARTBridge(wiring.Component):
         m.submodules.uart_rx = rx = UARTRx(divisor=self._divisor)
         m.submodules.uart_tx = tx = UARTTx(divisor=self._divisor)
         ser = ScoreSerializer(self.score_shape)
-        # a line break resets the accelerator and the scores it was sending (not the UART)
-        m.submodules.core = ResetInserter(rx.brk)(core)
-        m.submodules.serializer = ResetInserter(rx.brk)(ser)
+        # a line break resets the accelerator and the scores it was sending (not the UART), from a
+        # flip-flop: the reset fans out over the whole accelerator
+        brk = Signal()
+        m.d.sync += brk.eq(rx.brk)
+        m.submodules.core = ResetInserter(brk)(core)
+        m.submodules.serializer = ResetInserter(brk)(ser)
 
         act_max = (1 << self.act_shape.width) - 1
         byte = rx.o_stream.payload

@@ -235,8 +235,9 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     """Two tiles of every layer back to back, as a multiply-bound schedule runs them: operands in both
     halves, the second `start` in the cycle of the first tile's last item; the lanes issue for
     2 * issue cycles without a gap, and each bank half holds its tile's sums."""
-    spec = PRESETS["winograd"].replace(mult_lanes=lanes)
-    check_multiply_stage(small_dep(seed=5, spec=spec))
+    for layout in ("copies", "quarters"):    # a bank with a read port per target, or 4 quarter memories
+        spec = PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout=layout)
+        check_multiply_stage(small_dep(seed=5, spec=spec))
 
 
 # (lanes, topology, density, seed) of small models whose largest lane holds 1, 2, 3 and 5 pieces a layer
@@ -251,7 +252,8 @@ def test_sparse_multiply_stage_with_tiny_banks(bank_depth):
     """Banks of 1, 2 or 3 sums have 1, 2 or 3 quarters (interleaved by 1, 2 and 4), with no address
     bits but the half; 5 sums: 4 quarters of 2 a half. The stage still gives `dense @ operands`."""
     lanes, topology, density, seed = TINY_BANKS[bank_depth]
-    dep = small_dep(seed=seed, density=density, spec=PRESETS["winograd"].replace(mult_lanes=lanes),
+    dep = small_dep(seed=seed, density=density,
+                    spec=PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout="quarters"),
                     topology=topology, input_shape=(1, 4, 4))
     program = compile_program(dep)
     assert program.bank_depth == bank_depth
@@ -378,8 +380,9 @@ def test_sequencer_walks_steps_of_any_length_and_restarts():
 
 def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_references():
     """`synthesis_memories` lists a memory once per read port (Yosys copies it for each): the operand
-    memory once per lane, each bank quarter once, each activation buffer IN_PIXELS times; the
-    explorer's block-RAM count over them gives what the committed ECP5 reference builds measured."""
+    memory once per lane, each bank MAP_WIDTH times (bank_layout "quarters": each quarter once), each
+    activation buffer IN_PIXELS times; the explorer's block-RAM count over them gives what the
+    committed ECP5 reference builds measured."""
     import json
     from pathlib import Path
 
@@ -391,10 +394,13 @@ def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_refer
     names = [m.name for m in program.synthesis_memories()]
     assert len(names) == len(set(names))
     assert sum(n.startswith("operands.") for n in names) == program.lanes
-    # each lane's bank is 4 quarters with one read port each: every quarter once, no read copies
-    assert program.quarters == MAP_WIDTH
-    assert sorted(n for n in names if n.startswith("bank0")) == [f"bank0q{q}" for q in range(MAP_WIDTH)]
-    assert sum(n.startswith("bank") for n in names) == program.lanes * MAP_WIDTH
+    assert sum(n.startswith("bank0.") for n in names) == MAP_WIDTH
+    # bank_layout "quarters": 4 quarters with one read port each, every quarter once, no read copies
+    quartered = compile_program(small_dep(spec=PRESETS["winograd"].replace(bank_layout="quarters")))
+    qnames = [m.name for m in quartered.synthesis_memories()]
+    assert quartered.quarters == MAP_WIDTH and program.quarters == 1
+    assert sorted(n for n in qnames if n.startswith("bank0")) == [f"bank0q{q}" for q in range(MAP_WIDTH)]
+    assert sum(n.startswith("bank") for n in qnames) == quartered.lanes * MAP_WIDTH
     assert sum(n.startswith("act0.") for n in names) == IN_PIXELS
     assert "target_map" in names and "schedule" in names
     refs = sorted((Path(__file__).resolve().parents[1] / "bitstreams" / "ulx3s-85f").glob("winograd*/report.json"))
@@ -426,8 +432,8 @@ def test_target_map_reads_distinct_quarters_within_every_word(lanes, seed):
             maps.append((words, [_map_word(w, n, quarter_bits=qb, quarters=min(1 << qb, depth))
                                  for n, w in enumerate(words)], qb))
     else:
-        program = compile_program(small_dep(seed=seed, density=density, spec=PRESETS["winograd"].replace(mult_lanes=lanes),
-                                            input_shape=(1, 8, 8)))
+        spec = PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout="quarters")
+        program = compile_program(small_dep(seed=seed, density=density, spec=spec, input_shape=(1, 8, 8)))
         assert program.quarters == min(MAP_WIDTH, program.bank_depth)
         maps.append((program.target_map, program.map_words, program.quarter_bits))
     for words, stored, qb in maps:

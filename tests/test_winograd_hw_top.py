@@ -148,9 +148,9 @@ def test_top_with_threshold_requantizer_matches_reference_and_cycle_model(case):
 
 
 @pytest.mark.parametrize("case", [
-    # one lane: every item in one RAM
+    # one lane: every item in one RAM; the banks as quarters (the iCEBreaker's design)
     dict(seed=2, lanes=1, density=0.3, topology=(("winograd_conv2d", 3), ("maxpool2d", 2), ("linear", 4)),
-         input_shape=(1, 6, 6)),
+         input_shape=(1, 6, 6), bank_layout="quarters"),
     # 8 lanes on a tiny very sparse model: lanes without items send none; 4-bit activations (5 beats an item)
     dict(seed=7, lanes=8, density=0.05, topology=(("winograd_conv2d", 2), ("linear", 3)), input_shape=(1, 4, 4),
          act_bits=4),
@@ -436,10 +436,12 @@ def test_io_cycles_at_full_rate():
 @given(seed=st.integers(0, 10**6), lanes=st.sampled_from([1, 2, 4, 8]), density=st.sampled_from([0.05, 0.3, 1.0]),
        act_bits=st.sampled_from([4, 6, 8]), wbits=st.sampled_from([4, 6, 8]),
        shape=st.tuples(st.integers(1, 3), st.integers(3, 6), st.integers(3, 6)),
-       weight_memory=st.sampled_from(["rom", "loaded"]), data=st.data())
-def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits, shape, weight_memory, data):
-    """Random lanes, widths, map sizes, layer stacks and weight memories (ROM, or loaded after reset):
-    scores equal the reference, counters the model."""
+       weight_memory=st.sampled_from(["rom", "loaded"]), bank_layout=st.sampled_from(["copies", "quarters"]),
+       data=st.data())
+def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits, shape, weight_memory, bank_layout,
+                                           data):
+    """Random lanes, widths, map sizes, layer stacks, weight memories (ROM, or loaded after reset) and
+    bank layouts: scores equal the reference, counters the model."""
     topology, (h, w) = [], shape[1:]
     for _ in range(data.draw(st.integers(1, 2), label="winograd layers")):
         topology.append(("winograd_conv2d", data.draw(st.integers(1, 5), label="channels")))
@@ -451,6 +453,7 @@ def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits
         topology.append(("linear", data.draw(st.integers(1, 6), label="hidden features")))
     topology.append(("linear", data.draw(st.integers(1, 6), label="classes")))
     dep = synthetic(seed, lanes=lanes, density=density, topology=tuple(topology), input_shape=shape,
-                    act_bits=act_bits, winograd_weight_bits=wbits, weight_memory=weight_memory)
+                    act_bits=act_bits, winograd_weight_bits=wbits, weight_memory=weight_memory,
+                    bank_layout=bank_layout)
     q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(1, *dep.input_shape))
     check_against_models(dep, q, simulate_top(dep, q, seed=seed, deadline=100_000))

@@ -281,7 +281,7 @@ class SparseMultiplyStage(wiring.Component):
             m.d.sync += read_buf.eq(self.m_read.buf)
         bank_buf = Signal()    # ... alongside the registered bank addresses
         m.d.sync += bank_buf.eq(read_buf)
-        width = len(map_rp.data[0].take)
+        width = len(map_rp.data[0].take) if p.quartered else len(map_rp.data)
 
         # `start_ahead` is `start` a cycle early, into a register here (the start fans out to every lane's
         # weight-memory address): the lanes see either
@@ -337,33 +337,23 @@ class SparseMultiplyStage(wiring.Component):
             wiring.connect(m, dec.o_stream, mac.i_stream)
             rp = operand_copies[lane].read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
-            # the lane's bank: quarter q holds its sums k with k % 2^quarter_bits = q, at k >> quarter_bits
-            # (and the half); the lane writes one quarter, the output side reads each quarter once a word
-            qb, qa = p.quarter_bits, p.quarter_addr_bits
-            wk, wbuf = mac.m_write.addr[:p.k_bits], mac.m_write.addr[p.k_bits]
-            entry = map_rp.data[lane]
-            quarter_data = []
-            for q in range(p.quarters):
-                m.submodules[f"bank{lane}q{q}"] = quarter = images[f"bank{lane}q{q}"].memory()
-                qwp = quarter.write_port()
-                m.d.comb += [qwp.en.eq(mac.m_write.en & (wk[:qb] == q) if qb else mac.m_write.en),
-                             qwp.addr.eq(Cat(wk[qb:qb + qa], wbuf)), qwp.data.eq(mac.m_write.data)]
-                # the bank-address register: the quarter's address comes from the map as it is
-                addr = Signal(qa, name=f"qaddr{lane}_{q}")
-                m.d.sync += addr.eq(entry.addr[q])
-                qrp = quarter.read_port(transparent_for=(qwp,))
-                m.d.comb += [qrp.addr.eq(Cat(addr, bank_buf)), qrp.en.eq(1)]
-                quarter_data.append(qrp.data)
-            quarter_data = Array(quarter_data)
-            for r in range(width):
-                take = entry.take[r]
-                present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
-                sel = [Signal(qb, name=f"q{lane}_{r}_{n}") for n in range(2)]
-                m.d.sync += [present[0].eq(take.present), present[1].eq(present[0]),
-                             sel[0].eq(take.q), sel[1].eq(sel[0])]
-                partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
-                m.d.sync += partial.eq(Mux(present[1], quarter_data[sel[1]] if p.quarters > 1 else quarter_data[0], 0))
-                sums[r].append(partial)
+            if p.quartered:
+                self._quartered_bank(m, p, lane, mac, map_rp.data[lane], bank_buf, width, sums)
+            else:
+                # the lane's bank: one memory, a read port per target of the map word (synthesis copies it)
+                m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
+                bwp = bank.write_port()
+                m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
+                for r in range(width):
+                    entry = map_rp.data[r][lane]
+                    k = Signal.like(entry.k, name=f"k{lane}_{r}")
+                    present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
+                    m.d.sync += [k.eq(entry.k), present[0].eq(entry.present), present[1].eq(present[0])]
+                    brp = bank.read_port(transparent_for=(bwp,))
+                    m.d.comb += [brp.addr.eq(Cat(k, bank_buf)), brp.en.eq(1)]
+                    partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
+                    m.d.sync += partial.eq(Mux(present[1], brp.data, 0))
+                    sums[r].append(partial)
             issuing.append(mac.issuing)
         m.d.comb += self.busy.eq(_any(issuing))
         # the partials of each group of 4 lanes are summed into a register, then the groups' sums are
@@ -376,6 +366,37 @@ class SparseMultiplyStage(wiring.Component):
                 groups.append(group)
             m.d.comb += self.m_read.data[r].eq(_tree_sum(groups))
         return m
+
+
+    def _quartered_bank(self, m, p, lane, mac, entry, bank_buf, width, sums):
+        """bank_layout "quarters": the lane's bank as its quarter memories, each read once a map word."""
+        images = self._images
+        # the lane's bank: quarter q holds its sums k with k % 2^quarter_bits = q, at k >> quarter_bits
+        # (and the half); the lane writes one quarter, the output side reads each quarter once a word
+        qb, qa = p.quarter_bits, p.quarter_addr_bits
+        wk, wbuf = mac.m_write.addr[:p.k_bits], mac.m_write.addr[p.k_bits]
+        quarter_data = []
+        for q in range(p.quarters):
+            m.submodules[f"bank{lane}q{q}"] = quarter = images[f"bank{lane}q{q}"].memory()
+            qwp = quarter.write_port()
+            m.d.comb += [qwp.en.eq(mac.m_write.en & (wk[:qb] == q) if qb else mac.m_write.en),
+                         qwp.addr.eq(Cat(wk[qb:qb + qa], wbuf)), qwp.data.eq(mac.m_write.data)]
+            # the bank-address register: the quarter's address comes from the map as it is
+            addr = Signal(qa, name=f"qaddr{lane}_{q}")
+            m.d.sync += addr.eq(entry.addr[q])
+            qrp = quarter.read_port(transparent_for=(qwp,))
+            m.d.comb += [qrp.addr.eq(Cat(addr, bank_buf)), qrp.en.eq(1)]
+            quarter_data.append(qrp.data)
+        quarter_data = Array(quarter_data)
+        for r in range(width):
+            take = entry.take[r]
+            present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
+            sel = [Signal(qb, name=f"q{lane}_{r}_{n}") for n in range(2)]
+            m.d.sync += [present[0].eq(take.present), present[1].eq(present[0]),
+                         sel[0].eq(take.q), sel[1].eq(sel[0])]
+            partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
+            m.d.sync += partial.eq(Mux(present[1], quarter_data[sel[1]] if p.quarters > 1 else quarter_data[0], 0))
+            sums[r].append(partial)
 
 
 assert MacLane.LATENCY == MULT_LATENCY and SparseMultiplyStage.READ_LATENCY == M_READ_LATENCY

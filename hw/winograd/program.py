@@ -21,11 +21,13 @@ lane). Lane l's weight memory holds its items of every layer one after the other
 (`item_base[layer][l]`, `len(lane_items[l])`). A lane writes the partial sum of its k-th piece into
 its own accumulator bank at rank k; the *target map* (one entry per target: for every lane,
 present and k) tells the output side which bank entries to add to get M[t] (a target without
-nonzero weights reads as 0). A lane's bank is four interleaved quarter memories, one read port each:
-sum k lives in quarter k % 4 at k // 4. A map word holds MAP_WIDTH consecutive targets of one layer,
-so a lane's pieces in it have consecutive ranks, in distinct quarters (`_map_word` checks it); the
-word as stored (`WinogradProgram.map_words`) gives per lane each quarter's address and per target
-the quarter it takes its sum from.
+nonzero weights reads as 0). A map word holds MAP_WIDTH consecutive targets of one layer, read in one
+cycle. With spec.bank_layout "copies" (the default) a lane's bank is one memory with MAP_WIDTH read
+ports (synthesis makes a copy per port) and the word holds, per target and lane, (present, k). With
+"quarters" it is four interleaved quarter memories, one read port each: sum k lives in quarter k % 4
+at k // 4; a lane's pieces in a word have consecutive ranks, so they are in distinct quarters
+(`_map_word` checks it), and the word as stored (`WinogradProgram.map_words`) gives per lane each
+quarter's address and per target the quarter it takes its sum from.
 
 Schedule (a list of steps, each a fixed number of cycles)
 ----------------------------------------------------------
@@ -195,7 +197,7 @@ class WinogradProgram(Program):
     lanes: int
     items: list                # per lane: list of (w, addr, last) for every layer
     target_map: list           # per word (MAP_WIDTH targets) of every layer: per target, per lane (present, k)
-                               # (as the memory holds it, by quarter: `map_words`)
+                               # (as the memory holds it: `map_words`)
     params: list               # {bias, mult, shift} per output channel of every weighted layer
     act_bits: int
     act_depth: int             # depth of each of the two activation buffers
@@ -254,12 +256,18 @@ class WinogradProgram(Program):
     def k_bits(self) -> int:
         return unsigned_bits(self.bank_depth - 1)
 
-    # -- accumulator banks: each lane's bank is interleaved over quarter memories -----------------------
+    # -- accumulator banks: spec.bank_layout "quarters" interleaves each lane's bank over quarter memories --
+    @property
+    def quartered(self) -> bool:
+        """Whether each lane's bank is interleaved quarter memories (else one memory, MAP_WIDTH read ports)."""
+        return self.spec.bank_layout == "quarters"
+
     @property
     def quarter_bits(self) -> int:
         """log2 of the interleave: sum k of a lane lives in quarter k % 2^quarter_bits, at k >> quarter_bits
-        (2 for a bank of 3 or more sums, so MAP_WIDTH reads of a word never meet in one quarter)."""
-        return (min(MAP_WIDTH, self.bank_depth) - 1).bit_length()
+        (2 for a bank of 3 or more sums, so MAP_WIDTH reads of a word never meet in one quarter; 0 with
+        bank_layout "copies": one memory)."""
+        return (min(MAP_WIDTH, self.bank_depth) - 1).bit_length() if self.quartered else 0
 
     @property
     def quarters(self) -> int:
@@ -325,6 +333,8 @@ class WinogradProgram(Program):
         """The target map as its memory holds it (`layouts.target_map_layout`), word by word: per lane the
         address in each quarter (k >> quarter_bits of the piece read there) and per target {present, q}
         (the quarter holding the lane's sum); raises if two of a lane's reads of a word meet in a quarter."""
+        if not self.quartered:
+            return [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]
         return [_map_word(word, n, quarter_bits=self.quarter_bits, quarters=self.quarters)
                 for n, word in enumerate(self.target_map)]
 
@@ -343,17 +353,20 @@ class WinogradProgram(Program):
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
             *(self._threshold_memories()),
             *(self._weight_memories(item)),
-            MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, quarters=self.quarters,
-                                                                quarter_bits=self.quarter_bits,
-                                                                quarter_addr_bits=self.quarter_addr_bits, width=MAP_WIDTH),
-                        len(self.target_map), self.map_words),
+            MemoryImage("target_map", layouts.quartered_map_layout(
+                lanes=self.lanes, quarters=self.quarters, quarter_bits=self.quarter_bits,
+                quarter_addr_bits=self.quarter_addr_bits, width=MAP_WIDTH) if self.quartered else
+                layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
+                len(self.target_map), self.map_words),
             # double-buffered: the address's top bit is the half (the tile's parity)
             # IN_PIXELS operands a word (operand address a: word a // IN_PIXELS, value a % IN_PIXELS)
             MemoryImage("operands", data.ArrayLayout(signed(self.operand_bits), IN_PIXELS), 2 << self.word_bits),
-            # each lane's bank as its quarters (sum k in quarter k % 2^quarter_bits at k >> quarter_bits),
-            # double-buffered like the operands
+            # each lane's bank (bank_layout "quarters": as its quarters, sum k in quarter k % 2^quarter_bits
+            # at k >> quarter_bits), double-buffered like the operands
             *(MemoryImage(f"bank{lane}q{q}", signed(self.acc_bits), 2 << self.quarter_addr_bits)
-              for lane in range(self.lanes) for q in range(self.quarters)),
+              for lane in range(self.lanes) for q in range(self.quarters) if self.quartered),
+            *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits)
+              for lane in range(self.lanes) if not self.quartered),
             *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
             # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
             # which its depth-2 form cannot (see `top.py`), hence at least 3
@@ -415,9 +428,11 @@ class WinogradProgram(Program):
         once per read port (Yosys gives every read port its own copy; `SparseMultiplyStage` writes the
         operand memory out as one copy per lane), so the operand memory `lanes` times and each
         activation buffer IN_PIXELS times (the input side reads that many pixels a cycle); each
-        accumulator bank quarter once (one read port: the output side's row of MAP_WIDTH targets reads
-        a lane's quarters once each)."""
+        accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle), or with
+        bank_layout "quarters" each quarter once (one read port: the row reads a lane's quarters once
+        each)."""
         reads = {"operands": self.lanes, "act0": IN_PIXELS, "act1": IN_PIXELS,
+                 **({} if self.quartered else {f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)}),
                  # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
                  # ports and no write port: Yosys maps them onto one true-dual-port block)
                  **({"value_table": self.lanes, "run_table": self.lanes} if self.huffman else {})}

@@ -98,7 +98,8 @@ class WinogradAccelerator(wiring.Component):
             counters.mac.eq(running & mult.busy),
             counters.layer_sel.eq(self.layer_sel), self.layer_cycles.eq(counters.layer_cycles),
             self.layer_mac_cycles.eq(counters.layer_mac_cycles), self.cycles.eq(counters.cycles),
-            self.busy.eq((state == RUN) | (state == FLUSH)),
+            # (not while the weights come in: only RUN and FLUSH)
+            self.busy.eq((state == RUN) | (state == FLUSH) if p.loaded_weights else state != LOAD),
         ]
 
         # the data path: the image (and, after a reset, the weights) in
