@@ -673,6 +673,26 @@ def _overlap_layers(stages: list[Stage], steps: list[list[Phase]]) -> list[Phase
     return out
 
 
+def describe_spec(spec) -> str:
+    """The engine a spec shapes, in words (`terwin inspect`)."""
+    extras = [f"requant {spec.requant}" if spec.requant != "multiply" else "",
+              "weights loaded at run time" if spec.weight_memory == "loaded" else "",
+              "quarter banks" if spec.bank_layout == "quarters" else ""]
+    return ", ".join([f"{spec.mult_lanes} multiplier lane{'s' if spec.mult_lanes != 1 else ''}", *filter(None, extras)])
+
+
+def fit_hint(spec, family) -> str | None:
+    """A family with single-port RAM for run-time loaded memories (the iCE40 UP5K's SPRAM) takes the
+    weight streams out of block RAM: one lane, loaded weights and quarter banks fit the default model
+    on the UP5K (docs/winograd-hardware.md, "Weights loaded at run time")."""
+    if family.spram_shape is None or (spec.weight_memory == "loaded" and spec.mult_lanes == 1
+                                      and spec.bank_layout == "quarters"):
+        return None
+    return ('with one multiplier lane, its weights loaded at run time into SPRAM and quarter banks it may fit: '
+            '--spec FILE.json holding {"weight_format": "winograd", "mult_lanes": 1, "weight_memory": "loaded", '
+            '"bank_layout": "quarters"}')
+
+
 def compile_program(dep: Deployment) -> WinogradProgram:
     """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
     spec = dep.spec

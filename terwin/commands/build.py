@@ -29,7 +29,8 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from terwin import fileformat
-    from terwin.build import DoesNotFitError, build_model
+    from terwin import engines
+    from terwin.build import DoesNotFitError, build_model, family_of, get_board
     from terwin.errors import TerwinError
     from terwin.outdir import check_folder
 
@@ -44,10 +45,9 @@ def run(args) -> int:
         report = build_model(dep, board=args.board, out_dir=args.out, clock_mhz=args.clock_mhz, seed=args.seed,
                              quiet=args.quiet, force=args.force)
     except DoesNotFitError as e:
-        if dep.spec.weight_format == "winograd" and dep.spec.weight_memory == "rom" and args.board == "icebreaker":
-            raise DoesNotFitError(f"{e}; a Winograd model fits the iCEBreaker with one lane and its weights in SPRAM, "
-                                  f"loaded at run time: --spec FILE.json holding {{\"weight_format\": \"winograd\", "
-                                  f"\"mult_lanes\": 1, \"weight_memory\": \"loaded\"}}") from None
+        hint = engines.for_spec(dep.spec).fit_hint(dep.spec, family_of(get_board(args.board)))
+        if hint:
+            raise DoesNotFitError(f"{e}; {hint}") from None
         raise
     timing = "met" if report["timing_met"] else "NOT met"
     print(f"{report['board']} ({report['device']}): {report['luts']} LUTs ({report['logic_cells']} logic cells), "

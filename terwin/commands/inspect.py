@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from terwin import codec, fileformat
+from terwin import codec, engines, fileformat
 from terwin.stats import model_stats
 
 
@@ -27,14 +27,8 @@ def run(args) -> int:
     spec = dep.spec
     shown = os.fsencode(args.model).decode("utf-8", "backslashreplace")  # an undecodable name prints too
     print(f"{shown}: terwin model, format v{fileformat.file_version(dep)}, sha256 {fileformat.file_checksum(args.model)[:16]}")
-    if spec.weight_format == "winograd":
-        array = f"{spec.mult_lanes} multiplier lane{'s' if spec.mult_lanes != 1 else ''}"
-        extras = "".join([f", requant {spec.requant}" if spec.requant != "multiply" else "",
-                          ", weights loaded at run time" if spec.weight_memory == "loaded" else ""])
-    else:
-        array, extras = f"{spec.pe_rows}x{spec.pe_cols} PEs", ""
-    print(f"spec {spec.name}: {array}, {spec.act_bits}-bit activations, "
-          f"{spec.weight_format} weights, {spec.clock_mhz:g} MHz target{extras}")
+    print(f"spec {spec.name}: {engines.for_spec(spec).describe(spec)}, {spec.act_bits}-bit activations, "
+          f"{spec.weight_format} weights, {spec.clock_mhz:g} MHz target")
     print(f"input {'x'.join(map(str, dep.input_shape))}, scale {dep.input_scale:g}; family {dep.meta.get('family', '?')}")
     # a graph (format version 2) has a column `reads`: the map a layer reads when it is not the previous
     # layer's, and +name for the residual it adds; a signed map (a projection shortcut) is marked in `kind`
