@@ -181,6 +181,19 @@ def test_top_with_loaded_weights_matches_reference_and_cycle_model(case):
     check_against_models(dep, q, simulate_top(dep, q, seed=seed))
 
 
+def test_loaded_weights_of_a_model_without_nonzero_weights():
+    """Nothing to load: an empty preamble, and the design takes the image right after reset (scores =
+    the biases, as the reference gives them)."""
+    dep = synthetic(1, lanes=2, weight_memory="loaded", topology=(("winograd_conv2d", 2), ("linear", 3)),
+                    input_shape=(1, 4, 4))
+    layers = [dataclasses.replace(layer, weight=np.zeros_like(np.asarray(layer.weight)))
+              if hasattr(layer, "weight") else layer for layer in dep.layers]
+    dep = dep.replace(layers=tuple(layers)).validate()
+    assert compile_program(dep).preamble() == []
+    q = np.random.default_rng(1).integers(0, dep.spec.act_max + 1, size=(1, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=1))
+
+
 def test_generate_writes_the_preamble_of_loaded_weights(tmp_path):
     """`terwin generate` of a design with loaded weights: no ROM image of the weight streams, and the
     preamble (what to send after reset) as preamble.hex, listed in the manifest."""

@@ -7,10 +7,11 @@ weights (w, operand address, last-of-target). Each lane is
 
 and sees only nonzero weights: one multiply per cycle per lane, no cycle spent on a zero. A lane's
 products accumulate (over input channels, in the Winograd domain) until the `last` item of a
-target; the sum is written into the lane's bank at the target's rank k (quarter k % 4 of the bank,
-at k // 4). The output side reads M through the target map (`SparseMultiplyStage.m_read`, a row of
-four targets a cycle, each lane's quarters once), adding the partial sums of a target that the
-wrap-around rule split over several lanes.
+target; the sum is written into the lane's bank at the target's rank k (with spec.bank_layout
+"quarters": quarter k % 4 of the bank, at k // 4). The output side reads M through the target map
+(`SparseMultiplyStage.m_read`, a row of four targets a cycle: four read ports on each bank, or each
+lane's quarters once), adding the partial sums of a target that the wrap-around rule split over
+several lanes.
 """
 from __future__ import annotations
 
@@ -206,12 +207,14 @@ def weight_load_signature(program) -> wiring.Signature:
 class SparseMultiplyStage(wiring.Component):
     """Operand memory, `lanes` x (decoder + multiplier + accumulator bank), and the target map.
 
-    A lane's bank is `program.quarters` quarter memories (one write port, one read port each): sum k
-    in quarter k % 2^quarter_bits at k >> quarter_bits; the lane writes the one its k selects. A
-    target-map word gives per lane each quarter's address (into the bank-address register as it is:
-    no logic between the map and the banks) and per target the quarter its sum comes from (a
-    multiplexer after the banks, before the masked-partial register); the compiler checks that a
-    word's reads of a lane are in distinct quarters (`program._map_word`).
+    A lane's bank (spec.bank_layout "copies") is one memory with a read port per target of a map word,
+    each at the word's k for that target. With "quarters" it is `program.quarters` quarter memories
+    (one write port, one read port each): sum k in quarter k % 2^quarter_bits at k >> quarter_bits;
+    the lane writes the one its k selects. A target-map word then gives per lane each quarter's
+    address (into the bank-address register as it is: no logic between the map and the banks) and
+    per target the quarter its sum comes from (a multiplexer after the banks, before the
+    masked-partial register); the compiler checks that a word's reads of a lane are in distinct
+    quarters (`program._map_word`).
 
     Both memories are double-buffered (the top address bit is the half): the input side fills one
     operand half while the lanes read the other, and the output side reads one bank half while the
@@ -324,7 +327,7 @@ class SparseMultiplyStage(wiring.Component):
                                     bases=[s.item_base[lane] for s in self.weighted],
                                     counts=[len(s.lane_items[lane]) for s in self.weighted],
                                     loaded=p.loaded_weights)
-                if p.loaded_weights:
+                if p.loaded_weights:   # (a lane without items is never written)
                     wl = self.weight_load
                     m.d.comb += [dec.load.en.eq(wl.en & (wl.lane == lane)), dec.load.addr.eq(wl.addr),
                                  dec.load.data.eq(wl.data)]
@@ -366,7 +369,6 @@ class SparseMultiplyStage(wiring.Component):
                 groups.append(group)
             m.d.comb += self.m_read.data[r].eq(_tree_sum(groups))
         return m
-
 
     def _quartered_bank(self, m, p, lane, mac, entry, bank_buf, width, sums):
         """bank_layout "quarters": the lane's bank as its quarter memories, each read once a map word."""

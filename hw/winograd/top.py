@@ -51,7 +51,8 @@ class WinogradAccelerator(wiring.Component):
         m = Module()
         p = self.program
         LOAD, RUN, FLUSH, WEIGHTS = 0, 1, 2, 3
-        state = Signal(2, init=WEIGHTS if p.loaded_weights else LOAD)
+        loads = p.loaded_weights and any(p.items)   # (a model without a nonzero weight has nothing to load)
+        state = Signal(2, init=WEIGHTS if loads else LOAD)
         running = state == RUN
 
         m.submodules.schedule = seq = PhaseSequencer(p)
@@ -99,11 +100,11 @@ class WinogradAccelerator(wiring.Component):
             counters.layer_sel.eq(self.layer_sel), self.layer_cycles.eq(counters.layer_cycles),
             self.layer_mac_cycles.eq(counters.layer_mac_cycles), self.cycles.eq(counters.cycles),
             # (not while the weights come in: only RUN and FLUSH)
-            self.busy.eq((state == RUN) | (state == FLUSH) if p.loaded_weights else state != LOAD),
+            self.busy.eq((state == RUN) | (state == FLUSH) if loads else state != LOAD),
         ]
 
         # the data path: the image (and, after a reset, the weights) in
-        if p.loaded_weights:
+        if loads:
             m.submodules.weights = weights = WeightLoader(p)
             wiring.connect(m, weights.write, mult.weight_load)
             m.d.comb += [weights.active.eq(state == WEIGHTS), weights.i_stream.valid.eq(self.i_stream.valid),
