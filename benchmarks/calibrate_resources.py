@@ -164,7 +164,8 @@ def board_capacities() -> dict:
         util = {cell: (v["available"], v["available"]) for cell, v in report["utilization"].items()}
         caps = family_of(get_board(report["board"])).resource_counts(util, {})
         out[report["board"]] = {"device": report["device"], "luts": max(caps["luts"], caps["logic_cells"]),
-                                "logic_cells": caps["logic_cells"], "brams": caps["brams"], "dsps": caps["dsps"]}
+                                "logic_cells": caps["logic_cells"], "brams": caps["brams"], "dsps": caps["dsps"],
+                                **({"sprams": caps["sprams"]} if caps.get("sprams") else {})}
     return out
 
 

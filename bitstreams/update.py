@@ -74,10 +74,14 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   ternary-50-huffman: the ternary-50 model file
   re-encoded with codec huffman (`terwin.codec.with_codec(dep, "huffman")`, written by
   `terwin.fileformat.save`: the same weights and scores, its weight memories Huffman-coded and
-  decoded on chip; docs/codecs.md, "Engine integration"). The winograd engine does not fit the UP5K, so it has
-  no iCE40 build: its weight streams and target map alone need more block RAM than the UP5K's 30
-  (weight streams 36 blocks, target map 16; the whole 4-lane design 109 as `terwin explore` counts
-  them, one copy per read port), and `terwin build --board icebreaker` of the overlapped design stops at 5,918 logic cells of 5,280. resnet8:
+  decoded on chip; docs/codecs.md, "Engine integration"). winograd on the iCEBreaker: the winograd
+  model file built with `terwin build --spec examples/winograd-icebreaker.json` (`dep.retarget(spec)`:
+  the same weights and scores; `spec.mult_lanes` 1, `weight_memory` "loaded", `bank_layout`
+  "quarters"): its weight stream lives in 2 of the UP5K's 4 SPRAMs, which the host fills after a
+  line break before the first image (`terwin run` does; docs/winograd-hardware.md, "Weights loaded
+  at run time"), and each accumulator bank is four quarter memories, so the design takes 26 of the
+  30 block RAMs; with its weights in block RAM the 4-lane design needed 109 by the count, and 2
+  lanes with loaded weights need 5,852 logic cells of 5,280. resnet8:
   `examples/resnet8.py` (a user's residual network, `terwin compress --family ternary --model
   examples/resnet8.py:resnet8 --data digits32`, 50 % of tiles, seed 0); it needs 6,183 logic cells (6,481 before the codes memory) of
   the UP5K's 5,280, so it has no iCE40 build either.

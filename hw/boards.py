@@ -9,14 +9,18 @@ Host protocol (8N1, `DEFAULT_BAUD` by default):
 * the host sends one byte per input activation, (C, H, W) raster order; a byte above the
   accelerator's `2**act_bits - 1` is clamped to it (the integer contract's input clamp);
 * the board answers with every class score, in class order, as `score_bytes` bytes each:
-  the score sign-extended to `8 * score_bytes` bits, little-endian.
+  the score sign-extended to `8 * score_bytes` bits, little-endian;
+* a line break (the line held low for a whole frame or more) resets the accelerator: a design that
+  loads its weights at run time (`Program.preamble`, e.g. the Winograd engine's weight_memory
+  "loaded") takes its preamble after each reset, one byte per beat, so the host sends a break and
+  then the preamble before its first image (`terwin.runtime.BoardSession.start`).
 
 `UARTBridge` is that wiring alone (simulation-friendly: no clocks, no pins); `BoardTop` adds the
 board's clock (the FPGA family's PLL to the target frequency, `terwin.hw.fpga`), reset, the UART
 pins and LEDs, for `platform.build`.
 """
 
-from amaranth.hdl import Cat, ClockDomain, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -51,12 +55,14 @@ class UARTRx(wiring.Component):
 
     A received byte is offered on `o_stream` until taken. `error` goes high (and stays high until
     reset) on a framing error (stop bit low) or an overrun (a byte arrived before the last one
-    was taken; the new byte is dropped).
+    was taken; the new byte is dropped). A break (a frame of zeros whose stop bit is low too: the
+    line held low) is no error: `brk` is high for one cycle instead.
     """
 
     o_stream: Out(stream.Signature(8))
     rx: In(1, init=1)
     error: Out(1)
+    brk: Out(1)
 
     def __init__(self, *, divisor: int):
         self._divisor = _check_divisor(divisor)
@@ -99,7 +105,10 @@ class UARTRx(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(~rx):
-                    m.d.sync += self.error.eq(1)
+                    with m.If(shreg == 0):
+                        m.d.comb += self.brk.eq(1)
+                    with m.Else():
+                        m.d.sync += self.error.eq(1)
                     m.next = "BREAK"
                 with m.Else():
                     with m.If(self.o_stream.valid & ~self.o_stream.ready):
@@ -202,10 +211,16 @@ class UARTBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = self.core
+        core = self.core
         m.submodules.uart_rx = rx = UARTRx(divisor=self._divisor)
         m.submodules.uart_tx = tx = UARTTx(divisor=self._divisor)
-        m.submodules.serializer = ser = ScoreSerializer(self.score_shape)
+        ser = ScoreSerializer(self.score_shape)
+        # a line break resets the accelerator and the scores it was sending (not the UART), from a
+        # flip-flop: the reset fans out over the whole accelerator
+        brk = Signal()
+        m.d.sync += brk.eq(rx.brk)
+        m.submodules.core = ResetInserter(brk)(core)
+        m.submodules.serializer = ResetInserter(brk)(ser)
 
         act_max = (1 << self.act_shape.width) - 1
         byte = rx.o_stream.payload

@@ -76,6 +76,9 @@ def to_verilog(dep, *, top=None) -> str:
         return (Path(tmp) / "top.v").read_text()
 
 
+PREAMBLE_FILE = "preamble.hex"
+
+
 def generate(dep, out_dir, *, force: bool = False) -> dict:
     """Verilog + memory images + manifest.json in `out_dir` (through `terwin.outdir.OutputFolder`:
     all or nothing, and never over a user's file); returns the manifest."""
@@ -117,6 +120,13 @@ def _generate(dep, out: Path) -> dict:
         "memory_images": images,
         "clock": {"name": "clk", "reset": "rst (synchronous, active high)"},
     }
+    preamble = top.program.preamble()
+    if preamble:
+        # a design that loads memories at run time: what to send on i_stream after each reset, before
+        # the first image (one hex value per line, a beat each)
+        (out / PREAMBLE_FILE).write_text("".join(f"{v:x}\n" for v in preamble))
+        manifest["preamble"] = {"file": PREAMBLE_FILE, "beats": len(preamble),
+                                "memories": [m.name for m in top.program.memories() if m.loaded is not None]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -243,9 +253,10 @@ def _build(sim, build_dir: Path, sources: dict[str, str], *, root: Path, vcd: bo
                       vcd=vcd, cache_root=root)
         except (RuntimeError, simulators.SimulatorTimeout) as e:
             log = tmp / "build.log"
-            tail = log.read_text(errors="replace").strip().splitlines()[-20:] if log.exists() else []
-            errors = [ln for ln in tail if "rror" in ln] or tail
-            raise RuntimeError(f"{sim.name} could not build the bench ({e}): {errors[-1][:300] if errors else ''}"
+            lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+            # the first error says what is wrong (the last is often a count: "Exiting due to 9 error(s)")
+            errors = [ln for ln in lines if "rror" in ln and "Exiting due to" not in ln] or lines[-20:]
+            raise RuntimeError(f"{sim.name} could not build the bench ({e}): {errors[0][:300] if errors else ''}"
                                f" (log: {log})") from None
         (tmp / "build.ok").write_text("")
         if build_dir.exists() and not (build_dir / "build.ok").exists():
@@ -323,6 +334,7 @@ class Bench:
     defines: dict
     digest: str
     score_bits: int
+    preamble: list   # the beats the design takes after reset, before the first image (`Program.preamble`)
     seconds: dict    # wall-clock {"design", "build"} of this call
 
 
@@ -351,7 +363,8 @@ def prepare(dep, *, rtl=None, top: str = TOP_NAME, build_root=None, simulator=No
     n_layers = len(dep.layers)
     bench = harness.bench_verilog(top=top, act_bits=dep.spec.act_bits, score_bits=program.score_bits,
                                   n_inputs=int(np.prod(dep.input_shape)), n_scores=int(np.prod(dep.output_shape)),
-                                  n_layers=n_layers, sel_bits=max(1, (max(2, n_layers) - 1).bit_length()))
+                                  n_layers=n_layers, sel_bits=max(1, (max(2, n_layers) - 1).bit_length()),
+                                  n_preamble=len(program.preamble()))
     sources = {**design, "bench.v": bench}
     digest = hashlib.sha256("\0".join([sim.name, json.dumps(defines, sort_keys=True), *sources.values()])
                             .encode()).hexdigest()[:16]
@@ -359,7 +372,7 @@ def prepare(dep, *, rtl=None, top: str = TOP_NAME, build_root=None, simulator=No
     built = time.monotonic()
     _build(sim, build_dir, sources, root=root, verbose=verbose, defines=defines)
     return Bench(sim=sim, root=root, build_dir=build_dir, sources=sources, defines=defines, digest=digest,
-                 score_bits=program.score_bits,
+                 score_bits=program.score_bits, preamble=program.preamble(),
                  seconds={"design": built - started, "build": time.monotonic() - built})
 
 
@@ -397,14 +410,16 @@ def verify(dep, q, *, rtl=None, top: str = TOP_NAME, build_root=None, seed: int 
 
     def job_for(job_dir: Path, a: int, b: int, extra=()) -> dict:
         job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / harness.IMAGES_FILE).write_text("".join(f"{int(v):x}\n" for v in q[a:b].reshape(-1)))
+        # after each reset the design takes its preamble (weights loaded at run time) before the images
+        (job_dir / harness.IMAGES_FILE).write_text("".join(f"{int(v):x}\n"
+                                                           for v in [*bench.preamble, *q[a:b].reshape(-1)]))
         np.save(job_dir / "expected.npy", expected[a:b])
         cfg = {"results": str(job_dir / harness.RESULTS_FILE), "expected": str(job_dir / "expected.npy"),
                "first": first + a, "count": b - a, "predicted": predicted, "layer_names": names,
                "score_bits": bench.score_bits, "full_rate": full_rate}
         plusargs = [f"+images={b - a}", f"+first={first + a}", f"+limit={limit}", f"+pause_in={_fraction(pause_in)}",
                     f"+pause_out={_fraction(pause_out)}", f"+full_rate={full_rate}", f"+seed={seed}", *extra]
-        wall = 120 + (b - a) * limit * slow / sim.nominal_cycles_per_s
+        wall = 120 + ((b - a) * limit + 2 * len(bench.preamble)) * slow / sim.nominal_cycles_per_s
         return {"dir": str(job_dir), "count": b - a, "first": first + a, "cfg": cfg, "plusargs": plusargs,
                 "wall_limit": wall, "parse": parse}
 

@@ -61,6 +61,15 @@ class Engine:
         """The weight path's memory bits as built for `program`: {memory: bits, ..., "total"}."""
         return self._module("huffman_program").memory_bits(program)
 
+    def describe(self, spec) -> str:
+        """The accelerator `spec` shapes, in words (`terwin inspect`): "8x8 PEs", "4 multiplier lanes"."""
+        return self._module("program").describe_spec(spec)
+
+    def fit_hint(self, spec, family) -> str | None:
+        """What would make a design of `spec` that does not fit a device of `family` (an
+        `terwin.hw.fpga.FpgaFamily`) fit, in words, or None (`terwin build` adds it to the error)."""
+        return self._module("program").fit_hint(spec, family)
+
     def memory_images(self, program) -> list:
         """The design's ROMs (`MemoryImage`s with contents), as `terwin generate` writes them."""
         return [image for image in program.memories() if image.is_rom]

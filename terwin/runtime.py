@@ -7,7 +7,11 @@ Protocol (8N1, `DEFAULT_BAUD` unless built otherwise; docs/boards.md, "Running o
   (C, H, W) raster order (`terwin.sim.reference.quantize_input`; values 0..2**act_bits - 1);
 * the board answers with every class score, in class order, each `score_bytes` bytes: the score
   sign-extended to `8 * score_bytes` bits, little-endian;
-* only then does the host send the next image (the accelerator takes no input while it computes).
+* only then does the host send the next image (the accelerator takes no input while it computes);
+* a design that loads its weights at run time (`Protocol.preamble`: the Winograd engine's
+  weight_memory "loaded") takes them after each reset: the host sends a line break (the bridge
+  resets the accelerator on it) and then the preamble, one byte per beat, before its first image
+  (`BoardSession.start`).
 
 The protocol has no command to ask the board which model it carries: `Protocol.for_model` gives the
 byte counts this model's bitstream uses, a build's `report.json` carries the model checksum
@@ -34,6 +38,7 @@ from terwin.hw.boards import UARTBridge
 
 DEFAULT_BAUD = 115_200      # = terwin.hw.boards.DEFAULT_BAUD (tests/test_run_board.py checks they agree)
 DEFAULT_TIMEOUT = 2.0       # seconds for one image's answer; a board takes ~10 ms at 115200 baud
+BREAK_SECONDS = 0.01        # a line break: ~115 frames at 115200 baud (the bridge needs one)
 QUIET_WINDOW = 0.1          # seconds to listen for bytes past the first answer (a bitstream of another model)
 
 WIRING = ("iCEBreaker: the USB port's FTDI FT2232H, second interface (Linux: /dev/ttyUSB1; the first is the "
@@ -48,6 +53,7 @@ class Protocol:
     classes: int         # scores per image
     score_bytes: int     # bytes per score
     act_max: int         # largest activation; the board clamps a larger byte to it
+    preamble: bytes = b""  # sent after a break, before the first image (weights loaded at run time)
 
     @property
     def answer_bytes(self) -> int:
@@ -58,12 +64,14 @@ class Protocol:
         """The protocol of the bitstream `terwin build` makes for `dep`: the score width is the
         accelerator's own, read from the same bridge the build puts on the board."""
         try:
-            bridge = UARTBridge(build_top(dep), divisor=4)  # the divisor does not change the byte protocol
+            top = build_top(dep)
+            bridge = UARTBridge(top, divisor=4)  # the divisor does not change the byte protocol
         except ValueError as e:
             raise TerwinError(f"this model cannot go on a board: {e}") from None
         Fragment.get(bridge, None)  # elaborated, so Amaranth does not warn about an unused design
         return cls(input_bytes=int(np.prod(dep.input_shape)), classes=int(np.prod(dep.output_shape)),
-                   score_bytes=bridge.score_bytes, act_max=(1 << dep.spec.act_bits) - 1)
+                   score_bytes=bridge.score_bytes, act_max=(1 << dep.spec.act_bits) - 1,
+                   preamble=bytes(top.program.preamble()))
 
     def encode(self, q) -> bytes:
         """One quantized image (any shape with `input_bytes` elements, (C, H, W) order) -> the bytes to send."""
@@ -100,6 +108,22 @@ class BoardSession:
         reset = getattr(self.port, "reset_input_buffer", None)
         if reset is not None:
             self._io(reset)
+
+    def start(self, *, break_seconds: float = BREAK_SECONDS) -> None:
+        """Before the first image: a design that loads its weights at run time gets a line break
+        (which resets it) and its preamble. Nothing for any other design."""
+        if not self.protocol.preamble:
+            return
+        send_break = getattr(self.port, "send_break", None)
+        if send_break is None:
+            raise TerwinError(f"{self.name}: this model's bitstream loads its weights after a line break, "
+                              f"and this port cannot send one")
+        self._io(send_break, break_seconds)
+        time.sleep(break_seconds)   # the line idle again before the first byte
+        self._io(self.port.write, self.protocol.preamble)
+        flush = getattr(self.port, "flush", None)
+        if flush is not None:
+            self._io(flush)
 
     def classify(self, q, *, index: int = 0) -> list[int]:
         """Send image `index` (quantized) and return its class scores as the board computed them."""

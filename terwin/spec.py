@@ -17,6 +17,8 @@ from .errors import SpecError
 
 WEIGHT_FORMATS = ("ternary", "winograd")
 REQUANT_MODES = ("multiply", "threshold")
+WEIGHT_MEMORIES = ("rom", "loaded")
+BANK_LAYOUTS = ("copies", "quarters")
 
 
 def _is_pow2(n) -> bool:
@@ -44,6 +46,15 @@ class HardwareSpec:
       shared multiplier, 2 DSPs on the ECP5) or "threshold" (the same results from exact per-channel
       threshold tables, no multiplier: `terwin.hw.common.requant_tables`). Written to JSON only when
       not "multiply".
+    weight_memory: where the Winograd engine keeps its compressed weight streams: "rom" (memories
+      the bitstream initializes) or "loaded" (RAMs the host fills through `i_stream` after each
+      reset, before the first image: on the iCE40 UP5K its single-port SPRAM, which no bitstream can
+      initialize; `WinogradProgram.preamble`). Written to JSON only when not "rom".
+    bank_layout: how the Winograd engine's output side reads four sums of a lane's accumulator bank a
+      cycle: "copies" (one memory with four read ports, which synthesis makes four copies) or
+      "quarters" (four interleaved quarter memories, one read port each, and a 4:1 select after
+      them: fewer block RAMs where a bank copy is deeper than a block, as at one lane; elsewhere the
+      same block RAMs and more LUTs). Written to JSON only when not "copies".
     """
 
     pe_rows: int = 8
@@ -56,6 +67,8 @@ class HardwareSpec:
     clock_mhz: float = 24.0
     out_lanes: int = 1
     requant: str = "multiply"
+    weight_memory: str = "rom"
+    bank_layout: str = "copies"
 
     def __post_init__(self):
         for name in ("pe_rows", "pe_cols", "mult_lanes"):
@@ -83,6 +96,17 @@ class HardwareSpec:
         if self.requant != "multiply" and self.weight_format != "winograd":
             raise SpecError(f"requant {self.requant} is a Winograd-engine option: a {self.weight_format} spec keeps "
                             f"requant multiply")
+        if self.weight_memory not in WEIGHT_MEMORIES:
+            raise SpecError(f"weight_memory must be one of {', '.join(WEIGHT_MEMORIES)}, not "
+                            f"{short_repr(self.weight_memory)}")
+        if self.weight_memory != "rom" and self.weight_format != "winograd":
+            raise SpecError(f"weight_memory {self.weight_memory} is a Winograd-engine option: a {self.weight_format} "
+                            f"spec keeps weight_memory rom")
+        if self.bank_layout not in BANK_LAYOUTS:
+            raise SpecError(f"bank_layout must be one of {', '.join(BANK_LAYOUTS)}, not {short_repr(self.bank_layout)}")
+        if self.bank_layout != "copies" and self.weight_format != "winograd":
+            raise SpecError(f"bank_layout {self.bank_layout} is a Winograd-engine option: a {self.weight_format} "
+                            f"spec keeps bank_layout copies")
 
     # -- derived figures -------------------------------------------------------------------
 
@@ -154,7 +178,7 @@ class HardwareSpec:
 
 # fields added later, with the default that reproduces the hardware before them; omitted from
 # `to_dict` at that default (stored models and spec digests stay byte-identical)
-_OPTIONAL_FIELDS = {"out_lanes": 1, "requant": "multiply"}
+_OPTIONAL_FIELDS = {"out_lanes": 1, "requant": "multiply", "weight_memory": "rom", "bank_layout": "copies"}
 
 PE4X4 = HardwareSpec(pe_rows=4, pe_cols=4)
 PE8X8 = HardwareSpec(pe_rows=8, pe_cols=8)

@@ -103,6 +103,55 @@ def test_spec_too_big_for_the_up5k_is_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "b").exists()  # nothing half-written left behind
 
 
+def test_a_winograd_model_that_does_not_fit_the_up5k_says_what_would(tmp_path, capsys, monkeypatch):
+    """The engine's fit hint (`Engine.fit_hint`) joins the one-line error: a Winograd spec with ROM weights
+    on a family with SPRAM is told the spec that fits; the ECP5, the fitting spec and the ternary engine
+    get no hint."""
+    from terwin import engines, fileformat
+    from terwin import build as build_mod
+    from terwin.hw import fpga
+    from terwin.spec import PRESETS, load_spec
+
+    wino = PRESETS["winograd"]
+    fits = load_spec(str(Path(__file__).resolve().parents[1] / "examples" / "winograd-icebreaker.json"))
+    hint = engines.for_spec(wino).fit_hint(wino, fpga.get("ice40"))
+    assert '"mult_lanes": 1, "weight_memory": "loaded", "bank_layout": "quarters"' in hint
+    assert json.loads(hint[hint.index("{"):]) == {k: v for k, v in fits.to_dict().items()
+                                                  if k in ("weight_format", "mult_lanes", "weight_memory", "bank_layout")}
+    assert engines.for_spec(wino).fit_hint(wino, fpga.get("ecp5")) is None
+    assert engines.for_spec(fits).fit_hint(fits, fpga.get("ice40")) is None
+    assert engines.for_spec(PRESETS["pe8x8"]).fit_hint(PRESETS["pe8x8"], fpga.get("ice40")) is None
+
+    def too_big(dep, **kwargs):   # what nextpnr's first check says of the 4-lane design (a real build: 3 min)
+        raise build_mod.DoesNotFitError("the design does not fit: it needs 109 block RAMs (ICESTORM_RAM) but the "
+                                        "device has 30")
+    monkeypatch.setattr(build_mod, "build_model", too_big)
+    model = Path(__file__).resolve().parents[1] / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin"
+    rc = main(["build", str(model), "--board", "icebreaker", "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "device has 30; with one multiplier lane, its weights loaded at run time into SPRAM" in err
+
+
+@pytest.mark.build
+def test_winograd_model_builds_for_the_icebreaker_with_loaded_weights(tmp_path, capsys):
+    """The default Winograd model (4 lanes, weights in ROM: 109 block RAMs by the count) with `--spec`
+    one lane and its weights loaded at run time: it fits the UP5K, its weight stream in SPRAM, and the
+    bitstream is the committed reference's, bit for bit."""
+    repo = Path(__file__).resolve().parents[1]
+    ref = json.loads((repo / "bitstreams" / "icebreaker" / "winograd" / "report.json").read_text())
+    rc = main(["build", str(repo / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin"), "--board", "icebreaker",
+               "--spec", str(repo / "examples" / "winograd-icebreaker.json"), "--out", str(tmp_path / "b"),
+               "--clock-mhz", str(ref["requested_mhz"]), "--seed", str(ref["seed"]), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["fits"] and report["timing_met"] and report["fmax_mhz"] >= 24
+    assert report["brams"] <= 30 and report["sprams"] == 2 and report["logic_cells"] <= 5280
+    assert report["model_checksum"] == ref["model_checksum"]
+    assert report["bitstream_sha256"] == ref["bitstream_sha256"]
+
+
 @pytest.mark.build
 def test_accelerator_build_is_deterministic(tmp_path):
     """The same model and options give the same bitstream, byte for byte (iCE40)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from terwin.sim import cycles
 from terwin.spec import PE8X8, HardwareSpec
 from terwin.synthetic import random_deployment
 
+ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION = json.loads(resources.CALIBRATION.read_text())
 COEFFS = json.loads(resources.COEFFICIENTS.read_text())
 
@@ -69,6 +71,25 @@ def test_memory_mapping_rules():
     assert m("ecp5", 8, 128, False) == ("distributed", 16)    # 16 x 4 = 64 < one block's 128
     assert m("ecp5", 8, 256, False) == ("block", 1)           # a tie (128): the block RAM
     assert m("ice40", 64, 64, True) == ("logic", 64 * 64)     # a tie with logic (256): logic (a built pe8x8/2 lanes)
+    # a memory filled at run time: the UP5K's SPRAM (16K x 16) on the iCE40, block RAM like any RAM elsewhere
+    assert m("ice40", 18, 8090, False, runtime=True) == ("spram", 2)
+    assert m("ice40", 18, 20000, False, runtime=True) == ("spram", 4)
+    assert m("ecp5", 18, 8090, False, runtime=True) == m("ecp5", 18, 8090, False) == ("block", 8)
+
+
+def test_loaded_weight_memories_count_as_sprams_on_the_icebreaker():
+    """spec.weight_memory "loaded": the weight streams leave the block-RAM count for the UP5K's SPRAMs
+    (the committed 1-lane reference build: 2 SPRAMs, 26 block RAMs); at 4 lanes it would need 8, twice
+    the device's 4."""
+    dep = fileformat.load(ROOT / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin")
+    rom = resources.features(dep.retarget(dep.spec.replace(mult_lanes=1)))
+    loaded = resources.features(dep.retarget(dep.spec.replace(mult_lanes=1, weight_memory="loaded")))
+    assert [m for m in loaded["memories"] if len(m) > 4] == [["items0", 18, 8090, False, True]]
+    assert resources.mapped(loaded, "ice40", "spram") == 2 and resources.mapped(rom, "ice40", "spram") == 0
+    assert resources.block_rams(rom, "ice40") - resources.block_rams(loaded, "ice40") == 36
+    assert resources.block_rams(loaded, "ecp5") == resources.block_rams(rom, "ecp5")
+    four = resources.features(dep.retarget(dep.spec.replace(weight_memory="loaded")))
+    assert resources.mapped(four, "ice40", "spram") == 8 > resources.board_capacity("icebreaker")["sprams"]
 
 
 def test_the_committed_coefficients_are_the_fit_of_the_committed_builds():

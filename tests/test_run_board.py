@@ -12,10 +12,12 @@ A small divisor keeps it fast; on the board it is `uart_divisor(clock, 115200)`,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import threading
+import time
 import tty
 from pathlib import Path
 
@@ -53,14 +55,20 @@ class SimulatedBoard:
         self.sent = self.received = 0
         self.rx_error = None
         self.error = None
+        self.breaks = 0
+        self._break_asked, self._break_sent = threading.Event(), threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._simulate, daemon=True)
 
+    open_boards: dict = {}     # port name -> the board simulated on it
+
     def __enter__(self):
         self._thread.start()
+        SimulatedBoard.open_boards[self.port] = self
         return self
 
     def __exit__(self, *exc):
+        SimulatedBoard.open_boards.pop(self.port, None)
         self._stop.set()
         self._thread.join(timeout=60)
         os.close(self.master)
@@ -80,6 +88,14 @@ class SimulatedBoard:
         except BaseException as e:  # re-raised by __exit__ in the test's thread
             self.error = e
 
+    def send_break(self, duration=0.25):
+        """What the host's `serial.Serial.send_break` does on this board's line (a pty cannot carry a
+        break, so the tests route the call here): `rx` held low for 20 bit times, in order with the
+        bytes (this returns once the break is on the line, as a real port's call does)."""
+        self._break_sent.clear()
+        self._break_asked.set()
+        assert self._break_sent.wait(timeout=60), "the simulated board did not send the break"
+
     def _from_host(self, wait: float) -> bytes:
         if not select.select([self.master], [], [], wait)[0]:
             return b""
@@ -94,6 +110,16 @@ class SimulatedBoard:
         await ctx.delay(0.37 * CLK)          # the host's bit clock is not the board's
         idle_bits, seen = 0, self.received
         while not self._stop.is_set():
+            self.rx_error = ctx.get(self.dut.rx_error)
+            if self._break_asked.is_set():
+                ctx.set(rx, 0)
+                await ctx.delay(20 * self.bit)
+                ctx.set(rx, 1)
+                await ctx.delay(2 * self.bit)
+                self.breaks += 1
+                self._break_asked.clear()
+                self._break_sent.set()
+                continue
             # While the board is idle (nothing in flight for 3 frames) wait for the host in wall time
             # without advancing simulated time; otherwise only peek.
             quiet = idle_bits >= 30 and not ctx.get(busy)
@@ -139,20 +165,37 @@ def run_cli(capsys, *argv):
     return rc, out.out, out.err
 
 
-def check_run(capsys, tmp_path, dep, model, *extra, images=20):
-    """`terwin run` over `images` images against the simulated board of `dep`; every score equal."""
+@pytest.fixture(autouse=True)
+def breaks_reach_the_board(monkeypatch):
+    """A pty carries no line break: `serial.Serial.send_break` on a simulated board's port drives the
+    break onto its rx pin instead (`SimulatedBoard.send_break`)."""
+    import serial
+
+    def send_break(port, duration=0.25):
+        board = SimulatedBoard.open_boards.get(port.port)
+        assert board is not None, f"a break on {port.port}, which is no simulated board"
+        board.send_break(duration)
+    monkeypatch.setattr(serial.Serial, "send_break", send_break)
+
+
+def check_run(capsys, tmp_path, dep, model, *extra, images=20, board=None):
+    """`terwin run` over `images` images against the simulated board of `dep` (or `board`, already
+    running); every score equal."""
     out_json = tmp_path / "run.json"
-    with SimulatedBoard(dep) as board:
+    with (SimulatedBoard(dep) if board is None else contextlib.nullcontext(board)) as board:
+        sent, received = board.sent, board.received
         rc, out, err = run_cli(capsys, "run", model, "--port", board.port, "--images", images,
                                "--timeout", 120, "--json", out_json, *extra)
+        sent, received = board.sent - sent, board.received - received
     assert rc == 0, out + err
     assert f"OK: {images} image(s), all {images * 10} scores equal to the reference" in out
     assert "[run " in err  # progress
     result = json.loads(out_json.read_text())
     protocol = Protocol.for_model(dep)
     assert result["mismatches"] == 0 and result["scores_compared"] == images * 10
-    assert board.sent == images * protocol.input_bytes            # every image byte crossed the rx pin
-    assert board.received == images * protocol.answer_bytes       # every score byte crossed the tx pin
+    # every byte of the weights (a design that loads them) and of the images crossed the rx pin
+    assert sent == len(protocol.preamble) + images * protocol.input_bytes
+    assert received == images * protocol.answer_bytes              # every score byte crossed the tx pin
     assert board.rx_error == 0                                    # no framing error, no overrun
     from terwin.algo.data import load_digits_split
     split = load_digits_split()
@@ -189,6 +232,33 @@ def test_run_trained_model_on_simulated_board(tmp_path, capsys):
     result = check_run(capsys, tmp_path, dep, TRAINED / "model.terwin", "--report", TRAINED / "report.json")
     assert result["baud"] == json.loads((TRAINED / "report.json").read_text())["uart"]["baud"]
     assert result["accuracy"] >= 0.9
+
+
+def test_run_model_with_loaded_weights_on_simulated_board(tmp_path, capsys):
+    """A Winograd model whose weights are loaded at run time (spec.weight_memory "loaded"): `terwin run`
+    sends a line break and the weights, then the images: 0 mismatches. A second run on the same board
+    (its weights already loaded) and a run after a stray half image (a run killed mid-image) start
+    with a break too: the board resets, takes the weights again, and every score is right."""
+    spec = PRESETS["winograd"].replace(weight_memory="loaded", mult_lanes=2)
+    dep = random_deployment(spec, seed=3, input_shape=(1, 8, 8), winograd_density=0.3,
+                            topology=(("winograd_conv2d", 3), ("maxpool2d", 2), ("linear", 10)))
+    protocol = Protocol.for_model(dep)
+    assert protocol.preamble and Protocol.for_model(dep.replace(spec=spec.replace(weight_memory="rom"))).preamble == b""
+    model = tmp_path / "loaded.terwin"
+    fileformat.save(dep, model)
+    with SimulatedBoard(dep) as board:
+        check_run(capsys, tmp_path, dep, model, images=2, board=board)
+        check_run(capsys, tmp_path, dep, model, images=2, board=board)
+        before = board.sent
+        with open(board.port, "wb", buffering=0) as f:     # half an image, then nothing
+            f.write(bytes(protocol.input_bytes // 2))
+        for _ in range(600):
+            if board.sent == before + protocol.input_bytes // 2:
+                break
+            time.sleep(0.1)
+        assert board.sent == before + protocol.input_bytes // 2
+        check_run(capsys, tmp_path, dep, model, images=2, board=board)
+        assert board.breaks == 3
 
 
 def test_wrong_model_on_the_board_is_a_mismatch(tmp_path, capsys):

@@ -5,6 +5,7 @@ The line is driven and decoded bit by bit at `DIV` clock cycles per bit, as a ho
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from amaranth.hdl import Fragment, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
@@ -12,7 +13,11 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from terwin.hw.boards import ScoreSerializer, UARTBridge, UARTRx, UARTTx, score_bytes, uart_divisor
+from terwin.engines import build_top
 from terwin.hw.fpga import FAMILIES
+from terwin.sim import reference
+from terwin.spec import PRESETS
+from terwin.synthetic import random_deployment
 
 DIV = 5  # clock cycles per UART bit in these tests
 
@@ -116,6 +121,59 @@ def test_rx_flags_a_framing_error_and_recovers():
 
     run(dut, host, consumer, deadline_cycles=20_000)
     assert got == [0x17], got
+
+
+def test_rx_reports_a_break_and_recovers():
+    """A line held low for longer than a frame (a break: zeros and a low stop bit) is no byte and no
+    error: `brk` is high for one cycle; the next byte after the line went idle arrives as usual."""
+    dut = UARTRx(divisor=DIV)
+    got, pulses = [], []
+
+    async def host(ctx):
+        ctx.set(dut.rx, 0)
+        await ctx.tick().repeat(25 * DIV)
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(3 * DIV)
+        await line_send(ctx, dut.rx, b"\x17")
+
+    async def consumer(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        async for clk_edge, rst, valid, payload, brk in ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload,
+                                                                         dut.brk):
+            pulses.append(brk)
+            if valid:
+                got.append(payload)
+                break
+        assert ctx.get(dut.error) == 0
+
+    run(dut, host, consumer, deadline_cycles=20_000)
+    assert got == [0x17] and sum(pulses) == 1, (got, sum(pulses))
+
+
+def test_bridge_resets_the_accelerator_on_a_break():
+    """Half an image, a break, then a whole image: the answer is the whole image's scores (the
+    accelerator forgot the half), and no error."""
+    dep = random_deployment(PRESETS["pe4x4"], seed=2, input_shape=(1, 4, 4),
+                            topology=(("conv2d", 4), ("linear", 3)))
+    img = np.arange(16).reshape(1, 1, 4, 4) * 7
+    want = reference.forward(dep, img).reshape(-1).tolist()
+    dut = UARTBridge(build_top(dep), divisor=DIV)
+    n = dut.score_bytes
+    got = []
+
+    async def host(ctx):
+        await line_send(ctx, dut.rx, bytes(range(8)))
+        ctx.set(dut.rx, 0)
+        await ctx.tick().repeat(25 * DIV)
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(3 * DIV)
+        await line_send(ctx, dut.rx, bytes(int(v) for v in img.reshape(-1)))
+        raw = await line_recv(ctx, dut.tx, 3 * n, timeout=50_000)
+        got.extend(int.from_bytes(raw[i:i + n], "little", signed=True) for i in range(0, len(raw), n))
+        assert ctx.get(dut.rx_error) == 0
+
+    run(dut, host, deadline_cycles=100_000)
+    assert got == want, (got, want)
 
 
 def test_rx_flags_an_overrun():

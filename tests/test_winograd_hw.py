@@ -235,8 +235,35 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
     """Two tiles of every layer back to back, as a multiply-bound schedule runs them: operands in both
     halves, the second `start` in the cycle of the first tile's last item; the lanes issue for
     2 * issue cycles without a gap, and each bank half holds its tile's sums."""
-    spec = PRESETS["winograd"].replace(mult_lanes=lanes)
-    dep = small_dep(seed=5, spec=spec)
+    for layout in ("copies", "quarters"):    # a bank with a read port per target, or 4 quarter memories
+        spec = PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout=layout)
+        check_multiply_stage(small_dep(seed=5, spec=spec))
+
+
+# (lanes, topology, density, seed) of small models whose largest lane holds 1, 2, 3 and 5 pieces a layer
+TINY_BANKS = {1: (8, (("winograd_conv2d", 1), ("linear", 2)), 0.3, 2),
+              2: (4, (("winograd_conv2d", 1), ("linear", 2)), 0.3, 0),
+              3: (4, (("winograd_conv2d", 1), ("linear", 2)), 0.6, 1),
+              5: (4, (("winograd_conv2d", 2), ("linear", 3)), 0.6, 1)}
+
+
+@pytest.mark.parametrize("bank_depth", sorted(TINY_BANKS))
+def test_sparse_multiply_stage_with_tiny_banks(bank_depth):
+    """Banks of 1, 2 or 3 sums have 1, 2 or 3 quarters (interleaved by 1, 2 and 4), with no address
+    bits but the half; 5 sums: 4 quarters of 2 a half. The stage still gives `dense @ operands`."""
+    lanes, topology, density, seed = TINY_BANKS[bank_depth]
+    dep = small_dep(seed=seed, density=density,
+                    spec=PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout="quarters"),
+                    topology=topology, input_shape=(1, 4, 4))
+    program = compile_program(dep)
+    assert program.bank_depth == bank_depth
+    assert (program.quarters, program.quarter_bits, program.quarter_addr_bits) == \
+        {1: (1, 0, 0), 2: (2, 1, 0), 3: (3, 2, 0), 5: (4, 2, 1)}[bank_depth]
+    check_multiply_stage(dep)
+
+
+def check_multiply_stage(dep):
+    """Two tiles of every layer of `dep` through `SparseMultiplyStage` (see the test above)."""
     program = compile_program(dep)
     dut = SparseMultiplyStage(program)
     weighted = [s for s in program.stages if s.kind != "maxpool2d"]
@@ -279,17 +306,22 @@ def test_sparse_multiply_stage_matches_numpy(lanes):
             # sampled from the first item on, except the cycle of the second start (the first tile's last
             # item): no gap, then idle
             assert busy == [1] * (2 * s.issue - 1) + [0] * (MULT_LATENCY + 3), f"{s.name}: busy {busy}"
-            for buf in range(2):
-                got = []
-                for word in range(ceil_div(dense.shape[0], MAP_WIDTH)):
-                    ctx.set(dut.m_read.addr, s.map_base + word)
-                    ctx.set(dut.m_read.buf, buf)
-                    ctx.set(dut.m_read.en, 1)
-                    await ctx.tick()
-                    ctx.set(dut.m_read.en, 0)
-                    await ctx.tick().repeat(SparseMultiplyStage.READ_LATENCY - 1)
+            # the words of both halves back to back, a read a cycle (as the output side reads): the sums
+            # of read n come READ_LATENCY cycles after it
+            words = ceil_div(dense.shape[0], MAP_WIDTH)
+            reads = [(buf, word) for buf in range(2) for word in range(words)]
+            got = []
+            for cycle in range(len(reads) + SparseMultiplyStage.READ_LATENCY):
+                if cycle >= SparseMultiplyStage.READ_LATENCY:
                     got.extend(int(v) for v in ctx.get(dut.m_read.data))
-                results[s.name, buf] = (np.array(got[:dense.shape[0]], dtype=np.int64), dense @ operands[buf])
+                ctx.set(dut.m_read.en, cycle < len(reads))
+                if cycle < len(reads):
+                    ctx.set(dut.m_read.addr, s.map_base + reads[cycle][1])
+                    ctx.set(dut.m_read.buf, reads[cycle][0])
+                await ctx.tick()
+            for buf in range(2):
+                sums = got[buf * words * MAP_WIDTH:][:dense.shape[0]]
+                results[s.name, buf] = (np.array(sums, dtype=np.int64), dense @ operands[buf])
 
     run_sim(dut, bench, deadline=200_000)
     assert len(results) == 2 * len(weighted)
@@ -348,8 +380,9 @@ def test_sequencer_walks_steps_of_any_length_and_restarts():
 
 def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_references():
     """`synthesis_memories` lists a memory once per read port (Yosys copies it for each): the operand
-    memory once per lane, each bank MAP_WIDTH times, each activation buffer IN_PIXELS times; the
-    explorer's block-RAM count over them gives what the committed ECP5 reference builds measured."""
+    memory once per lane, each bank MAP_WIDTH times (bank_layout "quarters": each quarter once), each
+    activation buffer IN_PIXELS times; the explorer's block-RAM count over them gives what the
+    committed ECP5 reference builds measured."""
     import json
     from pathlib import Path
 
@@ -362,6 +395,12 @@ def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_refer
     assert len(names) == len(set(names))
     assert sum(n.startswith("operands.") for n in names) == program.lanes
     assert sum(n.startswith("bank0.") for n in names) == MAP_WIDTH
+    # bank_layout "quarters": 4 quarters with one read port each, every quarter once, no read copies
+    quartered = compile_program(small_dep(spec=PRESETS["winograd"].replace(bank_layout="quarters")))
+    qnames = [m.name for m in quartered.synthesis_memories()]
+    assert quartered.quarters == MAP_WIDTH and program.quarters == 1
+    assert sorted(n for n in qnames if n.startswith("bank0")) == [f"bank0q{q}" for q in range(MAP_WIDTH)]
+    assert sum(n.startswith("bank") for n in qnames) == quartered.lanes * MAP_WIDTH
     assert sum(n.startswith("act0.") for n in names) == IN_PIXELS
     assert "target_map" in names and "schedule" in names
     refs = sorted((Path(__file__).resolve().parents[1] / "bitstreams" / "ulx3s-85f").glob("winograd*/report.json"))
@@ -370,3 +409,52 @@ def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_refer
         report = json.loads(path.read_text())
         counted = resources.block_rams(resources.features(fileformat.load(path.parent / "model.terwin")), "ecp5")
         assert abs(counted - report["brams"]) <= 1, (path.parent.name, counted, report["brams"])
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_target_map_reads_distinct_quarters_within_every_word(lanes, seed):
+    """A lane's pieces in one target-map word have consecutive ranks, so the word reads each of the
+    lane's quarters at most once; the stored word gives back every rank (quarter q at address a: rank
+    a * 2^quarter_bits + q). Random densities and map sizes; 3 lanes (no spec has it) through the
+    encoder and the map builder, the others through `compile_program`."""
+    from terwin.hw.winograd.program import _map_word, layer_map
+    rng = np.random.default_rng(100 * lanes + seed)
+    density = float(rng.choice([0.05, 0.2, 0.5, 1.0]))
+    dep = small_dep(seed=seed, density=density, input_shape=(1, int(rng.integers(4, 11)), int(rng.integers(4, 11))))
+    maps = []
+    if lanes == 3:
+        for layer in dep.weighted_layers:
+            _, targets, per_out = encode_layer(layer, lanes)
+            depth = max(1, max(len(t) for t in targets))
+            qb = (min(MAP_WIDTH, depth) - 1).bit_length()
+            words = layer_map(targets, layer.weight.shape[0] * per_out)
+            maps.append((words, [_map_word(w, n, quarter_bits=qb, quarters=min(1 << qb, depth))
+                                 for n, w in enumerate(words)], qb))
+    else:
+        spec = PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout="quarters")
+        program = compile_program(small_dep(seed=seed, density=density, spec=spec, input_shape=(1, 8, 8)))
+        assert program.quarters == min(MAP_WIDTH, program.bank_depth)
+        maps.append((program.target_map, program.map_words, program.quarter_bits))
+    for words, stored, qb in maps:
+        assert len(words) == len(stored)
+        for word, hw in zip(words, stored):
+            for lane in range(len(word[0])):
+                ranks = [entry[lane][1] for entry in word if entry[lane][0]]
+                assert ranks == list(range(ranks[0], ranks[0] + len(ranks))) if ranks else True
+                quarters = [t["q"] for t in hw[lane]["take"] if t["present"]]
+                assert len(quarters) == len(set(quarters)), (lane, word, hw[lane])
+                back = [(hw[lane]["addr"][t["q"]] << qb) | t["q"] for t in hw[lane]["take"] if t["present"]]
+                assert back == ranks
+
+
+def test_target_map_word_with_two_reads_in_one_quarter_is_an_internal_error():
+    """The compiler checks the quarters rather than assume them: ranks 0 and 4 of a lane in one word
+    (both in quarter 0) are refused."""
+    from terwin.hw.winograd.program import _map_word
+    word = [[(1, 0)], [(0, 0)], [(1, 4)], [(0, 0)]]
+    with pytest.raises(RuntimeError, match="internal error: target-map word 7, lane 0: .* quarter 0"):
+        _map_word(word, 7, quarter_bits=2, quarters=4)
+    assert _map_word([[(1, 3)], [(1, 4)], [(1, 5)], [(0, 0)]], 0, quarter_bits=2, quarters=4) == \
+        [{"addr": [1, 1, 0, 0], "take": [{"present": 1, "q": 3}, {"present": 1, "q": 0}, {"present": 1, "q": 1},
+                                         {"present": 0, "q": 0}]}]

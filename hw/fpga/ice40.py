@@ -21,6 +21,8 @@ class ICE40(FpgaFamily):
             "brams": util.get("ICESTORM_RAM", (0, 0))[0],
             "dsps": util.get("ICESTORM_DSP", (0, 0))[0],
             "lut_capacity": util.get("ICESTORM_LC", (0, 0))[1],
+            # the UP5K's single-port RAMs (a design's run-time loaded memories), named only when used
+            **({"sprams": util["ICESTORM_SPRAM"][0]} if util.get("ICESTORM_SPRAM", (0, 0))[0] else {}),
         }
 
     def pll(self, in_hz, target_hz):
@@ -75,5 +77,6 @@ FAMILY = ICE40(
     bram_shapes=((256, 16), (512, 8), (1024, 4), (2048, 2)),   # SB_RAM40_4K (Yosys ice40/brams.txt: cost 64)
     bram_cost=64,
     distributed_ram=None,
+    spram_shape=(16384, 16),   # SB_SPRAM256KA (the UP5K has 4; the iCEBreaker's is the only iCE40 board)
     dsp_width=16,                                                # SB_MAC16
 )

@@ -530,6 +530,17 @@ def kept_tiles(layer, grid: TileGrid) -> np.ndarray:
     return per_group.reshape(og, rows, cg, t).any(axis=1).transpose(0, 2, 1)
 
 
+def describe_spec(spec) -> str:
+    """The array a spec shapes, in words (`terwin inspect`)."""
+    lanes = f", {spec.out_lanes} requantizer lanes" if spec.out_lanes != 1 else ""
+    return f"{spec.pe_rows}x{spec.pe_cols} PEs{lanes}"
+
+
+def fit_hint(spec, family) -> str | None:
+    """No engine option moves this engine's memories: a smaller array or model is the way."""
+    return None
+
+
 def compile_program(dep: Deployment) -> TernaryProgram:
     """The ternary accelerator's program for `dep`: stages, buffers and tile counts per output group
     now, memory contents when first asked for."""

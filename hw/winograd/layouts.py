@@ -17,10 +17,23 @@ def item_layout(*, weight_bits: int, addr_bits: int) -> data.StructLayout:
 
 
 def target_map_layout(*, lanes: int, k_bits: int, width: int) -> data.ArrayLayout:
-    """One word of the target map: `width` consecutive targets, each, for every lane, `present` and
-    the address `k` of its partial sum in the lane's bank. M[t] is the sum of the present entries
-    (0 when none is)."""
+    """One word of the target map with bank_layout "copies": `width` consecutive targets, each, for
+    every lane, `present` and the address `k` of its partial sum in the lane's bank (each of the
+    bank's `width` read ports reads one target's). M[t] is the sum of the present entries (0 when none
+    is)."""
     return data.ArrayLayout(data.ArrayLayout(data.StructLayout({"present": 1, "k": unsigned(k_bits)}), lanes), width)
+
+
+def quartered_map_layout(*, lanes: int, quarters: int, quarter_bits: int, quarter_addr_bits: int,
+                         width: int) -> data.ArrayLayout:
+    """One word of the target map with bank_layout "quarters" (`width` consecutive targets), per lane:
+    `addr`, the address each of the lane's bank quarters is read at (the bank-address register takes
+    it as it is), and per target `take`: `present` and `q`, the quarter holding the lane's partial sum.
+    M[t] is the sum of the present entries (0 when none is)."""
+    take = data.StructLayout({"present": 1, "q": unsigned(quarter_bits)})
+    lane = data.StructLayout({"addr": data.ArrayLayout(unsigned(quarter_addr_bits), quarters),
+                              "take": data.ArrayLayout(take, width)})
+    return data.ArrayLayout(lane, lanes)
 
 
 def phase_layout(*, stage_bits: int, length_bits: int, tile_bits: int) -> data.StructLayout:

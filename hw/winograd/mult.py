@@ -7,9 +7,11 @@ weights (w, operand address, last-of-target). Each lane is
 
 and sees only nonzero weights: one multiply per cycle per lane, no cycle spent on a zero. A lane's
 products accumulate (over input channels, in the Winograd domain) until the `last` item of a
-target; the sum is written into the lane's bank at the target's rank k. The output side reads M
-through the target map (`SparseMultiplyStage.m_read`, a row of four targets a cycle), adding the
-partial sums of a target that the wrap-around rule split over several lanes.
+target; the sum is written into the lane's bank at the target's rank k (with spec.bank_layout
+"quarters": quarter k % 4 of the bank, at k // 4). The output side reads M through the target map
+(`SparseMultiplyStage.m_read`, a row of four targets a cycle: four read ports on each bank, or each
+lane's quarters once), adding the partial sums of a target that the wrap-around rule split over
+several lanes.
 """
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
+
+from terwin.intmath import unsigned_bits
+
+from ..fpga import RUNTIME_RAM
 
 from .program import M_READ_LATENCY, MULT_LATENCY
 
@@ -29,27 +35,50 @@ class WeightDecoder(wiring.Component):
     are registered, so the memory address comes from flip-flops): its first item is offered in the
     next cycle and the rest follow back to back as long as `o_stream.ready` is high.
     `busy` is high while items of the layer remain (including the one offered).
+
+    With `loaded` the memory is a RAM that the host fills before the first image, through `load` (a
+    write port; the decoder reads nothing while it writes): `items` is then only its size. The RAM
+    has one address for its write and its read, so that a single-port RAM holds it: the iCE40
+    UP5K's SPRAM (asked for by `ram_style` "huge" when the platform is an iCE40 UltraPlus).
     """
 
-    def __init__(self, *, layout, items: list[dict], bases: list[int], counts: list[int], read_port=None):
+    def __init__(self, *, layout, items: list[dict], bases: list[int], counts: list[int], read_port=None,
+                 loaded: bool = False):
         if len(bases) != len(counts) or not bases:
             raise ValueError("bases and counts must list every layer")
+        if loaded and read_port is not None:
+            raise ValueError("a loaded weight memory is the decoder's own")
         self._read_port = read_port    # a read port of a memory held elsewhere (else its own memory of `items`)
         self._layout = layout
         self._items = items
         self._bases = bases
         self._counts = counts
+        self._loaded = loaded
+        depth = max(1, len(items))
         super().__init__({
             "start": In(1),
             "layer": In(range(len(bases))),
             "o_stream": Out(stream.Signature(layout)),
             "busy": Out(1),
+            **({"load": In(WritePort.Signature(addr_width=unsigned_bits(depth - 1), shape=layout))} if loaded else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         depth = max(1, len(self._items))
-        if self._read_port is None:
+        if self._loaded:
+            attrs = {"ram_style": "huge"} if str(getattr(platform, "device", "")).startswith("iCE40UP") else None
+            # named so that the build drops the initial value Amaranth gives it (`fpga.RUNTIME_RAM`)
+            m.submodules[RUNTIME_RAM] = mem = Memory(shape=self._layout, depth=depth, init=[], attrs=attrs)
+            wp, port = mem.write_port(), mem.read_port()
+            # the decoder drives `rp`; the memory sees one address, the load's while it writes
+            rp = wiring.Signature({"addr": Out(len(port.addr)), "en": Out(1), "data": In(self._layout)}).create()
+            addr = Signal.like(port.addr)
+            load = self.load
+            m.d.comb += [addr.eq(Mux(load.en, load.addr, rp.addr)), wp.addr.eq(addr), port.addr.eq(addr),
+                         wp.en.eq(load.en), wp.data.eq(load.data), port.en.eq(rp.en & ~load.en),
+                         rp.data.eq(port.data)]
+        elif self._read_port is None:
             m.submodules.mem = mem = Memory(shape=self._layout, depth=depth, init=self._items)
             rp = mem.read_port()
         else:
@@ -163,8 +192,29 @@ def m_read_signature(program) -> wiring.Signature:
     })
 
 
+def weight_load_signature(program) -> wiring.Signature:
+    """A write into one lane's loaded weight memory (spec.weight_memory "loaded"): `lane`, `addr`,
+    `data` (an item, `layouts.item_layout`) with `en`."""
+    from . import layouts
+    return wiring.Signature({
+        "en": Out(1),
+        "lane": Out(range(max(2, program.lanes))),
+        "addr": Out(unsigned_bits(program.item_depth - 1)),
+        "data": Out(layouts.item_layout(weight_bits=program.weight_bits, addr_bits=program.addr_bits)),
+    })
+
+
 class SparseMultiplyStage(wiring.Component):
     """Operand memory, `lanes` x (decoder + multiplier + accumulator bank), and the target map.
+
+    A lane's bank (spec.bank_layout "copies") is one memory with a read port per target of a map word,
+    each at the word's k for that target. With "quarters" it is `program.quarters` quarter memories
+    (one write port, one read port each): sum k in quarter k % 2^quarter_bits at k >> quarter_bits;
+    the lane writes the one its k selects. A target-map word then gives per lane each quarter's
+    address (into the bank-address register as it is: no logic between the map and the banks) and
+    per target the quarter its sum comes from (a multiplexer after the banks, before the
+    masked-partial register); the compiler checks that a word's reads of a lane are in distinct
+    quarters (`program._map_word`).
 
     Both memories are double-buffered (the top address bit is the half): the input side fills one
     operand half while the lanes read the other, and the output side reads one bank half while the
@@ -205,6 +255,8 @@ class SparseMultiplyStage(wiring.Component):
             "buf": In(1),
             "busy": Out(1),
             "m_read": Out(m_read_signature(p)),
+            # spec.weight_memory "loaded": the host's writes into lane `lane`'s weight memory
+            **({"weight_load": In(weight_load_signature(p))} if p.loaded_weights else {}),
         })
 
     def elaborate(self, platform):
@@ -232,7 +284,7 @@ class SparseMultiplyStage(wiring.Component):
             m.d.sync += read_buf.eq(self.m_read.buf)
         bank_buf = Signal()    # ... alongside the registered bank addresses
         m.d.sync += bank_buf.eq(read_buf)
-        width = len(map_rp.data)
+        width = len(map_rp.data[0].take) if p.quartered else len(map_rp.data)
 
         # `start_ahead` is `start` a cycle early, into a register here (the start fans out to every lane's
         # weight-memory address): the lanes see either
@@ -270,9 +322,15 @@ class SparseMultiplyStage(wiring.Component):
                 if lane == 0:
                     m.d.comb += lane0_take.eq(dec.take)
             else:
-                dec = WeightDecoder(layout=self.item, items=images[f"items{lane}"].init,
+                image = images[f"items{lane}"]
+                dec = WeightDecoder(layout=self.item, items=image.init if image.is_rom else image.loaded,
                                     bases=[s.item_base[lane] for s in self.weighted],
-                                    counts=[len(s.lane_items[lane]) for s in self.weighted])
+                                    counts=[len(s.lane_items[lane]) for s in self.weighted],
+                                    loaded=p.loaded_weights)
+                if p.loaded_weights:   # (a lane without items is never written)
+                    wl = self.weight_load
+                    m.d.comb += [dec.load.en.eq(wl.en & (wl.lane == lane)), dec.load.addr.eq(wl.addr),
+                                 dec.load.data.eq(wl.data)]
             mac = MacLane(item=self.item, operand_bits=p.operand_bits, acc_bits=p.acc_bits, k_bits=p.k_bits,
                           per_word=p.in_pixels)
             m.submodules[f"decoder{lane}"] = dec
@@ -282,19 +340,23 @@ class SparseMultiplyStage(wiring.Component):
             wiring.connect(m, dec.o_stream, mac.i_stream)
             rp = operand_copies[lane].read_port()
             m.d.comb += [rp.addr.eq(mac.op_read.addr), rp.en.eq(mac.op_read.en), mac.op_read.data.eq(rp.data)]
-            m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
-            bwp = bank.write_port()
-            m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
-            for r in range(width):
-                entry = map_rp.data[r][lane]
-                k = Signal.like(entry.k, name=f"k{lane}_{r}")
-                present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
-                m.d.sync += [k.eq(entry.k), present[0].eq(entry.present), present[1].eq(present[0])]
-                brp = bank.read_port(transparent_for=(bwp,))
-                m.d.comb += [brp.addr.eq(Cat(k, bank_buf)), brp.en.eq(1)]
-                partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
-                m.d.sync += partial.eq(Mux(present[1], brp.data, 0))
-                sums[r].append(partial)
+            if p.quartered:
+                self._quartered_bank(m, p, lane, mac, map_rp.data[lane], bank_buf, width, sums)
+            else:
+                # the lane's bank: one memory, a read port per target of the map word (synthesis copies it)
+                m.submodules[f"bank{lane}"] = bank = images[f"bank{lane}"].memory()
+                bwp = bank.write_port()
+                m.d.comb += [bwp.en.eq(mac.m_write.en), bwp.addr.eq(mac.m_write.addr), bwp.data.eq(mac.m_write.data)]
+                for r in range(width):
+                    entry = map_rp.data[r][lane]
+                    k = Signal.like(entry.k, name=f"k{lane}_{r}")
+                    present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
+                    m.d.sync += [k.eq(entry.k), present[0].eq(entry.present), present[1].eq(present[0])]
+                    brp = bank.read_port(transparent_for=(bwp,))
+                    m.d.comb += [brp.addr.eq(Cat(k, bank_buf)), brp.en.eq(1)]
+                    partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
+                    m.d.sync += partial.eq(Mux(present[1], brp.data, 0))
+                    sums[r].append(partial)
             issuing.append(mac.issuing)
         m.d.comb += self.busy.eq(_any(issuing))
         # the partials of each group of 4 lanes are summed into a register, then the groups' sums are
@@ -307,6 +369,36 @@ class SparseMultiplyStage(wiring.Component):
                 groups.append(group)
             m.d.comb += self.m_read.data[r].eq(_tree_sum(groups))
         return m
+
+    def _quartered_bank(self, m, p, lane, mac, entry, bank_buf, width, sums):
+        """bank_layout "quarters": the lane's bank as its quarter memories, each read once a map word."""
+        images = self._images
+        # the lane's bank: quarter q holds its sums k with k % 2^quarter_bits = q, at k >> quarter_bits
+        # (and the half); the lane writes one quarter, the output side reads each quarter once a word
+        qb, qa = p.quarter_bits, p.quarter_addr_bits
+        wk, wbuf = mac.m_write.addr[:p.k_bits], mac.m_write.addr[p.k_bits]
+        quarter_data = []
+        for q in range(p.quarters):
+            m.submodules[f"bank{lane}q{q}"] = quarter = images[f"bank{lane}q{q}"].memory()
+            qwp = quarter.write_port()
+            m.d.comb += [qwp.en.eq(mac.m_write.en & (wk[:qb] == q) if qb else mac.m_write.en),
+                         qwp.addr.eq(Cat(wk[qb:qb + qa], wbuf)), qwp.data.eq(mac.m_write.data)]
+            # the bank-address register: the quarter's address comes from the map as it is
+            addr = Signal(qa, name=f"qaddr{lane}_{q}")
+            m.d.sync += addr.eq(entry.addr[q])
+            qrp = quarter.read_port(transparent_for=(qwp,))
+            m.d.comb += [qrp.addr.eq(Cat(addr, bank_buf)), qrp.en.eq(1)]
+            quarter_data.append(qrp.data)
+        quarter_data = Array(quarter_data)
+        for r in range(width):
+            take = entry.take[r]
+            present = [Signal(name=f"present{lane}_{r}_{n}") for n in range(2)]
+            sel = [Signal(qb, name=f"q{lane}_{r}_{n}") for n in range(2)]
+            m.d.sync += [present[0].eq(take.present), present[1].eq(present[0]),
+                         sel[0].eq(take.q), sel[1].eq(sel[0])]
+            partial = Signal(signed(p.acc_bits), name=f"partial{lane}_{r}")
+            m.d.sync += partial.eq(Mux(present[1], quarter_data[sel[1]] if p.quarters > 1 else quarter_data[0], 0))
+            sums[r].append(partial)
 
 
 assert MacLane.LATENCY == MULT_LATENCY and SparseMultiplyStage.READ_LATENCY == M_READ_LATENCY

@@ -19,9 +19,15 @@ of all targets, in target order and channels ascending within a target, are deal
 lanes finish together; a target crossing a lane boundary is split into pieces (at most one per
 lane). Lane l's weight memory holds its items of every layer one after the other
 (`item_base[layer][l]`, `len(lane_items[l])`). A lane writes the partial sum of its k-th piece into
-its own accumulator bank at address k; the *target map* (one entry per target: for every lane,
+its own accumulator bank at rank k; the *target map* (one entry per target: for every lane,
 present and k) tells the output side which bank entries to add to get M[t] (a target without
-nonzero weights reads as 0).
+nonzero weights reads as 0). A map word holds MAP_WIDTH consecutive targets of one layer, read in one
+cycle. With spec.bank_layout "copies" (the default) a lane's bank is one memory with MAP_WIDTH read
+ports (synthesis makes a copy per port) and the word holds, per target and lane, (present, k). With
+"quarters" it is four interleaved quarter memories, one read port each: sum k lives in quarter k % 4
+at k // 4; a lane's pieces in a word have consecutive ranks, so they are in distinct quarters
+(`_map_word` checks it), and the word as stored (`WinogradProgram.map_words`) gives per lane each
+quarter's address and per target the quarter it takes its sum from.
 
 Schedule (a list of steps, each a fixed number of cycles)
 ----------------------------------------------------------
@@ -191,6 +197,7 @@ class WinogradProgram(Program):
     lanes: int
     items: list                # per lane: list of (w, addr, last) for every layer
     target_map: list           # per word (MAP_WIDTH targets) of every layer: per target, per lane (present, k)
+                               # (as the memory holds it: `map_words`)
     params: list               # {bias, mult, shift} per output channel of every weighted layer
     act_bits: int
     act_depth: int             # depth of each of the two activation buffers
@@ -249,6 +256,29 @@ class WinogradProgram(Program):
     def k_bits(self) -> int:
         return unsigned_bits(self.bank_depth - 1)
 
+    # -- accumulator banks: spec.bank_layout "quarters" interleaves each lane's bank over quarter memories --
+    @property
+    def quartered(self) -> bool:
+        """Whether each lane's bank is interleaved quarter memories (else one memory, MAP_WIDTH read ports)."""
+        return self.spec.bank_layout == "quarters"
+
+    @property
+    def quarter_bits(self) -> int:
+        """log2 of the interleave: sum k of a lane lives in quarter k % 2^quarter_bits, at k >> quarter_bits
+        (2 for a bank of 3 or more sums, so MAP_WIDTH reads of a word never meet in one quarter; 0 with
+        bank_layout "copies": one memory)."""
+        return (min(MAP_WIDTH, self.bank_depth) - 1).bit_length() if self.quartered else 0
+
+    @property
+    def quarters(self) -> int:
+        """Quarter memories a lane has: those that hold a sum (2^quarter_bits, fewer for a bank of 3)."""
+        return min(1 << self.quarter_bits, self.bank_depth)
+
+    @property
+    def quarter_addr_bits(self) -> int:
+        """Address bits of a sum within a quarter's half (k >> quarter_bits; 0 when a half holds one sum)."""
+        return (-(-self.bank_depth // (1 << self.quarter_bits)) - 1).bit_length()
+
     # -- Huffman-coded weights (a layer with codec huffman: `terwin.hw.winograd.huffman_program`) ------
     @cached_property
     def huffman_items(self):
@@ -298,6 +328,16 @@ class WinogradProgram(Program):
     def map_addr_bits(self) -> int:
         return unsigned_bits(len(self.target_map) - 1)
 
+    @cached_property
+    def map_words(self) -> list:
+        """The target map as its memory holds it (`layouts.target_map_layout`), word by word: per lane the
+        address in each quarter (k >> quarter_bits of the piece read there) and per target {present, q}
+        (the quarter holding the lane's sum); raises if two of a lane's reads of a word meet in a quarter."""
+        if not self.quartered:
+            return [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]
+        return [_map_word(word, n, quarter_bits=self.quarter_bits, quarters=self.quarters)
+                for n, word in enumerate(self.target_map)]
+
     def memories(self) -> list[MemoryImage]:
         # Amaranth only here, when a top or `generate` asks: the cycle model stays NumPy-only
         from amaranth.hdl import signed, unsigned
@@ -313,13 +353,20 @@ class WinogradProgram(Program):
                                                shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
             *(self._threshold_memories()),
             *(self._weight_memories(item)),
-            MemoryImage("target_map", layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
-                        len(self.target_map),
-                        [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]),
+            MemoryImage("target_map", layouts.quartered_map_layout(
+                lanes=self.lanes, quarters=self.quarters, quarter_bits=self.quarter_bits,
+                quarter_addr_bits=self.quarter_addr_bits, width=MAP_WIDTH) if self.quartered else
+                layouts.target_map_layout(lanes=self.lanes, k_bits=self.k_bits, width=MAP_WIDTH),
+                len(self.target_map), self.map_words),
             # double-buffered: the address's top bit is the half (the tile's parity)
             # IN_PIXELS operands a word (operand address a: word a // IN_PIXELS, value a % IN_PIXELS)
             MemoryImage("operands", data.ArrayLayout(signed(self.operand_bits), IN_PIXELS), 2 << self.word_bits),
-            *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits) for lane in range(self.lanes)),
+            # each lane's bank (bank_layout "quarters": as its quarters, sum k in quarter k % 2^quarter_bits
+            # at k >> quarter_bits), double-buffered like the operands
+            *(MemoryImage(f"bank{lane}q{q}", signed(self.acc_bits), 2 << self.quarter_addr_bits)
+              for lane in range(self.lanes) for q in range(self.quarters) if self.quartered),
+            *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits)
+              for lane in range(self.lanes) if not self.quartered),
             *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
             # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
             # which its depth-2 form cannot (see `top.py`), hence at least 3
@@ -346,28 +393,90 @@ class WinogradProgram(Program):
                                for low in range(per)]) for part in range(parts))]
 
     def _weight_memories(self, item) -> list[MemoryImage]:
-        """Per lane its items, or (a Huffman program) its value and run streams."""
+        """Per lane its items, or (a Huffman program) its value and run streams. With
+        `spec.weight_memory` "loaded" the items are RAMs the host fills (`preamble`)."""
         if self.huffman:
             from .huffman_program import huffman_memories
             return huffman_memories(self)
-        return [MemoryImage(f"items{lane}", item, max(1, len(items)),
-                            [{"w": w, "addr": a, "last": last} for w, a, last in items])
-                for lane, items in enumerate(self.items)]
+        contents = [[{"w": w, "addr": a, "last": last} for w, a, last in items] for items in self.items]
+        if self.loaded_weights:
+            return [MemoryImage(f"items{lane}", item, max(1, len(c)), loaded=c) for lane, c in enumerate(contents)]
+        return [MemoryImage(f"items{lane}", item, max(1, len(c)), c) for lane, c in enumerate(contents)]
+
+    @property
+    def loaded_weights(self) -> bool:
+        """Whether the host loads the weight streams at run time (`spec.weight_memory` "loaded")."""
+        return self.spec.weight_memory == "loaded"
+
+    @property
+    def item_beats(self) -> int:
+        """`i_stream` beats per item of a loaded weight stream (act_bits bits a beat, low bits first)."""
+        return -(-(self.weight_bits + self.addr_bits + 1) // self.act_bits)
+
+    def preamble(self) -> list[int]:
+        """With `spec.weight_memory` "loaded": every lane's items, lane 0's first, each item's bits
+        (`layouts.item_layout`) in `item_beats` beats of act_bits bits, the lowest first."""
+        if not self.loaded_weights:
+            return []
+        mask = (1 << self.act_bits) - 1
+        return [word >> (self.act_bits * b) & mask
+                for image in self.memories() if image.loaded is not None
+                for word in image.words() for b in range(self.item_beats)]
 
     def synthesis_memories(self) -> list[MemoryImage]:
         """The memories as synthesis maps them (the block-RAM count of `terwin.dse.resources`): a memory
         once per read port (Yosys gives every read port its own copy; `SparseMultiplyStage` writes the
-        operand memory out as one copy per lane), so the operand memory `lanes` times, each
-        accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle) and each
-        activation buffer IN_PIXELS times (the input side reads that many pixels a cycle)."""
+        operand memory out as one copy per lane), so the operand memory `lanes` times and each
+        activation buffer IN_PIXELS times (the input side reads that many pixels a cycle); each
+        accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle), or with
+        bank_layout "quarters" each quarter once (one read port: the row reads a lane's quarters once
+        each)."""
         reads = {"operands": self.lanes, "act0": IN_PIXELS, "act1": IN_PIXELS,
-                 **{f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)},
+                 **({} if self.quartered else {f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)}),
                  # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
                  # ports and no write port: Yosys maps them onto one true-dual-port block)
                  **({"value_table": self.lanes, "run_table": self.lanes} if self.huffman else {})}
         return [dataclasses.replace(_without_zero_lanes(image),
                                     name=f"{image.name}.{n}" if reads.get(image.name, 1) > 1 else image.name)
                 for image in self.memories() for n in range(reads.get(image.name, 1))]
+
+
+def layer_map(lane_targets: list, n_targets: int) -> list:
+    """A layer's target-map words: MAP_WIDTH targets a word (the targets padded to a multiple of it),
+    per target, per lane (present, k): k the rank of the lane's piece of the target."""
+    entries = [[(0, 0)] * len(lane_targets) for _ in range(ceil_div(n_targets, MAP_WIDTH) * MAP_WIDTH)]
+    for l, targets in enumerate(lane_targets):
+        for k, t in enumerate(targets):
+            entries[t][l] = (1, k)
+    return [entries[w:w + MAP_WIDTH] for w in range(0, len(entries), MAP_WIDTH)]
+
+
+def _map_word(word: list, n: int, *, quarter_bits: int, quarters: int) -> list:
+    """Target-map word n (per target, per lane (present, k)) as the memory holds it: per lane, the
+    address k >> quarter_bits each quarter is read at (0 where none of the word's targets reads it) and
+    per target {present, q}. The wrap-around rule deals a lane's pieces in target order and a word's
+    targets are consecutive ones of one layer, so a lane's present entries in a word have consecutive
+    ranks and distinct quarters; checked here (the banks have one read port a quarter)."""
+    lanes = len(word[0]) if word else 0
+    out = []
+    for lane in range(lanes):
+        addr, take, owner = [0] * quarters, [], {}
+        for r, entry in enumerate(word):
+            present, k = entry[lane]
+            if not present:
+                take.append({"present": 0, "q": 0})
+                continue
+            q = k & ((1 << quarter_bits) - 1)
+            if q >= quarters or q in owner:
+                raise RuntimeError(f"internal error: target-map word {n}, lane {lane}: the sum of target {r} "
+                                   f"(rank {k}) is in quarter {q}, "
+                                   + (f"which target {owner[q][0]} (rank {owner[q][1]}) reads too"
+                                      if q in owner else f"of {quarters}"))
+            owner[q] = (r, k)
+            addr[q] = k >> quarter_bits
+            take.append({"present": 1, "q": q})
+        out.append({"addr": addr, "take": take})
+    return out
 
 
 def _without_zero_lanes(image: MemoryImage) -> MemoryImage:
@@ -564,6 +673,26 @@ def _overlap_layers(stages: list[Stage], steps: list[list[Phase]]) -> list[Phase
     return out
 
 
+def describe_spec(spec) -> str:
+    """The engine a spec shapes, in words (`terwin inspect`)."""
+    extras = [f"requant {spec.requant}" if spec.requant != "multiply" else "",
+              "weights loaded at run time" if spec.weight_memory == "loaded" else "",
+              "quarter banks" if spec.bank_layout == "quarters" else ""]
+    return ", ".join([f"{spec.mult_lanes} multiplier lane{'s' if spec.mult_lanes != 1 else ''}", *filter(None, extras)])
+
+
+def fit_hint(spec, family) -> str | None:
+    """A family with single-port RAM for run-time loaded memories (the iCE40 UP5K's SPRAM) takes the
+    weight streams out of block RAM: one lane, loaded weights and quarter banks fit the default model
+    on the UP5K (docs/winograd-hardware.md, "Weights loaded at run time")."""
+    if family.spram_shape is None or (spec.weight_memory == "loaded" and spec.mult_lanes == 1
+                                      and spec.bank_layout == "quarters"):
+        return None
+    return ('with one multiplier lane, its weights loaded at run time into SPRAM and quarter banks it may fit: '
+            '--spec FILE.json holding {"weight_format": "winograd", "mult_lanes": 1, "weight_memory": "loaded", '
+            '"bank_layout": "quarters"}')
+
+
 def compile_program(dep: Deployment) -> WinogradProgram:
     """Schedule, memory contents and datapath widths of the Winograd engine for `dep`."""
     spec = dep.spec
@@ -572,6 +701,9 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     lanes = spec.mult_lanes
     from .huffman_program import MULT_EXTRA, uses_huffman
     huffman = uses_huffman(dep)
+    if huffman and spec.weight_memory == "loaded":
+        raise TerwinError("weight_memory loaded holds raw weight streams: this model's weights are Huffman-coded "
+                          "(codec huffman); use weight_memory rom or a model without the codec")
     act_max = spec.act_max
     bt, _, at = winograd.matrices(spec.winograd_tile, 3)
     v_gain = int(np.abs(bt).sum(axis=1).max()) ** 2     # |V| <= v_gain * act_max
@@ -643,12 +775,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         for l in range(lanes):
             items[l].extend(s.lane_items[l])
         s.map_base = len(target_map)
-        n_targets = s.out_channels * s.targets_per_out
-        entries = [[(0, 0)] * lanes for _ in range(ceil_div(n_targets, MAP_WIDTH) * MAP_WIDTH)]
-        for l, targets in enumerate(s.lane_targets):
-            for k, t in enumerate(targets):
-                entries[t][l] = (1, k)
-        target_map.extend(entries[w:w + MAP_WIDTH] for w in range(0, len(entries), MAP_WIDTH))
+        target_map.extend(layer_map(s.lane_targets, s.out_channels * s.targets_per_out))
         s.param_base = len(params)
         for o in range(s.out_channels):
             params.append({"bias": int(layer.bias[o]),
@@ -672,7 +799,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
     y_bits = signed_bits(-y_max, y_max)
     coarse, fine, fine_bits = _threshold_tables(params, act_bits=spec.act_bits, y_bits=y_bits) \
         if spec.requant == "threshold" else ([], [], 0)
-    return WinogradProgram(
+    program = WinogradProgram(
         spec=spec, input_shape=tuple(dep.input_shape), layer_names=tuple(layer.name for layer in layers),
         stages=stages, n_scores=last.out_channels,
         phases=phases, lanes=lanes, items=items, target_map=target_map, params=params,
@@ -684,6 +811,8 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         shift_bits=unsigned_bits(max(p["shift"] for p in params)),
         bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman,
         coarse=coarse, fine=fine, fine_bits=fine_bits)
+    program.map_words    # the bank quarters' reads of every map word are distinct (raises if not)
+    return program
 
 
 def _threshold_tables(params: list, *, act_bits: int, y_bits: int) -> tuple[list, list, int]:
@@ -703,6 +832,6 @@ def _threshold_tables(params: list, *, act_bits: int, y_bits: int) -> tuple[list
     return coarse, fine, bits
 
 
-__all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items",
+__all__ = ["WinogradProgram", "Stage", "Phase", "UNITS", "compile_program", "encode_layer", "decode_lane_items", "layer_map",
            "unit_lengths", "IN_PIXELS", "IN_TAIL", "IN_TAIL_L", "MULT_LATENCY", "BANK_READ_OFFSET", "M_READ_LATENCY", "OUT_START", "OUT_READS_W",
            "OUT_TAIL_W", "OUT_TAIL_L", "POOL_TAIL", "MAP_WIDTH", "FINE_PART_DEPTH"]

@@ -17,7 +17,9 @@ output side side by side on double-buffered operands and sums:
                         (requantizer, fused max-pool) --> score FIFO --> o_stream (the last layer's raw scores)
 
 The controller here: LOAD (the image comes in) -> RUN (the `PhaseSequencer` walks the schedule) ->
-FLUSH (the last scores leave the FIFO) -> LOAD.
+FLUSH (the last scores leave the FIFO) -> LOAD. With spec.weight_memory "loaded" it starts in
+WEIGHTS: the `WeightLoader` takes the program's preamble (the weight streams) from `i_stream`
+first, once after each reset.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from .pool import PoolUnit
 from .program import compile_program
 from .results import ResultReader, ResultWriter
 from .schedule import PhaseSequencer
+from .weightload import WeightLoader
 
 
 class WinogradAccelerator(wiring.Component):
@@ -47,8 +50,9 @@ class WinogradAccelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.program
-        LOAD, RUN, FLUSH = 0, 1, 2
-        state = Signal(2, init=LOAD)
+        LOAD, RUN, FLUSH, WEIGHTS = 0, 1, 2, 3
+        loads = p.loaded_weights and any(p.items)   # (a model without a nonzero weight has nothing to load)
+        state = Signal(2, init=WEIGHTS if loads else LOAD)
         running = state == RUN
 
         m.submodules.schedule = seq = PhaseSequencer(p)
@@ -95,11 +99,22 @@ class WinogradAccelerator(wiring.Component):
             counters.mac.eq(running & mult.busy),
             counters.layer_sel.eq(self.layer_sel), self.layer_cycles.eq(counters.layer_cycles),
             self.layer_mac_cycles.eq(counters.layer_mac_cycles), self.cycles.eq(counters.cycles),
-            self.busy.eq(state != LOAD),
+            # (not while the weights come in: only RUN and FLUSH)
+            self.busy.eq((state == RUN) | (state == FLUSH) if loads else state != LOAD),
         ]
 
-        # the data path
-        wiring.connect(m, wiring.flipped(self.i_stream), loader.i_stream)
+        # the data path: the image (and, after a reset, the weights) in
+        if loads:
+            m.submodules.weights = weights = WeightLoader(p)
+            wiring.connect(m, weights.write, mult.weight_load)
+            m.d.comb += [weights.active.eq(state == WEIGHTS), weights.i_stream.valid.eq(self.i_stream.valid),
+                         weights.i_stream.payload.eq(self.i_stream.payload),
+                         loader.i_stream.valid.eq(self.i_stream.valid), loader.i_stream.payload.eq(self.i_stream.payload),
+                         self.i_stream.ready.eq(weights.i_stream.ready | loader.i_stream.ready)]
+            with m.If(weights.done):
+                m.d.sync += state.eq(LOAD)
+        else:
+            wiring.connect(m, wiring.flipped(self.i_stream), loader.i_stream)
         wiring.connect(m, loader.buffer_write, buffers.load)
         wiring.connect(m, operands.v_write, mult.v_write)
         wiring.connect(m, reader.m_read, mult.m_read)

@@ -20,21 +20,35 @@ def add_arguments(parser):
                         help="target clock in MHz (default: the spec's clock_mhz); the board clock goes "
                              "through a PLL to the closest frequency it can make")
     parser.add_argument("--seed", type=seed, default=DEFAULT_SEED, help=f"nextpnr placement seed (default: {DEFAULT_SEED})")
+    parser.add_argument("--spec", help="build the model on another accelerator: a preset name or a spec .json file "
+                                       "(the same weights and scores, re-tiled for another array; e.g. a Winograd "
+                                       "model for the iCEBreaker: examples/winograd-icebreaker.json, one lane and "
+                                       "its weights in SPRAM, loaded at run time)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def run(args) -> int:
     from terwin import fileformat
-    from terwin.build import build_model
+    from terwin import engines
+    from terwin.build import DoesNotFitError, build_model, family_of, get_board
     from terwin.errors import TerwinError
     from terwin.outdir import check_folder
 
     if args.clock_mhz is not None and not 0 < args.clock_mhz <= 1000:
         raise TerwinError(f"--clock-mhz must be in (0, 1000], not {args.clock_mhz:g}")
     dep = fileformat.load(args.model, hardware=True)
+    if args.spec is not None:
+        from terwin.spec import load_spec
+        dep = dep.retarget(load_spec(args.spec))
     check_folder(args.out, force=args.force)  # before the design is elaborated
-    report = build_model(dep, board=args.board, out_dir=args.out, clock_mhz=args.clock_mhz, seed=args.seed,
-                         quiet=args.quiet, force=args.force)
+    try:
+        report = build_model(dep, board=args.board, out_dir=args.out, clock_mhz=args.clock_mhz, seed=args.seed,
+                             quiet=args.quiet, force=args.force)
+    except DoesNotFitError as e:
+        hint = engines.for_spec(dep.spec).fit_hint(dep.spec, family_of(get_board(args.board)))
+        if hint:
+            raise DoesNotFitError(f"{e}; {hint}") from None
+        raise
     timing = "met" if report["timing_met"] else "NOT met"
     print(f"{report['board']} ({report['device']}): {report['luts']} LUTs ({report['logic_cells']} logic cells), "
           f"{report['ffs']} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from terwin import codec, fileformat
+from terwin import codec, engines, fileformat
 from terwin.stats import model_stats
 
 
@@ -27,7 +27,7 @@ def run(args) -> int:
     spec = dep.spec
     shown = os.fsencode(args.model).decode("utf-8", "backslashreplace")  # an undecodable name prints too
     print(f"{shown}: terwin model, format v{fileformat.file_version(dep)}, sha256 {fileformat.file_checksum(args.model)[:16]}")
-    print(f"spec {spec.name}: {spec.pe_rows}x{spec.pe_cols} PEs, {spec.act_bits}-bit activations, "
+    print(f"spec {spec.name}: {engines.for_spec(spec).describe(spec)}, {spec.act_bits}-bit activations, "
           f"{spec.weight_format} weights, {spec.clock_mhz:g} MHz target")
     print(f"input {'x'.join(map(str, dep.input_shape))}, scale {dep.input_scale:g}; family {dep.meta.get('family', '?')}")
     # a graph (format version 2) has a column `reads`: the map a layer reads when it is not the previous

@@ -75,6 +75,10 @@ def run(args) -> int:
     try:
         session = BoardSession(port, protocol, timeout=args.timeout, name=args.port)
         session.discard_input()
+        if protocol.preamble:
+            progress.note(f"the weights first (this bitstream loads them after a reset): a line break and "
+                          f"{len(protocol.preamble)} bytes to {args.port}")
+        session.start()
         progress.note(f"{n} image(s) to {args.port} at {baud} baud: {protocol.input_bytes} bytes out, "
                       f"{protocol.classes} x {protocol.score_bytes} bytes back per image")
         bad = 0

@@ -50,10 +50,14 @@ COEFFICIENTS = HERE / "coefficients.json"
 LOGIC_COST = {True: 1 / 16, False: 7 / 8}  # per bit: ROM, RAM
 
 
-def memory_mapping(family: str, width: int, depth: int, rom: bool) -> tuple[str, int]:
+def memory_mapping(family: str, width: int, depth: int, rom: bool, runtime: bool = False) -> tuple[str, int]:
     """How Yosys maps one memory of `width` x `depth` on `family`: ("block", block RAMs),
-    ("distributed", distributed RAM cells) or ("logic", bits)."""
+    ("distributed", distributed RAM cells), ("logic", bits) or, for a memory the design fills at run
+    time (`runtime`) on a family with single-port RAM (the iCE40 UP5K's SPRAM), ("spram", SPRAMs)."""
     fam = fpga.get(family)
+    if runtime and fam.spram_shape is not None:
+        d, w = fam.spram_shape
+        return "spram", math.ceil(width / w) * math.ceil(depth / d)
     blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in fam.bram_shapes)
     options = [(blocks * fam.bram_cost, 0, "block", blocks)]
     if fam.distributed_ram is not None and not rom:
@@ -74,10 +78,11 @@ def memory_blocks(family: str, width: int, depth: int, rom: bool) -> int:
 
 
 def mapped(feat: dict, family: str, kind: str) -> int:
-    """The design's total of one mapping kind: block RAMs, distributed RAM cells or bits in logic."""
+    """The design's total of one mapping kind: block RAMs, distributed RAM cells, SPRAMs or bits in logic.
+    A memory is [name, width, depth, rom] or, filled at run time, [name, width, depth, rom, True]."""
     total = 0
-    for _, w, d, rom in feat["memories"]:
-        k, n = memory_mapping(family, w, d, rom)
+    for entry in feat["memories"]:
+        k, n = memory_mapping(family, *entry[1:4], runtime=len(entry) > 4 and bool(entry[4]))
         total += n if k == kind else 0
     return total
 
@@ -102,7 +107,9 @@ def features(dep) -> dict:
             figures[name] = int(value)
     # a program that knows its memories' copies in synthesis (one per read port) lists them
     images = getattr(program, "synthesis_memories", program.memories)()
-    memories = [[m.name, int(m.width), int(m.depth), bool(m.is_rom)] for m in images]
+    # a memory the host fills at run time (`MemoryImage.loaded`) carries a fifth entry, True
+    memories = [[m.name, int(m.width), int(m.depth), bool(m.is_rom), *([True] if m.loaded is not None else [])]
+                for m in images]
     return {"engine": engine.name, "spec": dep.spec.to_dict(), "stages": len(program.stages),
             "layers": program.n_layers, "program": figures, "memories": memories}
 
@@ -353,6 +360,7 @@ def predict_features(feat: dict, *, family: str, board: str | None = None, coeff
     outside |= uncalibrated
     pred = {"luts": round(out["luts"]), "logic_cells": round(out["logic_cells"]), "ffs": round(out["ffs"]),
             "brams": block_rams(feat, family), "distributed_rams": mapped(feat, family, "distributed"),
+            "sprams": mapped(feat, family, "spram"),
             "dsps": round(out["dsps"]),
             "fmax_mhz": round(1000.0 / out["period_ns"], 2), "extrapolated": sorted(outside),
             # the fmax alone: beyond the builds in a regressor of the clock period or in size, or a field
@@ -360,7 +368,7 @@ def predict_features(feat: dict, *, family: str, board: str | None = None, coeff
             "fmax_extrapolated": bool(fmax_outside or uncalibrated)}
     if board is not None:
         cap = board_capacity(board)
-        over = [k for k in ("logic_cells", "brams", "dsps") if pred[k] > cap[k]]
+        over = [k for k in ("logic_cells", "brams", "dsps", "sprams") if pred[k] > cap.get(k, 0)]
         pred["fits"] = not over
         pred["over"] = over
         pred["utilisation"] = {k: round(pred[k] / cap[k], 4) for k in ("logic_cells", "brams", "dsps")}
