@@ -361,10 +361,11 @@ def prepare(dep, *, rtl=None, top: str = TOP_NAME, build_root=None, simulator=No
         design = {"top.v": for_icarus(text if text is not None else to_verilog(dep, top=top_component))}
         defines = {}
     n_layers = len(dep.layers)
+    preamble = program.preamble()
     bench = harness.bench_verilog(top=top, act_bits=dep.spec.act_bits, score_bits=program.score_bits,
                                   n_inputs=int(np.prod(dep.input_shape)), n_scores=int(np.prod(dep.output_shape)),
                                   n_layers=n_layers, sel_bits=max(1, (max(2, n_layers) - 1).bit_length()),
-                                  n_preamble=len(program.preamble()))
+                                  n_preamble=len(preamble))
     sources = {**design, "bench.v": bench}
     digest = hashlib.sha256("\0".join([sim.name, json.dumps(defines, sort_keys=True), *sources.values()])
                             .encode()).hexdigest()[:16]
@@ -372,7 +373,7 @@ def prepare(dep, *, rtl=None, top: str = TOP_NAME, build_root=None, simulator=No
     built = time.monotonic()
     _build(sim, build_dir, sources, root=root, verbose=verbose, defines=defines)
     return Bench(sim=sim, root=root, build_dir=build_dir, sources=sources, defines=defines, digest=digest,
-                 score_bits=program.score_bits, preamble=program.preamble(),
+                 score_bits=program.score_bits, preamble=preamble,
                  seconds={"design": built - started, "build": time.monotonic() - built})
 
 

@@ -330,9 +330,11 @@ class WinogradProgram(Program):
 
     @cached_property
     def map_words(self) -> list:
-        """The target map as its memory holds it (`layouts.target_map_layout`), word by word: per lane the
-        address in each quarter (k >> quarter_bits of the piece read there) and per target {present, q}
-        (the quarter holding the lane's sum); raises if two of a lane's reads of a word meet in a quarter."""
+        """The target map as its memory holds it, word by word: with bank_layout "copies"
+        (`layouts.target_map_layout`) per target, per lane {present, k}; with "quarters"
+        (`layouts.quartered_map_layout`) per lane the address in each quarter (k >> quarter_bits of the
+        piece read there) and per target {present, q} (the quarter holding the lane's sum), raising if
+        two of a lane's reads of a word meet in a quarter."""
         if not self.quartered:
             return [[[{"present": a, "k": k} for a, k in entry] for entry in word] for word in self.target_map]
         return [_map_word(word, n, quarter_bits=self.quarter_bits, quarters=self.quarters)
@@ -811,7 +813,7 @@ def compile_program(dep: Deployment) -> WinogradProgram:
         shift_bits=unsigned_bits(max(p["shift"] for p in params)),
         bank_depth=max(1, max(len(t) for s in weighted for t in s.lane_targets)), huffman=huffman,
         coarse=coarse, fine=fine, fine_bits=fine_bits)
-    program.map_words    # the bank quarters' reads of every map word are distinct (raises if not)
+    program.map_words    # with quarter banks: the reads of every map word are in distinct quarters (raises if not)
     return program
 
 

@@ -22,8 +22,8 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=seed, default=DEFAULT_SEED, help=f"nextpnr placement seed (default: {DEFAULT_SEED})")
     parser.add_argument("--spec", help="build the model on another accelerator: a preset name or a spec .json file "
                                        "(the same weights and scores, re-tiled for another array; e.g. a Winograd "
-                                       "model for the iCEBreaker: examples/winograd-icebreaker.json, one lane and "
-                                       "its weights in SPRAM, loaded at run time)")
+                                       "model for the iCEBreaker: examples/winograd-icebreaker.json, one lane, "
+                                       "its weights in SPRAM loaded at run time, quarter banks)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
