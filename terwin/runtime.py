@@ -120,17 +120,11 @@ class BoardSession:
                               f"and this port cannot send one")
         self._io(send_break, break_seconds)
         time.sleep(break_seconds)   # the line idle again before the first byte
-        self._io(self.port.write, self.protocol.preamble)
-        flush = getattr(self.port, "flush", None)
-        if flush is not None:
-            self._io(flush)
+        self._send(self.protocol.preamble)
 
     def classify(self, q, *, index: int = 0) -> list[int]:
         """Send image `index` (quantized) and return its class scores as the board computed them."""
-        self._io(self.port.write, self.protocol.encode(q))
-        flush = getattr(self.port, "flush", None)
-        if flush is not None:
-            self._io(flush)
+        self._send(self.protocol.encode(q))
         raw = self._read(self.protocol.answer_bytes, index)
         return self.protocol.decode(raw)
 
@@ -157,6 +151,13 @@ class BoardSession:
                     f"{self.name}: no complete answer to image {index} within {self.timeout:g} s ({got}): is the "
                     f"board on this port, programmed with this model's bitstream (terwin program), at this baud?")
         return bytes(buf)
+
+    def _send(self, data: bytes) -> None:
+        """Write `data` and flush it onto the line (a port without `flush` writes through)."""
+        self._io(self.port.write, data)
+        flush = getattr(self.port, "flush", None)
+        if flush is not None:
+            self._io(flush)
 
     def _io(self, fn, *args):
         try:
