@@ -134,7 +134,8 @@ def build_point(point) -> dict:
 def reference_points() -> list[dict]:
     """The committed reference builds made at the calibration's target clock as calibration points
     (nextpnr's fmax follows the target it is given: resnet8's 70 MHz reference is no point of a fit
-    made at 90 MHz), raw weights only (`features` has no term for a Huffman weight path)."""
+    made at 90 MHz), raw weights and a DSP or threshold requantizer only (`features` has no term for a
+    Huffman weight path or a requantizer multiply in logic)."""
     from terwin import fileformat
     from terwin.dse.resources import features, measured
 
@@ -146,6 +147,8 @@ def reference_points() -> list[dict]:
         dep = fileformat.load(path.parent / "model.terwin")
         if any(getattr(layer, "codec", "raw") != "raw" for layer in dep.layers):
             continue   # a Huffman weight path (stream decoders, tile cache): the features model the raw one
+        if dep.spec.requant == "logic":
+            continue   # the requantizer's multiply in LUTs (about 1,100 more): no regressor models it
         out.append({"name": f"ref-{report['board']}-{path.parent.name}", "board": report["board"],
                     "family": report["family"], "model": path.parent.name, "spec": dep.spec.to_dict(),
                     "features": features(dep), "measured": measured(report),

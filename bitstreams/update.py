@@ -81,7 +81,12 @@ the model file kept beside each bitstream. Regenerate with `python bitstreams/up
   line break before the first image (`terwin run` does; docs/winograd-hardware.md, "Weights loaded
   at run time"), and each accumulator bank is four quarter memories, so the design takes 26 of the
   30 block RAMs; with its weights in block RAM the 4-lane design needed 109 by the count, and 2
-  lanes with loaded weights need 5,852 logic cells of 5,280. resnet8:
+  lanes with loaded weights need 5,852 logic cells of 5,280. winograd-12lanes: the winograd model file
+  on `examples/winograd-ecp5-12lanes.json` (its clock aside: `mult_lanes` 12, `requant` "logic", the
+  requantizer's multiply in LUTs, so its 12 DSPs are the lane multipliers), seed 6's build: nextpnr
+  seeds 1-6 placed it at 89.25, 88.92, 89.11, 89.19, 69.78 and 92.11 MHz (docs/winograd-hardware.md,
+  "Twelve lanes"); seed 6's meets issue 16's three ECP5 goals (>= 90 MHz, >= 1.0 GOPS per DSP, >= 10x
+  1,332 images/s). resnet8:
   `examples/resnet8.py` (a user's residual network, `terwin compress --family ternary --model
   examples/resnet8.py:resnet8 --data digits32`, 50 % of tiles, seed 0); it needs 6,183 logic cells (6,481 before the codes memory) of
   the UP5K's 5,280, so it has no iCE40 build either.

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import TerwinError
@@ -56,9 +58,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so its output folders and files are cleaned up on the way
+    out (a staging folder is removed, a file half-written never appears) as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    # a SIGTERM (a job's timeout, `kill`) unwinds like Ctrl-C; only the main thread may set a handler
+    trap = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if trap else None
     try:
         parser = build_parser(only=command if command in COMMANDS else None)
         args = parser.parse_args(argv)
@@ -71,6 +85,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"terwin {command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"terwin {command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if trap:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
                                 ("period_ns", ("one", "log2_cols", "dsp_tiles")))),
     Engine("winograd", compress_flow="terwin.algo.winograd.flow",
            plot_style=("s", "tab:orange"), model_flow="terwin.algo.winograd.graph_flow",
-           explore_axes=(("mult_lanes", (1, 2, 4, 8, 16)),),
+           explore_axes=(("mult_lanes", (1, 2, 4, 8, 12, 16)),),
            resource_regressors=(("luts", ("one", "mult_lanes")), ("logic_cells", ("one", "mult_lanes")),
                                 ("ffs", ("one", "mult_lanes")), ("dsps", ("requant_mults", "mult_lanes")),
                                 ("period_ns", ("one",)))),

@@ -16,7 +16,7 @@ from .checks import is_int, short_repr
 from .errors import SpecError
 
 WEIGHT_FORMATS = ("ternary", "winograd")
-REQUANT_MODES = ("multiply", "threshold")
+REQUANT_MODES = ("multiply", "threshold", "logic")
 WEIGHT_MEMORIES = ("rom", "loaded")
 BANK_LAYOUTS = ("copies", "quarters")
 
@@ -35,7 +35,8 @@ class HardwareSpec:
     weight_format: "ternary" (adder/subtractor PEs) or "winograd" (sparse Winograd engine).
     winograd_tile: output tile m of F(m x m, 3x3); only 2 is offered.
     winograd_weight_bits: signed width of the Winograd-domain weights.
-    mult_lanes: multipliers of the Winograd engine's sparse multiply stage.
+    mult_lanes: multipliers of the Winograd engine's sparse multiply stage (any count from 1 to 64:
+      its items are dealt onto the lanes by wrap-around).
     clock_mhz: target clock.
     out_lanes: requantizer/writer lanes of the ternary engine: output channels requantized, pooled
       and written per cycle (a power of two, at most pe_rows and pe_cols; 1 = one shared requantizer).
@@ -43,9 +44,9 @@ class HardwareSpec:
       max(tiles, pe_rows). Written to JSON only when not 1, so files and digests of specs without it
       stay byte-identical.
     requant: how the Winograd engine requantizes its ReLU outputs: "multiply" ((acc + bias) * m, a
-      shared multiplier, 2 DSPs on the ECP5) or "threshold" (the same results from exact per-channel
-      threshold tables, no multiplier: `terwin.hw.common.requant_tables`). Written to JSON only when
-      not "multiply".
+      shared multiplier, 2 DSPs on the ECP5), "threshold" (the same results from exact per-channel
+      threshold tables, no multiplier: `terwin.hw.common.requant_tables`) or "logic" (the same
+      multiply as carry-save adders in LUTs, no DSP). Written to JSON only when not "multiply".
     weight_memory: where the Winograd engine keeps its compressed weight streams: "rom" (memories
       the bitstream initializes) or "loaded" (RAMs the host fills through `i_stream` after each
       reset, before the first image: on the iCE40 UP5K its single-port SPRAM, which no bitstream can
@@ -71,10 +72,14 @@ class HardwareSpec:
     bank_layout: str = "copies"
 
     def __post_init__(self):
-        for name in ("pe_rows", "pe_cols", "mult_lanes"):
+        for name in ("pe_rows", "pe_cols"):
             value = getattr(self, name)
             if not _is_pow2(value) or value > 64:
                 raise SpecError(f"{name} must be a power of two between 1 and 64, not {short_repr(value)}")
+        # the Winograd engine deals its items onto the lanes by wrap-around (any count): 12 lanes fill
+        # a design that 16 would not, and use 12 multipliers
+        if not is_int(self.mult_lanes) or not 1 <= self.mult_lanes <= 64:
+            raise SpecError(f"mult_lanes must be an integer from 1 to 64, not {short_repr(self.mult_lanes)}")
         if not is_int(self.act_bits) or not 2 <= self.act_bits <= 16:
             raise SpecError(f"act_bits must be an integer from 2 to 16, not {short_repr(self.act_bits)}")
         if self.weight_format not in WEIGHT_FORMATS:

@@ -294,6 +294,23 @@ def test_no_file_outside_hw_fpga_tests_a_family_name():
 REFERENCES = sorted((Path(__file__).resolve().parents[1] / "bitstreams").glob("*/*/report.json"))
 
 
+def test_the_12_lane_reference_is_the_default_model_on_the_example_spec():
+    """bitstreams/ulx3s-85f/winograd-12lanes (issue 16's ECP5 triple) is the default Winograd model's
+    weights on examples/winograd-ecp5-12lanes.json (its clock aside): 12 lanes, the requantizer's multiply
+    in logic, so its DSPs are its lanes; its report says so."""
+    from terwin import fileformat
+    from terwin.spec import load_spec
+    root = Path(__file__).resolve().parents[1]
+    spec = load_spec(str(root / "examples" / "winograd-ecp5-12lanes.json"))
+    default = fileformat.load(root / "bitstreams" / "ulx3s-85f" / "winograd" / "model.terwin")
+    twelve = fileformat.load(root / "bitstreams" / "ulx3s-85f" / "winograd-12lanes" / "model.terwin")
+    # the example asks 90 MHz (`terwin build --spec` builds at its clock); the model file keeps the default's
+    assert fileformat.checksum(default.retarget(spec.replace(clock_mhz=twelve.spec.clock_mhz))) == \
+        fileformat.checksum(twelve)
+    report = json.loads((root / "bitstreams" / "ulx3s-85f" / "winograd-12lanes" / "report.json").read_text())
+    assert spec.mult_lanes == 12 and spec.requant == "logic" and report["dsps"] == spec.mult_lanes
+
+
 @pytest.mark.parametrize("report_path", REFERENCES, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
 def test_committed_references_are_of_their_model_and_its_cycles(report_path):
     """Each committed reference build's report is of the model file beside it, and its cycles per

@@ -157,6 +157,51 @@ def test_requantizer_matches_the_integer_contract():
     assert got_score == (acc + bias).tolist()
 
 
+@pytest.mark.parametrize("acc_bits, bias_bits, mult_bits", [(16, 12, 16), (22, 9, 16), (7, 18, 5)])
+def test_logic_multiplier_requantizer_matches_the_integer_contract(acc_bits, bias_bits, mult_bits):
+    """`logic_multiplier`: (acc + bias) * m as carry-save adders (acc * m + the program's bias * m), the
+    same outputs and latency as the DSP multiply, on the extremes of every width (both signs of m's top
+    bit, the most negative products) and on shifts that land in the activation range (rounding and
+    both clamps)."""
+    rng = np.random.default_rng(acc_bits)
+    act_bits, shift_bits, n = 8, 6, 500
+    lo = lambda bits: -(1 << (bits - 1))
+    hi = lambda bits: (1 << (bits - 1)) - 1
+    acc = rng.integers(lo(acc_bits), hi(acc_bits) + 1, size=n)
+    bias = rng.integers(lo(bias_bits), hi(bias_bits) + 1, size=n)
+    mult = rng.integers(lo(mult_bits), hi(mult_bits) + 1, size=n)
+    corners = [(a, b, m) for a in (lo(acc_bits), hi(acc_bits), 0, -1) for b in (lo(bias_bits), hi(bias_bits))
+               for m in (lo(mult_bits), hi(mult_bits), -1, 1)]
+    for i, (a, b, m) in enumerate(corners):
+        acc[i], bias[i], mult[i] = a, b, m
+    pre = (acc + bias) * mult
+    shift = np.clip([max(1, int(abs(v)).bit_length() - act_bits) + int(rng.integers(-2, 3)) for v in pre], 1, 40)
+    dut = Requantizer(act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits, mult_bits=mult_bits,
+                      shift_bits=shift_bits, logic_multiplier=True)
+    want = [int(intmath.requantize(np.array([a]), np.array([b]), np.array([m]), np.array([s]), act_bits=act_bits,
+                                   relu=True)[0]) for a, b, m, s in zip(acc, bias, mult, shift)]
+    got_act, got_score = [], []
+
+    async def bench(ctx):
+        for i in range(n + Requantizer.LATENCY):
+            if i < n:
+                for port, value in ((dut.i_acc, acc[i]), (dut.i_bias, bias[i]), (dut.i_mult, mult[i]),
+                                    (dut.i_shift, shift[i]), (dut.i_bias_mult, bias[i] * mult[i])):
+                    ctx.set(port, int(value))
+                ctx.set(dut.i_valid, 1)
+            else:
+                ctx.set(dut.i_valid, 0)
+            await ctx.tick()
+            if ctx.get(dut.o_valid):
+                got_act.append(ctx.get(dut.o_act))
+                got_score.append(ctx.get(dut.o_score))
+
+    _run(dut, bench)
+    assert got_act == want
+    assert got_score == (acc + bias).tolist()
+    assert 0 < sum(0 < v < (1 << act_bits) - 1 for v in want) < n     # rounding inside the range, and clamps
+
+
 @pytest.mark.parametrize("act_bits", [4, 8])
 def test_requantizer_with_residual_and_signed_clamp_matches_the_integer_contract(act_bits):
     """The graph options: r * m_r added before the shift (latency 5), and the signed clamp of a

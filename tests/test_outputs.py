@@ -356,6 +356,32 @@ def test_verify_json_beside_the_users_files(model, tmp_path, rtl_build_root, cap
 
 # -- the mechanism ---------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("into_users_folder", [False, True])
+def test_a_terminated_build_leaves_nothing(model, tmp_path, into_users_folder):
+    """SIGTERM (a CI job's timeout, `kill`) in the middle of a real build: the staging folder goes, the
+    output folder is as it was (absent, or the user's files untouched), exit 143 with one line."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = users_folder(tmp_path / "out") if into_users_folder else tmp_path / "out"
+    before = snapshot(tmp_path)
+    argv = [sys.executable, "-m", "terwin", "build", str(model), "--board", "icebreaker", "--out", str(out),
+            "--quiet", *(["--force"] if into_users_folder else [])]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    # the build runs in a staging folder (beside the output folder, or inside the user's): wait for it
+    while not any(".terwin-tmp-" in name for _, dirs, files in os.walk(tmp_path) for name in dirs + files):
+        assert proc.poll() is None and time.monotonic() < deadline, "no staging folder appeared"
+        time.sleep(0.05)
+    time.sleep(1.0)                     # into synthesis
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "terwin build: terminated", err
+    assert snapshot(tmp_path) == before
+
+
 def test_an_interrupted_command_leaves_nothing(tmp_path):
     out = users_folder(tmp_path / "out")
     before = snapshot(tmp_path)

@@ -22,6 +22,10 @@ def test_presets_round_trip_json(name):
     ("weight_format", "binary", "weight_format must be one of ternary, winograd"),
     ("winograd_tile", 4, "winograd_tile must be 2"),
     ("clock_mhz", -3, "clock_mhz must be a number"),
+    ("mult_lanes", 0, "mult_lanes must be an integer from 1 to 64"),
+    ("mult_lanes", 65, "mult_lanes must be an integer from 1 to 64"),
+    ("mult_lanes", 1.5, "mult_lanes must be an integer from 1 to 64"),
+    ("requant", "lut", "requant must be one of multiply, threshold, logic"),
 ])
 def test_invalid_fields_raise_one_line(field, value, message):
     with pytest.raises(SpecError) as info:
@@ -60,3 +64,11 @@ def test_accumulator_bits_hold_the_worst_case():
     worst = fan_in * spec.act_max
     assert -(1 << (bits - 1)) <= -worst and worst <= (1 << (bits - 1)) - 1
     assert worst > (1 << (bits - 2)) - 1, "one bit fewer must not suffice"
+
+
+def test_mult_lanes_need_not_be_a_power_of_two():
+    """The Winograd engine deals its items onto any number of lanes (12 multipliers: see
+    docs/winograd-hardware.md); the JSON round trip keeps the count."""
+    spec = PRESETS["winograd"].replace(mult_lanes=12, requant="logic")
+    again = HardwareSpec.from_json(spec.to_json())
+    assert again == spec and again.mult_lanes == 12 and again.requant == "logic"

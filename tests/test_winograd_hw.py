@@ -401,7 +401,7 @@ def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_refer
     assert quartered.quarters == MAP_WIDTH and program.quarters == 1
     assert sorted(n for n in qnames if n.startswith("bank0")) == [f"bank0q{q}" for q in range(MAP_WIDTH)]
     assert sum(n.startswith("bank") for n in qnames) == quartered.lanes * MAP_WIDTH
-    assert sum(n.startswith("act0.") for n in names) == IN_PIXELS
+    assert sum(n.startswith("act.") for n in names) == IN_PIXELS
     assert "target_map" in names and "schedule" in names
     refs = sorted((Path(__file__).resolve().parents[1] / "bitstreams" / "ulx3s-85f").glob("winograd*/report.json"))
     assert refs
@@ -411,31 +411,19 @@ def test_synthesis_memories_count_each_read_port_and_the_block_rams_of_the_refer
         assert abs(counted - report["brams"]) <= 1, (path.parent.name, counted, report["brams"])
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("lanes", [1, 2, 3, 4, 8, 12])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_target_map_reads_distinct_quarters_within_every_word(lanes, seed):
     """A lane's pieces in one target-map word have consecutive ranks, so the word reads each of the
     lane's quarters at most once; the stored word gives back every rank (quarter q at address a: rank
-    a * 2^quarter_bits + q). Random densities and map sizes; 3 lanes (no spec has it) through the
-    encoder and the map builder, the others through `compile_program`."""
-    from terwin.hw.winograd.program import _map_word, layer_map
+    a * 2^quarter_bits + q). Random densities and map sizes, lane counts with and without a power of two."""
     rng = np.random.default_rng(100 * lanes + seed)
     density = float(rng.choice([0.05, 0.2, 0.5, 1.0]))
-    dep = small_dep(seed=seed, density=density, input_shape=(1, int(rng.integers(4, 11)), int(rng.integers(4, 11))))
-    maps = []
-    if lanes == 3:
-        for layer in dep.weighted_layers:
-            _, targets, per_out = encode_layer(layer, lanes)
-            depth = max(1, max(len(t) for t in targets))
-            qb = (min(MAP_WIDTH, depth) - 1).bit_length()
-            words = layer_map(targets, layer.weight.shape[0] * per_out)
-            maps.append((words, [_map_word(w, n, quarter_bits=qb, quarters=min(1 << qb, depth))
-                                 for n, w in enumerate(words)], qb))
-    else:
-        spec = PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout="quarters")
-        program = compile_program(small_dep(seed=seed, density=density, spec=spec, input_shape=(1, 8, 8)))
-        assert program.quarters == min(MAP_WIDTH, program.bank_depth)
-        maps.append((program.target_map, program.map_words, program.quarter_bits))
+    spec = PRESETS["winograd"].replace(mult_lanes=lanes, bank_layout="quarters")
+    shape = (1, int(rng.integers(4, 11)), int(rng.integers(4, 11)))
+    program = compile_program(small_dep(seed=seed, density=density, spec=spec, input_shape=shape))
+    assert program.quarters == min(MAP_WIDTH, program.bank_depth)
+    maps = [(program.target_map, program.map_words, program.quarter_bits)]
     for words, stored, qb in maps:
         assert len(words) == len(stored)
         for word, hw in zip(words, stored):

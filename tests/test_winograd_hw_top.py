@@ -106,6 +106,11 @@ def check_against_models(dep, q, results):
     # 6-bit activations, 5-bit Winograd weights
     dict(seed=4, lanes=4, topology=(("winograd_conv2d", 5), ("winograd_conv2d", 3), ("linear", 4)),
          input_shape=(1, 4, 5), act_bits=6, winograd_weight_bits=5),
+    # lane counts that are no power of two: 3 (three partial sums into the adder tree's one group) and
+    # 6 (a full group of 4 and a group of 2)
+    dict(seed=6, lanes=3, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 3), ("maxpool2d", 2), ("linear", 3)),
+         input_shape=(1, 6, 6)),
+    dict(seed=8, lanes=6, density=0.6, topology=(("winograd_conv2d", 5), ("linear", 4)), input_shape=(2, 5, 4)),
 ])
 def test_top_matches_reference_and_cycle_model(case):
     case = dict(case)
@@ -115,8 +120,9 @@ def test_top_matches_reference_and_cycle_model(case):
     check_against_models(dep, q, simulate_top(dep, q, seed=seed))
 
 
+@pytest.mark.parametrize("requant", ["threshold", "logic"])
 @pytest.mark.parametrize("case", [
-    # 8 lanes, odd map sizes, a fused pool: the fused maximum of thresholded outputs
+    # 8 lanes, odd map sizes, a fused pool: the fused maximum of requantized outputs
     dict(seed=1, lanes=8, topology=(("winograd_conv2d", 4), ("winograd_conv2d", 4), ("maxpool2d", 2), ("linear", 3)),
          input_shape=(2, 5, 6)),
     # 7-bit activations (3 + 4 bits: coarse and fine tables of different sizes), a hidden linear layer,
@@ -124,12 +130,13 @@ def test_top_matches_reference_and_cycle_model(case):
     dict(seed=4, lanes=4, topology=(("winograd_conv2d", 5), ("winograd_conv2d", 3), ("linear", 6), ("linear", 4)),
          input_shape=(1, 4, 5), act_bits=7, winograd_weight_bits=5, flip=True),
 ])
-def test_top_with_threshold_requantizer_matches_reference_and_cycle_model(case):
-    """spec.requant "threshold" (no multiplier): every score equals `sim.reference` (the multiply
-    contract), every per-layer counter equals the cycle model (the same as with the multiplier)."""
+def test_top_without_a_dsp_requantizer_matches_reference_and_cycle_model(case, requant):
+    """spec.requant "threshold" (tables, no multiplier) and "logic" (the multiply in carry-save adders):
+    every score equals `sim.reference` (the multiply contract), every per-layer counter equals the cycle
+    model (the same as with the multiplier)."""
     case = dict(case)
     seed, flip = case.pop("seed"), case.pop("flip", False)
-    dep = synthetic(seed, requant="threshold", **case)
+    dep = synthetic(seed, requant=requant, **case)
     if flip:        # channel 0 of every hidden layer: m < 0; channel 1: m == 0
         layers = []
         for layer in dep.layers[:-1]:
@@ -140,7 +147,13 @@ def test_top_with_threshold_requantizer_matches_reference_and_cycle_model(case):
             layers.append(layer)
         dep = dep.replace(layers=(*layers, dep.layers[-1])).validate()
     program = compile_program(dep)
-    assert program.threshold and {"thresh_coarse", "thresh_fine0"} <= {m.name for m in program.memories()}
+    names = {m.name for m in program.memories()}
+    if requant == "threshold":
+        assert program.threshold and {"thresh_coarse", "thresh_fine0"} <= names
+    else:   # bias * m beside each channel's constants, no table
+        params = next(m for m in program.memories() if m.name == "params")
+        assert program.logic_multiplier and not program.threshold and not any(n.startswith("thresh") for n in names)
+        assert [w["bias_mult"] for w in params.init] == [w["bias"] * w["mult"] for w in program.params]
     plain = compile_program(dep.replace(spec=dep.spec.replace(requant="multiply")))
     assert [ph.length for ph in program.phases] == [ph.length for ph in plain.phases]
     q = np.random.default_rng(seed).integers(0, dep.spec.act_max + 1, size=(2, *dep.input_shape))

@@ -1,7 +1,7 @@
 """The Winograd engine's activation buffers and the image loader that fills the first one."""
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
@@ -20,18 +20,23 @@ def load_port(program):
 
 
 class ActivationBuffers(wiring.Component):
-    """Two activation buffers (`act0`, `act1`, ping-pong: (C, H, W) raster order each).
+    """Two activation buffers (ping-pong: (C, H, W) raster order each), the halves of one memory `act`
+    (buffer b at addresses b * 2^act_addr_bits + a): a read selects its buffer by the address's top bit,
+    so the memory's output goes to the reader through no multiplexer but the outside-the-map zero.
 
-    * `load` (in): the image loader's writes, into `act0`;
+    * `load` (in): the image loader's writes, into buffer 0;
     * `write` (in, `layouts.write_layout`): a unit's write into buffer `dst`;
     * `read` (in, `layouts.read_layout`) with `src` (in): a unit's read of buffer `src`;
     * `pixel` (out): the value read, a cycle later; 0 when the read was outside the map;
     * `read_more` / `pixel_more`: `program.in_pixels - 1` more read ports of buffer `src` (the input
       side reads `in_pixels` pixels a cycle), each the same as `read` / `pixel`.
+
+    The loader and the units never write in the same cycle (the image comes in while nothing runs), so
+    the memory has one write port.
     """
 
     def __init__(self, program):
-        self._images = [program.memory(f"act{b}") for b in range(2)]
+        self._image = program.memory("act")
         abits = act_addr_bits(program)
         super().__init__({
             "load": Out(load_port(program)),
@@ -45,32 +50,24 @@ class ActivationBuffers(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        writes, mems = [], []
-        for image in self._images:
-            m.submodules[image.name] = mem = image.memory()
-            writes.append(mem.write_port())
-            mems.append(mem)
-        src = Signal()
-        m.d.sync += src.eq(self.src)
+        m.submodules.act = mem = self._image.memory()
+        write = mem.write_port()
         for n, (read, pixel) in enumerate([(self.read, self.pixel), *zip(self.read_more, self.pixel_more)]):
-            reads = [mem.read_port() for mem in mems]
-            for rp in reads:
-                m.d.comb += [rp.addr.eq(read.addr), rp.en.eq(read.en)]
+            rp = mem.read_port()
+            m.d.comb += [rp.addr.eq(Cat(read.addr, self.src)), rp.en.eq(read.en)]
             inside = Signal(name=f"inside{n}")
             m.d.sync += inside.eq(read.inside)
-            m.d.comb += pixel.eq(Mux(inside, Mux(src, reads[1].data, reads[0].data), 0))
+            m.d.comb += pixel.eq(Mux(inside, rp.data, 0))
         with m.If(self.load.en):
-            m.d.comb += [writes[0].en.eq(1), writes[0].addr.eq(self.load.addr), writes[0].data.eq(self.load.data)]
+            m.d.comb += [write.en.eq(1), write.addr.eq(self.load.addr), write.data.eq(self.load.data)]
         with m.If(self.write.en):
-            for b, wp in enumerate(writes):
-                m.d.comb += [wp.addr.eq(self.write.addr), wp.data.eq(self.write.data)]
-                with m.If(self.write.dst == b):
-                    m.d.comb += wp.en.eq(1)
+            m.d.comb += [write.en.eq(1), write.addr.eq(Cat(self.write.addr, self.write.dst)),
+                         write.data.eq(self.write.data)]
         return m
 
 
 class ImageLoader(wiring.Component):
-    """Takes the image, one activation per beat in (C, H, W) order, while `active`, into `act0`.
+    """Takes the image, one activation per beat in (C, H, W) order, while `active`, into buffer 0.
 
     * `i_stream` (in): the image; `ready` follows `active`;
     * `buffer_write` (out): the writes; `done` (out): high in the cycle of the last beat.

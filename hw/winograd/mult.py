@@ -109,8 +109,9 @@ class MacLane(wiring.Component):
 
     Cycle c: the item is taken into the address register; c + 1: its operand's word address (in half
     `buf`; a word holds `per_word` operands, the item's address without its low bits) presented to
-    `op_read` (a synchronous read port); c + 2: operand register (the operand selected from the word by
-    the address's low bits; the memory's output does not feed the multiplier directly); c + 3: product register w * operand; c + 4: accumulate,
+    `op_read` (a synchronous read port); c + 2: operand register (the whole word: the memory's output
+    does not feed the multiplier directly); c + 3: product register w * operand (the operand selected
+    from the word by the address's low bits); c + 4: accumulate,
     and on a `last` item write the sum to `m_write` at the lane's target rank k in the same half
     (then k + 1, accumulator cleared). `clear` (the cycle before a tile's first item) sends k back to 0 when it
     reaches the accumulate stage, so a tile's items may follow the previous tile's back to back:
@@ -144,24 +145,30 @@ class MacLane(wiring.Component):
         i = self.i_stream
         # the item's address goes to the operand memory through a register (not straight from the weight
         # memory's output)
+        # the valid bits take the reset; the data registers beside them do not (no reset logic in front of
+        # them: the operand word's flip-flops take the block RAM's output straight)
         va, lasta, bufa, cleara = Signal(), Signal(), Signal(), Signal()
-        wa, addra = Signal.like(i.payload.w), Signal(len(self.op_read.addr))
+        wa, addra = Signal.like(i.payload.w, reset_less=True), Signal(len(self.op_read.addr), reset_less=True)
         word = Signal(self.word_bits)     # the operand's word; its value within the word: the low bits
-        sela, sel0 = Signal(self.sel_bits), Signal(self.sel_bits)
+        sela, sel0 = Signal(self.sel_bits, reset_less=True), Signal(self.sel_bits, reset_less=True)
         m.d.comb += [i.ready.eq(1), word.eq(i.payload.addr >> self.sel_bits)]
         m.d.sync += [va.eq(i.valid), lasta.eq(i.payload.last), wa.eq(i.payload.w), bufa.eq(self.buf),
                      cleara.eq(self.clear), addra.eq(Cat(word, self.buf)), sela.eq(i.payload.addr[:self.sel_bits])]
         m.d.comb += [self.op_read.addr.eq(addra), self.op_read.en.eq(1)]
         v0, last0, buf0, clear0 = Signal(), Signal(), Signal(), Signal()
-        w0 = Signal.like(i.payload.w)
+        w0 = Signal.like(i.payload.w, reset_less=True)
         m.d.sync += [v0.eq(va), last0.eq(lasta), w0.eq(wa), buf0.eq(bufa), clear0.eq(cleara), sel0.eq(sela)]
+        # the operand register holds the whole word, and the operand is selected from it after the
+        # register, in front of the multiplier: the memory's output (a block RAM's slow clock-to-out,
+        # often far across the die from its lane) goes straight into flip-flops
         v1, last1, buf1, clear1 = Signal(), Signal(), Signal(), Signal()
-        w1, op1 = Signal.like(w0), Signal.like(self.op_read.data[0])
-        values = self.op_read.data
-        m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), op1.eq(values[sel0] if self.per_word > 1 else values[0]),
+        w1, word1 = Signal.like(w0, reset_less=True), Signal.like(self.op_read.data, reset_less=True)
+        sel1 = Signal.like(sel0, reset_less=True)
+        m.d.sync += [v1.eq(v0), last1.eq(last0), w1.eq(w0), word1.eq(self.op_read.data), sel1.eq(sel0),
                      buf1.eq(buf0), clear1.eq(clear0)]
+        op1 = word1[sel1] if self.per_word > 1 else word1[0]
         v2, last2, buf2, clear2 = Signal(), Signal(), Signal(), Signal()
-        p2 = Signal(signed(len(w1) + len(op1)))
+        p2 = Signal(signed(len(w1) + len(self.op_read.data[0])), reset_less=True)
         m.d.sync += [v2.eq(v1), last2.eq(last1), p2.eq(w1 * op1), buf2.eq(buf1), clear2.eq(clear1)]
         acc = Signal(signed(self.acc_bits))
         k = Signal(self.k_bits)

@@ -200,7 +200,7 @@ class WinogradProgram(Program):
                                # (as the memory holds it: `map_words`)
     params: list               # {bias, mult, shift} per output channel of every weighted layer
     act_bits: int
-    act_depth: int             # depth of each of the two activation buffers
+    act_depth: int             # values each of the two activation buffers holds
     operand_depth: int
     operand_bits: int          # signed
     weight_bits: int           # signed
@@ -221,6 +221,12 @@ class WinogradProgram(Program):
     def threshold(self) -> bool:
         """Whether the outputs are requantized by threshold tables (no multiplier)."""
         return self.spec.requant == "threshold"
+
+    @property
+    def logic_multiplier(self) -> bool:
+        """Whether the requantizer's multiply is carry-save adders in logic (spec.requant "logic": params
+        carry bias * m)."""
+        return self.spec.requant == "logic"
 
     @property
     def fine_parts(self) -> int:
@@ -352,7 +358,10 @@ class WinogradProgram(Program):
             MemoryImage("schedule", layouts.phase_layout(**self.phase_widths()), len(self.phases) + 2,
                         [dataclasses.asdict(ph) for ph in self.phases]),
             MemoryImage("params", param_layout(bias_bits=self.bias_bits, mult_bits=self.mult_bits,
-                                               shift_bits=self.shift_bits), max(1, len(self.params)), self.params),
+                                               shift_bits=self.shift_bits, bias_mult=self.logic_multiplier),
+                        max(1, len(self.params)),
+                        [{**q, "bias_mult": q["bias"] * q["mult"]} for q in self.params] if self.logic_multiplier
+                        else self.params),
             *(self._threshold_memories()),
             *(self._weight_memories(item)),
             MemoryImage("target_map", layouts.quartered_map_layout(
@@ -369,7 +378,9 @@ class WinogradProgram(Program):
               for lane in range(self.lanes) for q in range(self.quarters) if self.quartered),
             *(MemoryImage(f"bank{lane}", signed(self.acc_bits), 2 << self.k_bits)
               for lane in range(self.lanes) if not self.quartered),
-            *(MemoryImage(f"act{b}", unsigned(self.act_bits), self.act_depth) for b in range(2)),
+            # the two activation buffers (ping-pong) as the halves of one memory: the buffer is the address's
+            # top bit, so a read needs no multiplexer between two memories' outputs
+            MemoryImage("act", unsigned(self.act_bits), 2 << unsigned_bits(self.act_depth - 1)),
             # the output FIFO (Amaranth's SyncFIFOBuffered holds it); it takes every score back to back,
             # which its depth-2 form cannot (see `top.py`), hence at least 3
             MemoryImage("scores", signed(self.score_bits), max(3, self.n_scores)),
@@ -428,12 +439,12 @@ class WinogradProgram(Program):
     def synthesis_memories(self) -> list[MemoryImage]:
         """The memories as synthesis maps them (the block-RAM count of `terwin.dse.resources`): a memory
         once per read port (Yosys gives every read port its own copy; `SparseMultiplyStage` writes the
-        operand memory out as one copy per lane), so the operand memory `lanes` times and each
-        activation buffer IN_PIXELS times (the input side reads that many pixels a cycle); each
+        operand memory out as one copy per lane), so the operand memory `lanes` times and the
+        activation buffers IN_PIXELS times (the input side reads that many pixels a cycle); each
         accumulator bank MAP_WIDTH times (the output side reads a row of targets a cycle), or with
         bank_layout "quarters" each quarter once (one read port: the row reads a lane's quarters once
         each)."""
-        reads = {"operands": self.lanes, "act0": IN_PIXELS, "act1": IN_PIXELS,
+        reads = {"operands": self.lanes, "act": IN_PIXELS,
                  **({} if self.quartered else {f"bank{lane}": MAP_WIDTH for lane in range(self.lanes)}),
                  # a Huffman program's symbol tables: a read port a lane (each `weights{lane}` has two read
                  # ports and no write port: Yosys maps them onto one true-dual-port block)

@@ -220,9 +220,11 @@ class ResultWriter(wiring.Component):
         if p.threshold:
             m.submodules.requant = rq = self._threshold_requantizer(m, param, widths)
         else:
-            m.submodules.requant = rq = Requantizer(**widths)
+            m.submodules.requant = rq = Requantizer(**widths, logic_multiplier=p.logic_multiplier)
         m.d.comb += [rq.i_valid.eq(self.y_valid), rq.i_acc.eq(self.y), rq.i_bias.eq(held.bias),
                      rq.i_mult.eq(held.mult), rq.i_shift.eq(held.shift)]
+        if p.logic_multiplier:
+            m.d.comb += rq.i_bias_mult.eq(held.bias_mult)
         dest = delayed(m, self.dest, Requantizer.LATENCY, name="rq_dest")
         inside = delayed(m, self.inside, Requantizer.LATENCY, name="rq_inside")
         act, last_of_tile = rq.o_act, Const(1)
