@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -209,15 +210,36 @@ def _run_script(build_dir: Path, script: str, env: dict, *, name: str, family: f
               (f"{name}{family.placed_ext}", "bitstream packing")]
     log_path = build_dir / "build.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        seen = 0
-        while proc.poll() is None:
-            while seen < len(stages) and (build_dir / stages[seen][0]).exists():
-                progress.note(stages[seen][1])
-                seen += 1
-            time.sleep(0.5)
+        # the tools in a process group of their own: an interrupted or terminated build stops them (they
+        # would otherwise run on, writing into the staging folder as it is removed)
+        proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            seen = 0
+            while proc.poll() is None:
+                while seen < len(stages) and (build_dir / stages[seen][0]).exists():
+                    progress.note(stages[seen][1])
+                    seen += 1
+                time.sleep(0.5)
+        except BaseException:
+            _stop_group(proc)
+            raise
     if proc.returncode != 0:
         raise build_failure(build_dir, name=name, family=family)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a tool's process group: SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class DoesNotFitError(TerwinError):

@@ -380,6 +380,21 @@ def test_a_terminated_build_leaves_nothing(model, tmp_path, into_users_folder):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "terwin build: terminated", err
     assert snapshot(tmp_path) == before
+    # ... and the tools it ran (Yosys, in the staging folder) were stopped with it
+    assert not [pid for pid in _pids_in(tmp_path)], "a tool of the terminated build still runs"
+
+
+def _pids_in(folder: Path) -> list[str]:
+    """The processes whose working folder is under `folder` (a removed folder's link ends in " (deleted)")."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(folder)):
+            found.append(pid)
+    return found
 
 
 def test_an_interrupted_command_leaves_nothing(tmp_path):
