@@ -120,6 +120,27 @@ def test_pe_array_rows_add_subtract_or_skip(spec):
     assert np.array_equal(np.array(got), expected), f"{np.array(got)[:3]} != {expected[:3]}"
 
 
+def _requantize_stream(dut, inputs: list) -> tuple[list, list]:
+    """Feed a `Requantizer` one value of each input port ([(port, values), ...]) a cycle, valid
+    throughout; the (o_act, o_score) of every valid output, in order."""
+    n = len(inputs[0][1])
+    acts, scores = [], []
+
+    async def bench(ctx):
+        for i in range(n + dut.latency):
+            if i < n:
+                for port, values in inputs:
+                    ctx.set(port, int(values[i]))
+            ctx.set(dut.i_valid, int(i < n))
+            await ctx.tick()
+            if ctx.get(dut.o_valid):
+                acts.append(ctx.get(dut.o_act))
+                scores.append(ctx.get(dut.o_score))
+
+    _run(dut, bench)
+    return acts, scores
+
+
 def test_requantizer_matches_the_integer_contract():
     rng = np.random.default_rng(4)
     act_bits, acc_bits, bias_bits, mult_bits, shift_bits = 8, 16, 12, 16, 6
@@ -135,24 +156,8 @@ def test_requantizer_matches_the_integer_contract():
                       shift_bits=shift_bits)
     want = np.array([intmath.requantize(np.array([a]), np.array([b]), np.array([m]), np.array([s]),
                                         act_bits=act_bits, relu=True)[0] for a, b, m, s in zip(acc, bias, mult, shift)])
-    got_act, got_score = [], []
-
-    async def bench(ctx):
-        for i in range(n + Requantizer.LATENCY):
-            if i < n:
-                ctx.set(dut.i_valid, 1)
-                ctx.set(dut.i_acc, int(acc[i]))
-                ctx.set(dut.i_bias, int(bias[i]))
-                ctx.set(dut.i_mult, int(mult[i]))
-                ctx.set(dut.i_shift, int(shift[i]))
-            else:
-                ctx.set(dut.i_valid, 0)
-            await ctx.tick()
-            if ctx.get(dut.o_valid):
-                got_act.append(ctx.get(dut.o_act))
-                got_score.append(ctx.get(dut.o_score))
-
-    _run(dut, bench)
+    got_act, got_score = _requantize_stream(dut, [(dut.i_acc, acc), (dut.i_bias, bias), (dut.i_mult, mult),
+                                                  (dut.i_shift, shift)])
     assert got_act == want.tolist()
     assert got_score == (acc + bias).tolist()
 
@@ -180,23 +185,8 @@ def test_logic_multiplier_requantizer_matches_the_integer_contract(acc_bits, bia
                       shift_bits=shift_bits, logic_multiplier=True)
     want = [int(intmath.requantize(np.array([a]), np.array([b]), np.array([m]), np.array([s]), act_bits=act_bits,
                                    relu=True)[0]) for a, b, m, s in zip(acc, bias, mult, shift)]
-    got_act, got_score = [], []
-
-    async def bench(ctx):
-        for i in range(n + Requantizer.LATENCY):
-            if i < n:
-                for port, value in ((dut.i_acc, acc[i]), (dut.i_bias, bias[i]), (dut.i_mult, mult[i]),
-                                    (dut.i_shift, shift[i]), (dut.i_bias_mult, bias[i] * mult[i])):
-                    ctx.set(port, int(value))
-                ctx.set(dut.i_valid, 1)
-            else:
-                ctx.set(dut.i_valid, 0)
-            await ctx.tick()
-            if ctx.get(dut.o_valid):
-                got_act.append(ctx.get(dut.o_act))
-                got_score.append(ctx.get(dut.o_score))
-
-    _run(dut, bench)
+    got_act, got_score = _requantize_stream(dut, [(dut.i_acc, acc), (dut.i_bias, bias), (dut.i_mult, mult),
+                                                  (dut.i_shift, shift), (dut.i_bias_mult, bias * mult)])
     assert got_act == want
     assert got_score == (acc + bias).tolist()
     assert 0 < sum(0 < v < (1 << act_bits) - 1 for v in want) < n     # rounding inside the range, and clamps
@@ -231,22 +221,8 @@ def test_requantizer_with_residual_and_signed_clamp_matches_the_integer_contract
                                    residual_multiplier=np.array([rm]))[0])
             for a, b, m, s, r, rm, sg in zip(acc, bias, mult, shift, res, res_mult, signed)]
     want = [v & ((1 << act_bits) - 1) for v in want]   # two's complement on the port
-    got = []
-
-    async def bench(ctx):
-        for i in range(n + dut.latency):
-            if i < n:
-                for port, values in ((dut.i_acc, acc), (dut.i_bias, bias), (dut.i_mult, mult), (dut.i_shift, shift),
-                                     (dut.i_residual, res), (dut.i_res_mult, res_mult), (dut.i_signed, signed)):
-                    ctx.set(port, int(values[i]))
-                ctx.set(dut.i_valid, 1)
-            else:
-                ctx.set(dut.i_valid, 0)
-            await ctx.tick()
-            if ctx.get(dut.o_valid):
-                got.append(ctx.get(dut.o_act))
-
-    _run(dut, bench)
+    got, _ = _requantize_stream(dut, [(dut.i_acc, acc), (dut.i_bias, bias), (dut.i_mult, mult), (dut.i_shift, shift),
+                                      (dut.i_residual, res), (dut.i_res_mult, res_mult), (dut.i_signed, signed)])
     assert got == want
     signed_values = {v for v, sg in zip(want, signed) if sg}
     assert len(signed_values) > 12 and {1 << (act_bits - 1), (1 << (act_bits - 1)) - 1} <= signed_values
