@@ -89,8 +89,8 @@ def main(argv=None) -> int:
         print(f"terwin {command}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
-        if trap:
-            signal.signal(signal.SIGTERM, previous)
+        if trap:   # (None: a handler not set from Python, which cannot be put back; the default then)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":
