@@ -14,7 +14,7 @@ Common keys (identical for every family):
     compression_ratio, weight_bits_stored, requant_bits, weights, nonzero_weights
                                          `terwin.stats.model_stats` totals of the model file
     epochs, train_seconds                epochs per stage; seconds of the whole run
-    numerics                             `terwin.numerics.report()`: whether the float training ran on
+    numerics                             `algo.numerics.report()`: whether the float training ran on
                                          the pinned kernels (the same model on every x86-64 machine)
     checksum                             added by `terwin compress`: the model file's checksum
 
@@ -27,12 +27,11 @@ import time
 
 import numpy as np
 
-from terwin import numerics
 from terwin.deployment import Deployment
 from terwin.sim import reference
 from terwin.stats import model_stats
 
-from . import torch_int
+from . import numerics, torch_int
 from .options import CompressOptions
 from .train import Tensors
 

@@ -40,7 +40,7 @@ def child(onednn: bool) -> None:
     import terwin  # noqa: F401  (pins the numerics unless TERWIN_NUMERICS=native)
     import torch
 
-    from terwin import numerics
+    from terwin.algo.numerics import report
     from terwin.algo import train as train_module
     from terwin.algo.data import load_digits_split
     from terwin.algo.ternary.flow import Schedule, TernaryOptions, train_ternary
@@ -65,7 +65,7 @@ def child(onednn: bool) -> None:
     for name, value in sorted(trained.model.state_dict().items()):
         h.update(name.encode())
         h.update(value.detach().numpy().tobytes())
-    print(json.dumps({"sha256": h.hexdigest(), "numerics": numerics.report()}))
+    print(json.dumps({"sha256": h.hexdigest(), "numerics": report()}))
 
 
 def main() -> int:

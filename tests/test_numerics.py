@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from terwin import numerics
+from terwin.algo.numerics import report
 from terwin.errors import TerwinError
 
 GOLDEN_TORCH = "2.13.0+cpu"   # the torch the checksums were recorded with (its kernels are the numerics)
@@ -44,8 +45,8 @@ def _compress(tmp_path, args, **env_extra):
     proc = subprocess.run([sys.executable, "-m", "terwin", "compress", *args, "--quiet", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "compress.json").read_text())
-    return hashlib.sha256((out / "model.terwin").read_bytes()).hexdigest(), report["numerics"], proc.stderr
+    written = json.loads((out / "compress.json").read_text())
+    return hashlib.sha256((out / "model.terwin").read_bytes()).hexdigest(), written["numerics"], proc.stderr
 
 
 @pytest.mark.parametrize("args", list(GOLDEN), ids=["ternary", "winograd"])
@@ -97,21 +98,21 @@ def test_pin_environment_sets_only_what_is_unset():
 
 
 def test_this_process_is_pinned_and_the_report_names_what_breaks_the_pin():
-    figures = numerics.report()   # the suite imports terwin before torch runs, as a user's program may
+    figures = report()   # the suite imports terwin before torch runs, as a user's program may
     if _has_avx2() and figures["machine"] in ("x86_64", "AMD64"):
         assert figures["pinned"] and figures["aten_capability"] == "AVX2", figures
         assert figures["mkl_branch"] in ("COMPATIBLE", None), figures   # None: a torch that hides it
     else:
         assert not figures["pinned"] and figures["why"], figures
-    figures = numerics.report({**numerics.PIN, "MKL_CBWR": "AUTO"})
+    figures = report({**numerics.PIN, "MKL_CBWR": "AUTO"})
     assert not figures["pinned"] and ("MKL_CBWR is 'AUTO'" in figures["why"] or "x86-64" in figures["why"])
 
 
 def test_torch_used_before_terwin_is_reported_not_pinned():
     """A program that computed with torch before importing terwin keeps the kernels it started with:
     the report must say so (and which), not claim the pin."""
-    code = ("import json, torch; a = torch.randn(9, 9); a @ a; import terwin; from terwin import numerics; "
-            "print(json.dumps(numerics.report()))")
+    code = ("import json, torch; a = torch.randn(9, 9); a @ a; import terwin; from terwin.algo.numerics import report; "
+            "print(json.dumps(report()))")
     env = {k: v for k, v in os.environ.items() if k not in (*numerics.PIN, numerics.MODE_VARIABLE)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     figures = json.loads(proc.stdout)
