@@ -14,6 +14,8 @@ Common keys (identical for every family):
     compression_ratio, weight_bits_stored, requant_bits, weights, nonzero_weights
                                          `terwin.stats.model_stats` totals of the model file
     epochs, train_seconds                epochs per stage; seconds of the whole run
+    numerics                             `algo.numerics.report()`: whether the float training ran on
+                                         the pinned kernels (the same model on every x86-64 machine)
     checksum                             added by `terwin compress`: the model file's checksum
 
 Family-specific figures go under one key named after the family (`"ternary": {...}`,
@@ -29,7 +31,7 @@ from terwin.deployment import Deployment
 from terwin.sim import reference
 from terwin.stats import model_stats
 
-from . import torch_int
+from . import numerics, torch_int
 from .options import CompressOptions
 from .train import Tensors
 
@@ -77,6 +79,7 @@ def compress_report(options: CompressOptions, dep: Deployment, data: Tensors, *,
         "epochs": epochs,
         options.family: family_figures,
         "train_seconds": time.monotonic() - started,
+        "numerics": numerics.report(),
     })
     return report
 

@@ -23,7 +23,7 @@ plain fraction); `BestCheckpoint` keeps the state with the best validation accur
 `reestimate_batchnorm` recomputes batch-norm running statistics for the weights as they are now;
 `WeightAverage` averages the parameters over the last epochs instead of keeping one of them.
 Runs are deterministic: seed the global RNG before building the model, pass one `torch.Generator`
-for batch order and augmentation, and run under `single_thread()`.
+for batch order and augmentation, and run under `reproducible()` (one thread, no oneDNN; `terwin.numerics`).
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from terwin import numerics
 
 from .data import validation_split
 from .quant import ActQuant
@@ -78,14 +80,21 @@ def scaled_epochs(epochs: int, scale: float) -> int:
 
 
 @contextlib.contextmanager
-def single_thread():
-    """One intra-op thread: deterministic, and no oversubscription on shared machines."""
-    threads = torch.get_num_threads()
+def reproducible():
+    """Training that gives the same model on every run and, with `terwin.numerics` pinned, on every
+    x86-64 machine: one intra-op thread (no oversubscription on shared machines either) and no oneDNN
+    (its convolutions are JIT-compiled and blocked for the processor they run on; without it torch
+    convolves by im2col and MKL's GEMM, which MKL_CBWR fixes). A bad TERWIN_NUMERICS is refused here,
+    before any training."""
+    numerics.mode()
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
 
 
 @torch.no_grad()
@@ -266,5 +275,5 @@ def random_shift(x: torch.Tensor, *, generator: torch.Generator, max_shift: int 
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "single_thread", "evaluate", "accuracy", "BestCheckpoint", "WeightAverage", "train",
+__all__ = ["Tensors", "LR_DECAYS", "scaled_epochs", "reproducible", "evaluate", "accuracy", "BestCheckpoint", "WeightAverage", "train",
            "random_shift", "reestimate_batchnorm"]

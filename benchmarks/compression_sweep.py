@@ -172,7 +172,7 @@ def run_one(item: dict) -> dict:
         "schedule_overrides": item["schedule"], "epochs_scale": item.get("epochs_scale", 1.0),
         **{k: report[k] for k in ("float_accuracy", "accuracy", "accuracy_drop_points", "fake_quant_accuracy",
                                   "sparsity", "compression_ratio", "reference_mismatches", "test_images",
-                                  "train_seconds")},
+                                  "train_seconds", "numerics")},
         **extra,
         "cycles": predicted["cycles"], "mac_cycles": predicted["mac_cycles"],
         "ideal_mac_cycles": predicted["ideal_mac_cycles"],

@@ -3,7 +3,12 @@ Amaranth hardware for them, verify the RTL bit for bit with cocotb, and build op
 
 The Python API (`terwin.compress`, `load_data`, `save`, `load`, `scores`, `simulate`, `generate`,
 `verify`, `build_bitstream`, `explore`; `terwin/api.py`) resolves on first use: `import terwin` itself loads
-neither torch nor Amaranth."""
+neither torch nor Amaranth. It does fix which CPU kernels torch will use (`terwin.numerics`: the same
+float training on every x86-64 machine), before torch runs anything."""
+from . import numerics as _numerics
+
+_numerics.pin_environment()
+
 from .deployment import Conv2d, Deployment, Linear, MaxPool2d, WinogradConv2d
 from .errors import FormatError, SpecError, TerwinError
 from .spec import PRESETS, HardwareSpec, load_spec

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT_KEYS = {"family", "spec", "seed", "options", "accuracy", "float_accuracy", "accuracy_drop_points",
                "fake_quant_accuracy", "test_images", "reference_mismatches", "sparsity", "sparsity_measure",
                "compression_ratio", "weight_bits_stored", "requant_bits", "weights", "nonzero_weights", "epochs",
-               "train_seconds", "checksum", "ternary",
+               "train_seconds", "numerics", "checksum", "ternary",
                # the weight codec (terwin.codec, applied after export by the command and terwin.compress)
                "codec", "weight_stream_bits", "weight_stream", "weight_memory",
                # the file as written by the command (terwin compress --storage)

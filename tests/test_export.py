@@ -136,7 +136,8 @@ def test_report_of_compress(data):
                                           seed=1, quiet=True))
     for key in ("family", "spec", "seed", "options", "float_accuracy", "accuracy", "accuracy_drop_points",
                 "fake_quant_accuracy", "sparsity", "sparsity_measure", "compression_ratio", "weight_bits_stored",
-                "requant_bits", "test_images", "reference_mismatches", "epochs", "train_seconds", "ternary"):
+                "requant_bits", "test_images", "reference_mismatches", "epochs", "train_seconds", "numerics",
+                "ternary"):
         assert key in report, key
     figures = report["ternary"]
     for key in ("accuracy_before_prune", "accuracy_after_prune", "tile_sparsity", "layers",

@@ -9,7 +9,7 @@ from terwin.algo.data import load_digits_split
 from terwin.algo.ternary import flow as ternary_flow
 from terwin.algo.ternary import graph_flow
 from terwin.algo.ternary.flow import Schedule, TernaryOptions, average_window, train_ternary
-from terwin.algo.train import WeightAverage, reestimate_batchnorm
+from terwin.algo.train import WeightAverage, reestimate_batchnorm, reproducible
 from terwin.errors import TerwinError
 from terwin.spec import PE8X8
 
@@ -58,7 +58,8 @@ def _check_average(net, seen, window, x_train):
     # the batch-norm statistics are those of the averaged weights (re-estimated), not the last epoch's;
     # the first one's input does not depend on the activation scales the flow sets afterwards
     again = copy.deepcopy(net)
-    reestimate_batchnorm(again, x_train)
+    with reproducible():        # the flow's kernels (no oneDNN)
+        reestimate_batchnorm(again, x_train)
     first, first_again = (next(m for m in n.modules() if isinstance(m, nn.BatchNorm2d)) for n in (net, again))
     assert torch.equal(first.running_mean, first_again.running_mean)
     assert torch.equal(first.running_var, first_again.running_var)
@@ -93,7 +94,8 @@ def test_graph_flow_exports_the_mean_of_the_last_epochs(monkeypatch):
     options = graph_flow.GraphOptions(spec=PE8X8, tile_sparsity=0.5, seed=0, quiet=True, model_ref="small",
                                       schedule=Schedule(float_epochs=1, joint_epochs=1, finetune_epochs=4, average=3))
     net = graph_flow.prepare(Small(), split, PE8X8)
-    t = graph_flow.train_graph(options, net, split, pretrained=False)
+    with reproducible():        # as graph_flow.compress runs it
+        t = graph_flow.train_graph(options, net, split, pretrained=False)
     assert t.validation["averaged_epochs"] == [2, 4] and "finetune_epoch" not in t.validation
     x_train = ternary_flow.Tensors.from_split(split, validation=options.validation_fraction, seed=0).x_train
     _check_average(t.net, Spy.seen, 3, x_train)
@@ -116,3 +118,4 @@ def test_graph_flow_distills_from_the_float_model_when_asked():
     plain, again, distilled = run(0.0), run(0.0), run(1.0)
     assert all(torch.equal(a, b) for a, b in zip(plain, again))
     assert not all(torch.equal(a, b) for a, b in zip(plain, distilled))
+

@@ -17,7 +17,7 @@ from terwin.spec import PE8X8, WINOGRAD
 TINY = 0.05  # every stage runs 1-2 epochs
 REPORT_KEYS = {"family", "spec", "seed", "options", "float_accuracy", "accuracy", "accuracy_drop_points",
                "fake_quant_accuracy", "sparsity", "sparsity_measure", "compression_ratio", "reference_mismatches",
-               "test_images", "epochs", "train_seconds", "winograd"}
+               "test_images", "epochs", "train_seconds", "numerics", "winograd"}
 FAMILY_KEYS = {"mode", "spatial_sparsity", "mult_reduction", "placement", "layers", "accumulator_bits"}
 
 

@@ -45,7 +45,7 @@ from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import set_quantization
 from ..results import compress_report
 from ..train import (BestCheckpoint, Tensors, WeightAverage, evaluate, reestimate_batchnorm, scaled_epochs,
-                     single_thread, train)
+                     reproducible, train)
 from .allocation import ALLOCATIONS, sensitivity_allocation
 from .export import export_ternary, sync_activation_scales
 from .net import DEFAULT_CHANNELS, DigitsNet
@@ -261,7 +261,7 @@ def _accuracy(model, x, y) -> float:
 def train_ternary(options: TernaryOptions, data: Tensors) -> Trained:
     """Stages 1-4: float training, joint ternary + regularizer, pruning, fine-tuning. `data` must
     hold a validation split (`Tensors.from_split(split, validation=...)`): every choice is made on it."""
-    with single_thread():
+    with reproducible():
         return _train_ternary(options, data)
 
 
@@ -367,7 +367,7 @@ def compress(options: TernaryOptions):
     if not isinstance(options, TernaryOptions):
         raise TypeError(f"the ternary family takes TernaryOptions, not {type(options).__name__}")
     check_weight_format(options, WEIGHT_FORMAT)
-    with single_thread():
+    with reproducible():
         start = time.monotonic()
         data = Tensors.from_split(load_digits_split(options.spec.act_bits), validation=VALIDATION_FRACTION, seed=options.seed)
         t = train_ternary(options, data)

@@ -44,7 +44,7 @@ from ..graph import GraphNet, capture, check_capture, load_weights
 from ..options import GraphInputs, check_weight_format
 from ..quant import bn_affine, fit_requant, set_quantization
 from ..results import compress_report
-from ..train import BestCheckpoint, Tensors, WeightAverage, accuracy, reestimate_batchnorm, single_thread, train
+from ..train import BestCheckpoint, Tensors, WeightAverage, accuracy, reestimate_batchnorm, reproducible, train
 from .allocation import sensitivity_allocation
 from .export import live_slopes, with_tile_mask
 from .net import DEFAULT_CHANNELS
@@ -336,7 +336,7 @@ def compress(options: GraphOptions, model: nn.Module, data: Split, *, weights=No
     if not isinstance(options, GraphOptions):
         raise TypeError(f"a user's model takes GraphOptions, not {type(options).__name__}")
     check_weight_format(options, WEIGHT_FORMAT)
-    with single_thread():
+    with reproducible():
         start = time.monotonic()
         torch.manual_seed(options.seed)
         net = prepare(model, data, options.spec, weights=weights)

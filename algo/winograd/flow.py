@@ -47,7 +47,7 @@ from ..data import VALIDATION_FRACTION, load_digits_split
 from ..options import CompressOptions, check_number, check_weight_format
 from ..quant import InputQuant, PerChannelQuant, calibrate_activations
 from ..results import compress_report
-from ..train import BestCheckpoint, Tensors, evaluate, scaled_epochs, single_thread, train
+from ..train import BestCheckpoint, Tensors, evaluate, scaled_epochs, reproducible, train
 from .export import accumulator_bits, export
 from .masks import JointPruner, JointRegularizer, WinogradMagnitudePruner, linear_prune
 from .lowprec import ActivationRegularizer, LowPrecisionRegularizer, combined
@@ -275,7 +275,7 @@ def compress(options: WinogradOptions, *, on_export=None):
     if not isinstance(options, WinogradOptions):
         raise TypeError(f"the Winograd family takes WinogradOptions, not {type(options).__name__}")
     check_weight_format(options, WEIGHT_FORMAT)
-    with single_thread():
+    with reproducible():
         return _compress(options, on_export=on_export)
 
 

@@ -32,7 +32,7 @@ from ..data import Split
 from ..graph import GraphNet, capture, check_capture, load_weights
 from ..options import GraphInputs, check_weight_format
 from ..quant import fold_bn
-from ..train import BestCheckpoint, Tensors, evaluate, single_thread, train
+from ..train import BestCheckpoint, Tensors, evaluate, reproducible, train
 from .flow import BATCH, EPOCHS, WEIGHT_FORMAT, WinogradOptions, sparsify
 from .flow import options_from_args as winograd_options_from_args
 from .nn import WinogradNet
@@ -126,7 +126,7 @@ def compress(options: GraphOptions, model: torch.nn.Module, data: Split, *, weig
         raise TypeError(f"a user's model takes the Winograd family's GraphOptions, not {type(options).__name__}")
     check_weight_format(options, WEIGHT_FORMAT)
     spec = options.model_spec
-    with single_thread():
+    with reproducible():
         t0 = time.monotonic()
         torch.manual_seed(options.seed)
         if not isinstance(model, torch.nn.Module):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from pathlib import Path
 
 from terwin import codec, engines, fileformat
@@ -100,4 +101,8 @@ def run(args) -> int:
         (stage / "compress.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     summary = {k: report[k] for k in ("float_accuracy", "accuracy", "reference_mismatches") if k in report}
     print(f"wrote {out / 'model.terwin'} and {out / 'compress.json'}: {json.dumps(summary)}")
+    figures = report.get("numerics", {})
+    if figures.get("mode") == "pinned" and not figures.get("pinned"):
+        print(f"terwin: note: float numerics not pinned ({figures['why']}): another machine trains another model "
+              f"from the same seed", file=sys.stderr)
     return 0
