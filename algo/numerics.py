@@ -11,11 +11,12 @@ import torch
 from terwin.numerics import MODE_VARIABLE, PIN, mode
 
 
-def _cpu_vendor() -> str | None:
+def cpu_info(field: str) -> str | None:
+    """The first `field` line of /proc/cpuinfo ("vendor_id", "flags"), None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
@@ -48,7 +49,7 @@ def report(environ=os.environ) -> dict:
     capability = torch.backends.cpu.get_cpu_capability()
     branch = mkl_branch()
     figures = {"mode": wanted, "aten_capability": capability, "mkl_cbwr": environ.get("MKL_CBWR"), "mkl_branch": branch,
-               "machine": platform.machine(), "cpu_vendor": _cpu_vendor(), "torch": torch.__version__}
+               "machine": platform.machine(), "cpu_vendor": cpu_info("vendor_id"), "torch": torch.__version__}
     why = None
     if wanted == "native":
         why = f"{MODE_VARIABLE}=native"
@@ -65,4 +66,4 @@ def report(environ=os.environ) -> dict:
     return figures
 
 
-__all__ = ["MKL_BRANCHES", "mkl_branch", "report"]
+__all__ = ["MKL_BRANCHES", "cpu_info", "mkl_branch", "report"]

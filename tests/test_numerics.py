@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from terwin import numerics
-from terwin.algo.numerics import report
+from terwin.algo.numerics import cpu_info, report
 from terwin.errors import TerwinError
 
 GOLDEN_TORCH = "2.13.0+cpu"   # the torch the checksums were recorded with (its kernels are the numerics)
@@ -31,16 +31,17 @@ LESSER_MACHINE = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SS
 
 
 def _has_avx2() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return any(line.startswith("flags") and " avx2" in line for line in f)
-    except OSError:
-        return False
+    return "avx2" in (cpu_info("flags") or "").split()
+
+
+def _unpinned_env(**extra) -> dict:
+    """This process's environment without the pin's variables: a child's `import terwin` sets them."""
+    env = {k: v for k, v in os.environ.items() if k not in (*numerics.PIN, numerics.MODE_VARIABLE)}
+    return {**env, **extra}
 
 
 def _compress(tmp_path, args, **env_extra):
-    env = {k: v for k, v in os.environ.items() if k not in (*numerics.PIN, numerics.MODE_VARIABLE)}
-    env.update(env_extra)
+    env = _unpinned_env(**env_extra)
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
     proc = subprocess.run([sys.executable, "-m", "terwin", "compress", *args, "--quiet", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -113,8 +114,7 @@ def test_torch_used_before_terwin_is_reported_not_pinned():
     the report must say so (and which), not claim the pin."""
     code = ("import json, torch; a = torch.randn(9, 9); a @ a; import terwin; from terwin.algo.numerics import report; "
             "print(json.dumps(report()))")
-    env = {k: v for k, v in os.environ.items() if k not in (*numerics.PIN, numerics.MODE_VARIABLE)}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], env=_unpinned_env(), capture_output=True, text=True, timeout=120)
     figures = json.loads(proc.stdout)
     if figures["mkl_branch"] is not None or figures["aten_capability"] != "AVX2":
         assert not figures["pinned"] and "before terwin was imported" in figures["why"], figures
